@@ -1,0 +1,68 @@
+"""Turn whatever a classifier returns into a ``(N, num_classes)`` logits tensor."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = ["extract_logits"]
+
+_LOGIT_KEYS = ("logits", "logit", "output", "out", "pred", "preds", "scores")
+
+
+def extract_logits(output: Any) -> Tensor:
+    """Return the ``(N, K)`` logits held in a model's output.
+
+    Accepts a tensor, an object with a ``.logits`` attribute (Hugging Face style), a mapping with
+    one of the keys ``logits``, ``output``, ``out``, ``pred``, ``preds`` or ``scores``, or a tuple
+    / list whose first element is the logits (e.g. Inception's auxiliary outputs).
+
+    Args:
+        output: the value returned by ``model(x)``.
+
+    Returns:
+        Tensor of shape ``(N, K)``.
+
+    Raises:
+        TypeError: if no tensor of logits can be found.
+        ValueError: if the logits are not 2-D ``(N, K)``.
+    """
+    found = _find_tensor(output)
+    if found is None:
+        raise TypeError(
+            "model output: expected a (N, num_classes) logits tensor, or a tuple, dict or object "
+            f"holding one (e.g. `.logits`), but got {type(output).__name__}. Wrap the model so "
+            "that it returns the logits tensor."
+        )
+    if found.dim() != 2:
+        raise ValueError(
+            f"model output: expected logits of shape (N, num_classes), got shape "
+            f"{tuple(found.shape)}. Wrap the model so that it returns one row of class scores "
+            "per image (e.g. add a pooling + linear head, or flatten extra dimensions)."
+        )
+    return found
+
+
+def _find_tensor(output: Any) -> Tensor | None:
+    if isinstance(output, Tensor):
+        return output
+    logits = getattr(output, "logits", None)
+    if isinstance(logits, Tensor):
+        return logits
+    if isinstance(output, Mapping):
+        for key in _LOGIT_KEYS:
+            value = output.get(key)
+            if isinstance(value, Tensor):
+                return value
+        return None
+    if isinstance(output, (tuple, list)) and output:
+        return _find_tensor(output[0])
+    return None
+
+
+def _forward_logits(model: torch.nn.Module, x: Tensor) -> Tensor:
+    """Run ``model(x)`` and extract the logits (shared by training, attribution and metrics)."""
+    return extract_logits(model(x))
