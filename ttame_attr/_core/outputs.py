@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["extract_logits"]
+__all__ = ["extract_logits", "forward_logits"]
 
 _LOGIT_KEYS = ("logits", "logit", "output", "out", "pred", "preds", "scores")
 
@@ -63,6 +63,6 @@ def _find_tensor(output: Any) -> Tensor | None:
     return None
 
 
-def _forward_logits(model: torch.nn.Module, x: Tensor) -> Tensor:
+def forward_logits(model: torch.nn.Module, x: Tensor) -> Tensor:
     """Run ``model(x)`` and extract the logits (shared by training, attribution and metrics)."""
     return extract_logits(model(x))
