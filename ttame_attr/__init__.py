@@ -1,5 +1,45 @@
-"""ttame_attr: T-TAME explanations for image classifiers."""
+"""ttame_attr: T-TAME explanations for image classifiers (CNNs, ViTs, Swin), Captum-style.
 
+Example:
+    >>> import torch, torchvision
+    >>> from ttame_attr import TTAME
+    >>> model = torchvision.models.resnet18(weights=None, num_classes=5)
+    >>> explainer = TTAME(model, input_size=(3, 64, 64))
+    >>> explainer.attribute(torch.rand(1, 3, 64, 64)).shape
+    torch.Size([1, 1, 64, 64])
+"""
+
+from ttame_attr._core.head import AttentionHead, FeatureBranch
+from ttame_attr._core.loss import LossTerms, TTAMELoss, area_loss, variation_loss
+from ttame_attr._core.outputs import extract_logits
+from ttame_attr._core.training import EpochStats, TrainingHistory, fit
+from ttame_attr._core.ttame import IMAGENET_MEAN, IMAGENET_STD, TTAME, Explanation
 from ttame_attr._version import __version__
+from ttame_attr.adapters import (
+    BackboneAdapter,
+    get_adapter,
+    list_adapters,
+    register_adapter,
+)
 
-__all__ = ["__version__"]
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "TTAME",
+    "AttentionHead",
+    "BackboneAdapter",
+    "EpochStats",
+    "Explanation",
+    "FeatureBranch",
+    "LossTerms",
+    "TTAMELoss",
+    "TrainingHistory",
+    "__version__",
+    "area_loss",
+    "extract_logits",
+    "fit",
+    "get_adapter",
+    "list_adapters",
+    "register_adapter",
+    "variation_loss",
+]

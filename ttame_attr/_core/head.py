@@ -1,0 +1,106 @@
+"""The T-TAME attention head: one branch per feature map, a 1x1 fusion, one map per class."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["AttentionHead", "FeatureBranch"]
+
+
+class FeatureBranch(nn.Module):
+    """``ReLU(BN(conv1x1(x)) + x)``: the per-layer branch of the T-TAME head.
+
+    Args:
+        channels: ``C`` of the feature map ``(N, C, h, w)``; the branch keeps it.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, kernel_size=1, bias=True)
+        self.bn = nn.BatchNorm2d(channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.relu(self.bn(self.conv(x)) + x)
+
+
+class AttentionHead(nn.Module):
+    """The trainable attention mechanism of T-TAME.
+
+    Each feature map ``(N, C_i, h_i, w_i)`` goes through its :class:`FeatureBranch`, is upsampled
+    bilinearly to ``map_size``, the branches are concatenated and a 1x1 convolution maps the
+    ``sum(C_i)`` channels to one map per class.
+
+    Because bilinear resizing and the 1x1 fusion are both linear, the map of class ``k`` equals
+    ``sum_i resize(W_i[k] . branch_i) + b[k]`` where ``W_i`` are the fusion weight's columns of
+    branch ``i``. :meth:`forward` computes it that way, for the requested classes only and at each
+    branch's own resolution, which is what makes single-class explanations nearly free.
+    :meth:`forward_full` is the straightforward computation of all maps, kept for reference.
+
+    Args:
+        channels: ``C_i`` of each feature map, earliest layer first.
+        num_classes: ``K``, the classifier's number of classes.
+        map_size: ``(h, w)`` of the output maps.
+    """
+
+    def __init__(self, channels: Sequence[int], num_classes: int, map_size: tuple[int, int]) -> None:
+        super().__init__()
+        self.channels = tuple(int(c) for c in channels)
+        self.num_classes = int(num_classes)
+        self.map_size = (int(map_size[0]), int(map_size[1]))
+        self.branches = nn.ModuleList(FeatureBranch(c) for c in self.channels)
+        self.fusion = nn.Conv2d(sum(self.channels), self.num_classes, kernel_size=1, bias=True)
+
+    def _resize(self, x: Tensor) -> Tensor:
+        if tuple(x.shape[-2:]) == self.map_size:
+            return x
+        return F.interpolate(x, size=self.map_size, mode="bilinear", align_corners=False)
+
+    def forward(self, features: Sequence[Tensor], classes: Tensor | None = None) -> Tensor:
+        """Class maps before the sigmoid (the paper's ``c``) for the requested classes.
+
+        Args:
+            features: ``(N, C_i, h_i, w_i)`` feature maps, one per branch.
+            classes: ``None`` for all ``K`` classes; a ``(M,)`` long tensor for the same ``M``
+                classes for every image; or ``(N, M)`` for ``M`` classes per image.
+
+        Returns:
+            ``(N, M, h, w)`` maps (``M = K`` when ``classes`` is ``None``), ``(h, w) = map_size``.
+        """
+        weight = self.fusion.weight.flatten(1)  # (K, sum C)
+        bias = self.fusion.bias
+        if classes is None:
+            classes = torch.arange(self.num_classes, device=weight.device)
+        per_image = classes.dim() == 2
+        w_sel = weight[classes]  # (M, sum C) or (N, M, sum C)
+        b_sel = bias[classes]  # (M,) or (N, M)
+        total: Tensor | None = None
+        offset = 0
+        for branch, feature in zip(self.branches, features):
+            b = branch(feature)
+            c = b.shape[1]
+            w = w_sel[..., offset : offset + c]
+            offset += c
+            if per_image:
+                n, _, h, wd = b.shape
+                z = torch.bmm(w.to(b.dtype), b.flatten(2)).view(n, -1, h, wd)
+            else:
+                z = F.conv2d(b, w.to(b.dtype)[:, :, None, None])
+            z = self._resize(z)
+            total = z if total is None else total + z
+        assert total is not None  # at least one branch, checked at construction
+        if per_image:
+            return total + b_sel.to(total.dtype)[:, :, None, None]
+        return total + b_sel.to(total.dtype)[None, :, None, None]
+
+    def forward_full(self, features: Sequence[Tensor]) -> Tensor:
+        """All ``K`` class maps computed as the paper writes it: resize, concatenate, fuse.
+
+        Returns:
+            ``(N, K, h, w)``.
+        """
+        branches = [self._resize(branch(f)) for branch, f in zip(self.branches, features)]
+        return self.fusion(torch.cat(branches, dim=1))

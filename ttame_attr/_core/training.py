@@ -1,0 +1,352 @@
+"""Training the T-TAME head: the paper's recipe (SGD Nesterov, OneCycleLR, masked forward)."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Mapping
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+
+from ttame_attr._core.guard import eval_mode
+from ttame_attr._core.outputs import extract_logits
+
+if TYPE_CHECKING:
+    from ttame_attr._core.ttame import TTAME
+
+__all__ = ["EpochStats", "Trainer", "TrainingHistory", "batch_images", "fit", "param_groups"]
+
+logger = logging.getLogger(__name__)
+
+_IMAGE_KEYS = ("image", "images", "img", "pixel_values", "input", "inputs", "x")
+
+
+def batch_images(batch: Any, image_key: str | None = None) -> Tensor:
+    """The image tensor of a batch: a tensor, the first item of a tuple/list, or a dict entry.
+
+    Dataset labels are ignored: T-TAME learns from the model's own predictions.
+    """
+    if isinstance(batch, Tensor):
+        return batch
+    if isinstance(batch, Mapping):
+        keys = (image_key,) if image_key else _IMAGE_KEYS
+        for key in keys:
+            if key in batch and isinstance(batch[key], Tensor):
+                return batch[key]
+        raise ValueError(
+            f"loader: a dict batch has no image tensor under {list(keys)} (keys: "
+            f"{list(batch)}). Pass image_key='...' naming the image entry."
+        )
+    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], Tensor):
+        return batch[0]
+    raise TypeError(
+        "loader: expected batches that are image tensors, (images, labels) tuples or dicts with "
+        f"an image entry, got {type(batch).__name__}."
+    )
+
+
+def param_groups(head: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on weights, none on biases (as the paper's recipe)."""
+    decay, no_decay = [], []
+    for name, param in head.named_parameters():
+        if not param.requires_grad:
+            continue
+        (no_decay if name.endswith("bias") else decay).append(param)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+@dataclass
+class EpochStats:
+    """Mean loss terms of one epoch (and of the validation pass when a loader was given).
+
+    ``fidelity`` is the fraction of masked images still classified as the clean image.
+    """
+
+    epoch: int
+    loss: float
+    ce: float
+    area: float
+    variation: float
+    fidelity: float
+    lr: float
+    steps: int
+    skipped_steps: int = 0
+    val_loss: float | None = None
+    val_ce: float | None = None
+    val_area: float | None = None
+    val_variation: float | None = None
+    val_fidelity: float | None = None
+
+
+@dataclass
+class TrainingHistory:
+    """Per-epoch statistics returned by :meth:`TTAME.fit`."""
+
+    epochs: list[EpochStats] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.epochs)
+
+    def __getitem__(self, i: int) -> EpochStats:
+        return self.epochs[i]
+
+    def column(self, name: str) -> list[Any]:
+        """One statistic across epochs, e.g. ``history.column("loss")``."""
+        return [getattr(e, name) for e in self.epochs]
+
+    def as_dicts(self) -> list[dict[str, Any]]:
+        """The history as a list of plain dicts (JSON-ready)."""
+        return [asdict(e) for e in self.epochs]
+
+
+class _Meter:
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.count = 0
+
+    def add(self, n: int, **values: Tensor | float) -> None:
+        for key, value in values.items():
+            v = float(value.detach()) if isinstance(value, Tensor) else float(value)
+            self.sums[key] = self.sums.get(key, 0.0) + v * n
+        self.count += n
+
+    def mean(self, key: str) -> float:
+        return self.sums.get(key, 0.0) / max(self.count, 1)
+
+
+class Trainer:
+    """One training run of a T-TAME head (what :func:`fit` drives).
+
+    Holds the optimiser, scheduler and gradient scaler; :meth:`step` does one training step
+    on a batch of images, :meth:`evaluate` computes the loss terms without training.
+    """
+
+    def __init__(
+        self,
+        explainer: TTAME,
+        total_steps: int,
+        *,
+        lr: float = 1e-3,
+        momentum: float = 0.9,
+        weight_decay: float = 5e-4,
+        nesterov: bool = True,
+        amp: bool | None = None,
+    ) -> None:
+        self.explainer = explainer
+        self.head = explainer.head
+        self.device = explainer.device
+        self.optimizer = torch.optim.SGD(
+            param_groups(self.head, weight_decay), lr=lr, momentum=momentum, nesterov=nesterov
+        )
+        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            self.optimizer, max_lr=lr, total_steps=max(total_steps, 1)
+        )
+        self.total_steps = max(total_steps, 1)
+        use_amp = self.device.type == "cuda" if amp is None else bool(amp)
+        self.amp_dtype: torch.dtype | None = None
+        if use_amp:
+            if self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
+                self.amp_dtype = torch.float16
+            else:
+                self.amp_dtype = torch.bfloat16
+        self.scaler = torch.amp.GradScaler(
+            self.device.type, enabled=self.amp_dtype == torch.float16
+        )
+        self.step_count = 0
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _loss(self, x: Tensor) -> tuple[Any, Tensor]:
+        explainer = self.explainer
+        with torch.no_grad(), self._autocast():
+            features, logits = explainer._features(x, need_logits=True)
+            assert logits is not None
+            labels = logits.argmax(dim=1)
+        features = [f.detach() for f in features]
+        with self._autocast():
+            masks = torch.sigmoid(self.head(features, labels))  # (B, B, h, w)
+            own = masks[torch.arange(x.shape[0], device=x.device), labels.new_tensor(
+                range(x.shape[0]))][:, None]  # (B, 1, h, w): image i's map of its own label
+            masked = explainer.mask_images(x, own)
+            logits_masked = extract_logits(explainer.model(masked))
+        terms = explainer.loss_fn(logits_masked, labels, masks)
+        fidelity = (logits_masked.argmax(dim=1) == labels).float().mean()
+        return terms, fidelity
+
+    def step(self, x: Tensor) -> tuple[Any, Tensor, bool]:
+        """One optimiser step on images ``x``. Returns (loss terms, fidelity, stepped)."""
+        self.head.train()
+        terms, fidelity = self._loss(x)
+        self.optimizer.zero_grad(set_to_none=True)
+        params = [p for p in self.head.parameters() if p.requires_grad]
+        if not torch.isfinite(terms.total):
+            return terms, fidelity, False
+        # Gradients flow to the head only: the backbone's parameters get no .grad.
+        self.scaler.scale(terms.total).backward(inputs=params)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.step_count < self.total_steps:
+            self.scheduler.step()
+        self.step_count += 1
+        return terms, fidelity, True
+
+    @torch.no_grad()
+    def evaluate(self, loader: Iterable[Any], image_key: str | None = None) -> _Meter:
+        """Mean loss terms and fidelity over ``loader`` (head in eval mode)."""
+        meter = _Meter()
+        with eval_mode(self.head):
+            for batch in loader:
+                x = _to_device(batch_images(batch, image_key), self.explainer)
+                terms, fidelity = self._loss(x)
+                meter.add(
+                    x.shape[0], loss=terms.total, ce=terms.ce, area=terms.area,
+                    variation=terms.variation, fidelity=fidelity,
+                )
+        return meter
+
+
+def _to_device(x: Tensor, explainer: TTAME) -> Tensor:
+    x, _ = explainer._check_inputs(x)
+    dtype = explainer.head.fusion.weight.dtype
+    return x.to(device=explainer.device, dtype=dtype, non_blocking=True)
+
+
+def _loader_len(loader: Any) -> int | None:
+    try:
+        return len(loader)
+    except TypeError:
+        return None
+
+
+def fit(
+    explainer: TTAME,
+    loader: Iterable[Any],
+    epochs: int = 8,
+    *,
+    val_loader: Iterable[Any] | None = None,
+    lr: float = 1e-3,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+    nesterov: bool = True,
+    steps_per_epoch: int | None = None,
+    amp: bool | None = None,
+    progress: bool = True,
+    image_key: str | None = None,
+) -> TrainingHistory:
+    """Train ``explainer``'s attention head on unlabelled images (the paper's recipe).
+
+    For each batch: the frozen model predicts labels ``y`` on the clean images; the head makes
+    the ``(B, B, h, w)`` maps of the batch's labels for every image; each image is multiplied by
+    its own label's map (in ``explainer.mask_space``) and classified again; the loss
+    (:class:`~ttame_attr.TTAMELoss`) is back-propagated to the head only. SGD with Nesterov
+    momentum 0.9, weight decay 5e-4 on weights (none on biases), OneCycleLR to ``lr``.
+
+    Args:
+        explainer: the :class:`~ttame_attr.TTAME` whose head is trained.
+        loader: yields image tensors, ``(images, labels)`` tuples or dicts with an image entry
+            (labels are ignored). Images as the model takes them (normalised).
+        epochs: passes over ``loader`` (8 in the paper).
+        val_loader: optional; its loss terms are reported after each epoch.
+        lr: OneCycleLR's maximum learning rate (1e-3 in the paper).
+        momentum: SGD momentum.
+        weight_decay: on weights only.
+        nesterov: Nesterov momentum.
+        steps_per_epoch: needed when ``loader`` has no ``len``.
+        amp: mixed precision: ``None`` = on CUDA only (bfloat16, else float16 with a gradient
+            scaler), ``True``/``False`` to force.
+        progress: show a tqdm progress bar.
+        image_key: the image entry of dict batches (default: ``image``, ``pixel_values``, ...).
+
+    Returns:
+        A :class:`TrainingHistory` with one :class:`EpochStats` per epoch.
+
+    Raises:
+        ValueError: for an empty loader or bad settings.
+        TypeError: for batches that hold no image tensor.
+    """
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs: expected a positive int, got {epochs!r}.")
+    if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
+        raise ValueError(f"lr: expected a positive learning rate, got {lr!r}.")
+    n_batches = _loader_len(loader) if steps_per_epoch is None else steps_per_epoch
+    if n_batches is None:
+        raise ValueError(
+            "steps_per_epoch: the loader has no len(); pass steps_per_epoch=... so the OneCycleLR "
+            "schedule can be laid out."
+        )
+    if n_batches == 0:
+        raise ValueError(
+            "loader: it yields no batches (len 0). Check the dataset path and the batch size "
+            "(with drop_last=True a dataset smaller than one batch is empty)."
+        )
+    trainer = Trainer(
+        explainer, epochs * n_batches, lr=lr, momentum=momentum, weight_decay=weight_decay,
+        nesterov=nesterov, amp=amp,
+    )
+    history = TrainingHistory()
+    model = explainer.model
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover - tqdm is a core dependency
+        tqdm = None
+
+    with eval_mode(model):
+        for epoch in range(epochs):
+            meter = _Meter()
+            skipped = 0
+            iterator = loader
+            bar = None
+            if progress and tqdm is not None:
+                bar = tqdm(loader, total=n_batches, desc=f"T-TAME epoch {epoch + 1}/{epochs}",
+                           leave=False)
+                iterator = bar
+            try:
+                for batch in iterator:
+                    x = _to_device(batch_images(batch, image_key), explainer)
+                    terms, fidelity, stepped = trainer.step(x)
+                    if not stepped:
+                        skipped += 1
+                        logger.warning("T-TAME: non-finite loss at step %d, step skipped",
+                                       trainer.step_count)
+                        continue
+                    meter.add(
+                        x.shape[0], loss=terms.total, ce=terms.ce, area=terms.area,
+                        variation=terms.variation, fidelity=fidelity,
+                    )
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{float(terms.total):.3f}",
+                                        fid=f"{float(fidelity):.2f}")
+            finally:
+                if bar is not None:
+                    bar.close()
+            if meter.count == 0 and skipped == 0:
+                raise ValueError("loader: it yielded no batches in this epoch.")
+            stats = EpochStats(
+                epoch=epoch + 1, loss=meter.mean("loss"), ce=meter.mean("ce"),
+                area=meter.mean("area"), variation=meter.mean("variation"),
+                fidelity=meter.mean("fidelity"), lr=trainer.optimizer.param_groups[0]["lr"],
+                steps=trainer.step_count, skipped_steps=skipped,
+            )
+            if val_loader is not None:
+                val = trainer.evaluate(val_loader, image_key)
+                stats.val_loss, stats.val_ce = val.mean("loss"), val.mean("ce")
+                stats.val_area, stats.val_variation = val.mean("area"), val.mean("variation")
+                stats.val_fidelity = val.mean("fidelity")
+            history.epochs.append(stats)
+            logger.info(
+                "T-TAME epoch %d/%d: loss %.4f (ce %.4f, area %.4f, var %.4f), fidelity %.3f",
+                epoch + 1, epochs, stats.loss, stats.ce, stats.area, stats.variation,
+                stats.fidelity,
+            )
+    explainer.head.eval()
+    return history

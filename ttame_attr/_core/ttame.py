@@ -1,0 +1,625 @@
+"""The :class:`TTAME` attribution method."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from captum.attr import Attribution
+from captum.log import log_usage
+from torch import Tensor, nn
+
+from ttame_attr._core.capture import StopForward, capture_features, named_modules_or_error
+from ttame_attr._core.guard import eval_mode
+from ttame_attr._core.head import AttentionHead
+from ttame_attr._core.loss import TTAMELoss
+from ttame_attr._core.outputs import extract_logits
+from ttame_attr._core.targets import parse_target
+from ttame_attr._typing import TargetType
+from ttame_attr.adapters._base import BackboneAdapter, LayerInfo, to_nchw
+from ttame_attr.adapters._registry import resolve_adapter
+
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "TTAME", "Explanation"]
+
+logger = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+Scale = Literal["raw", "sigmoid", "minmax"]
+_SCALES = ("raw", "sigmoid", "minmax")
+
+
+@dataclass
+class Explanation:
+    """A prediction and its explanation, from one forward pass (see :meth:`TTAME.explain`).
+
+    Attributes:
+        logits: ``(N, num_classes)`` the classifier's logits.
+        classes: ``(N, k)`` the top-``k`` classes, most probable first.
+        probabilities: ``(N, k)`` their softmax probabilities.
+        maps: ``(N, k, H, W)`` one map per returned class.
+    """
+
+    logits: Tensor
+    classes: Tensor
+    probabilities: Tensor
+    maps: Tensor
+
+
+def _model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        if tensor.is_floating_point():
+            return tensor.device, tensor.dtype
+    return torch.device("cpu"), torch.float32
+
+
+def _resolve_normalization(
+    normalization: str | tuple[Sequence[float], Sequence[float]] | None, model: nn.Module
+) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    if normalization is None:
+        cfg = getattr(model, "pretrained_cfg", None)
+        if isinstance(cfg, dict) and "mean" in cfg and "std" in cfg:
+            return tuple(map(float, cfg["mean"])), tuple(map(float, cfg["std"]))
+        return None
+    if isinstance(normalization, str):
+        if normalization.lower() != "imagenet":
+            raise ValueError(
+                f"normalization: expected None, 'imagenet' or (mean, std), got {normalization!r}."
+            )
+        return IMAGENET_MEAN, IMAGENET_STD
+    try:
+        mean, std = normalization
+        mean, std = tuple(map(float, mean)), tuple(map(float, std))
+    except (TypeError, ValueError) as err:
+        raise TypeError(
+            "normalization: expected None, 'imagenet' or a pair (mean, std) of per-channel "
+            f"sequences, got {normalization!r}."
+        ) from err
+    if any(s <= 0 for s in std):
+        raise ValueError(f"normalization: std must be positive, got {std}.")
+    return mean, std
+
+
+class TTAME(Attribution):
+    r"""T-TAME: a trained attention head that explains a frozen image classifier.
+
+    ``TTAME(model)`` picks a backbone adapter, chooses the feature layers (the last three
+    resolution stages of a CNN or Swin, the last three blocks of a ViT), learns their channel
+    counts and sizes from one dry run, and builds the attention head. :meth:`fit` trains the head
+    with the paper's recipe; :meth:`attribute` then gives class saliency maps in one forward pass.
+    The model is never modified: its weights, ``requires_grad`` and ``.training`` flags and its
+    hooks are the same after every call, also after an error.
+
+    Args:
+        model: a classifier returning ``(N, num_classes)`` logits (or a tuple / dict / object
+            with ``.logits`` holding them).
+        layers: names of the modules to read (``model.named_modules()``), earliest first.
+            ``None`` lets the adapter choose (logged).
+        num_classes: checked against the model's output; inferred when ``None``.
+        input_size: ``(C, H, W)`` of the model's input; from the model when it declares one
+            (timm ``pretrained_cfg``, torchvision ViT ``image_size``), else ``(3, 224, 224)``.
+        adapter: ``None`` (automatic), a registered name (``"cnn"``, ``"vit"``, ``"swin"``), or a
+            :class:`~ttame_attr.BackboneAdapter` subclass.
+        max_map_size: the maps have the size of the largest feature map, capped at this (56 in
+            the paper).
+        normalization: ``(mean, std)`` of the model's input normalisation, or ``"imagenet"``;
+            read from timm's ``pretrained_cfg`` when ``None``. Used to mask images in pixel space.
+        mask_space: where :meth:`fit` multiplies images by the mask: ``"input"`` (the tensor the
+            model receives), ``"pixel"`` (un-normalise, multiply, normalise again; needs
+            ``normalization``) or ``"auto"``: pixel space for CNNs and Swin when the normalisation
+            is known, input space otherwise (as the paper does for ViT).
+        loss: the training loss; the paper's :class:`~ttame_attr.TTAMELoss` by default.
+
+    Raises:
+        TypeError: if ``model`` is not an ``nn.Module`` or an argument has the wrong type.
+        ValueError: for unknown layer names, an output that is not logits, bad sizes.
+
+    Example:
+        >>> import torch, torchvision
+        >>> from ttame_attr import TTAME
+        >>> model = torchvision.models.resnet18(weights=None, num_classes=10)
+        >>> explainer = TTAME(model, input_size=(3, 64, 64))
+        >>> explainer.layers
+        ['layer2', 'layer3', 'layer4']
+        >>> maps = explainer.attribute(torch.rand(2, 3, 64, 64), target=3)
+        >>> tuple(maps.shape)
+        (2, 1, 64, 64)
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layers: Sequence[str] | None = None,
+        *,
+        num_classes: int | None = None,
+        input_size: Sequence[int] | None = None,
+        adapter: str | type[BackboneAdapter] | BackboneAdapter | None = None,
+        max_map_size: int = 56,
+        normalization: str | tuple[Sequence[float], Sequence[float]] | None = None,
+        mask_space: Literal["auto", "input", "pixel"] = "auto",
+        loss: nn.Module | None = None,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(
+                f"model: expected a torch.nn.Module, got {type(model).__name__}. Wrap a plain "
+                "function in an nn.Module whose forward returns the logits."
+            )
+        super().__init__(model)
+        self.model = model
+        self._adapter = resolve_adapter(model, adapter)
+        self._input_size = self._resolve_input_size(input_size)
+        if not isinstance(max_map_size, int) or max_map_size < 1:
+            raise ValueError(f"max_map_size: expected a positive int, got {max_map_size!r}.")
+        self.normalization = _resolve_normalization(normalization, model)
+        if self.normalization is not None and len(self.normalization[0]) != self._input_size[0]:
+            raise ValueError(
+                f"normalization: expected {self._input_size[0]} channel means/stds for input size "
+                f"{self._input_size}, got {len(self.normalization[0])}."
+            )
+        self.mask_space = self._resolve_mask_space(mask_space)
+        device, dtype = _model_device_dtype(model)
+
+        with eval_mode(model):
+            if layers is None:
+                chosen = self._adapter.default_layers(self._input_size)
+                logger.info(
+                    "TTAME: the %r adapter chose layers %s of %s", self._adapter.name, chosen,
+                    type(model).__name__,
+                )
+            else:
+                if isinstance(layers, str) or not isinstance(layers, Sequence) or not layers:
+                    raise TypeError(
+                        "layers: expected a non-empty list of module names, e.g. "
+                        f"['layer3', 'layer4'], got {layers!r}."
+                    )
+                chosen = list(layers)
+                if len(set(chosen)) != len(chosen):
+                    raise ValueError(f"layers: each layer may be given once, got {chosen}.")
+            named_modules_or_error(model, chosen)
+            self._layer_infos, logits = self._dry_run(chosen, device, dtype)
+
+        out_classes = logits.shape[1]
+        if num_classes is not None and num_classes != out_classes:
+            raise ValueError(
+                f"num_classes: given {num_classes}, but the model outputs {out_classes} logits. "
+                "Leave num_classes=None to use the model's."
+            )
+        self._num_classes = out_classes
+        largest = max(self._layer_infos, key=lambda i: i.height * i.width)
+        self._map_size = (min(largest.height, max_map_size), min(largest.width, max_map_size))
+        self.head = AttentionHead(
+            [info.channels for info in self._layer_infos], self._num_classes, self._map_size
+        ).to(device=device, dtype=dtype)
+        self.head.eval()
+        self.loss_fn = loss if loss is not None else TTAMELoss()
+        self.history: Any = None
+
+    # ------------------------------------------------------------------ construction helpers
+    def _resolve_input_size(self, input_size: Sequence[int] | None) -> tuple[int, int, int]:
+        if input_size is None:
+            declared = self._adapter.input_size()
+            if declared is None:
+                logger.warning(
+                    "TTAME: %s does not declare its input size; assuming (3, 224, 224). Pass "
+                    "input_size=(C, H, W) if it expects another.", type(self.model).__name__
+                )
+                return (3, 224, 224)
+            return declared
+        size = tuple(input_size)
+        if len(size) == 2:
+            size = (3, *size)
+        if len(size) != 3 or not all(isinstance(v, int) and v > 0 for v in size):
+            raise ValueError(
+                f"input_size: expected (C, H, W) positive ints such as (3, 224, 224), got {input_size!r}."
+            )
+        return size  # type: ignore[return-value]
+
+    def _resolve_mask_space(self, mask_space: str) -> str:
+        if mask_space not in ("auto", "input", "pixel"):
+            raise ValueError(
+                f"mask_space: expected 'auto', 'input' or 'pixel', got {mask_space!r}."
+            )
+        if mask_space == "pixel" and self.normalization is None:
+            raise ValueError(
+                "mask_space='pixel' needs the input normalisation: pass normalization=(mean, std) "
+                "or normalization='imagenet'."
+            )
+        if mask_space == "auto":
+            if self.normalization is not None and self._adapter.name != "vit":
+                return "pixel"
+            return "input"
+        return mask_space
+
+    def _dry_run(
+        self, names: list[str], device: torch.device, dtype: torch.dtype
+    ) -> tuple[list[LayerInfo], Tensor]:
+        x = torch.zeros(2, *self._input_size, device=device, dtype=dtype)
+        hw = self._input_size[1:]
+        with torch.no_grad(), capture_features(self.model, names) as store:
+            try:
+                output = self.model(x)
+            except Exception as err:
+                raise ValueError(
+                    f"input_size: the model failed on an input of shape {tuple(x.shape)} "
+                    f"({type(err).__name__}: {err}). Pass the input_size=(C, H, W) it expects."
+                ) from err
+            versions = {name: store[name]._version for name in names if name in store}
+        logits = extract_logits(output)
+        missing = [n for n in names if n not in store]
+        if missing:
+            raise ValueError(
+                f"layers: {missing} did not run during the forward pass of "
+                f"{type(self.model).__name__}; choose modules that are called in forward()."
+            )
+        infos = []
+        for name in names:
+            feature = store[name]
+            layout = self._adapter.layout(name, feature, hw)
+            grid = (
+                self._adapter.token_grid(name, feature.shape[1], hw) if layout == "tokens" else None
+            )
+            nchw = to_nchw(feature, layout, grid)
+            prefix = feature.shape[1] - grid[0] * grid[1] if grid is not None else 0
+            infos.append(
+                LayerInfo(
+                    name=name,
+                    layout=layout,
+                    channels=int(nchw.shape[1]),
+                    height=int(nchw.shape[2]),
+                    width=int(nchw.shape[3]),
+                    prefix_tokens=int(prefix),
+                    inplace_modified=feature._version != versions[name],
+                )
+            )
+            if infos[-1].inplace_modified:
+                logger.info("TTAME: %r is modified in place by the model; it will be cloned", name)
+        # The module whose output comes last in the forward pass; hooks may stop there.
+        self._last_layer = names[-1]
+        return infos, logits
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def layers(self) -> list[str]:
+        """Names of the layers the head reads, earliest first."""
+        return [info.name for info in self._layer_infos]
+
+    @property
+    def layer_info(self) -> list[LayerInfo]:
+        """Layout, channels and size of each layer, as found by the dry run."""
+        return list(self._layer_infos)
+
+    @property
+    def adapter(self) -> BackboneAdapter:
+        """The backbone adapter in use."""
+        return self._adapter
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes of the model (and of maps the head can produce)."""
+        return self._num_classes
+
+    @property
+    def input_size(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` the explainer was built for."""
+        return self._input_size
+
+    @property
+    def map_size(self) -> tuple[int, int]:
+        """``(h, w)`` of the maps before upsampling to the input."""
+        return self._map_size
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the head (the model's)."""
+        return self.head.fusion.weight.device
+
+    def __repr__(self) -> str:
+        return (
+            f"TTAME(model={type(self.model).__name__}, adapter={self._adapter.name!r}, "
+            f"layers={self.layers}, num_classes={self._num_classes}, map_size={self._map_size})"
+        )
+
+    # ------------------------------------------------------------------ forward machinery
+    def _check_inputs(self, inputs: Any) -> tuple[Tensor, bool]:
+        is_tuple = isinstance(inputs, tuple)
+        if is_tuple:
+            if len(inputs) != 1:
+                raise ValueError(
+                    f"inputs: T-TAME explains single-input image models; got a tuple of "
+                    f"{len(inputs)} tensors. Pass one (N, C, H, W) tensor (or a 1-tuple)."
+                )
+            inputs = inputs[0]
+        if not isinstance(inputs, Tensor):
+            raise TypeError(f"inputs: expected a (N, C, H, W) tensor, got {type(inputs).__name__}.")
+        if inputs.dim() != 4:
+            hint = " Add a batch dimension with x.unsqueeze(0)." if inputs.dim() == 3 else ""
+            raise ValueError(
+                f"inputs: expected a 4-D (N, C, H, W) batch, got shape {tuple(inputs.shape)}.{hint}"
+            )
+        if not inputs.is_floating_point():
+            raise TypeError(
+                f"inputs: expected a floating-point image tensor, got dtype {inputs.dtype}. "
+                "Convert it with x.float() (and normalise it as the model expects)."
+            )
+        if inputs.shape[0] == 0:
+            raise ValueError("inputs: the batch is empty (N = 0).")
+        if inputs.shape[1] != self._input_size[0]:
+            raise ValueError(
+                f"inputs: expected {self._input_size[0]} channels, got {inputs.shape[1]} "
+                f"(shape {tuple(inputs.shape)}). Images must be (N, {self._input_size[0]}, H, W)."
+            )
+        return inputs, is_tuple
+
+    def _features(
+        self, x: Tensor, need_logits: bool, additional_forward_args: Any = None
+    ) -> tuple[list[Tensor], Tensor | None]:
+        """Run the model once and return the NCHW features (and the logits if needed)."""
+        args = () if additional_forward_args is None else (
+            additional_forward_args if isinstance(additional_forward_args, tuple)
+            else (additional_forward_args,)
+        )
+        clone = [i.name for i in self._layer_infos if i.inplace_modified]
+        stop = None if need_logits else self._last_layer
+        hw = (x.shape[-2], x.shape[-1])
+        logits = None
+        with eval_mode(self.model), capture_features(
+            self.model, self.layers, clone=clone, stop_after=stop
+        ) as store:
+            try:
+                logits = extract_logits(self.model(x, *args))
+            except StopForward:
+                pass
+            except (RuntimeError, AssertionError) as err:
+                if hw != self._input_size[1:]:
+                    raise ValueError(
+                        f"inputs: the model rejected images of size {hw} ({type(err).__name__}: "
+                        f"{err}). It was set up for {self._input_size[1:]}; resize the images."
+                    ) from err
+                raise
+        features = []
+        for info in self._layer_infos:
+            raw = store[info.name]
+            grid = (
+                self._adapter.token_grid(info.name, raw.shape[1], hw)
+                if info.layout == "tokens" else None
+            )
+            features.append(to_nchw(raw, info.layout, grid))
+        return features, logits
+
+    @staticmethod
+    def _scale(maps: Tensor, scale: str) -> Tensor:
+        if scale == "raw":
+            return maps
+        if scale == "sigmoid":
+            return torch.sigmoid(maps)
+        flat = maps.flatten(2)
+        lo = flat.amin(dim=2, keepdim=True)
+        hi = flat.amax(dim=2, keepdim=True)
+        return ((flat - lo) / (hi - lo).clamp_min(1e-12)).view_as(maps)
+
+    def _resize(self, maps: Tensor, upsample: bool | Sequence[int], x: Tensor, mode: str) -> Tensor:
+        if upsample is False:
+            return maps
+        size = tuple(x.shape[-2:]) if upsample is True else tuple(upsample)
+        if len(size) != 2:
+            raise ValueError(f"upsample: expected True, False or (H, W), got {upsample!r}.")
+        if tuple(maps.shape[-2:]) == size:
+            return maps
+        align = False if mode in ("bilinear", "bicubic") else None
+        return F.interpolate(maps, size=size, mode=mode, align_corners=align)
+
+    def _check_options(self, scale: str, interpolate_mode: str) -> None:
+        if scale not in _SCALES:
+            raise ValueError(f"scale: expected one of {_SCALES}, got {scale!r}.")
+        if interpolate_mode not in ("bilinear", "nearest", "bicubic", "area"):
+            raise ValueError(
+                "interpolate_mode: expected 'bilinear', 'nearest', 'bicubic' or 'area', got "
+                f"{interpolate_mode!r}."
+            )
+
+    # ------------------------------------------------------------------ public API
+    @log_usage()
+    def attribute(
+        self,
+        inputs: Tensor | tuple[Tensor],
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+        *,
+        scale: Scale = "sigmoid",
+        upsample: bool | tuple[int, int] = True,
+        interpolate_mode: str = "bilinear",
+    ) -> Tensor | tuple[Tensor]:
+        r"""Saliency maps of the target classes, in one forward pass of the model.
+
+        Args:
+            inputs: ``(N, C, H, W)`` images as the model takes them, or a 1-tuple of it.
+            target: ``None`` for each image's predicted class; an int (or 1-tuple, 0-d or
+                one-element tensor) for one class for all images; a list or ``(N,)`` tensor for
+                one class per image; a ``(N, K)`` tensor (or list of lists) for ``K`` classes per
+                image, all computed in the same pass.
+            additional_forward_args: extra positional arguments for ``model(inputs, *args)``.
+            scale: what the values are. ``"sigmoid"`` (default): the head's mask in [0, 1], the
+                quantity it was trained to make (comparable across images and classes);
+                ``"raw"``: the map before the sigmoid (the paper's ``c``); ``"minmax"``: each map
+                min-max normalised to [0, 1] (the paper's evaluation).
+            upsample: ``True`` to resize to the input's ``(H, W)``; ``False`` for the head's
+                ``map_size``; or an explicit ``(H, W)``.
+            interpolate_mode: resizing mode (``"bilinear"``, ``"nearest"``, ``"bicubic"``,
+                ``"area"``).
+
+        Returns:
+            ``(N, 1, H, W)`` maps, or ``(N, K, H, W)`` for a 2-D target; a 1-tuple when ``inputs``
+            is a tuple. On the model's device. With ``"minmax"``, min-max is taken after
+            resizing.
+
+        Raises:
+            TypeError, ValueError: for malformed inputs or targets, with the expected form.
+        """
+        self._check_options(scale, interpolate_mode)
+        x, is_tuple = self._check_inputs(inputs)
+        x = x.to(self.device)
+        classes = parse_target(target, x.shape[0], self._num_classes, x.device)
+        track = torch.is_grad_enabled() and x.requires_grad
+        with torch.set_grad_enabled(track), eval_mode(self.head):
+            features, logits = self._features(x, classes is None, additional_forward_args)
+            if classes is None:
+                assert logits is not None
+                classes = logits.argmax(dim=1)
+            if classes.dim() == 1 and classes.numel() == x.shape[0] and x.shape[0] > 1:
+                classes = classes[:, None]
+            maps = self.head(features, classes)
+            maps = self._resize(maps, upsample, x, interpolate_mode)
+            maps = self._scale(maps, scale)
+        return (maps,) if is_tuple else maps
+
+    def explain(
+        self,
+        inputs: Tensor,
+        top_k: int = 1,
+        *,
+        scale: Scale = "sigmoid",
+        upsample: bool | tuple[int, int] = True,
+    ) -> Explanation:
+        """Predict and explain in one forward pass: logits, top-``k`` classes and their maps.
+
+        Args:
+            inputs: ``(N, C, H, W)`` images.
+            top_k: how many of the most probable classes to explain per image.
+            scale: as in :meth:`attribute`.
+            upsample: as in :meth:`attribute`.
+
+        Returns:
+            An :class:`Explanation` with ``maps`` of shape ``(N, top_k, H, W)``.
+        """
+        if not isinstance(top_k, int) or not 1 <= top_k <= self._num_classes:
+            raise ValueError(
+                f"top_k: expected an int in [1, {self._num_classes}], got {top_k!r}."
+            )
+        self._check_options(scale, "bilinear")
+        x, _ = self._check_inputs(inputs)
+        x = x.to(self.device)
+        with torch.no_grad(), eval_mode(self.head):
+            features, logits = self._features(x, need_logits=True)
+            assert logits is not None
+            probs = logits.float().softmax(dim=1)
+            top_p, top_c = probs.topk(top_k, dim=1)
+            maps = self.head(features, top_c)
+            maps = self._scale(self._resize(maps, upsample, x, "bilinear"), scale)
+        return Explanation(logits=logits, classes=top_c, probabilities=top_p, maps=maps)
+
+    def class_maps(self, inputs: Tensor) -> Tensor:
+        """All ``num_classes`` raw maps at ``map_size``: ``(N, num_classes, h, w)``.
+
+        Mostly for analysis; :meth:`attribute` computes only the maps it needs.
+        """
+        x, _ = self._check_inputs(inputs)
+        with torch.no_grad(), eval_mode(self.head):
+            features, _ = self._features(x.to(self.device), need_logits=False)
+            return self.head(features, None)
+
+    def fit(self, loader: Any, epochs: int = 8, **kwargs: Any) -> Any:
+        """Train the attention head on ``loader`` with the paper's recipe.
+
+        See :func:`ttame_attr.fit` for every option; this is ``fit(self, loader, epochs, ...)``.
+
+        Returns:
+            The :class:`~ttame_attr.TrainingHistory`, also stored as ``self.history``.
+        """
+        from ttame_attr._core.training import fit
+
+        self.history = fit(self, loader, epochs=epochs, **kwargs)
+        return self.history
+
+    # ------------------------------------------------------------------ masking (training)
+    def mask_images(self, x: Tensor, masks: Tensor) -> Tensor:
+        """Multiply images by masks in the configured :attr:`mask_space`.
+
+        Args:
+            x: ``(N, C, H, W)`` model inputs.
+            masks: ``(N, 1, h, w)`` masks in [0, 1]; resized bilinearly to ``(H, W)``.
+        """
+        masks = F.interpolate(masks, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        if self.mask_space == "input":
+            return x * masks.to(x.dtype)
+        assert self.normalization is not None
+        mean = torch.tensor(self.normalization[0], device=x.device, dtype=x.dtype)[:, None, None]
+        std = torch.tensor(self.normalization[1], device=x.device, dtype=x.dtype)[:, None, None]
+        return ((x * std + mean) * masks.to(x.dtype) - mean) / std
+
+    # ------------------------------------------------------------------ persistence
+    def config(self) -> dict[str, Any]:
+        """What :meth:`save` stores besides the weights: plain Python values only."""
+        from ttame_attr._version import __version__
+
+        return {
+            "package_version": __version__,
+            "model_class": type(self.model).__name__,
+            "adapter": self._adapter.name,
+            "layers": self.layers,
+            "layer_info": [
+                [i.name, i.layout, i.channels, i.height, i.width, i.prefix_tokens]
+                for i in self._layer_infos
+            ],
+            "num_classes": self._num_classes,
+            "input_size": list(self._input_size),
+            "map_size": list(self._map_size),
+            "normalization": (
+                [list(self.normalization[0]), list(self.normalization[1])]
+                if self.normalization is not None else None
+            ),
+            "mask_space": self.mask_space,
+        }
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """The head's weights (``AttentionHead.state_dict()``)."""
+        return self.head.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Tensor], strict: bool = True) -> Any:
+        """Load head weights, with an error naming every mismatched entry."""
+        own = self.head.state_dict()
+        wrong = [
+            f"{k}: expected {tuple(own[k].shape)}, got {tuple(v.shape)}"
+            for k, v in state_dict.items() if k in own and tuple(v.shape) != tuple(own[k].shape)
+        ]
+        if wrong:
+            raise ValueError(
+                "state_dict: the weights do not fit this head (were they trained for other layers "
+                "or another model?): " + "; ".join(wrong)
+            )
+        return self.head.load_state_dict(state_dict, strict=strict)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the head and its configuration to ``path`` (atomically).
+
+        The file holds tensors and plain Python values only and is read back with
+        ``torch.load(weights_only=True)``: loading it never runs code.
+        """
+        from ttame_attr._core.checkpoint import save_head
+
+        return save_head(self, path)
+
+    @classmethod
+    def load(
+        cls, path: str | Path, model: nn.Module, *, map_location: Any = None, **kwargs: Any
+    ) -> TTAME:
+        """Rebuild a saved explainer for ``model``.
+
+        Checks that the model gives the saved layers with the saved shapes and class count, and
+        says exactly what differs otherwise.
+
+        Args:
+            path: a file written by :meth:`save`.
+            model: the classifier the head was trained for.
+            map_location: passed to ``torch.load``; by default the model's device.
+            **kwargs: overrides for the constructor (e.g. ``mask_space``).
+        """
+        from ttame_attr._core.checkpoint import load_head
+
+        return load_head(cls, path, model, map_location=map_location, **kwargs)
+

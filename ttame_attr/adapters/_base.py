@@ -1,0 +1,202 @@
+"""The adapter interface: which layers of a backbone to read and how to make them NCHW."""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["BackboneAdapter", "LayerInfo", "Layout"]
+
+#: How a captured feature tensor is laid out.
+Layout = Literal["nchw", "nhwc", "tokens"]
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """What a dry run found out about one selected layer.
+
+    Attributes:
+        name: the module's name in ``model.named_modules()``.
+        layout: ``"nchw"``, ``"nhwc"`` (channels-last) or ``"tokens"`` (``(N, L, C)``).
+        channels: ``C`` after conversion to ``(N, C, h, w)``.
+        height: ``h`` at the construction input size.
+        width: ``w`` at the construction input size.
+        prefix_tokens: tokens dropped before the patch tokens (``"tokens"`` layout only).
+        inplace_modified: the model changes this output in place after the hook returns, so
+            the captured tensor must be cloned (e.g. DenseNet's ``norm5``).
+    """
+
+    name: str
+    layout: Layout
+    channels: int
+    height: int
+    width: int
+    prefix_tokens: int = 0
+    inplace_modified: bool = False
+
+
+class BackboneAdapter(ABC):
+    """Knows which layers of one family of backbones to read and how to make them ``(N, C, h, w)``.
+
+    An adapter is bound to one model. Subclasses implement :meth:`matches` (used to pick an
+    adapter automatically), :meth:`default_layers` and, when their layers are not NCHW,
+    :meth:`layout` and :meth:`grid`. Register a subclass with
+    :func:`ttame_attr.register_adapter` to make it selectable by name.
+
+    Args:
+        model: the classifier the adapter reads from.
+    """
+
+    #: Registry name, set by :func:`ttame_attr.register_adapter`.
+    name: ClassVar[str] = ""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    @classmethod
+    @abstractmethod
+    def matches(cls, model: nn.Module) -> bool:
+        """Whether this adapter is the right one for ``model`` (used for automatic selection)."""
+
+    @abstractmethod
+    def default_layers(self, input_size: tuple[int, int, int]) -> list[str]:
+        """Names of the modules to read when the user gives none, earliest first.
+
+        Args:
+            input_size: ``(C, H, W)`` of the model's input.
+        """
+
+    def layout(self, name: str, output: Tensor, input_hw: tuple[int, int]) -> Layout:
+        """Layout of the output of layer ``name`` (NCHW unless a subclass says otherwise)."""
+        return "nchw"
+
+    def prefix_tokens(self, name: str) -> int:
+        """Number of non-patch tokens (class, distillation, registers) before the patch tokens."""
+        return 0
+
+    def grid(self, input_hw: tuple[int, int]) -> tuple[int, int] | None:
+        """Patch grid ``(h, w)`` for an input of size ``input_hw`` (token layouts), if known."""
+        return None
+
+    def token_grid(self, name: str, length: int, input_hw: tuple[int, int]) -> tuple[int, int]:
+        """The patch grid ``(h, w)`` of a ``length``-token output of layer ``name``.
+
+        Uses :meth:`grid` when the model declares one, else the grid of the image's aspect ratio
+        that leaves the fewest prefix tokens.
+
+        Raises:
+            ValueError: if the tokens cannot be laid out on a grid.
+        """
+        grid = self.grid(input_hw)
+        if grid is not None and grid[0] * grid[1] <= length:
+            return grid
+        guess = infer_token_grid(length, input_hw)
+        if guess is None:
+            raise ValueError(
+                f"layers: cannot lay the {length} tokens of {name!r} out on a patch grid for an "
+                f"input of size {input_hw}. Choose a layer whose tokens are the patch tokens."
+            )
+        return guess[1]
+
+    def input_size(self) -> tuple[int, int, int] | None:
+        """The ``(C, H, W)`` input size the model declares, if it declares one."""
+        return _declared_input_size(self.model)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(model={type(self.model).__name__})"
+
+
+def _declared_input_size(model: nn.Module) -> tuple[int, int, int] | None:
+    cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None)
+    if isinstance(cfg, dict) and "input_size" in cfg:
+        c, h, w = (int(v) for v in cfg["input_size"])
+        return (c, h, w)
+    image_size = getattr(model, "image_size", None)
+    if isinstance(image_size, int):
+        return (3, image_size, image_size)
+    return None
+
+
+def to_nchw(feature: Tensor, layout: Layout, grid: tuple[int, int] | None = None) -> Tensor:
+    """Convert one captured feature tensor to ``(N, C, h, w)`` (a view, no copy).
+
+    Args:
+        feature: the captured output: ``(N, C, h, w)``, ``(N, h, w, C)`` or ``(N, L, C)``.
+        layout: how ``feature`` is laid out.
+        grid: ``(h, w)`` patch grid, required for ``"tokens"``; the patch tokens are the last
+            ``h * w`` tokens (class, distillation and register tokens come first and are dropped).
+    """
+    if layout == "nchw":
+        return feature
+    if layout == "nhwc":
+        return feature.permute(0, 3, 1, 2)
+    if grid is None:
+        raise ValueError("to_nchw: a token layout needs the patch grid `grid=(h, w)`.")
+    n, length, c = feature.shape
+    h, w = grid
+    return feature[:, length - h * w :, :].reshape(n, h, w, c).permute(0, 3, 1, 2)
+
+
+def guess_layout(
+    shape: tuple[int, ...], input_hw: tuple[int, int], prefer: Layout = "nchw"
+) -> Layout | None:
+    """Whether a 4-D output ``shape`` looks NCHW or channels-last, or ``None`` if neither.
+
+    A spatial size must fit in the input and have the input's aspect ratio as closely as the
+    other reading; ``prefer`` breaks ties (e.g. ``(N, 7, 7, 7)``).
+    """
+    if len(shape) != 4:
+        return None
+    _, a, b, c = shape
+    H, W = input_hw
+    candidates: dict[Layout, float] = {}
+    for layout, (h, w) in (("nchw", (b, c)), ("nhwc", (a, b))):
+        if h * w > 1 and h <= H and w <= W:
+            # log of the ratio between this reading's aspect ratio and the input's
+            error = abs(math.log((h * W) / (w * H)))
+            if error < math.log(1.5):
+                candidates[layout] = error
+    if not candidates:
+        return None
+    if len(candidates) == 2 and candidates["nchw"] == candidates["nhwc"]:
+        return prefer
+    return min(candidates, key=lambda k: candidates[k])
+
+
+def module_depth(name: str) -> int:
+    """Nesting depth of a module name (``"layer4"`` is 1, ``"layer4.2.conv1"`` is 3)."""
+    return name.count(".") + 1 if name else 0
+
+
+def infer_token_grid(length: int, input_hw: tuple[int, int], max_prefix: int = 8):
+    """Guess ``(prefix, (h, w))`` for ``length`` tokens of an ``input_hw`` image, or ``None``.
+
+    The patch tokens are taken to be the last ``h * w`` tokens, with ``h / w`` equal to the
+    image's aspect ratio; the smallest prefix that fits wins.
+    """
+    H, W = input_hw
+    for prefix in range(0, max_prefix + 1):
+        n = length - prefix
+        if n <= 0:
+            break
+        # h * w = n and h / w = H / W  =>  h = sqrt(n * H / W)
+        h = round((n * H / W) ** 0.5)
+        if h > 0 and n % h == 0:
+            w = n // h
+            if abs(h / w - H / W) < 1e-6 * max(1.0, H / W) or (h * W == w * H):
+                return prefix, (h, w)
+    return None
+
+
+def as_tensor_output(output: object) -> Tensor | None:
+    """The tensor a hooked module produced (first element of a tuple output), if any."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        return output[0]
+    return None
