@@ -24,7 +24,55 @@ class FeatureBranch(nn.Module):
         self.bn = nn.BatchNorm2d(channels)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.relu(self.bn(self.conv(x)) + x)
+        """``(N, C, h, w)`` -> ``(N, C, h, w)``.
+
+        In eval mode the BatchNorm (running statistics) and the skip connection are folded into
+        the convolution (:meth:`fused_weight_bias`): one matrix product and a ReLU instead of four
+        passes over the feature map; equal to the unfused computation up to rounding. In training
+        mode (batch statistics) the straightforward computation runs.
+        """
+        if self.training or self.bn.running_mean is None or self.bn.running_var is None:
+            return F.relu(self.bn(self.conv(x)) + x)
+        weight, bias = self.fused_weight_bias()
+        return F.relu(F.conv2d(x, weight.to(x.dtype), bias.to(x.dtype)), inplace=True)
+
+    def _fold_inputs(self) -> list[Tensor]:
+        bn, conv = self.bn, self.conv
+        return [t for t in (conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean,
+                            bn.running_var) if t is not None]
+
+    def fused_weight_bias(self) -> tuple[Tensor, Tensor]:
+        """The eval-mode branch as one affine map: ``ReLU(W' x + b')``.
+
+        ``BN(conv(x)) + x = s * (W x + b - mean) + beta + x`` with ``s = gamma / sqrt(var + eps)``,
+        so ``W' = diag(s) W + I`` and ``b' = s * (b - mean) + beta``. Under ``torch.no_grad()`` the
+        result is cached until a parameter or statistic changes (their version counters move on
+        every in-place update: optimiser steps, ``load_state_dict``, ``.to()``).
+
+        Returns:
+            ``W'`` of shape ``(C, C, 1, 1)`` and ``b'`` of shape ``(C,)``, in the parameters' dtype.
+        """
+        bn, conv = self.bn, self.conv
+        assert bn.running_mean is not None and bn.running_var is not None
+        tracked = self._fold_inputs()
+        key = tuple((t.data_ptr(), t._version) for t in tracked) + (bn.eps,)
+        cached = self.__dict__.get("_fused_cache")
+        if cached is not None and cached[0] == key:
+            return cached[1], cached[2]
+        scale = torch.rsqrt(bn.running_var + bn.eps)
+        if bn.weight is not None:
+            scale = scale * bn.weight
+        shift = -bn.running_mean * scale
+        if bn.bias is not None:
+            shift = shift + bn.bias
+        weight = conv.weight * scale[:, None, None, None]
+        weight.view(weight.shape[0], weight.shape[1]).diagonal().add_(1.0)
+        bias = shift if conv.bias is None else conv.bias * scale + shift
+        if torch.is_grad_enabled() and any(t.requires_grad for t in tracked):
+            self.__dict__.pop("_fused_cache", None)
+        else:
+            self.__dict__["_fused_cache"] = (key, weight, bias)
+        return weight, bias
 
 
 class AttentionHead(nn.Module):
