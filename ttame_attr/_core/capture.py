@@ -21,11 +21,21 @@ def named_modules_or_error(model: nn.Module, names: Iterable[str]) -> dict[str, 
     """Look up modules by name, with an error that lists the closest valid names."""
     import difflib
 
-    modules = dict(model.named_modules())
     found = {}
+    modules: dict[str, nn.Module] | None = None
     for name in names:
         if not isinstance(name, str):
             raise TypeError(f"layers: expected module names (str), got {type(name).__name__}.")
+        if name:
+            # A walk down the name's path: much cheaper than listing every module of the model
+            # on each call (this runs once per forward pass).
+            try:
+                found[name] = model.get_submodule(name)
+                continue
+            except AttributeError:
+                pass
+        if modules is None:
+            modules = dict(model.named_modules())
         if name not in modules or not name:
             valid = [n for n in modules if n]
             close = difflib.get_close_matches(name, valid, n=5, cutoff=0.5)
