@@ -17,7 +17,7 @@ def eval_mode(*modules: nn.Module) -> Iterator[None]:
     Restores the exact per-module flags (a model may mix train and eval submodules), also when
     the block raises. Costs nothing when everything is already in eval mode.
     """
-    saved = [(m, m.training) for module in modules for m in module.modules() if m.training]
+    saved = [(m, True) for module in modules for m in _training_submodules(module)]
     try:
         for module, _ in saved:
             module.training = False
@@ -25,3 +25,27 @@ def eval_mode(*modules: nn.Module) -> Iterator[None]:
     finally:
         for module, flag in saved:
             module.training = flag
+
+
+def _training_submodules(root: nn.Module) -> list[nn.Module]:
+    """Every submodule of ``root`` (itself included, each once) whose ``.training`` is set.
+
+    The same set as ``[m for m in root.modules() if m.training]`` without building the dotted
+    names ``modules()`` builds: this runs on every forward pass, where a ViT-B's 150 modules
+    cost a visible share of a GPU forward's time.
+    """
+    found: list[nn.Module] = []
+    stack = [root]
+    seen: set[int] = set()
+    while stack:
+        module = stack.pop()
+        key = id(module)
+        if key in seen:
+            continue
+        seen.add(key)
+        if module.training:
+            found.append(module)
+        for child in module._modules.values():
+            if child is not None:
+                stack.append(child)
+    return found
