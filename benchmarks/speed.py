@@ -70,6 +70,8 @@ from ttame_attr._core.training import Trainer  # noqa: E402
 from ttame_attr._core.ttame import TTAME  # noqa: E402
 
 MODELS = ("resnet50", "vit_b_16", "swin_t")
+#: Also accepted by ``--models``, for smoke tests of the script itself (not in the default set).
+EXTRA_MODELS = ("resnet18",)
 
 #: Goals of issue 5 (ratio upper bounds), per row and model (None: no goal, reported only).
 GOALS: dict[str, dict[str, float] | float] = {
@@ -82,6 +84,7 @@ GOALS: dict[str, dict[str, float] | float] = {
 #: The last stage read by Grad-CAM, and how its output is laid out.
 GRADCAM_LAYERS = {
     "resnet50": ("layer4", "nchw"),
+    "resnet18": ("layer4", "nchw"),
     "vit_b_16": ("encoder.layers.encoder_layer_11.ln_1", "tokens"),
     "swin_t": ("features.7", "nhwc"),
 }
@@ -410,7 +413,7 @@ def format_table(rows: list[Row]) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS + EXTRA_MODELS)
     parser.add_argument("--batch", type=int, default=None, help="batch size (8; quick: 2)")
     parser.add_argument("--reps", type=int, default=None,
                         help="timed repetitions per side (CPU 3, CUDA 15; quick: 1)")
