@@ -547,10 +547,21 @@ class TTAME(Attribution):
         masks = F.interpolate(masks, size=x.shape[-2:], mode="bilinear", align_corners=False)
         if self.mask_space == "input":
             return x * masks.to(x.dtype)
-        assert self.normalization is not None
-        mean = torch.tensor(self.normalization[0], device=x.device, dtype=x.dtype)[:, None, None]
-        std = torch.tensor(self.normalization[1], device=x.device, dtype=x.dtype)[:, None, None]
+        mean, std = self._normalization_tensors(x.device, x.dtype)
         return ((x * std + mean) * masks.to(x.dtype) - mean) / std
+
+    def _normalization_tensors(self, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        # Cached per device and dtype: building them from Python lists on every training step
+        # is a host-to-device copy that waits for the GPU (a synchronisation point per step).
+        assert self.normalization is not None
+        key = (self.normalization, device, dtype)
+        cached = self.__dict__.get("_norm_cache")
+        if cached is None or cached[0] != key:
+            mean = torch.tensor(self.normalization[0], device=device, dtype=dtype)[:, None, None]
+            std = torch.tensor(self.normalization[1], device=device, dtype=dtype)[:, None, None]
+            cached = (key, mean, std)
+            self.__dict__["_norm_cache"] = cached
+        return cached[1], cached[2]
 
     # ------------------------------------------------------------------ persistence
     def config(self) -> dict[str, Any]:
