@@ -175,8 +175,8 @@ class Trainer:
         features = [f.detach() for f in features]
         with self._autocast():
             masks = torch.sigmoid(self.head(features, labels))  # (B, B, h, w)
-            own = masks[torch.arange(x.shape[0], device=x.device), labels.new_tensor(
-                range(x.shape[0]))][:, None]  # (B, 1, h, w): image i's map of its own label
+            index = torch.arange(x.shape[0], device=x.device)  # made on the device: no sync
+            own = masks[index, index][:, None]  # (B, 1, h, w): image i's map of its own label
             masked = explainer.mask_images(x, own)
             logits_masked = extract_logits(explainer.model(masked))
         terms = explainer.loss_fn(logits_masked, labels, masks)
