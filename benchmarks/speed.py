@@ -108,13 +108,16 @@ def _sync(device: torch.device) -> None:
 CLOCK = {"clock": time.perf_counter}
 
 
-def _timed(fn: Callable[[], Any], device: torch.device) -> float:
+def _timed(fn: Callable[[], Any], device: torch.device, inner: int = 1) -> float:
+    """Time of one call of ``fn``: ``inner`` calls back to back (no synchronisation between
+    them, as in a loop over batches), averaged."""
     clock = CLOCK["clock"]
     _sync(device)
     start = clock()
-    fn()
+    for _ in range(inner):
+        fn()
     _sync(device)
-    return clock() - start
+    return (clock() - start) / inner
 
 
 @dataclass
@@ -126,6 +129,7 @@ class Pair:
     b: Callable[[], Any]
     times_a: list[float] = field(default_factory=list)
     times_b: list[float] = field(default_factory=list)
+    inner: int = 1
 
     def ratio(self) -> float:
         return statistics.median(self.times_a) / statistics.median(self.times_b)
@@ -136,20 +140,30 @@ class Pair:
         return min(ratios), max(ratios)
 
 
-def run_interleaved(pairs: list[Pair], reps: int, warmup: int, device: torch.device) -> None:
-    """Time every pair ``reps`` times, alternating which side runs first, after ``warmup`` runs."""
+def run_interleaved(
+    pairs: list[Pair], reps: int, warmup: int, device: torch.device, min_sample: float = 0.0
+) -> None:
+    """Time every pair ``reps`` times, alternating which side runs first, after ``warmup`` runs.
+
+    A sample of one side is ``inner`` back-to-back calls, with ``inner`` chosen once per pair so
+    that a sample of its slower side lasts about ``min_sample`` seconds (short GPU calls are
+    otherwise dominated by timer and launch jitter); both sides use the same ``inner``.
+    """
     for pair in pairs:
         for _ in range(warmup):
             pair.a()
             pair.b()
+        if min_sample > 0:
+            once = max(_timed(pair.a, device), _timed(pair.b, device), 1e-6)
+            pair.inner = max(1, min(50, round(min_sample / once)))
     for rep in range(reps):
         for pair in pairs:
             if rep % 2 == 0:
-                pair.times_a.append(_timed(pair.a, device))
-                pair.times_b.append(_timed(pair.b, device))
+                pair.times_a.append(_timed(pair.a, device, pair.inner))
+                pair.times_b.append(_timed(pair.b, device, pair.inner))
             else:
-                pair.times_b.append(_timed(pair.b, device))
-                pair.times_a.append(_timed(pair.a, device))
+                pair.times_b.append(_timed(pair.b, device, pair.inner))
+                pair.times_a.append(_timed(pair.a, device, pair.inner))
 
 
 # ---------------------------------------------------------------------------------- memory
@@ -361,7 +375,7 @@ class Row:
 
 def bench_model(
     name: str, device: torch.device, batch: int, reps: int, warmup: int, amp: bool,
-    channels_last: bool, skip: set[str], memory: bool,
+    channels_last: bool, skip: set[str], memory: bool, min_sample: float = 0.0,
 ) -> list[Row]:
     model = build_model(name, device)
     torch.manual_seed(1)
@@ -371,7 +385,7 @@ def bench_model(
         x = x.contiguous(memory_format=torch.channels_last)
     precision = "bf16-autocast" if amp else "fp32"
     pairs, keep = make_pairs(name, model, x, device, amp, skip)
-    run_interleaved(pairs, reps, warmup, device)
+    run_interleaved(pairs, reps, warmup, device, min_sample)
     rows = []
     for pair in pairs:
         low, high = pair.paired_spread()
@@ -416,13 +430,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS + EXTRA_MODELS)
     parser.add_argument("--batch", type=int, default=None, help="batch size (8; quick: 2)")
     parser.add_argument("--reps", type=int, default=None,
-                        help="timed repetitions per side (CPU 3, CUDA 15; quick: 1)")
+                        help="timed repetitions per side (CPU 3, CUDA 12; quick: 2)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed runs per side first")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--precision", choices=("fp32", "amp", "both"), default=None,
                         help="fp32, bf16 autocast (CUDA) or both (default: CPU fp32, CUDA both)")
     parser.add_argument("--channels-last", action="store_true",
                         help="model and input in channels-last memory format (both sides)")
+    parser.add_argument("--min-sample", type=float, default=None,
+                        help="seconds a timed sample should last; short calls are repeated back "
+                             "to back within a sample (default: CUDA 0.05, CPU 0 = one call)")
     parser.add_argument("--skip", nargs="*", default=[], help="rows to leave out")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory row")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -462,9 +479,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     CLOCK["clock"] = time.process_time if clock == "cpu" else time.perf_counter
     batch = args.batch or (2 if args.quick else 8)
-    reps = args.reps or (1 if args.quick else (15 if cuda else 3))
+    reps = args.reps or ((2 if cuda else 1) if args.quick else (12 if cuda else 3))
     warmup = args.warmup if args.warmup is not None else (1 if args.quick or not cuda else 3)
     precision = args.precision or ("both" if cuda else "fp32")
+    min_sample = args.min_sample if args.min_sample is not None else (
+        (0.02 if args.quick else 0.05) if cuda else 0.0
+    )
     if precision != "fp32" and not cuda:
         print("note: bf16 autocast on CPU is measured as asked", file=sys.stderr)
     amps = {"fp32": [False], "amp": [True], "both": [False, True]}[precision]
@@ -473,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
     header = (
         f"device={device} ({torch.cuda.get_device_name(device) if cuda else 'cpu'}), "
         f"threads={torch.get_num_threads()}, batch={batch}, reps={reps}, warmup={warmup}, "
-        f"clock={clock}, torch={torch.__version__}, channels_last={args.channels_last}"
+        f"min_sample={min_sample}s, clock={clock}, torch={torch.__version__}, channels_last={args.channels_last}"
     )
     print(header, flush=True)
     rows: list[Row] = []
@@ -482,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
             for amp in amps:
                 start = time.perf_counter()
                 new = bench_model(name, device, batch, reps, warmup, amp, args.channels_last,
-                                  set(args.skip), not args.no_memory)
+                                  set(args.skip), not args.no_memory, min_sample)
                 rows.extend(new)
                 print(format_table(new), flush=True)
                 print(f"  [{name} {'amp' if amp else 'fp32'} took {time.perf_counter() - start:.0f} s]",
