@@ -152,3 +152,17 @@ def test_float32_fast_path_within_tolerance_of_float64():
         ref = head.forward_full(feats)
         fast = head32([f.float() for f in feats], torch.arange(7))
     torch.testing.assert_close(fast.double(), ref, rtol=1e-4, atol=1e-4)
+
+
+def test_project_per_image_layouts_agree():
+    from ttame_attr._core.head import _project_per_image
+
+    g = torch.Generator().manual_seed(5)
+    b = torch.randn(2, 4, 3, 5, generator=g, dtype=torch.float64)
+    w = torch.randn(2, 3, 4, generator=g, dtype=torch.float64)
+    expected = torch.einsum("nmc,nchw->nmhw", w, b)
+    cl = b.contiguous(memory_format=torch.channels_last)
+    strided = b.transpose(2, 3).contiguous().transpose(2, 3)  # neither layout
+    for layout in (b, cl, strided):
+        torch.testing.assert_close(_project_per_image(layout, w), expected)
+    assert _project_per_image(cl, w).is_contiguous(memory_format=torch.channels_last)

@@ -75,6 +75,20 @@ class FeatureBranch(nn.Module):
         return weight, bias
 
 
+def _project_per_image(b: Tensor, w: Tensor) -> Tensor:
+    """``z[n, m] = sum_c w[n, m, c] * b[n, c]``: ``(N, C, h, w)`` x ``(N, M, C)`` -> ``(N, M, h, w)``.
+
+    One batched matrix product, on the branch output's own memory layout (no copy for NCHW or
+    channels-last outputs).
+    """
+    n, c, h, wd = b.shape
+    if not b.is_contiguous() and b.is_contiguous(memory_format=torch.channels_last):
+        # (N, h*w, C) view of the channels-last tensor; the result is channels-last as well.
+        z = torch.bmm(b.permute(0, 2, 3, 1).reshape(n, h * wd, c), w.transpose(1, 2))
+        return z.view(n, h, wd, -1).permute(0, 3, 1, 2)
+    return torch.bmm(w, b.reshape(n, c, h * wd)).view(n, -1, h, wd)
+
+
 class AttentionHead(nn.Module):
     """The trainable attention mechanism of T-TAME.
 
@@ -133,8 +147,7 @@ class AttentionHead(nn.Module):
             w = w_sel[..., offset : offset + c]
             offset += c
             if per_image:
-                n, _, h, wd = b.shape
-                z = torch.bmm(w.to(b.dtype), b.flatten(2)).view(n, -1, h, wd)
+                z = _project_per_image(b, w.to(b.dtype))
             else:
                 z = F.conv2d(b, w.to(b.dtype)[:, :, None, None])
             z = self._resize(z)
