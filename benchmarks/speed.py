@@ -4,6 +4,13 @@ Every figure is a *ratio* of two computations measured in the same process, on t
 with their repetitions interleaved (A, B, B, A, A, B, ...) and summarised by medians, so that
 load from other processes hits both sides alike. No absolute time is claimed.
 
+Clocks: on CUDA, wall time around each sample with ``torch.cuda.synchronize()`` on both ends; a
+sample is several back-to-back calls (as in a loop over batches) lasting about
+``--min-sample`` seconds, divided by the number of calls. On the CPU, by default the CPU time of
+this process (``time.process_time``, all its threads), which other processes competing for the
+cores do not inflate; with more than one thread it also counts the threads' spin-waits, so on a
+busy machine use ``--threads 1``. ``--clock wall`` measures elapsed time instead.
+
 Rows (for each model: torchvision ``resnet50``, ``vit_b_16``, ``swin_t`` at 224x224, random
 weights):
 
@@ -35,6 +42,7 @@ weights):
 Usage::
 
     python benchmarks/speed.py                       # CPU, all models, batch 8
+    python benchmarks/speed.py --threads 1           # CPU, on a machine shared with others
     python benchmarks/speed.py --device cuda         # fp32 and bf16 autocast tables
     python benchmarks/speed.py --quick               # smoke test (batch 2, 1 repetition)
     python benchmarks/speed.py --models resnet50 --reps 5 --json out.json
@@ -395,6 +403,8 @@ def bench_model(
         # Run each once more first so that lazily created state (optimiser buffers) is live.
         keep["fit_step"]()
         keep["floor"]()
+        # Gradients of the last step would otherwise count as memory held before the step.
+        keep["trainer"].optimizer.zero_grad(set_to_none=True)
         fit_peak = peak_bytes(keep["fit_step"], device)
         floor_peak = peak_bytes(keep["floor"], device)
         ratio = fit_peak / max(floor_peak, 1)
@@ -493,7 +503,8 @@ def main(argv: list[str] | None = None) -> int:
     header = (
         f"device={device} ({torch.cuda.get_device_name(device) if cuda else 'cpu'}), "
         f"threads={torch.get_num_threads()}, batch={batch}, reps={reps}, warmup={warmup}, "
-        f"min_sample={min_sample}s, clock={clock}, torch={torch.__version__}, channels_last={args.channels_last}"
+        f"min_sample={min_sample}s, clock={clock}, torch={torch.__version__}, "
+        f"channels_last={args.channels_last}"
     )
     print(header, flush=True)
     rows: list[Row] = []
