@@ -86,6 +86,13 @@ def _resolve_normalization(
     return mean, std
 
 
+def _input_size_error(input_size: tuple[int, int, int], err: Exception) -> ValueError:
+    return ValueError(
+        f"input_size: the model failed on a dry run with an input of size {input_size} "
+        f"({type(err).__name__}: {err}). Pass the input_size=(C, H, W) the model expects."
+    )
+
+
 class TTAME(Attribution):
     r"""T-TAME: a trained attention head that explains a frozen image classifier.
 
@@ -167,7 +174,10 @@ class TTAME(Attribution):
 
         with eval_mode(model):
             if layers is None:
-                chosen = self._adapter.default_layers(self._input_size)
+                try:
+                    chosen = self._adapter.default_layers(self._input_size)
+                except (RuntimeError, AssertionError) as err:
+                    raise _input_size_error(self._input_size, err) from err
                 logger.info(
                     "TTAME: the %r adapter chose layers %s of %s", self._adapter.name, chosen,
                     type(model).__name__,
@@ -244,11 +254,8 @@ class TTAME(Attribution):
         with torch.no_grad(), capture_features(self.model, names) as store:
             try:
                 output = self.model(x)
-            except Exception as err:
-                raise ValueError(
-                    f"input_size: the model failed on an input of shape {tuple(x.shape)} "
-                    f"({type(err).__name__}: {err}). Pass the input_size=(C, H, W) it expects."
-                ) from err
+            except (RuntimeError, AssertionError) as err:
+                raise _input_size_error(self._input_size, err) from err
             versions = {name: store[name]._version for name in names if name in store}
         logits = extract_logits(output)
         missing = [n for n in names if n not in store]
