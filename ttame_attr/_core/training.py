@@ -324,7 +324,7 @@ def fit(
                         variation=terms.variation, fidelity=fidelity,
                     )
                     if bar is not None:
-                        bar.set_postfix(loss=f"{float(terms.total):.3f}",
+                        bar.set_postfix(loss=f"{float(terms.total.detach()):.3f}",
                                         fid=f"{float(fidelity):.2f}")
             finally:
                 if bar is not None:
