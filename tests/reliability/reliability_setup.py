@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-IMAGES = 40
+IMAGES = 32
 BATCH = 8
 EPOCHS = 3
 SIZE = 16

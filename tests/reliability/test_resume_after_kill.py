@@ -20,7 +20,7 @@ from ttame_attr._core.training import Trainer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 EVERY = 3
-HANG_AFTER = 8  # steps done when killed: epoch 2 (5 batches per epoch), batch 3
+HANG_AFTER = 7  # steps done when killed: epoch 2 (4 batches per epoch), batch 3
 
 
 @pytest.fixture
