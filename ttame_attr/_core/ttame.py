@@ -171,6 +171,11 @@ class TTAME(Attribution):
             )
         self.mask_space = self._resolve_mask_space(mask_space)
         device, dtype = _model_device_dtype(model)
+        if device.type == "meta":
+            raise ValueError(
+                "model: its parameters are on the meta device and hold no values. Materialise "
+                "it first (model.to_empty(device=...) and load its weights)."
+            )
 
         with eval_mode(model):
             if layers is None:
@@ -354,6 +359,10 @@ class TTAME(Attribution):
                 f"inputs: expected a floating-point image tensor, got dtype {inputs.dtype}. "
                 "Convert it with x.float() (and normalise it as the model expects)."
             )
+        if inputs.device.type == "meta":
+            raise ValueError(
+                "inputs: the tensor is on the meta device and holds no values; pass real images."
+            )
         if inputs.shape[0] == 0:
             raise ValueError("inputs: the batch is empty (N = 0).")
         if inputs.shape[1] != self._input_size[0]:
@@ -362,6 +371,10 @@ class TTAME(Attribution):
                 f"(shape {tuple(inputs.shape)}). Images must be (N, {self._input_size[0]}, H, W)."
             )
         return inputs, is_tuple
+
+    def _to_model(self, x: Tensor) -> Tensor:
+        """Images on the model's device and in its floating-point dtype (e.g. float64 -> float32)."""
+        return x.to(device=self.device, dtype=self.head.fusion.weight.dtype)
 
     def _features(
         self, x: Tensor, need_logits: bool, additional_forward_args: Any = None
@@ -413,9 +426,17 @@ class TTAME(Attribution):
     def _resize(self, maps: Tensor, upsample: bool | Sequence[int], x: Tensor, mode: str) -> Tensor:
         if upsample is False:
             return maps
-        size = tuple(x.shape[-2:]) if upsample is True else tuple(upsample)
-        if len(size) != 2:
-            raise ValueError(f"upsample: expected True, False or (H, W), got {upsample!r}.")
+        if upsample is True:
+            size = tuple(x.shape[-2:])
+        else:
+            size = tuple(upsample) if isinstance(upsample, (tuple, list)) else ()
+            if len(size) != 2 or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size
+            ):
+                raise ValueError(
+                    f"upsample: expected True, False or a size (H, W) of two positive ints, got "
+                    f"{upsample!r}."
+                )
         if tuple(maps.shape[-2:]) == size:
             return maps
         align = False if mode in ("bilinear", "bicubic") else None
@@ -445,7 +466,8 @@ class TTAME(Attribution):
         r"""Saliency maps of the target classes, in one forward pass of the model.
 
         Args:
-            inputs: ``(N, C, H, W)`` images as the model takes them, or a 1-tuple of it.
+            inputs: ``(N, C, H, W)`` images as the model takes them, or a 1-tuple of it. Any
+                floating-point dtype; moved to the model's device and dtype.
             target: ``None`` for each image's predicted class; an int (or 1-tuple, 0-d or
                 one-element tensor) for one class for all images; a list or ``(N,)`` tensor for
                 one class per image; a ``(N, K)`` tensor (or list of lists) for ``K`` classes per
@@ -470,7 +492,7 @@ class TTAME(Attribution):
         """
         self._check_options(scale, interpolate_mode)
         x, is_tuple = self._check_inputs(inputs)
-        x = x.to(self.device)
+        x = self._to_model(x)
         classes = parse_target(target, x.shape[0], self._num_classes, x.device)
         track = torch.is_grad_enabled() and x.requires_grad
         with torch.set_grad_enabled(track), eval_mode(self.head):
@@ -510,7 +532,7 @@ class TTAME(Attribution):
             )
         self._check_options(scale, "bilinear")
         x, _ = self._check_inputs(inputs)
-        x = x.to(self.device)
+        x = self._to_model(x)
         with torch.no_grad(), eval_mode(self.head):
             features, logits = self._features(x, need_logits=True)
             assert logits is not None
@@ -527,7 +549,7 @@ class TTAME(Attribution):
         """
         x, _ = self._check_inputs(inputs)
         with torch.no_grad(), eval_mode(self.head):
-            features, _ = self._features(x.to(self.device), need_logits=False)
+            features, _ = self._features(self._to_model(x), need_logits=False)
             return self.head(features, None)
 
     def fit(self, loader: Any, epochs: int = 8, **kwargs: Any) -> Any:
