@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -50,29 +50,36 @@ EXPLAINERS = _explainers()
 def _clear(err: BaseException, names: tuple[str, ...]) -> None:
     """A clear error: ValueError/TypeError whose message names one of ``names``."""
     assert isinstance(err, (ValueError, TypeError)), f"{type(err).__name__}: {err}"
+    event(f"clear {type(err).__name__}")
     message = str(err)
     assert any(name in message for name in names), message
 
 
 @st.composite
-def images(draw):
-    """Tensors of random rank, shape, dtype and device (cpu or meta), or non-tensors."""
-    kind = draw(st.sampled_from(["tensor"] * 8 + ["tuple", "tuple2", "list", "numpy", "none"]))
+def images(draw, wild: bool = True):
+    """Tensors of random rank, shape, dtype and device (cpu or meta), or non-tensors.
+
+    With ``wild=False``: valid ``(N, 3, H, W)`` floating-point CPU batches of any size.
+    """
+    kind = draw(st.sampled_from(["tensor"] * 8 + ["tuple", "tuple2", "list", "numpy", "none"]
+                                if wild else ["tensor"] * 4 + ["tuple"]))
     if kind == "list":
         return [[0.0] * 4] * 3
     if kind == "none":
         return None
-    rank = draw(st.sampled_from([4] * 6 + [0, 1, 2, 3, 5]))
+    rank = draw(st.sampled_from([4] * 6 + [0, 1, 2, 3, 5])) if wild else 4
+    sizes = [SIZE, SIZE, SIZE, 1, 2, 5, 17, 32]
     if rank == 4:
-        shape = (draw(st.integers(0, 3)), draw(st.sampled_from([3, 3, 3, 1, 4])),
-                 draw(st.sampled_from([SIZE, SIZE, SIZE, 1, 2, 5, 17, 32])),
-                 draw(st.sampled_from([SIZE, SIZE, SIZE, 1, 3, 8, 31])))
+        shape = (draw(st.integers(0 if wild else 1, 3)),
+                 draw(st.sampled_from([3, 3, 3, 1, 4])) if wild else 3,
+                 draw(st.sampled_from(sizes)), draw(st.sampled_from(sizes[:-1] + [31])))
     else:
         shape = tuple(draw(st.lists(st.integers(0, 5), min_size=rank, max_size=rank)))
-    dtype = draw(st.sampled_from(DTYPES[:1] * 6 + DTYPES[1:]))
+    dtypes = DTYPES if wild else DTYPES[:4]
+    dtype = draw(st.sampled_from(dtypes[:1] * 6 + dtypes[1:]))
     g = torch.Generator().manual_seed(draw(st.integers(0, 2**16)))
     x = (torch.randn(shape, generator=g) * 3).to(dtype)
-    if draw(st.integers(0, 9)) == 0:
+    if wild and draw(st.integers(0, 9)) == 0:
         x = x.to("meta")
     if kind == "numpy":
         return x.numpy() if x.device.type == "cpu" and dtype not in (torch.bfloat16,) else x
@@ -84,11 +91,12 @@ def images(draw):
 
 
 @st.composite
-def targets(draw, n: int):
+def targets(draw, n: int, wild: bool = True):
+    """Targets of every accepted form, and (``wild``) of wrong types, lengths and values."""
+    valid_kinds = ["none", "int", "tuple", "list", "listlist", "numpy", "tensor", "tensor"]
     kind = draw(st.sampled_from(
-        ["none", "int", "int", "bool", "float", "str", "tuple", "list", "listlist", "listfloat",
-         "numpy", "tensor", "tensor", "meta"]))
-    cls = st.integers(-2, K + 1)
+        valid_kinds + ["bool", "float", "str", "listfloat", "meta"] if wild else valid_kinds))
+    cls = st.integers(-2, K + 1) if wild else st.integers(0, K - 1)
     if kind == "none":
         return None
     if kind == "int":
@@ -100,22 +108,28 @@ def targets(draw, n: int):
     if kind == "str":
         return "cat"
     if kind == "tuple":
-        return tuple(draw(st.lists(cls, min_size=0, max_size=2)))
+        return tuple(draw(st.lists(cls, min_size=0 if wild else 1, max_size=2 if wild else 1)))
     if kind == "list":
-        return draw(st.lists(cls, min_size=max(n - 1, 0), max_size=n + 1))
+        return draw(st.lists(cls, min_size=max(n - 1, 0) if wild else n,
+                             max_size=n + 1 if wild else n))
     if kind == "listlist":
-        k = draw(st.integers(0, 3))
-        return [draw(st.lists(cls, min_size=k, max_size=k + draw(st.integers(0, 1))))
-                for _ in range(draw(st.integers(max(n - 1, 0), n + 1)))]
+        k = draw(st.integers(0 if wild else 1, 3))
+        rows = draw(st.integers(max(n - 1, 0), n + 1)) if wild else n
+        return [draw(st.lists(cls, min_size=k, max_size=k + draw(st.integers(0, int(wild)))))
+                for _ in range(rows)]
     if kind == "listfloat":
         return [draw(st.sampled_from([0.0, 1.5, 2.0, True])) for _ in range(n)]
     if kind == "numpy":
         return np.int64(draw(st.integers(0, K - 1)))
-    rank = draw(st.integers(0, 3))
-    shape = tuple(draw(st.sampled_from([0, 1, n, n, 2, 3])) for _ in range(rank))
-    dtype = draw(st.sampled_from([torch.int64, torch.int64, torch.int32, torch.uint8,
-                                  torch.float32, torch.bool]))
-    t = torch.randint(-1, K + 1, shape).to(dtype)
+    if wild:
+        rank = draw(st.integers(0, 3))
+        shape = tuple(draw(st.sampled_from([0, 1, n, n, 2, 3])) for _ in range(rank))
+        dtype = draw(st.sampled_from([torch.int64, torch.int64, torch.int32, torch.uint8,
+                                      torch.float32, torch.bool]))
+        t = torch.randint(-1, K + 1, shape).to(dtype)
+    else:
+        shape = draw(st.sampled_from([(), (1,), (n,), (n, draw(st.integers(1, 4)))]))
+        t = torch.randint(0, K, shape, dtype=draw(st.sampled_from([torch.int64, torch.int32])))
     return t.to("meta") if kind == "meta" else t
 
 
@@ -132,26 +146,39 @@ def _expected_k(target, n: int) -> int:
 @given(data=st.data())
 def test_attribute_fuzz(name, data):
     explainer = EXPLAINERS[name]
-    inputs = data.draw(images(), label="inputs")
+    # Each example has at most one wild argument, so that valid calls are common too.
+    wild = data.draw(st.sampled_from(["none", "inputs", "target", "scale", "upsample", "mode"]))
+    event(f"wild {wild}")
+    inputs = data.draw(images(wild=wild == "inputs"), label="inputs")
     x = inputs[0] if isinstance(inputs, tuple) and inputs else inputs
     n = x.shape[0] if isinstance(x, torch.Tensor) and x.dim() >= 1 else 2
-    target = data.draw(targets(n), label="target")
-    scale = data.draw(st.sampled_from(["sigmoid", "sigmoid", "raw", "minmax", "softmax"]))
+    target = data.draw(targets(n, wild=wild == "target"), label="target")
+    scale = data.draw(st.sampled_from(
+        ["sigmoid", "raw", "minmax"] + (["softmax", "", None, 1] if wild == "scale" else [])))
     upsample = data.draw(st.sampled_from(
-        [True, True, False, (SIZE, SIZE), (7, 5), (0, 4), (-1, 3), (2,), 5, "yes", (2.5, 3)]))
-    mode = data.draw(st.sampled_from(["bilinear", "bilinear", "nearest", "area", "linear"]))
+        [True, True, False, (SIZE, SIZE), (7, 5), [3, 40]]
+        + ([(0, 4), (-1, 3), (2,), 5, "yes", (2.5, 3), (True, 2), None]
+           if wild == "upsample" else [])))
+    mode = data.draw(st.sampled_from(
+        ["bilinear", "nearest", "area", "bicubic"]
+        + (["linear", "trilinear", None] if wild == "mode" else [])))
     try:
         out = explainer.attribute(inputs, target=target, scale=scale, upsample=upsample,
                                   interpolate_mode=mode)
     except Exception as err:  # noqa: BLE001 - the property is about which exceptions
         _clear(err, ("inputs", "target", "scale", "upsample", "interpolate_mode"))
+        # Valid calls must not be refused (the ViT takes only its own image size).
+        assert wild != "none" or (name == "vit" and tuple(x.shape[-2:]) != (SIZE, SIZE)), err
         return
+    event("result")
     assert isinstance(x, torch.Tensor) and x.dim() == 4
     if isinstance(inputs, tuple):
         assert isinstance(out, tuple) and len(out) == 1
         out = out[0]
     h, w = (tuple(x.shape[-2:]) if upsample is True else
             explainer.map_size if upsample is False else tuple(upsample))
+    if name == "vit":
+        assert tuple(x.shape[-2:]) == (SIZE, SIZE)  # other sizes must have been refused
     assert tuple(out.shape) == (x.shape[0], _expected_k(target, x.shape[0]), h, w)
     assert out.is_floating_point() and out.device == explainer.device
     assert torch.isfinite(out).all()
