@@ -264,7 +264,8 @@ class TrainingCheckpointer:
                 inf; nothing is written then.
         """
         trainer = self.trainer
-        bad = check_finite_module(trainer.head)
+        head = trainer.explainer.head  # the bare head, also when the trainer wraps it
+        bad = check_finite_module(head)
         optimizer_state = trainer.optimizer.state_dict()
         if bad or not _finite_state(optimizer_state["state"]):
             where = ", ".join(bad[:5]) if bad else "the optimiser's momentum buffers"
@@ -278,7 +279,7 @@ class TrainingCheckpointer:
             "format_version": FORMAT_VERSION,
             "config": trainer.explainer.config(),
             "settings": self.settings,
-            "head": {k: v.detach().cpu() for k, v in trainer.head.state_dict().items()},
+            "head": {k: v.detach().cpu() for k, v in head.state_dict().items()},
             "optimizer": optimizer_state,
             "scheduler": trainer.scheduler.state_dict(),
             "scaler": trainer.scaler.state_dict(),
@@ -361,7 +362,6 @@ class TrainingCheckpointer:
                 f"checkpoint_path: {str(self.path)!r} does not fit this run's head or optimiser "
                 f"({type(err).__name__}: {err})."
             ) from err
-        trainer.head.to(trainer.device)
         trainer.step_count = int(payload["step"])
         logger.info("T-TAME: resuming from %s at epoch %d, batch %d (step %d)", self.path,
                     int(payload["epoch"]) + 1, int(payload["batch"]), trainer.step_count)
