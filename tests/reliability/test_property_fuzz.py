@@ -142,7 +142,7 @@ def _expected_k(target, n: int) -> int:
 
 
 @pytest.mark.parametrize("name", ["cnn", "vit"])
-@FUZZ
+@settings(FUZZ, max_examples=int(os.environ.get("TTAME_FUZZ_EXAMPLES", "100")))
 @given(data=st.data())
 def test_attribute_fuzz(name, data):
     explainer = EXPLAINERS[name]
