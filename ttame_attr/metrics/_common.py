@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -15,9 +15,9 @@ from ttame_attr._core.outputs import forward_logits
 
 __all__ = [
     "Accumulator",
-    "make_baseline",
     "ExplainFn",
     "MapsOrExplain",
+    "Prepared",
     "TargetArg",
     "check_fractions",
     "check_inputs",
@@ -26,11 +26,11 @@ __all__ = [
     "clean_forward",
     "count",
     "get_maps",
+    "make_baseline",
     "minmax_normalize",
     "model_device",
     "pixel_ranks",
     "prepare",
-    "Prepared",
     "prepare_maps",
     "probabilities",
     "resolve_target",
@@ -42,9 +42,9 @@ logger = logging.getLogger(__name__)
 #: An explanation method: ``explain(inputs, target) -> maps``.
 ExplainFn = Callable[[Tensor, Tensor], Any]
 #: Precomputed maps, an explanation function, or an object with a Captum-style ``attribute``.
-MapsOrExplain = Union[Tensor, ExplainFn, Any]
+MapsOrExplain = Tensor | ExplainFn | Any
 #: ``None`` (the model's prediction), one class for all images, or one class per image.
-TargetArg = Union[None, int, Sequence[int], Tensor]
+TargetArg = int | Sequence[int] | Tensor | None
 
 
 def check_inputs(inputs: Any, name: str = "inputs") -> Tensor:
@@ -173,7 +173,9 @@ def resolve_target(target: TargetArg, n: int, num_classes: int, predicted: Tenso
     if target is None:
         return predicted.clone()
     if isinstance(target, bool):
-        raise TypeError("target: expected None, an int, a sequence of ints or a LongTensor, got a bool.")
+        raise TypeError(
+            "target: expected None, an int, a sequence of ints or a LongTensor, got a bool."
+        )
     if isinstance(target, int):
         result = torch.full((n,), target, dtype=torch.long, device=device)
     elif isinstance(target, Tensor):
@@ -192,7 +194,9 @@ def resolve_target(target: TargetArg, n: int, num_classes: int, predicted: Tenso
                 f"{tuple(target.shape)}. Pass one class index per image of the batch."
             )
     elif isinstance(target, Sequence) and not isinstance(target, str):
-        if len(target) != n or not all(isinstance(t, int) and not isinstance(t, bool) for t in target):
+        if len(target) != n or not all(
+            isinstance(t, int) and not isinstance(t, bool) for t in target
+        ):
             raise ValueError(
                 f"target: expected {n} integer class indices (one per image), got {target!r}."
             )
@@ -308,7 +312,7 @@ def pixel_ranks(maps: Tensor, descending: bool = True) -> Tensor:
 
 def count(fraction: float, pixels: int) -> int:
     """Number of pixels selected at ``fraction``: ``round(fraction * pixels)``."""
-    return int(round(fraction * pixels))
+    return round(fraction * pixels)
 
 
 @dataclass
@@ -359,7 +363,9 @@ def make_baseline(baseline: Any, inputs: Tensor, name: str = "baseline") -> Tens
             "(N, C, H, W) tensor."
         ) from None
     if value.dim() > 4 or (value.dim() == 4 and value.shape[0] not in (1, inputs.shape[0])):
-        raise ValueError(f"{name}: shape {tuple(value.shape)} does not fit inputs {tuple(inputs.shape)}.")
+        raise ValueError(
+            f"{name}: shape {tuple(value.shape)} does not fit inputs {tuple(inputs.shape)}."
+        )
     return value
 
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +24,7 @@ from ttame_attr.metrics._common import (
 
 __all__ = ["CurveResult", "Deletion", "Insertion", "deletion", "gaussian_blur", "insertion"]
 
-BaselineArg = Union[float, Tensor, Literal["blur"]]
+BaselineArg = float | Tensor | Literal["blur"]
 
 
 @dataclass(frozen=True)
@@ -60,7 +59,11 @@ class CurveResult:
         """Build the result from per-sample curves ``(N, S + 1)``."""
         aucs = torch.trapezoid(curves, x=fractions.to(curves), dim=1)
         return cls(
-            kind=kind, fractions=fractions, curves=curves, aucs=aucs, auc=float(aucs.mean()),
+            kind=kind,
+            fractions=fractions,
+            curves=curves,
+            aucs=aucs,
+            auc=float(aucs.mean()),
             target=target,
         )
 
@@ -76,7 +79,12 @@ def gaussian_blur(images: Tensor, kernel_size: int = 11, sigma: float = 5.0) -> 
     Returns:
         A new ``(N, C, H, W)`` tensor.
     """
-    if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
+    if (
+        isinstance(kernel_size, bool)
+        or not isinstance(kernel_size, int)
+        or kernel_size < 1
+        or kernel_size % 2 == 0
+    ):
         raise ValueError(f"kernel_size: expected an odd positive integer, got {kernel_size!r}.")
     if not isinstance(sigma, (int, float)) or sigma <= 0:
         raise ValueError(f"sigma: expected a positive number, got {sigma!r}.")
@@ -192,7 +200,14 @@ def deletion(
     Removed pixels are set to ``baseline`` (RISE: 0, i.e. black in the space of ``inputs``).
     """
     return _run(
-        "deletion", model, inputs, maps, target, steps, baseline, (blur_kernel, blur_sigma),
+        "deletion",
+        model,
+        inputs,
+        maps,
+        target,
+        steps,
+        baseline,
+        (blur_kernel, blur_sigma),
         max_batch,
     )
 
@@ -214,7 +229,14 @@ def insertion(
     kernel 11 and sigma 5, zero padding) and pixels of the image are inserted into it.
     """
     return _run(
-        "insertion", model, inputs, maps, target, steps, baseline, (blur_kernel, blur_sigma),
+        "insertion",
+        model,
+        inputs,
+        maps,
+        target,
+        steps,
+        baseline,
+        (blur_kernel, blur_sigma),
         max_batch,
     )
 
@@ -278,7 +300,14 @@ class _CurveMetric(Accumulator):
                 batches (images of another height with ``steps=None``).
         """
         result = _run(
-            self._kind, self.model, inputs, maps, target, self.steps, self.baseline, self.blur,
+            self._kind,
+            self.model,
+            inputs,
+            maps,
+            target,
+            self.steps,
+            self.baseline,
+            self.blur,
             self.max_batch,
         )
         if self._fractions is not None and not torch.equal(self._fractions, result.fractions.cpu()):
@@ -295,7 +324,9 @@ class _CurveMetric(Accumulator):
         """The result over every sample since construction or the last ``reset()``."""
         data = self._gathered()
         assert self._fractions is not None  # set together with the first stored batch
-        return CurveResult.from_per_sample(self._kind, self._fractions, data["curves"], data["target"])
+        return CurveResult.from_per_sample(
+            self._kind, self._fractions, data["curves"], data["target"]
+        )
 
 
 class Deletion(_CurveMetric):
@@ -342,5 +373,3 @@ class Insertion(_CurveMetric):
 
     _kind = "insertion"
     _default_baseline = "blur"
-
-

@@ -167,7 +167,7 @@ def pointing_game(
         raise ValueError(f"tolerance: expected a number of pixels >= 0, got {tolerance!r}.")
     m = _check_masks(masks, None)
     sal = _maps_at(maps, m, inputs, target)
-    n, h, w = m.shape
+    _n, _h, w = m.shape
     idx = sal.flatten(1).argmax(dim=1)
     region = m
     if tolerance > 0:

@@ -188,8 +188,16 @@ def road(
         raise ValueError(f"noise_std: expected a number >= 0, got {noise_std!r}. ROAD uses 0.01.")
     prep = prepare(model, inputs, maps, target, "road")
     probs, top1 = _road_probs(
-        model, prep.inputs, prep.maps, prep.target, fr, float(noise_std), generator, max_batch,
-        tol, max_iter,
+        model,
+        prep.inputs,
+        prep.maps,
+        prep.target,
+        fr,
+        float(noise_std),
+        generator,
+        max_batch,
+        tol,
+        max_iter,
     )
     return ROADResult.from_per_sample(
         fr, prep.target, probs[:, 0], top1[:, 0], probs[:, 1], top1[:, 1]
@@ -238,8 +246,16 @@ class ROAD(Accumulator):
     def update(self, inputs: Tensor, maps: MapsOrExplain, target: TargetArg = None) -> ROADResult:
         """Evaluate one batch, accumulate it, and return the batch's result."""
         result = road(
-            self.model, inputs, maps, target, self.fractions, self.noise_std, self.generator,
-            self.max_batch, self.tol, self.max_iter,
+            self.model,
+            inputs,
+            maps,
+            target,
+            self.fractions,
+            self.noise_std,
+            self.generator,
+            self.max_batch,
+            self.tol,
+            self.max_iter,
         )
         self._store(
             target=result.target,
@@ -254,6 +270,10 @@ class ROAD(Accumulator):
         """The result over every sample since construction or the last ``reset()``."""
         data: dict[str, Any] = self._gathered()
         return ROADResult.from_per_sample(
-            self.fractions, data["target"], data["morf_probs"], data["morf_top1"],
-            data["lerf_probs"], data["lerf_top1"],
+            self.fractions,
+            data["target"],
+            data["morf_probs"],
+            data["morf_top1"],
+            data["lerf_probs"],
+            data["lerf_top1"],
         )
