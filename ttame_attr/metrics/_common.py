@@ -355,16 +355,14 @@ def make_baseline(baseline: Any, inputs: Tensor, name: str = "baseline") -> Tens
         )
     value = torch.as_tensor(baseline, dtype=inputs.dtype, device=inputs.device)
     try:
-        torch.broadcast_shapes(value.shape, inputs.shape)
+        fits = torch.broadcast_shapes(value.shape, inputs.shape) == inputs.shape
     except RuntimeError:
+        fits = False
+    if not fits:
         raise ValueError(
             f"{name}: shape {tuple(value.shape)} does not broadcast to the inputs "
             f"{tuple(inputs.shape)}. Use a number, a (C, 1, 1) per-channel value or a full "
             "(N, C, H, W) tensor."
-        ) from None
-    if value.dim() > 4 or (value.dim() == 4 and value.shape[0] not in (1, inputs.shape[0])):
-        raise ValueError(
-            f"{name}: shape {tuple(value.shape)} does not fit inputs {tuple(inputs.shape)}."
         )
     return value
 
