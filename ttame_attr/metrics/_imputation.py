@@ -84,7 +84,7 @@ def noisy_linear_impute(
 
     Raises:
         TypeError: if ``images`` or ``removed`` is not a tensor.
-        ValueError: if the shapes do not match.
+        ValueError: if the shapes do not match, or ``generator`` is on another device.
 
     Example:
         >>> img = torch.arange(9.0).view(1, 1, 3, 3)
@@ -115,6 +115,11 @@ def noisy_linear_impute(
         raise ValueError(
             f"removed: expected shape (N, H, W) = {(n, h, w)} matching images, got "
             f"{tuple(removed.shape)}. Pass one mask per image at the images' resolution."
+        )
+    if generator is not None and generator.device.type != images.device.type:
+        raise ValueError(
+            f"generator: it lives on {generator.device}, but the images are on {images.device}. "
+            "Create it there: torch.Generator(device=images.device).manual_seed(seed)."
         )
     out_dtype = images.dtype
     dtype = out_dtype if out_dtype in (torch.float32, torch.float64) else torch.float32
