@@ -76,3 +76,12 @@ def test_model_output_shapes_via_forward_logits() -> None:
     a = average_drop_increase(DictModel().eval(), X, MAPS)
     b = average_drop_increase(MODEL, X, MAPS)
     assert torch.allclose(a.masked_probs, b.masked_probs)
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_inputs_requiring_grad_build_no_graph(metric) -> None:
+    x = X.clone().requires_grad_(True)
+    res = metric(MODEL, x, MAPS)
+    tensors = [v for v in vars(res).values() if isinstance(v, torch.Tensor)]
+    assert tensors and not any(t.requires_grad for t in tensors)
+    assert x.grad is None and all(p.grad is None for p in MODEL.parameters())

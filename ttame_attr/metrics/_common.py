@@ -348,7 +348,8 @@ def prepare(
     """Check the arguments, run the clean forward pass, resolve the target, get the maps."""
     warn_if_training(model, where)
     x = check_inputs(inputs)
-    x = x.to(model_device(model, x.device))
+    # detached: nothing below builds a graph, even if the caller's tensor requires grad
+    x = x.detach().to(model_device(model, x.device))
     clean = clean_forward(model, x)
     predicted = clean.argmax(dim=1)
     tgt = resolve_target(target, x.shape[0], clean.shape[1], predicted)
