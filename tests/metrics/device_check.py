@@ -81,7 +81,7 @@ for frac in (0.1, 0.5, 0.9):
     ref = M.noisy_linear_impute(img.double(), rem, noise_std=0.0, tol=1e-10, max_iter=20000)
     out = timed(
         f"impute 4x3x{S}x{S} {frac:.0%} blob on {dev}",
-        lambda: M.noisy_linear_impute(img.to(dev), rem.to(dev), noise_std=0.0),
+        lambda rem=rem: M.noisy_linear_impute(img.to(dev), rem.to(dev), noise_std=0.0),
     )
     print("  max |gpu fp32 - cpu fp64| =", (out.cpu().double() - ref).abs().max().item())
 print("peak mem GiB", torch.cuda.max_memory_allocated() / 2**30 if dev.type == "cuda" else 0)
