@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from collections.abc import Iterable, Mapping
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
+from ttame_attr._core import distributed as _dist
 from ttame_attr._core.guard import eval_mode
 from ttame_attr._core.outputs import extract_logits
 
@@ -160,6 +162,10 @@ class Trainer:
             self.device.type, enabled=self.amp_dtype == torch.float16
         )
         self.step_count = 0
+        # Set by distributed.distributed_head while fit trains data-parallel (then self.head is
+        # the DDP-wrapped head): the process group, and this rank's loss weight.
+        self.dist: _dist.DistributedContext | None = None
+        self._rank_weight = 1.0
 
     def _autocast(self):
         if self.amp_dtype is None:
@@ -173,10 +179,13 @@ class Trainer:
             assert logits is not None
             labels = logits.argmax(dim=1)
         features = [f.detach() for f in features]
+        # Under DDP: the labels of the global batch, so the maps (B, G, h, w) are this rank's
+        # rows of the global batch's (G, G, h, w); image i is column offset + i.
+        all_labels, offset, self._rank_weight = _dist.gather_labels(labels, self.dist)
         with self._autocast():
-            masks = torch.sigmoid(self.head(features, labels))  # (B, B, h, w)
-            own = masks[torch.arange(x.shape[0], device=x.device), labels.new_tensor(
-                range(x.shape[0]))][:, None]  # (B, 1, h, w): image i's map of its own label
+            masks = torch.sigmoid(self.head(features, all_labels))  # (B, G, h, w)
+            rows = torch.arange(x.shape[0], device=x.device)
+            own = masks[rows, rows + offset][:, None]  # (B, 1, h, w): image i's own label's map
             masked = explainer.mask_images(x, own)
             logits_masked = extract_logits(explainer.model(masked))
         terms = explainer.loss_fn(logits_masked, labels, masks)
@@ -189,10 +198,10 @@ class Trainer:
         terms, fidelity = self._loss(x)
         self.optimizer.zero_grad(set_to_none=True)
         params = [p for p in self.head.parameters() if p.requires_grad]
-        if not torch.isfinite(terms.total):
+        if not _dist.all_ranks_finite(terms.total, self.dist):  # all ranks skip together
             return terms, fidelity, False
         # Gradients flow to the head only: the backbone's parameters get no .grad.
-        self.scaler.scale(terms.total).backward(inputs=params)
+        self.scaler.scale(terms.total * self._rank_weight).backward(inputs=params)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         if self.step_count < self.total_steps:
@@ -242,6 +251,8 @@ def fit(
     amp: bool | None = None,
     progress: bool = True,
     image_key: str | None = None,
+    distributed: bool | None = None,
+    seed: int = 0,
 ) -> TrainingHistory:
     """Train ``explainer``'s attention head on unlabelled images (the paper's recipe).
 
@@ -266,6 +277,16 @@ def fit(
             scaler), ``True``/``False`` to force.
         progress: show a tqdm progress bar.
         image_key: the image entry of dict batches (default: ``image``, ``pixel_values``, ...).
+        distributed: data-parallel training over ``torch.distributed`` (see the distributed
+            docs page). ``None`` (default): when a process group of several processes is
+            initialised, or torchrun's environment is present (then the group is initialised),
+            train data-parallel: the head alone is wrapped in DistributedDataParallel, the
+            loaders are sharded with a ``DistributedSampler`` unless they already shard, logged
+            terms are averaged over ranks, and only rank 0 logs and shows progress. Each step
+            equals one single-process step on the global batch (all ranks' images).
+            ``True``: the same, but an error when there is no group. ``False``: never.
+        seed: the seed of the ``DistributedSampler`` fit builds when it shards a shuffling
+            loader (the same on every rank).
 
     Returns:
         A :class:`TrainingHistory` with one :class:`EpochStats` per epoch.
@@ -278,7 +299,13 @@ def fit(
         raise ValueError(f"epochs: expected a positive int, got {epochs!r}.")
     if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
         raise ValueError(f"lr: expected a positive learning rate, got {lr!r}.")
+    ctx = _dist.resolve_distributed(distributed, explainer.device)
+    n_val = None
+    if ctx is not None:
+        loader, val_loader, n_val = _dist.prepare_loaders(loader, val_loader, ctx, seed)
     n_batches = _loader_len(loader) if steps_per_epoch is None else steps_per_epoch
+    if ctx is not None:  # per-rank batches, the same on every rank (also for OneCycleLR)
+        n_batches = _dist.agree_num_steps(n_batches, ctx)
     if n_batches is None:
         raise ValueError(
             "steps_per_epoch: the loader has no len(); pass steps_per_epoch=... so the OneCycleLR "
@@ -300,14 +327,17 @@ def fit(
     except ImportError:  # pragma: no cover - tqdm is a core dependency
         tqdm = None
 
-    with eval_mode(model):
+    with eval_mode(model), _dist.distributed_head(trainer, ctx):
         for epoch in range(epochs):
             meter = _Meter()
             skipped = 0
             iterator = loader
+            if ctx is not None:  # re-seed the sampler; every rank runs exactly n_batches steps
+                _dist.set_loader_epoch(loader, epoch)
+                iterator = itertools.islice(loader, n_batches)
             bar = None
-            if progress and tqdm is not None:
-                bar = tqdm(loader, total=n_batches, desc=f"T-TAME epoch {epoch + 1}/{epochs}",
+            if progress and tqdm is not None and _dist.is_main_process(ctx):
+                bar = tqdm(iterator, total=n_batches, desc=f"T-TAME epoch {epoch + 1}/{epochs}",
                            leave=False)
                 iterator = bar
             try:
@@ -329,6 +359,8 @@ def fit(
             finally:
                 if bar is not None:
                     bar.close()
+            if ctx is not None:  # global means of the logged terms
+                meter.sums, meter.count = _dist.reduce_sums(meter.sums, meter.count, ctx)
             if meter.count == 0 and skipped == 0:
                 raise ValueError("loader: it yielded no batches in this epoch.")
             stats = EpochStats(
@@ -338,15 +370,20 @@ def fit(
                 steps=trainer.step_count, skipped_steps=skipped,
             )
             if val_loader is not None:
-                val = trainer.evaluate(val_loader, image_key)
+                val = trainer.evaluate(
+                    val_loader if ctx is None else itertools.islice(val_loader, n_val), image_key
+                )
+                if ctx is not None:
+                    val.sums, val.count = _dist.reduce_sums(val.sums, val.count, ctx)
                 stats.val_loss, stats.val_ce = val.mean("loss"), val.mean("ce")
                 stats.val_area, stats.val_variation = val.mean("area"), val.mean("variation")
                 stats.val_fidelity = val.mean("fidelity")
             history.epochs.append(stats)
-            logger.info(
-                "T-TAME epoch %d/%d: loss %.4f (ce %.4f, area %.4f, var %.4f), fidelity %.3f",
-                epoch + 1, epochs, stats.loss, stats.ce, stats.area, stats.variation,
-                stats.fidelity,
-            )
+            if _dist.is_main_process(ctx):
+                logger.info(
+                    "T-TAME epoch %d/%d: loss %.4f (ce %.4f, area %.4f, var %.4f), fidelity %.3f",
+                    epoch + 1, epochs, stats.loss, stats.ce, stats.area, stats.variation,
+                    stats.fidelity,
+                )
     explainer.head.eval()
     return history
