@@ -8,6 +8,7 @@ cost of starting two Python processes (importing torch) paid once.
 from __future__ import annotations
 
 import logging
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,7 @@ def _head_state(explainer: Any) -> dict[str, Tensor]:
 
 def run_all(rank: int, world: int, init_file: str, out_dir: str) -> None:
     """Entry point of each spawned process (``torch.multiprocessing.start_processes``)."""
+    start = time.perf_counter()
     from ttame_attr import fit
 
     torch.set_num_threads(1)
@@ -120,7 +122,7 @@ def run_all(rank: int, world: int, init_file: str, out_dir: str) -> None:
     logging.getLogger("ttame_attr").addHandler(Keep())
     logging.getLogger("ttame_attr").setLevel(logging.INFO)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    result: dict[str, Any] = {}
+    result: dict[str, Any] = {"seconds": {"import_and_init": time.perf_counter() - start}}
     try:
         x = images()
         # 1. The main run: a shuffling loader without DistributedSampler (fit shards it), a
@@ -131,6 +133,7 @@ def run_all(rank: int, world: int, init_file: str, out_dir: str) -> None:
         history = fit(
             explainer, loader, epochs=EPOCHS, lr=LR, progress=False, val_loader=val, seed=SEED
         )
+        result["seconds"]["main_fit"] = time.perf_counter() - start
         result["state"] = _head_state(explainer)
         result["history"] = history.as_dicts()
         result["head_types"] = sorted({type(m).__name__ for m in explainer.head.modules()})
@@ -189,6 +192,7 @@ def run_all(rank: int, world: int, init_file: str, out_dir: str) -> None:
         # drop_last with a batch larger than a rank's share: no batches on any rank.
         empty = DataLoader(TensorDataset(x[:4]), batch_size=4, drop_last=True)
         result["err_empty"] = _error(lambda: fit(make_explainer(), empty, epochs=1, progress=False))
+        result["seconds"]["all"] = time.perf_counter() - start
         result["messages"] = [(r.levelname, r.getMessage()) for r in records]
     except Exception:
         result["crash"] = traceback.format_exc()

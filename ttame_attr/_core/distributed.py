@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from collections.abc import Iterator, Mapping
@@ -511,15 +512,33 @@ def set_loader_epoch(loader: Any, epoch: int) -> None:
 
 
 # ---------------------------------------------------------------------- synchronised BatchNorm
+class _AllReduceSum(torch.autograd.Function):
+    """Differentiable sum over ranks: the gradient of a sum is the sum of the gradients."""
+
+    @staticmethod
+    def forward(ctx: Any, tensor: Tensor, group: Any) -> Tensor:  # type: ignore[override]
+        ctx.group = group
+        out = tensor.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(out, group=group)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        out = grad.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(out, group=ctx.group)
+        return out, None
+
+
 class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
     """BatchNorm whose training statistics are those of the global batch across ranks.
 
-    :class:`torch.nn.SyncBatchNorm` runs on GPUs only; this one uses differentiable all-reduces
-    (:func:`torch.distributed.nn.functional.all_reduce`) and so works with any backend, gloo on
-    CPUs included. It shares the parameters and running buffers of the BatchNorm it stands in
-    for (same names, so ``state_dict`` keys are unchanged) and computes the mean, then the
-    variance around it (two passes, numerically stable), in float32. In eval mode it is a plain
-    BatchNorm with the running statistics.
+    :class:`torch.nn.SyncBatchNorm` runs on GPUs only; this one uses a differentiable all-reduce
+    and so works with any backend, gloo on CPUs included. It shares the parameters and running
+    buffers of the BatchNorm it stands in for (same names, so ``state_dict`` keys are unchanged).
+    One all-reduce per forward (and one per backward) sums, in float32, the per-channel count,
+    sum and sum of squares of ``x - s``, where the shift ``s`` is the running mean (the same on
+    every rank and close to the batch mean, which keeps ``E[(x-s)^2] - E[x-s]^2`` accurate). In
+    eval mode it is a plain BatchNorm with the running statistics.
 
     Args:
         original: the BatchNorm (1d/2d/3d) to stand in for.
@@ -552,19 +571,23 @@ class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
                 input, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0,
                 self.eps,
             )
-        from torch.distributed.nn.functional import all_reduce
-
         shape = [1, input.shape[1]] + [1] * (input.dim() - 2)
         dims = [0, *range(2, input.dim())]
         x = input.float()
-        n_local = x.numel() // x.shape[1]
-        stats = torch.cat([x.sum(dims), x.new_tensor([float(n_local)])])
-        stats = all_reduce(stats, group=self.group)
+        channels = x.shape[1]
+        shift = (
+            self.running_mean.detach().float() if self.running_mean is not None
+            else x.new_zeros(channels)
+        )
+        d = x - shift.view(shape)
+        n_local = x.numel() // channels
+        stats = torch.cat([d.sum(dims), d.pow(2).sum(dims), x.new_tensor([float(n_local)])])
+        stats = _AllReduceSum.apply(stats, self.group)
         n = stats[-1]
-        mean = stats[:-1] / n
-        centred = x - mean.view(shape)
-        var = all_reduce(centred.pow(2).sum(dims), group=self.group) / n
-        y = centred * torch.rsqrt(var + self.eps).view(shape)
+        mean_d = stats[:channels] / n
+        var = (stats[channels : 2 * channels] / n - mean_d.pow(2)).clamp_min(0.0)
+        mean = shift + mean_d
+        y = (d - mean_d.view(shape)) * torch.rsqrt(var + self.eps).view(shape)
         if self.affine:
             y = y * self.weight.float().view(shape) + self.bias.float().view(shape)
         if self.training and self.track_running_stats:
@@ -616,10 +639,15 @@ def distributed_head(trainer: Trainer, ctx: DistributedContext | None) -> Iterat
     swapped = _swap_batchnorms(head, ctx.bn_group)
     try:
         device = next(head.parameters()).device
+        # DDP copies rank 0's weights and buffers to every rank here; after that the synchronised
+        # BatchNorm keeps the buffers identical, so they need no broadcast at every forward.
+        no_sync = (
+            {"forward_sync_buffers": False}
+            if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+            else {"broadcast_buffers": False}
+        )
         ddp = DistributedDataParallel(
-            head,
-            device_ids=[device] if device.type == "cuda" else None,
-            broadcast_buffers=False,  # the synchronised BatchNorm keeps buffers identical
+            head, device_ids=[device] if device.type == "cuda" else None, **no_sync
         )
         trainer.head = ddp
         trainer.dist = ctx
