@@ -150,12 +150,14 @@ def run_all(rank: int, world: int, init_file: str, out_dir: str) -> None:
         result["nan_state"] = _head_state(nan_explainer)
 
         # 3. Ranks with unequal numbers of batches (a user's own sharding sampler): both run the
-        #    minimum, with a warning.
+        #    minimum, with a warning; steps_per_epoch larger than a rank's batches is capped.
         mine = list(range(rank * 8, rank * 8 + (6 if rank == 0 else 4)))
         uneven = DataLoader(
             TensorDataset(x), batch_size=PER_RANK_BATCH, sampler=ShardSampler(mine, world, rank)
         )
-        uneven_history = fit(make_explainer(), uneven, epochs=1, lr=LR, progress=False)
+        uneven_history = fit(
+            make_explainer(), uneven, epochs=1, lr=LR, progress=False, steps_per_epoch=5
+        )
         result["uneven_steps"] = uneven_history[0].steps
 
         # 4. Ranks with unequal batch sizes (3 + 1 images): still the global batch's step.

@@ -144,10 +144,11 @@ def test_non_finite_loss_on_one_rank_is_skipped_on_every_rank(ranks: list[dict])
 
 
 def test_unequal_batch_counts_run_the_minimum_with_a_warning(ranks: list[dict]) -> None:
-    # Rank 0 has 3 batches, rank 1 has 2: both run 2.
+    # Rank 0 has 3 batches, rank 1 has 2 (and steps_per_epoch=5 asks for more): both run 2.
     assert ranks[0]["uneven_steps"] == ranks[1]["uneven_steps"] == 2
     warnings = [m for level, m in ranks[0]["messages"] if level == "WARNING"]
     assert any("between 2 and 3 batches" in m for m in warnings)
+    assert any("steps_per_epoch=5 but rank 0 has only 3 batches" in m for m in warnings)
 
 
 def test_unequal_batch_sizes_match_the_global_batch(ranks: list[dict]) -> None:

@@ -237,7 +237,7 @@ def raise_if_any_rank_failed(error: Exception | None, ctx: DistributedContext) -
 
 
 def agree_num_steps(
-    n_local: int | None, ctx: DistributedContext, what: str = "loader"
+    n_local: int | None, ctx: DistributedContext, what: str = "loader", loader: Any = None
 ) -> int | None:
     """The number of batches every rank runs per epoch: the minimum over ranks.
 
@@ -245,13 +245,25 @@ def agree_num_steps(
     the others in DDP's gradient reduction. A difference is logged (rank 0) as a warning.
 
     Args:
-        n_local: this rank's number of batches (``None`` when unknown).
+        n_local: this rank's number of batches (``None`` when unknown), e.g. ``steps_per_epoch``.
         ctx: the distributed context.
         what: the loader's name, for messages.
+        loader: when given and it has a ``len`` smaller than ``n_local``, its length is used
+            instead (a rank cannot run more steps than it has batches; logged).
 
     Returns:
         The minimum over ranks, or ``None`` when some rank does not know its length.
     """
+    try:
+        length = len(loader) if loader is not None else None
+    except TypeError:
+        length = None
+    if n_local is not None and length is not None and length < n_local:
+        logger.warning(
+            "%s: steps_per_epoch=%d but rank %d has only %d batches; it runs at most %d",
+            what, n_local, ctx.rank, length, length,
+        )
+        n_local = length
     value = -1 if n_local is None else int(n_local)
     t = torch.tensor([value, -value], dtype=torch.int64, device=ctx.comm_device)
     dist.all_reduce(t, op=dist.ReduceOp.MIN)
@@ -573,10 +585,11 @@ class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
             )
         shape = [1, input.shape[1]] + [1] * (input.dim() - 2)
         dims = [0, *range(2, input.dim())]
-        x = input.float()
+        compute = torch.promote_types(input.dtype, torch.float32)  # float32 under autocast
+        x = input.to(compute)
         channels = x.shape[1]
         shift = (
-            self.running_mean.detach().float() if self.running_mean is not None
+            self.running_mean.detach().to(compute) if self.running_mean is not None
             else x.new_zeros(channels)
         )
         d = x - shift.view(shape)
@@ -589,7 +602,7 @@ class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         mean = shift + mean_d
         y = (d - mean_d.view(shape)) * torch.rsqrt(var + self.eps).view(shape)
         if self.affine:
-            y = y * self.weight.float().view(shape) + self.bias.float().view(shape)
+            y = y * self.weight.to(compute).view(shape) + self.bias.to(compute).view(shape)
         if self.training and self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)

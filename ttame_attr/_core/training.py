@@ -305,7 +305,7 @@ def fit(
         loader, val_loader, n_val = _dist.prepare_loaders(loader, val_loader, ctx, seed)
     n_batches = _loader_len(loader) if steps_per_epoch is None else steps_per_epoch
     if ctx is not None:  # per-rank batches, the same on every rank (also for OneCycleLR)
-        n_batches = _dist.agree_num_steps(n_batches, ctx)
+        n_batches = _dist.agree_num_steps(n_batches, ctx, "loader", loader)
     if n_batches is None:
         raise ValueError(
             "steps_per_epoch: the loader has no len(); pass steps_per_epoch=... so the OneCycleLR "
