@@ -36,10 +36,10 @@ def tiny_model() -> nn.Module:
     )
 
 
-def make_explainer(head_seed: int = 0) -> Any:
+def make_explainer(head_seed: int = 0, device: str = "cpu") -> Any:
     from ttame_attr import TTAME
 
-    model = tiny_model()
+    model = tiny_model().to(device)
     torch.manual_seed(head_seed)
     return TTAME(model, layers=["1", "3", "5"], input_size=(3, 16, 16))
 
@@ -104,11 +104,17 @@ def _error(fn) -> str | None:
 
 
 def _head_state(explainer: Any) -> dict[str, Tensor]:
-    return {k: v.detach().clone() for k, v in explainer.head.state_dict().items()}
+    return {k: v.detach().cpu().clone() for k, v in explainer.head.state_dict().items()}
 
 
-def run_all(rank: int, world: int, init_file: str, out_dir: str) -> None:
-    """Entry point of each spawned process (``torch.multiprocessing.start_processes``)."""
+def run_all(
+    rank: int, world: int, init_file: str, out_dir: str, device: str = "cpu",
+    amp: bool = False, only_main: bool = False,
+) -> None:
+    """Entry point of each spawned process (``torch.multiprocessing.start_processes``).
+
+    ``device``, ``amp`` and ``only_main`` are for ``gpu_check.py`` (two ranks sharing one GPU).
+    """
     start = time.perf_counter()
     from ttame_attr import fit
 
@@ -127,17 +133,20 @@ def run_all(rank: int, world: int, init_file: str, out_dir: str) -> None:
         x = images()
         # 1. The main run: a shuffling loader without DistributedSampler (fit shards it), a
         #    validation loader, and rank 1 starting from other head weights (DDP copies rank 0's).
-        explainer = make_explainer(head_seed=0 if rank == 0 else 123)
+        explainer = make_explainer(head_seed=0 if rank == 0 else 123, device=device)
         loader = DataLoader(TensorDataset(x), batch_size=PER_RANK_BATCH, shuffle=True)
         val = DataLoader(TensorDataset(x[:8]), batch_size=PER_RANK_BATCH)
         history = fit(
-            explainer, loader, epochs=EPOCHS, lr=LR, progress=False, val_loader=val, seed=SEED
+            explainer, loader, epochs=EPOCHS, lr=LR, progress=False, val_loader=val, seed=SEED,
+            amp=amp,
         )
         result["seconds"]["main_fit"] = time.perf_counter() - start
         result["state"] = _head_state(explainer)
         result["history"] = history.as_dicts()
         result["head_types"] = sorted({type(m).__name__ for m in explainer.head.modules()})
         result["loader_unchanged"] = type(loader.sampler).__name__
+        if only_main:
+            return
 
         # 2. A non-finite loss on rank 1 only: both ranks skip that step, no hang.
         nan_explainer = make_explainer()
