@@ -8,6 +8,7 @@ cost of starting two Python processes (importing torch) paid once.
 from __future__ import annotations
 
 import logging
+import os
 import time
 import traceback
 from pathlib import Path
@@ -109,11 +110,13 @@ def _head_state(explainer: Any) -> dict[str, Tensor]:
 
 def run_all(
     rank: int, world: int, init_file: str, out_dir: str, device: str = "cpu",
-    amp: bool = False, only_main: bool = False,
+    amp: bool = False, only_main: bool = False, port: int | None = None,
 ) -> None:
     """Entry point of each spawned process (``torch.multiprocessing.start_processes``).
 
-    ``device``, ``amp`` and ``only_main`` are for ``gpu_check.py`` (two ranks sharing one GPU).
+    ``device``, ``amp`` and ``only_main`` are for ``gpu_check.py`` (two ranks sharing one GPU);
+    ``port``: a free TCP port for the last scenario (fit initialising the group from torchrun's
+    environment variables); ``None`` skips it.
     """
     start = time.perf_counter()
     from ttame_attr import fit
@@ -203,6 +206,24 @@ def run_all(
         # drop_last with a batch larger than a rank's share: no batches on any rank.
         empty = DataLoader(TensorDataset(x[:4]), batch_size=4, drop_last=True)
         result["err_empty"] = _error(lambda: fit(make_explainer(), empty, epochs=1, progress=False))
+
+        # 6. No process group, but torchrun's environment: fit initialises the group itself.
+        if port is not None:
+            dist.destroy_process_group()
+            os.environ.update(
+                RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+            )
+            auto = make_explainer(head_seed=rank)
+            auto_history = fit(auto, DataLoader(TensorDataset(x[:8]), batch_size=2), epochs=1,
+                               lr=LR, progress=False)
+            result["auto"] = {
+                "initialised": dist.is_initialized(),
+                "world": dist.get_world_size(),
+                "backend": str(dist.get_backend()),
+                "steps": auto_history[0].steps,
+                "state": _head_state(auto),
+            }
         result["seconds"]["all"] = time.perf_counter() - start
         result["messages"] = [(r.levelname, r.getMessage()) for r in records]
     except Exception:
@@ -210,4 +231,5 @@ def run_all(
         raise
     finally:
         torch.save(result, Path(out_dir) / f"rank{rank}.pt")
-        dist.destroy_process_group()
+        if dist.is_initialized():
+            dist.destroy_process_group()

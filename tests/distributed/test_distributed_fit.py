@@ -6,7 +6,10 @@ start-ups once); the tests below check what each rank wrote.
 
 from __future__ import annotations
 
+import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -30,12 +33,26 @@ WORLD = 2
 TIMEOUT_S = 240  # a hang fails the test instead of blocking the suite
 
 
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Tiny models run far faster on one thread than on several fighting for a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     out = tmp_path_factory.mktemp("ddp")
+    with socket.socket() as sock:  # a free port for the torchrun-environment scenario
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
     context = mp.start_processes(
-        run_all, args=(WORLD, str(out / "init"), str(out)), nprocs=WORLD, join=False,
-        start_method="spawn",
+        run_all, args=(WORLD, str(out / "init"), str(out), "cpu", False, False, port),
+        nprocs=WORLD, join=False, start_method="spawn",
     )
     deadline = time.monotonic() + TIMEOUT_S
     while not context.join(timeout=1):
@@ -75,8 +92,9 @@ def reference() -> tuple[dict, list[dict]]:
     explainer = make_explainer(head_seed=0)
     loader = DataLoader(TensorDataset(x), batch_sampler=GlobalBatches())
     val = DataLoader(TensorDataset(x[:8]), batch_size=WORLD * PER_RANK_BATCH)
-    history = fit(explainer, loader, epochs=EPOCHS, lr=LR, progress=False, val_loader=val,
-                  distributed=False)
+    with one_thread():
+        history = fit(explainer, loader, epochs=EPOCHS, lr=LR, progress=False, val_loader=val,
+                      distributed=False)
     return explainer.head.state_dict(), history.as_dicts()
 
 
@@ -156,8 +174,9 @@ def test_unequal_batch_sizes_match_the_global_batch(ranks: list[dict]) -> None:
     x = images()
     explainer = make_explainer()
     batches = [UNEQUAL_BATCHES[0][k] + UNEQUAL_BATCHES[1][k] for k in range(2)]
-    history = fit(explainer, DataLoader(TensorDataset(x), batch_sampler=batches), epochs=1,
-                  lr=LR, progress=False, distributed=False)
+    with one_thread():
+        history = fit(explainer, DataLoader(TensorDataset(x), batch_sampler=batches), epochs=1,
+                      lr=LR, progress=False, distributed=False)
     for key, value in explainer.head.state_dict().items():
         torch.testing.assert_close(ranks[0]["unequal_state"][key], value, rtol=1e-4, atol=1e-5,
                                    msg=key)
@@ -188,3 +207,13 @@ def test_a_rank_that_is_fine_stops_with_the_misconfigured_one(ranks: list[dict])
     # forever for rank 1).
     assert ranks[0]["err_one_bad"] is not None and "rank(s) [1]" in ranks[0]["err_one_bad"]
     assert "does not shard" in ranks[1]["err_one_bad"]
+
+
+def test_fit_initialises_the_group_from_torchrun_environment(ranks: list[dict]) -> None:
+    a, b = ranks[0]["auto"], ranks[1]["auto"]
+    assert a["initialised"] and b["initialised"]
+    assert (a["world"], a["backend"], a["steps"]) == (2, "gloo", 2)  # 8 images, 2 ranks of 2
+    for key in a["state"]:  # heads built with different seeds end identical
+        assert torch.equal(a["state"][key], b["state"][key]), key
+    assert any("initialised a gloo process group of 2 processes" in m
+               for _, m in ranks[0]["messages"])
