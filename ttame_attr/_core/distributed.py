@@ -190,7 +190,10 @@ def resolve_distributed(
                 "yourself before fit."
             )
         backend = "nccl" if device.type == "cuda" and dist.is_nccl_available() else "gloo"
-        dist.init_process_group(backend=backend)
+        options: dict[str, Any] = {}
+        if backend == "nccl" and "device_id" in inspect.signature(dist.init_process_group).parameters:
+            options["device_id"] = device  # bind NCCL to the head's GPU (torch >= 2.3)
+        dist.init_process_group(backend=backend, **options)
         initialized_here = True
         if dist.get_rank() == 0:
             logger.info(
@@ -204,8 +207,9 @@ def resolve_distributed(
     if device.type != "cuda" and backend == "nccl":
         raise ValueError(
             f"model: the process group uses NCCL, which needs CUDA tensors, but the explainer is "
-            f"on {device}. Move the model to local_device() (cuda:LOCAL_RANK) before building "
-            "TTAME, or use the gloo backend for CPU training."
+            f"on {device}. Move the model to its process's GPU, torch.device('cuda', "
+            "int(os.environ['LOCAL_RANK'])), before building TTAME, or use the gloo backend for "
+            "CPU training."
         )
     comm_device = device if device.type == "cuda" and backend != "gloo" else torch.device("cpu")
     return DistributedContext(
