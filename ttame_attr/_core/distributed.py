@@ -46,6 +46,7 @@ __all__ = [
     "SyncBatchNorm",
     "agree_num_steps",
     "all_ranks_finite",
+    "check_same_on_all_ranks",
     "distributed_head",
     "gather_labels",
     "is_main_process",
@@ -281,6 +282,26 @@ def agree_num_steps(
             "DistributedSampler to give every rank the same number.", what, low, high, low,
         )
     return low
+
+
+def check_same_on_all_ranks(value: int, ctx: DistributedContext | None, what: str, fix: str) -> None:
+    """Raise on every rank unless ``value`` is the same on all of them (a collective).
+
+    For example the step a resumed run continues from: a rank that resumed from another
+    checkpoint (or from none) would train a different head, and wait at another step.
+
+    Raises:
+        ValueError: naming ``what``, the values seen and ``fix``.
+    """
+    if ctx is None:
+        return
+    t = torch.tensor([int(value), -int(value)], dtype=torch.int64, device=ctx.comm_device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    low, high = int(t[0]), -int(t[1])
+    if low != high:
+        raise ValueError(
+            f"{what}: the ranks disagree (values from {low} to {high}, this rank {value}). {fix}"
+        )
 
 
 def all_ranks_finite(value: Tensor, ctx: DistributedContext | None) -> bool:
