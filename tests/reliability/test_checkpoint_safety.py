@@ -173,3 +173,15 @@ def test_atomic_save_keeps_previous_file_when_writing_fails(tmp_path):
     assert torch.equal(safe_torch_load(path)["v"], torch.ones(2))
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # no temporary file left
     assert zipfile.is_zipfile(io.BytesIO(path.read_bytes()))
+
+
+def test_resume_from_a_damaged_training_checkpoint_is_a_clear_error(tmp_path):
+    _, explainer, loader = setup.build()
+    path = tmp_path / "run.pt"
+    explainer.fit(loader, epochs=1, progress=False, checkpoint_path=path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 200])
+    (tmp_path / ".run.pt.abc.tmp").write_bytes(data[:10])  # debris of a killed write
+    _, explainer, loader = setup.build()
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
+        explainer.fit(loader, epochs=1, progress=False, checkpoint_path=path, resume=True)

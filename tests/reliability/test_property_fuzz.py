@@ -142,7 +142,7 @@ def _expected_k(target, n: int) -> int:
 
 
 @pytest.mark.parametrize("name", ["cnn", "vit"])
-@FUZZ
+@settings(FUZZ, max_examples=int(os.environ.get("TTAME_FUZZ_EXAMPLES", "100")))
 @given(data=st.data())
 def test_attribute_fuzz(name, data):
     explainer = EXPLAINERS[name]
@@ -184,6 +184,31 @@ def test_attribute_fuzz(name, data):
     assert torch.isfinite(out).all()
     if scale != "raw":
         assert out.min() >= 0 and out.max() <= 1
+
+
+@settings(FUZZ, max_examples=int(os.environ.get("TTAME_FUZZ_EXAMPLES", "60")))
+@given(data=st.data())
+def test_explain_and_class_maps_fuzz(data):
+    explainer = EXPLAINERS["cnn"]
+    wild = data.draw(st.sampled_from(["none", "inputs", "top_k"]))
+    inputs = data.draw(images(wild=wild == "inputs"), label="inputs")
+    inputs = inputs[0] if isinstance(inputs, tuple) and len(inputs) == 1 else inputs
+    top_k = data.draw(st.sampled_from(
+        [1, 2, K] + ([0, -1, K + 1, 2.0, True, None] if wild == "top_k" else [])))
+    try:
+        result = explainer.explain(inputs, top_k=top_k)
+    except Exception as err:  # noqa: BLE001
+        _clear(err, ("inputs", "top_k"))
+        assert wild != "none", err
+        return
+    n = inputs.shape[0]
+    assert tuple(result.maps.shape) == (n, top_k, *inputs.shape[-2:])
+    assert tuple(result.classes.shape) == tuple(result.probabilities.shape) == (n, top_k)
+    assert tuple(result.logits.shape) == (n, K)
+    assert torch.isfinite(result.maps).all() and result.maps.min() >= 0 and result.maps.max() <= 1
+    assert (result.probabilities[:, :-1] >= result.probabilities[:, 1:]).all()
+    maps = explainer.class_maps(inputs)
+    assert tuple(maps.shape) == (n, K, *explainer.map_size) and torch.isfinite(maps).all()
 
 
 @FUZZ

@@ -132,3 +132,45 @@ def test_bad_checkpoint_arguments(tmp_path):
         explainer.fit(loader, epochs=1, progress=False, checkpoint_path=3)
     with pytest.raises(ValueError, match="max_skipped_steps"):
         explainer.fit(loader, epochs=1, progress=False, max_skipped_steps=-1)
+
+
+def test_interrupted_in_process_with_a_loader_generator(tmp_path, one_thread, monkeypatch):
+    """A loader with its own ``generator=``: its state is checkpointed and replayed too."""
+    from torch.utils.data import DataLoader
+
+    def make():
+        _, explainer, _ = setup.build()
+        g = torch.Generator().manual_seed(11)
+        return explainer, DataLoader(setup.NoisyImages(), batch_size=setup.BATCH, shuffle=True,
+                                     generator=g)
+
+    explainer, loader = make()
+    reference = setup.train(explainer, loader)
+    want = {k: v.clone() for k, v in explainer.state_dict().items()}
+
+    original = Trainer.step
+    calls = []
+
+    def failing(self, x):
+        if len(calls) == 6:
+            raise KeyboardInterrupt  # Ctrl-C in epoch 2
+        calls.append(1)
+        return original(self, x)
+
+    checkpoint = tmp_path / "c.pt"
+    explainer, loader = make()
+    monkeypatch.setattr(Trainer, "step", failing)
+    with pytest.raises(KeyboardInterrupt):
+        setup.train(explainer, loader, checkpoint_path=checkpoint, checkpoint_every=1)
+    monkeypatch.setattr(Trainer, "step", original)
+    assert safe_torch_load(checkpoint)["step"] == 6
+
+    explainer, loader = make()
+    loader.generator.manual_seed(999)  # a fresh process would not know the generator's state
+    history = setup.train(explainer, loader, checkpoint_path=checkpoint, checkpoint_every=1,
+                          resume=True)
+    for name, value in explainer.state_dict().items():
+        assert torch.equal(want[name], value), name
+    assert len(history) == len(reference)
+    for got, want_stats in zip(history.as_dicts(), reference.as_dicts()):
+        assert got == pytest.approx(want_stats)

@@ -345,6 +345,7 @@ def fit(
             the same settings as the interrupted run. The result equals an uninterrupted run's:
             the data order of the interrupted epoch is replayed (see
             :mod:`ttame_attr._core.resume`) and the batches already trained on are skipped.
+            The global RNG states (torch, CUDA, ``random``, NumPy) are set to the checkpoint's.
         max_skipped_steps: a step whose loss or gradients are NaN or inf is skipped and counted
             (:attr:`EpochStats.skipped_steps`); once more than this many were skipped in the
             whole run, training stops with :class:`TrainingDivergedError`. ``None``: never stop.

@@ -526,7 +526,9 @@ class TTAME(Attribution):
         Returns:
             An :class:`Explanation` with ``maps`` of shape ``(N, top_k, H, W)``.
         """
-        if not isinstance(top_k, int) or not 1 <= top_k <= self._num_classes:
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or not (
+            1 <= top_k <= self._num_classes
+        ):
             raise ValueError(
                 f"top_k: expected an int in [1, {self._num_classes}], got {top_k!r}."
             )
