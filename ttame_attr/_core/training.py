@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
+from ttame_attr._core import distributed as _dist
 from ttame_attr._core.guard import eval_mode
 from ttame_attr._core.outputs import extract_logits
 from ttame_attr._core.resume import (
@@ -178,6 +180,10 @@ class Trainer:
         #: Why the last :meth:`step` was skipped: ``"loss"``, ``"gradient"``, ``"overflow"``
         #: (float16 scaler) or ``None``.
         self.skip_reason: str | None = None
+        # Set by distributed.distributed_head while fit trains data-parallel (then self.head is
+        # the DDP-wrapped head): the process group, and this rank's loss weight.
+        self.dist: _dist.DistributedContext | None = None
+        self._rank_weight = 1.0
 
     def _autocast(self):
         if self.amp_dtype is None:
@@ -191,10 +197,13 @@ class Trainer:
             assert logits is not None
             labels = logits.argmax(dim=1)
         features = [f.detach() for f in features]
+        # Under DDP: the labels of the global batch, so the maps (B, G, h, w) are this rank's
+        # rows of the global batch's (G, G, h, w); image i is column offset + i.
+        all_labels, offset, self._rank_weight = _dist.gather_labels(labels, self.dist)
         with self._autocast():
-            masks = torch.sigmoid(self.head(features, labels))  # (B, B, h, w)
-            own = masks[torch.arange(x.shape[0], device=x.device), labels.new_tensor(
-                range(x.shape[0]))][:, None]  # (B, 1, h, w): image i's map of its own label
+            masks = torch.sigmoid(self.head(features, all_labels))  # (B, G, h, w)
+            rows = torch.arange(x.shape[0], device=x.device)
+            own = masks[rows, rows + offset][:, None]  # (B, 1, h, w): image i's own label's map
             masked = explainer.mask_images(x, own)
             logits_masked = extract_logits(explainer.model(masked))
         terms = explainer.loss_fn(logits_masked, labels, masks)
@@ -214,15 +223,15 @@ class Trainer:
         terms, fidelity = self._loss(x)
         self.optimizer.zero_grad(set_to_none=True)
         params = [p for p in self.head.parameters() if p.requires_grad]
-        if not torch.isfinite(terms.total):
+        if not _dist.all_ranks_finite(terms.total, self.dist):  # all ranks skip together
             self.skip_reason = "loss"
             _restore_buffers(self.head, buffers)
             return terms, fidelity, False
         # Gradients flow to the head only: the backbone's parameters get no .grad.
-        self.scaler.scale(terms.total).backward(inputs=params)
+        self.scaler.scale(terms.total * self._rank_weight).backward(inputs=params)
         if self.scaler.is_enabled():
             self.scaler.unscale_(self.optimizer)
-        finite = _grads_finite(params)
+        finite = _grads_finite(params)  # identical on all ranks after DDP's all-reduce
         if not finite:
             # float16 overflow is the scaler's business (it skips the step and lowers the
             # scale); without a scaler the step is skipped here.
@@ -299,6 +308,8 @@ def fit(
     checkpoint_every: int | None = None,
     resume: bool = False,
     max_skipped_steps: int | None = 100,
+    distributed: bool | None = None,
+    seed: int = 0,
 ) -> TrainingHistory:
     """Train ``explainer``'s attention head on unlabelled images (the paper's recipe).
 
@@ -339,6 +350,16 @@ def fit(
             (:attr:`EpochStats.skipped_steps`); once more than this many were skipped in the
             whole run, training stops with :class:`TrainingDivergedError`. ``None``: never stop.
             float16 overflows handled by the gradient scaler are not counted.
+        distributed: data-parallel training over ``torch.distributed`` (see the distributed
+            docs page). ``None`` (default): when a process group of several processes is
+            initialised, or torchrun's environment is present (then the group is initialised),
+            train data-parallel: the head alone is wrapped in DistributedDataParallel, the
+            loaders are sharded with a ``DistributedSampler`` unless they already shard, logged
+            terms are averaged over ranks, and only rank 0 logs and shows progress. Each step
+            equals one single-process step on the global batch (all ranks' images).
+            ``True``: the same, but an error when there is no group. ``False``: never.
+        seed: the seed of the ``DistributedSampler`` fit builds when it shards a shuffling
+            loader (the same on every rank).
 
     Returns:
         A :class:`TrainingHistory` with one :class:`EpochStats` per epoch.
@@ -354,7 +375,13 @@ def fit(
         raise ValueError(f"epochs: expected a positive int, got {epochs!r}.")
     if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
         raise ValueError(f"lr: expected a positive learning rate, got {lr!r}.")
+    ctx = _dist.resolve_distributed(distributed, explainer.device)
+    n_val = None
+    if ctx is not None:
+        loader, val_loader, n_val = _dist.prepare_loaders(loader, val_loader, ctx, seed)
     n_batches = _loader_len(loader) if steps_per_epoch is None else steps_per_epoch
+    if ctx is not None:  # per-rank batches, the same on every rank (also for OneCycleLR)
+        n_batches = _dist.agree_num_steps(n_batches, ctx, "loader", loader)
     if n_batches is None:
         raise ValueError(
             "steps_per_epoch: the loader has no len(); pass steps_per_epoch=... so the OneCycleLR "
@@ -390,6 +417,11 @@ def fit(
         }
         checkpointer = TrainingCheckpointer(checkpoint_path, checkpoint_every, trainer, settings)
     state = checkpointer.restore() if resume and checkpointer is not None else None
+    _dist.check_same_on_all_ranks(
+        -1 if state is None else state.step, ctx, "checkpoint_path",
+        "Every rank must resume from the same checkpoint: put checkpoint_path on a file system "
+        "that all machines see.",
+    )
     history = TrainingHistory()
     start_epoch = 0
     skipped_total = 0
@@ -403,7 +435,7 @@ def fit(
     except ImportError:  # pragma: no cover - tqdm is a core dependency
         tqdm = None
 
-    with eval_mode(model):
+    with eval_mode(model), _dist.distributed_head(trainer, ctx):
         for epoch in range(start_epoch, epochs):
             meter = _Meter()
             skipped = 0
@@ -413,16 +445,21 @@ def fit(
                 restore_rng(state.epoch_rng, loader)  # replays the iterator's order
             elif resuming:
                 restore_rng(state.rng, loader)
+            if ctx is not None:  # re-seed the sampler (before capturing/replaying the order)
+                _dist.set_loader_epoch(loader, epoch)
             epoch_rng = capture_rng(loader) if checkpointer is not None else None
             iterator = iter(loader)
             if resuming and state.batch > 0:
                 for _ in range(state.batch):  # trained on before the interruption
                     next(iterator, None)
                 restore_rng(state.rng, loader)
-                meter.sums, meter.count = dict(state.meter_sums), state.meter_count
+                if _dist.is_main_process(ctx):  # the saved sums are global (see below)
+                    meter.sums, meter.count = dict(state.meter_sums), state.meter_count
                 skipped, done = state.skipped, state.batch
+            if ctx is not None:  # every rank runs exactly n_batches steps
+                iterator = itertools.islice(iterator, max(n_batches - done, 0))
             bar = None
-            if progress and tqdm is not None:
+            if progress and tqdm is not None and _dist.is_main_process(ctx):
                 bar = tqdm(iterator, total=n_batches, initial=done,
                            desc=f"T-TAME epoch {epoch + 1}/{epochs}", leave=False)
                 iterator = bar
@@ -459,14 +496,20 @@ def fit(
                             )
                     if (checkpointer is not None and stepped and checkpointer.due()
                             and done != n_batches):  # the epoch-end checkpoint follows
-                        checkpointer.save(
-                            epoch=epoch, batch=done, epoch_rng=epoch_rng, loader=loader,
-                            history=history.as_dicts(), meter_sums=meter.sums,
-                            meter_count=meter.count, skipped=skipped, skipped_total=skipped_total,
-                        )
+                        # Under DDP the file holds the sums of all ranks (restored on rank 0
+                        # only) and only rank 0 writes it.
+                        sums, count = _dist.reduce_sums(meter.sums, meter.count, ctx)
+                        if _dist.is_main_process(ctx):
+                            checkpointer.save(
+                                epoch=epoch, batch=done, epoch_rng=epoch_rng, loader=loader,
+                                history=history.as_dicts(), meter_sums=sums, meter_count=count,
+                                skipped=skipped, skipped_total=skipped_total,
+                            )
             finally:
                 if bar is not None:
                     bar.close()
+            if ctx is not None:  # global means of the logged terms
+                meter.sums, meter.count = _dist.reduce_sums(meter.sums, meter.count, ctx)
             if meter.count == 0 and skipped == 0 and done == 0:
                 raise ValueError("loader: it yielded no batches in this epoch.")
             stats = EpochStats(
@@ -476,17 +519,22 @@ def fit(
                 steps=trainer.step_count, skipped_steps=skipped,
             )
             if val_loader is not None:
-                val = trainer.evaluate(val_loader, image_key)
+                val = trainer.evaluate(
+                    val_loader if ctx is None else itertools.islice(val_loader, n_val), image_key
+                )
+                if ctx is not None:
+                    val.sums, val.count = _dist.reduce_sums(val.sums, val.count, ctx)
                 stats.val_loss, stats.val_ce = val.mean("loss"), val.mean("ce")
                 stats.val_area, stats.val_variation = val.mean("area"), val.mean("variation")
                 stats.val_fidelity = val.mean("fidelity")
             history.epochs.append(stats)
-            logger.info(
-                "T-TAME epoch %d/%d: loss %.4f (ce %.4f, area %.4f, var %.4f), fidelity %.3f",
-                epoch + 1, epochs, stats.loss, stats.ce, stats.area, stats.variation,
-                stats.fidelity,
-            )
-            if checkpointer is not None:
+            if _dist.is_main_process(ctx):
+                logger.info(
+                    "T-TAME epoch %d/%d: loss %.4f (ce %.4f, area %.4f, var %.4f), fidelity %.3f",
+                    epoch + 1, epochs, stats.loss, stats.ce, stats.area, stats.variation,
+                    stats.fidelity,
+                )
+            if checkpointer is not None and _dist.is_main_process(ctx):  # rank 0 writes
                 checkpointer.save(
                     epoch=epoch + 1, batch=0, epoch_rng=None, loader=loader,
                     history=history.as_dicts(), meter_sums={}, meter_count=0, skipped=0,
