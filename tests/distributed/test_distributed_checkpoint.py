@@ -1,0 +1,52 @@
+"""Checkpoints and resume under DDP (2 CPU processes, gloo): rank 0 writes, every rank resumes."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from _ddp_checkpoint_workers import run_checkpoints
+
+WORLD = 2
+TIMEOUT_S = 240
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
+    out = tmp_path_factory.mktemp("ddp_ckpt")
+    context = mp.start_processes(
+        run_checkpoints, args=(WORLD, str(out / "init"), str(out)), nprocs=WORLD, join=False,
+        start_method="spawn",
+    )
+    deadline = time.monotonic() + TIMEOUT_S
+    while not context.join(timeout=1):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail(f"the distributed workers did not finish in {TIMEOUT_S} s (hang?)")
+    return [torch.load(out / f"ckpt_rank{r}.pt", weights_only=True) for r in range(WORLD)]
+
+
+def test_killed_and_resumed_run_equals_uninterrupted_run(ranks: list[dict]) -> None:
+    for rank in ranks:
+        assert rank.get("crash_trace") is None
+        assert rank["crash"] == "simulated crash"
+        for key, value in rank["full"].items():
+            torch.testing.assert_close(rank["resumed"][key], value, rtol=1e-5, atol=1e-6,
+                                       msg=key)
+            assert torch.equal(rank["resumed"][key], ranks[0]["resumed"][key]), key
+    # The epoch means, including the epoch cut by the crash, are the global ones.
+    full, resumed = ranks[0]["full_history"], ranks[0]["resumed_history"]
+    assert len(resumed) == len(full) == 2
+    for got, want in zip(resumed, full):
+        for key in ("loss", "ce", "area", "variation", "fidelity", "steps"):
+            assert got[key] == pytest.approx(want[key], rel=1e-5), key
+
+
+def test_only_rank_zero_writes_and_ranks_must_resume_alike(ranks: list[dict]) -> None:
+    assert [r["own_exists"] for r in ranks] == [True, False]
+    for rank in ranks:
+        assert rank["err_disagree"] is not None
+        assert "checkpoint_path: the ranks disagree" in rank["err_disagree"]
