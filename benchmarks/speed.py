@@ -44,7 +44,7 @@ Usage::
     python benchmarks/speed.py                       # CPU, all models, batch 8
     python benchmarks/speed.py --threads 1           # CPU, on a machine shared with others
     python benchmarks/speed.py --device cuda         # fp32 and bf16 autocast tables
-    python benchmarks/speed.py --quick               # smoke test (batch 2, 1 repetition)
+    python benchmarks/speed.py --quick               # smoke test (batch 2, 1 repetition; CUDA 2)
     python benchmarks/speed.py --models resnet50 --reps 5 --json out.json
 """
 
@@ -373,6 +373,7 @@ class Row:
     high: float
     reps: int
     goal: float | None
+    extra: dict[str, float] | None = None
 
     @property
     def verdict(self) -> str:
@@ -409,8 +410,8 @@ def bench_model(
         floor_peak = peak_bytes(keep["floor"], device)
         ratio = fit_peak / max(floor_peak, 1)
         rows.append(Row(name, precision, "fit peak mem/floor", ratio, ratio, ratio, 1,
-                        goal_for("fit peak mem/floor", name)))
-        rows[-1].extra = {"fit_peak_mib": fit_peak / 2**20, "floor_peak_mib": floor_peak / 2**20}  # type: ignore[attr-defined]
+                        goal_for("fit peak mem/floor", name),
+                        {"fit_peak_mib": fit_peak / 2**20, "floor_peak_mib": floor_peak / 2**20}))
     del keep, pairs, model
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -426,7 +427,7 @@ def format_table(rows: list[Row]) -> str:
     for r in rows:
         spread = f"{r.low:.2f}..{r.high:.2f}" if r.reps > 1 else ""
         goal = f"<={r.goal:.2f}" if r.goal is not None else ""
-        extra = getattr(r, "extra", None)
+        extra = r.extra
         note = f"  ({extra['fit_peak_mib']:.0f} / {extra['floor_peak_mib']:.0f} MiB)" if extra else ""
         lines.append(
             f"{r.model:<10} {r.precision:<13} {r.row:<27} {r.ratio:>7.3f} {spread:>13} "
