@@ -166,3 +166,17 @@ def test_project_per_image_layouts_agree():
     for layout in (b, cl, strided):
         torch.testing.assert_close(_project_per_image(layout, w), expected)
     assert _project_per_image(cl, w).is_contiguous(memory_format=torch.channels_last)
+
+
+def test_bf16_autocast_fast_path_within_bf16_tolerance():
+    torch.manual_seed(0)
+    branch = FeatureBranch(16)
+    _randomise(branch)
+    branch.eval()
+    x = torch.randn(2, 16, 5, 5)
+    with torch.no_grad():
+        reference = _reference_branch(branch, x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            fast = branch(x)
+    scale = reference.abs().max()
+    assert float((fast.float() - reference).abs().max()) <= 0.02 * float(scale)
