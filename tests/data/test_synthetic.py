@@ -136,6 +136,7 @@ def test_make_loaders() -> None:
     train, val, test = make_loaders(8, 4, 4, image_size=SIZE, batch_size=4, return_mask=True)
     images, labels, masks = next(iter(val))
     assert images.shape == (4, 3, SIZE, SIZE) and masks.shape == (4, 1, SIZE, SIZE)
+    assert labels.shape == (4,)
     assert len(train.dataset) == 8 and test.dataset.split == "test"
     assert len(next(iter(make_loaders(4, 4, 4, image_size=SIZE)[0]))) == 2
 
