@@ -21,7 +21,6 @@ import torch
 
 from ttame_attr.data import (
     ARCHITECTURES,
-    RECIPES,
     SyntheticShapes,
     evaluate_accuracy,
     load_or_train,
