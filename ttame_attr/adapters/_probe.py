@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -9,7 +11,7 @@ from torch import Tensor, nn
 
 from ttame_attr.adapters._base import as_tensor_output
 
-__all__ = ["ModuleCall", "probe_modules"]
+__all__ = ["ModuleCall", "probe_modules", "record_output_versions"]
 
 
 @dataclass(frozen=True)
@@ -55,3 +57,36 @@ def probe_modules(model: nn.Module, x: Tensor) -> list[ModuleCall]:
         for handle in handles:
             handle.remove()
     return sorted(calls.values(), key=lambda c: c.order)
+
+
+@contextmanager
+def record_output_versions(model: nn.Module, names: list[str]) -> Iterator[dict[str, int]]:
+    """Record the version counter of each named module's output at the moment it returns.
+
+    Comparing it with the tensor's ``_version`` after the forward pass tells whether the model
+    changed that output in place later on (DenseNet's ``relu(features, inplace=True)``), in which
+    case captured values must be cloned. The hooks are removed on exit, also on error.
+
+    Yields:
+        A dict, filled during the forward pass, from module name to output version.
+    """
+    modules = dict(model.named_modules())
+    versions: dict[str, int] = {}
+    handles = []
+
+    def make_hook(name: str):
+        def hook(module: nn.Module, args: object, output: object) -> None:
+            tensor = as_tensor_output(output)
+            if tensor is not None:
+                versions[name] = tensor._version
+
+        return hook
+
+    try:
+        for name in names:
+            if name in modules:
+                handles.append(modules[name].register_forward_hook(make_hook(name)))
+        yield versions
+    finally:
+        for handle in handles:
+            handle.remove()
