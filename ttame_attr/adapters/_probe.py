@@ -24,11 +24,18 @@ class ModuleCall:
     order: int
 
 
-def probe_modules(model: nn.Module, x: Tensor) -> list[ModuleCall]:
+def probe_modules(
+    model: nn.Module, x: Tensor, *, outputs: list[object] | None = None
+) -> list[ModuleCall]:
     """Run ``model(x)`` without gradients and record each module's last output shape.
 
     Hooks are registered on every named module and removed before returning, also on error.
     The model's ``.training`` flags are not touched: callers put it in eval mode if they need to.
+
+    Args:
+        model: the network.
+        x: its input.
+        outputs: if given, the model's own output is appended to it.
 
     Returns:
         One :class:`ModuleCall` per module that returned a tensor, ordered by when its last call
@@ -52,7 +59,9 @@ def probe_modules(model: nn.Module, x: Tensor) -> list[ModuleCall]:
             if name:
                 handles.append(module.register_forward_hook(make_hook(name)))
         with torch.no_grad():
-            model(x)
+            output = model(x)
+        if outputs is not None:
+            outputs.append(output)
     finally:
         for handle in handles:
             handle.remove()
