@@ -131,13 +131,11 @@ def _declared_input_size(model: nn.Module) -> tuple[int, int, int] | None:
     embed = getattr(model, "patch_embed", None)
     embed_hw = _pair(getattr(embed, "img_size", None)) if isinstance(embed, nn.Module) else None
     if embed_hw is not None:
-        proj = getattr(embed, "proj", None)
-        if isinstance(proj, nn.Conv2d):
-            channels = proj.in_channels
-        elif cfg_size is not None:
+        if cfg_size is not None:
             channels = int(cfg_size[0])
-        else:
-            channels = 3
+        else:  # the first convolution reads the image (also in hybrid CNN + ViT models)
+            first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+            channels = first.in_channels if first is not None else 3
         return (channels, *embed_hw)
     if cfg_size is not None:
         c, h, w = (int(v) for v in cfg_size)

@@ -70,8 +70,13 @@ def feature_geometry(
     return layout, c, h, w
 
 
-def _has_children(module: nn.Module) -> bool:
-    return next(module.children(), None) is not None
+def _is_block(module: nn.Module) -> bool:
+    """A block of the network: a module with a child that has parameters of its own.
+
+    Excludes leaves and leaf-like wrappers such as timm's ``BatchNormAct2d``, whose children
+    (activation, dropout) hold no weights.
+    """
+    return any(next(child.parameters(), None) is not None for child in module.children())
 
 
 def _block_run(calls: list[ModuleCall], count: int) -> list[str]:
@@ -85,7 +90,7 @@ def _block_run(calls: list[ModuleCall], count: int) -> list[str]:
     runs: dict[tuple[str, tuple[int, ...]], list[ModuleCall]] = {}
     for call in calls:
         parent, _, last = call.name.rpartition(".")
-        if last.isdigit() and _has_children(call.module):
+        if last.isdigit() and _is_block(call.module):
             runs.setdefault((parent, call.shape), []).append(call)
     long_runs = [run for run in runs.values() if len(run) >= count]
     if not long_runs:
@@ -107,10 +112,10 @@ def find_resolution_stages(
     Feature maps are NCHW, channels-last or token outputs (see :func:`feature_geometry`). For
     every spatial resolution ``(h, w)``, the candidate is the shallowest module with that output
     (ties: the one that finished last), so whole stages such as ``layer3`` win over the blocks
-    and layers inside them; a block (a module with children, at most one level deeper) that
+    and layers inside them; a block (a module with weighted children, at most one level deeper) that
     finishes later with the same channels and size then takes its place (PiT's ``pos_drop``
     gives way to ``transformers.0``, LeViT's ``stem`` to ``stages.0``). The last stages are the
-    ``count`` smallest resolutions.
+    ``count`` smallest resolutions. Attention weights (square, rows summing to 1) are skipped.
     Adaptive pooling layers (classifier heads), outputs with ``num_classes`` channels
     (class-score maps such as SqueezeNet's) and 1x1 maps are skipped. When the network has fewer
     than ``count`` resolutions but a run of at least ``count`` sibling blocks with one output
@@ -129,7 +134,7 @@ def find_resolution_stages(
     valid: list[tuple[ModuleCall, tuple[int, int, int]]] = []
     for call in calls:
         geometry = feature_geometry(call.shape, input_hw, batch)
-        if geometry is None or isinstance(call.module, _POOLING_HEADS):
+        if geometry is None or call.attention or isinstance(call.module, _POOLING_HEADS):
             continue
         _, c, h, w = geometry
         if h * w <= 1 or (num_classes is not None and c == num_classes):
@@ -154,7 +159,7 @@ def find_resolution_stages(
             call.order > current.order
             and chw == current_chw
             and module_depth(call.name) <= module_depth(current.name) + 1
-            and _has_children(call.module)
+            and _is_block(call.module)
         ):
             best[chw[1:]] = (call, chw)
     if len(best) < count:

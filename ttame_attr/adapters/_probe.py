@@ -16,12 +16,32 @@ __all__ = ["ModuleCall", "probe_modules", "record_output_versions"]
 
 @dataclass(frozen=True)
 class ModuleCall:
-    """The last call of one module during a dry run."""
+    """The last call of one module during a dry run.
+
+    Attributes:
+        name: the module's name in ``model.named_modules()``.
+        module: the module.
+        shape: the shape of its output (the first tensor of a tuple output).
+        order: when the call finished (1 for the first module to return).
+        attention: the output looks like attention weights ``(..., L, L)``: non-negative and
+            each row summing to 1 (a softmax), so it is no feature map.
+    """
 
     name: str
     module: nn.Module
     shape: tuple[int, ...]
     order: int
+    attention: bool = False
+
+
+def _looks_like_attention(tensor: Tensor) -> bool:
+    """Square in its last two dimensions, non-negative, rows summing to 1."""
+    if tensor.dim() < 3 or tensor.shape[-1] != tensor.shape[-2] or not tensor.is_floating_point():
+        return False
+    if tensor.numel() == 0 or bool((tensor < 0).any()):
+        return False
+    sums = tensor.float().sum(dim=-1)
+    return bool(torch.allclose(sums, torch.ones_like(sums), atol=1e-3))
 
 
 def probe_modules(
@@ -50,7 +70,9 @@ def probe_modules(
             tensor = as_tensor_output(output)
             if tensor is not None:
                 counter[0] += 1
-                calls[name] = ModuleCall(name, module, tuple(tensor.shape), counter[0])
+                calls[name] = ModuleCall(
+                    name, module, tuple(tensor.shape), counter[0], _looks_like_attention(tensor)
+                )
 
         return hook
 
