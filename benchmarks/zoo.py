@@ -179,15 +179,17 @@ def _diff(before: dict[str, Any], after: dict[str, Any]) -> str:
     return ""
 
 
-def check_model(name: str, source: str, build, input_size: tuple[int, int, int] | None) -> Result:
-    """Build one model and run the zero-config T-TAME round trip on it."""
+def check_model(
+    name: str, source: str, build, input_size: tuple[int, int, int] | None, device: str = "cpu"
+) -> Result:
+    """Build one model and run the zero-config T-TAME round trip on it (on ``device``)."""
     result = Result(model=name, source=source)
     start = time.perf_counter()
     try:
         torch.manual_seed(0)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            model = build()
+            model = build().to(device)
         before = _fingerprint(model)
         kwargs = {} if input_size is None else {"input_size": input_size}
         explainer = TTAME(model, **kwargs)
@@ -196,9 +198,9 @@ def check_model(name: str, source: str, build, input_size: tuple[int, int, int] 
         result.map_size = list(explainer.map_size)
         result.input_size = list(explainer.input_size)
         c, h, w = explainer.input_size
-        loader = [torch.randn(2, c, h, w)]
+        loader = [torch.randn(2, c, h, w, device=device)]
         explainer.fit(loader, epochs=1, progress=False)
-        maps = explainer.attribute(torch.randn(2, c, h, w))
+        maps = explainer.attribute(torch.randn(2, c, h, w, device=device))
         problems = []
         if tuple(maps.shape) != (2, 1, h, w):
             problems.append(f"map shape {tuple(maps.shape)} != {(2, 1, h, w)}")
@@ -218,7 +220,10 @@ def check_model(name: str, source: str, build, input_size: tuple[int, int, int] 
         logging.getLogger("zoo").debug("%s", traceback.format_exc())
     finally:
         result.seconds = round(time.perf_counter() - start, 2)
+        model = explainer = None
         gc.collect()
+        if device != "cpu" and torch.cuda.is_available():
+            torch.cuda.empty_cache()
     return result
 
 
@@ -252,6 +257,16 @@ def timm_jobs(pattern: str | None) -> list[tuple[str, str, Any, Any]]:
     return jobs
 
 
+def _versions() -> dict[str, str]:
+    versions = {"torch": torch.__version__}
+    for package in ("torchvision", "timm", "captum"):
+        try:
+            versions[package] = __import__(package).__version__
+        except ImportError:
+            versions[package] = "missing"
+    return versions
+
+
 def _row(cells: list[str], widths: list[int]) -> str:
     return "  ".join(c.ljust(w) for c, w in zip(cells, widths))
 
@@ -265,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--filter", default=None, help="substring or glob on model names")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (2)")
+    parser.add_argument("--device", default="cpu", help="where the models run (cpu, cuda)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log tracebacks")
     args = parser.parse_args(argv)
 
@@ -284,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     results: list[Result] = []
     start = time.perf_counter()
     for name, source, build, input_size in jobs:
-        r = check_model(name, source, build, input_size)
+        r = check_model(name, source, build, input_size, args.device)
         results.append(r)
         layers = ",".join(r.layers)
         if len(layers) > widths[3]:
@@ -304,10 +320,12 @@ def main(argv: list[str] | None = None) -> int:
     failures = [r for r in results if r.status != "ok"]
     for r in failures:
         print(f"FAILED {r.source}/{r.model}: {r.error}")
-    print(f"total time: {total:.0f} s ({len(results)} models, {args.threads} threads)")
+    print(f"total time: {total:.0f} s ({len(results)} models, device {args.device}, "
+          f"{args.threads} threads, torch {torch.__version__})")
     if args.json is not None:
         args.json.write_text(json.dumps(
-            {"total_seconds": round(total, 1), "threads": args.threads,
+            {"total_seconds": round(total, 1), "threads": args.threads, "device": args.device,
+             "versions": _versions(),
              "results": [asdict(r) for r in results]}, indent=1))
     return 1 if failures else 0
 
