@@ -227,11 +227,24 @@ def check_model(
     return result
 
 
-def torchvision_jobs(pattern: str | None) -> list[tuple[str, str, Any, Any]]:
+def _torchvision_gflops(name: str) -> float:
+    """GFLOPs per image from the weights' metadata (no download), for ordering runs by cost."""
+    import torchvision
+
+    try:
+        return float(torchvision.models.get_model_weights(name).DEFAULT.meta["_ops"])
+    except (KeyError, AttributeError, ValueError):
+        return float("inf")
+
+
+def torchvision_jobs(pattern: str | None, cheap_first: bool = False) -> list[tuple[str, str, Any, Any]]:
     import torchvision
 
     jobs = []
-    for name in torchvision.models.list_models(module=torchvision.models):
+    names = torchvision.models.list_models(module=torchvision.models)
+    if cheap_first:
+        names = sorted(names, key=_torchvision_gflops)
+    for name in names:
         if pattern and not fnmatch.fnmatch(name, pattern) and pattern not in name:
             continue
 
@@ -280,6 +293,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--filter", default=None, help="substring or glob on model names")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (2)")
+    parser.add_argument("--cheap-first", action="store_true",
+                        help="run torchvision models by increasing GFLOPs (from their metadata)")
+    parser.add_argument("--shard", default=None, metavar="K/N",
+                        help="run only every N-th model starting at the K-th (0-based)")
     parser.add_argument("--device", default="cpu", help="where the models run (cpu, cuda)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log tracebacks")
     args = parser.parse_args(argv)
@@ -290,9 +307,13 @@ def main(argv: list[str] | None = None) -> int:
 
     jobs = []
     if not args.timm_only:
-        jobs += torchvision_jobs(args.filter)[: args.limit]
+        jobs += torchvision_jobs(args.filter, args.cheap_first)[: args.limit]
     if not args.torchvision_only:
         jobs += timm_jobs(args.filter)[: args.limit]
+
+    if args.shard:
+        k, n = (int(v) for v in args.shard.split("/"))
+        jobs = jobs[k::n]
 
     widths = [34, 11, 5, 58, 7, 48, 7]
     header = ["model", "source", "adap", "layers", "map", "status", "sec"]
