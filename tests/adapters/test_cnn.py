@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import torch
 import torchvision
+from adapter_helpers import geometry, model_state, round_trip, seed  # noqa: F401 (seed: autouse)
 from torch import nn
 from torchvision.models.vgg import VGG, make_layers
 
 from ttame_attr._core.ttame import TTAME
 
 
-def test_resnet18_defaults_to_layer2_3_4(model_state, round_trip, geometry) -> None:
+def test_resnet18_defaults_to_layer2_3_4() -> None:
     model = torchvision.models.resnet18(weights=None, num_classes=10)
     before = model_state(model)
     explainer = TTAME(model, input_size=(3, 64, 64))
@@ -37,7 +38,7 @@ def _small_vgg11() -> VGG:
     return model
 
 
-def test_vgg11_defaults_to_its_last_three_max_pools(model_state, round_trip, geometry) -> None:
+def test_vgg11_defaults_to_its_last_three_max_pools() -> None:
     model = _small_vgg11()
     before = model_state(model)
     explainer = TTAME(model, input_size=(3, 64, 64))
@@ -49,7 +50,7 @@ def test_vgg11_defaults_to_its_last_three_max_pools(model_state, round_trip, geo
     round_trip(explainer, model, before)
 
 
-def test_non_square_input_keeps_its_aspect_ratio(model_state, round_trip) -> None:
+def test_non_square_input_keeps_its_aspect_ratio() -> None:
     model = torchvision.models.resnet18(weights=None, num_classes=10)
     before = model_state(model)
     explainer = TTAME(model, input_size=(3, 64, 96))

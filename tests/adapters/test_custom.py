@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from adapter_helpers import geometry, model_state, round_trip, seed  # noqa: F401 (seed: autouse)
 from torch import nn
 
 from ttame_attr._core.ttame import TTAME
@@ -35,7 +36,7 @@ class ChannelsLastNet(nn.Module):
         return self.fc(x.mean(dim=(1, 2)))
 
 
-def test_channels_last_stages_are_detected_and_permuted(model_state, round_trip, geometry) -> None:
+def test_channels_last_stages_are_detected_and_permuted() -> None:
     model = ChannelsLastNet()
     before = model_state(model)
     explainer = TTAME(model, input_size=(3, 32, 32))
@@ -71,9 +72,7 @@ class InplaceAfterFeatures(nn.Module):
         return self.fc(out.mean(dim=(2, 3)))
 
 
-def test_in_place_modification_is_detected_and_captured_values_are_the_layer_output(
-    model_state, round_trip
-) -> None:
+def test_in_place_modification_is_detected_and_captured_values_are_the_layer_output() -> None:
     model = InplaceAfterFeatures().eval()  # eval: the manual computation must not touch BN
     before = model_state(model)
     explainer = TTAME(model, input_size=(3, 32, 32))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from adapter_helpers import model_state, round_trip, seed  # noqa: F401 (seed: autouse)
 from torch import nn
 
 from ttame_attr._core.ttame import TTAME
@@ -107,7 +108,7 @@ class TokenNet(nn.Module):
         return self.fc(tokens[:, 0])
 
 
-def test_unknown_token_model_gets_its_last_blocks_on_the_patch_grid(model_state, round_trip) -> None:
+def test_unknown_token_model_gets_its_last_blocks_on_the_patch_grid() -> None:
     model = TokenNet()
     before = model_state(model)
     explainer = TTAME(model, input_size=(3, 32, 48))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from adapter_helpers import seed  # noqa: F401 (autouse)
 from torch import nn
 
 from ttame_attr.adapters import (

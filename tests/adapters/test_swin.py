@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torchvision
+from adapter_helpers import geometry, model_state, round_trip, seed  # noqa: F401 (seed: autouse)
 
 from ttame_attr._core.ttame import TTAME
 
 
-def test_timm_swin_stages_are_channels_last(model_state, round_trip, geometry) -> None:
+def test_timm_swin_stages_are_channels_last() -> None:
     pytest.importorskip("timm")
     from timm.models.swin_transformer import SwinTransformer
 
@@ -27,9 +28,7 @@ def test_timm_swin_stages_are_channels_last(model_state, round_trip, geometry) -
     round_trip(explainer, model, before)
 
 
-def test_torchvision_swin_reads_its_stages_not_the_patch_merging(
-    model_state, round_trip, geometry
-) -> None:
+def test_torchvision_swin_reads_its_stages_not_the_patch_merging() -> None:
     model = torchvision.models.SwinTransformer(
         patch_size=[4, 4], embed_dim=16, depths=[1, 1, 1], num_heads=[1, 1, 1],
         window_size=[4, 4], num_classes=10,
@@ -44,7 +43,7 @@ def test_torchvision_swin_reads_its_stages_not_the_patch_merging(
     round_trip(explainer, model, before)
 
 
-def test_torchvision_swin_takes_a_non_square_input(model_state, round_trip) -> None:
+def test_torchvision_swin_takes_a_non_square_input() -> None:
     model = torchvision.models.SwinTransformer(
         patch_size=[4, 4], embed_dim=16, depths=[1, 1, 1], num_heads=[1, 1, 1],
         window_size=[4, 4], num_classes=10,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from adapter_helpers import seed  # noqa: F401 (autouse)
 
 from ttame_attr.adapters import guess_layout, to_nchw
 from ttame_attr.adapters._base import infer_token_grid

@@ -7,12 +7,13 @@ from typing import Any
 import pytest
 import torch
 import torchvision
+from adapter_helpers import geometry, model_state, round_trip, seed  # noqa: F401 (seed: autouse)
 from torch import nn
 
 from ttame_attr._core.ttame import TTAME
 
 
-def test_torchvision_vit_reads_ln1_of_the_last_three_blocks(model_state, round_trip, geometry) -> None:
+def test_torchvision_vit_reads_ln1_of_the_last_three_blocks() -> None:
     model = torchvision.models.VisionTransformer(
         image_size=32, patch_size=8, num_layers=4, num_heads=2, hidden_dim=16, mlp_dim=32,
         num_classes=10,
@@ -47,9 +48,7 @@ def _tiny_timm_vit(**kwargs: Any) -> nn.Module:
     return VisionTransformer(**{**defaults, **kwargs})
 
 
-def test_timm_vit_with_register_tokens_drops_class_and_registers(
-    model_state, round_trip, geometry
-) -> None:
+def test_timm_vit_with_register_tokens_drops_class_and_registers() -> None:
     pytest.importorskip("timm")
     model = _tiny_timm_vit(reg_tokens=4)
     before = model_state(model)
@@ -60,7 +59,7 @@ def test_timm_vit_with_register_tokens_drops_class_and_registers(
     round_trip(explainer, model, before)
 
 
-def test_distilled_deit_drops_class_and_distillation_tokens(model_state, round_trip, geometry) -> None:
+def test_distilled_deit_drops_class_and_distillation_tokens() -> None:
     pytest.importorskip("timm")
     from timm.models.deit import VisionTransformerDistilled
 
@@ -73,9 +72,7 @@ def test_distilled_deit_drops_class_and_distillation_tokens(model_state, round_t
     round_trip(explainer, model, before)
 
 
-def test_vit_tokens_are_laid_out_row_major_on_a_non_square_grid(
-    model_state, round_trip, geometry
-) -> None:
+def test_vit_tokens_are_laid_out_row_major_on_a_non_square_grid() -> None:
     pytest.importorskip("timm")
     model = _tiny_timm_vit(img_size=(32, 48), reg_tokens=1)
     before = model_state(model)

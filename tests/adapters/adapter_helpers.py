@@ -1,8 +1,11 @@
-"""Adapter tests: a fixed seed, and checks that an explainer leaves the model as it found it."""
+"""Helpers for the adapter tests: a fixed seed, and checks that the model is left as found.
+
+Not a ``conftest.py``: the suite's root ``conftest`` is imported by name from other test
+folders, and a second module of that name would shadow it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -13,11 +16,12 @@ from ttame_attr._core.ttame import TTAME
 
 
 @pytest.fixture(autouse=True)
-def _seed() -> None:
+def seed() -> None:
+    """Every test starts from the same seed (import this fixture into a test module)."""
     torch.manual_seed(0)
 
 
-def _model_state(model: nn.Module) -> dict[str, Any]:
+def model_state(model: nn.Module) -> dict[str, Any]:
     """Weights, flags and hooks of ``model``: what an explainer must leave exactly as it was."""
     return {
         "tensors": {k: v.detach().clone() for k, v in model.state_dict().items()},
@@ -30,14 +34,14 @@ def _model_state(model: nn.Module) -> dict[str, Any]:
     }
 
 
-def _round_trip(explainer: TTAME, model: nn.Module, before: dict[str, Any]) -> None:
+def round_trip(explainer: TTAME, model: nn.Module, before: dict[str, Any]) -> None:
     """One training step and one attribution: maps finite and of the input's size, model intact."""
     c, h, w = explainer.input_size
     explainer.fit([torch.randn(2, c, h, w)], epochs=1, progress=False)
     maps = explainer.attribute(torch.randn(2, c, h, w))
     assert maps.shape == (2, 1, h, w)
     assert torch.isfinite(maps).all()
-    after = _model_state(model)
+    after = model_state(model)
     assert after["requires_grad"] == before["requires_grad"]
     assert after["training"] == before["training"]
     assert after["hooks"] == before["hooks"] == 0
@@ -47,24 +51,6 @@ def _round_trip(explainer: TTAME, model: nn.Module, before: dict[str, Any]) -> N
     assert all(p.grad is None for p in model.parameters())
 
 
-@pytest.fixture
-def model_state() -> Callable[[nn.Module], dict[str, Any]]:
-    """``model_state(model)``: a snapshot to give :func:`round_trip` afterwards."""
-    return _model_state
-
-
-@pytest.fixture
-def round_trip() -> Callable[[TTAME, nn.Module, dict[str, Any]], None]:
-    """``round_trip(explainer, model, before)``: fit one step, attribute, check the model."""
-    return _round_trip
-
-
-def layer_geometry(explainer: TTAME) -> list[tuple[str, int, int, int, int]]:
+def geometry(explainer: TTAME) -> list[tuple[str, int, int, int, int]]:
     """``(layout, channels, h, w, prefix_tokens)`` of each selected layer."""
     return [(i.layout, i.channels, i.height, i.width, i.prefix_tokens) for i in explainer.layer_info]
-
-
-@pytest.fixture
-def geometry() -> Callable[[TTAME], list[tuple[str, int, int, int, int]]]:
-    """``geometry(explainer)``: ``(layout, channels, h, w, prefix_tokens)`` per layer."""
-    return layer_geometry
