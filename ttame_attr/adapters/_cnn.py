@@ -1,6 +1,7 @@
-"""The ``cnn`` adapter: NCHW (or channels-last) feature maps, stages found by a dry run.
+"""The ``cnn`` adapter: feature maps found by a dry run (NCHW, channels-last or patch tokens).
 
-It is also the fallback for models no other adapter recognises.
+It is also the fallback for models no other adapter recognises: hybrid and hierarchical
+transformers and MLP mixers whose stages return tokens ``(N, L, C)`` are read on their patch grid.
 """
 
 from __future__ import annotations
