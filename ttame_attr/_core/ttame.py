@@ -22,6 +22,7 @@ from ttame_attr._core.outputs import extract_logits
 from ttame_attr._core.targets import parse_target
 from ttame_attr._typing import TargetType
 from ttame_attr.adapters._base import BackboneAdapter, LayerInfo, to_nchw
+from ttame_attr.adapters._probe import record_output_versions
 from ttame_attr.adapters._registry import resolve_adapter
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "TTAME", "Explanation"]
@@ -256,12 +257,12 @@ class TTAME(Attribution):
     ) -> tuple[list[LayerInfo], Tensor]:
         x = torch.zeros(2, *self._input_size, device=device, dtype=dtype)
         hw = self._input_size[1:]
-        with torch.no_grad(), capture_features(self.model, names) as store:
+        with torch.no_grad(), capture_features(self.model, names) as store, \
+                record_output_versions(self.model, names) as versions:
             try:
                 output = self.model(x)
             except (RuntimeError, AssertionError) as err:
                 raise _input_size_error(self._input_size, err) from err
-            versions = {name: store[name]._version for name in names if name in store}
         logits = extract_logits(output)
         missing = [n for n in names if n not in store]
         if missing:

@@ -111,14 +111,38 @@ class BackboneAdapter(ABC):
         return f"{type(self).__name__}(model={type(self.model).__name__})"
 
 
+def _pair(value: object) -> tuple[int, int] | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (value, value)
+    if isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, int) for v in value):
+        return (int(value[0]), int(value[1]))
+    return None
+
+
 def _declared_input_size(model: nn.Module) -> tuple[int, int, int] | None:
+    """The input size the model was built for, read from the model itself.
+
+    In order: the image size of a timm-style ``patch_embed`` (what the model was actually built
+    for, also when it was constructed directly or with ``img_size=`` overriding its pretrained
+    config), timm's ``pretrained_cfg["input_size"]``, torchvision ViT's ``image_size``.
+    """
     cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None)
-    if isinstance(cfg, dict) and "input_size" in cfg:
-        c, h, w = (int(v) for v in cfg["input_size"])
+    cfg_size = cfg.get("input_size") if isinstance(cfg, dict) else None
+    embed = getattr(model, "patch_embed", None)
+    embed_hw = _pair(getattr(embed, "img_size", None)) if isinstance(embed, nn.Module) else None
+    if embed_hw is not None:
+        if cfg_size is not None:
+            channels = int(cfg_size[0])
+        else:  # the first convolution reads the image (also in hybrid CNN + ViT models)
+            first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+            channels = first.in_channels if first is not None else 3
+        return (channels, *embed_hw)
+    if cfg_size is not None:
+        c, h, w = (int(v) for v in cfg_size)
         return (c, h, w)
-    image_size = getattr(model, "image_size", None)
-    if isinstance(image_size, int):
-        return (3, image_size, image_size)
+    image_hw = _pair(getattr(model, "image_size", None))
+    if image_hw is not None:
+        return (3, *image_hw)
     return None
 
 

@@ -1,6 +1,7 @@
-"""The ``cnn`` adapter: NCHW (or channels-last) feature maps, stages found by a dry run.
+"""The ``cnn`` adapter: feature maps found by a dry run (NCHW, channels-last or patch tokens).
 
-It is also the fallback for models no other adapter recognises.
+It is also the fallback for models no other adapter recognises: hybrid and hierarchical
+transformers and MLP mixers whose stages return tokens ``(N, L, C)`` are read on their patch grid.
 """
 
 from __future__ import annotations
@@ -10,15 +11,93 @@ import logging
 import torch
 from torch import Tensor, nn
 
-from ttame_attr.adapters._base import BackboneAdapter, Layout, guess_layout, module_depth
+from ttame_attr._core.outputs import extract_logits
+from ttame_attr.adapters._base import (
+    BackboneAdapter,
+    Layout,
+    guess_layout,
+    infer_token_grid,
+    module_depth,
+)
 from ttame_attr.adapters._probe import ModuleCall, probe_modules
 from ttame_attr.adapters._registry import register_adapter
 
-__all__ = ["CNNAdapter", "find_resolution_stages"]
+__all__ = ["CNNAdapter", "feature_geometry", "find_resolution_stages"]
 
 logger = logging.getLogger(__name__)
 
 _POOLING_HEADS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+
+#: Batch size of the dry run: outputs whose first dimension differs (windows or heads folded
+#: into the batch, e.g. TNT's inner tokens or window attention) are not feature maps.
+DRY_RUN_BATCH = 2
+
+
+def feature_geometry(
+    shape: tuple[int, ...], input_hw: tuple[int, int], batch: int | None = None
+) -> tuple[Layout, int, int, int] | None:
+    """Read ``(layout, channels, h, w)`` off an output shape, or ``None`` if it is no feature map.
+
+    4-D outputs are NCHW or channels-last (:func:`~ttame_attr.adapters.guess_layout`); 3-D
+    outputs ``(N, L, C)`` are tokens when their last ``h * w`` tokens fill a patch grid with the
+    image's aspect ratio, after at most a few prefix tokens (class, distillation, registers).
+    A map must have the input's size or be at least 2x smaller in both directions: this keeps
+    out attention matrices ``(N, heads, L, L)``, which otherwise look like large square maps.
+    ``batch``, when given, must match ``N``.
+    """
+    if batch is not None and (not shape or shape[0] != batch):
+        return None
+    H, W = input_hw
+    if len(shape) == 4:
+        layout = guess_layout(shape, input_hw)
+        if layout is None:
+            return None
+        if layout == "nchw":
+            c, h, w = shape[1], shape[2], shape[3]
+        else:
+            h, w, c = shape[1], shape[2], shape[3]
+    elif len(shape) == 3:
+        found = infer_token_grid(shape[1], input_hw)
+        if found is None:
+            return None
+        prefix, (h, w) = found
+        if prefix >= h * w:
+            return None
+        layout, c = "tokens", shape[2]
+    else:
+        return None
+    if (h, w) != (H, W) and (2 * h > H or 2 * w > W):
+        return None
+    return layout, c, h, w
+
+
+def _is_block(module: nn.Module) -> bool:
+    """A block of the network: a module with a child that has parameters of its own.
+
+    Excludes leaves and leaf-like wrappers such as timm's ``BatchNormAct2d``, whose children
+    (activation, dropout) hold no weights.
+    """
+    return any(next(child.parameters(), None) is not None for child in module.children())
+
+
+def _block_run(calls: list[ModuleCall], count: int) -> list[str]:
+    """The last ``count`` blocks of a run of sibling blocks with one output shape.
+
+    Siblings are the integer-named children of one parent (``blocks.0``, ``blocks.1``, ...),
+    as in isotropic networks (ViT-like token mixers) whose blocks all share one resolution. Of
+    the runs with at least ``count`` blocks, the one with the shallowest parent wins (ties: the
+    one that ends last).
+    """
+    runs: dict[tuple[str, tuple[int, ...]], list[ModuleCall]] = {}
+    for call in calls:
+        parent, _, last = call.name.rpartition(".")
+        if last.isdigit() and _is_block(call.module):
+            runs.setdefault((parent, call.shape), []).append(call)
+    long_runs = [run for run in runs.values() if len(run) >= count]
+    if not long_runs:
+        return []
+    best = min(long_runs, key=lambda run: (module_depth(run[0].name), -run[-1].order))
+    return [c.name for c in sorted(best, key=lambda c: c.order)[-count:]]
 
 
 def find_resolution_stages(
@@ -26,39 +105,73 @@ def find_resolution_stages(
     input_hw: tuple[int, int],
     num_classes: int | None,
     count: int = 3,
+    *,
+    batch: int | None = None,
 ) -> list[str]:
     """Pick the modules that end the last ``count`` resolution stages of a network.
 
-    For every spatial resolution (``h, w``) produced by some module, the candidate is the
-    shallowest module with that output (ties: the one that finished last), so whole stages such
-    as ``layer3`` win over the blocks and layers inside them. Adaptive pooling layers (classifier
-    heads) and outputs with ``num_classes`` channels (class-score maps such as SqueezeNet's) are
-    skipped, as are 1x1 maps.
+    Feature maps are NCHW, channels-last or token outputs (see :func:`feature_geometry`). For
+    every spatial resolution ``(h, w)``, the candidate is the shallowest module with that output
+    (ties: the one that finished last), so whole stages such as ``layer3`` win over the blocks
+    and layers inside them; a block (a module with weighted children, at most one level deeper) that
+    finishes later with the same channels and size then takes its place (PiT's ``pos_drop``
+    gives way to ``transformers.0``, LeViT's ``stem`` to ``stages.0``). The last stages are the
+    ``count`` smallest resolutions. Attention weights (square, rows summing to 1) are skipped.
+    Adaptive pooling layers (classifier heads), outputs with ``num_classes`` channels
+    (class-score maps such as SqueezeNet's) and 1x1 maps are skipped. When the network has fewer
+    than ``count`` resolutions but a run of at least ``count`` sibling blocks with one output
+    shape (an isotropic network), the last ``count`` blocks are returned instead.
+
+    Args:
+        calls: the dry run's module outputs (:func:`~ttame_attr.adapters._probe.probe_modules`).
+        input_hw: ``(H, W)`` of the dry run's input.
+        num_classes: the model's number of classes, if known.
+        count: how many stages to return.
+        batch: the dry run's batch size; outputs with another first dimension are skipped.
 
     Returns:
         Up to ``count`` module names, earliest stage first.
     """
-    best: dict[tuple[int, int], ModuleCall] = {}
+    valid: list[tuple[ModuleCall, tuple[int, int, int]]] = []
     for call in calls:
-        layout = guess_layout(call.shape, input_hw)
-        if layout is None or isinstance(call.module, _POOLING_HEADS):
+        geometry = feature_geometry(call.shape, input_hw, batch)
+        if geometry is None or call.attention or isinstance(call.module, _POOLING_HEADS):
             continue
-        if layout == "nchw":
-            c, h, w = call.shape[1], call.shape[2], call.shape[3]
-        else:
-            h, w, c = call.shape[1], call.shape[2], call.shape[3]
+        _, c, h, w = geometry
         if h * w <= 1 or (num_classes is not None and c == num_classes):
             continue
-        key = (h, w)
+        valid.append((call, (c, h, w)))
+    best: dict[tuple[int, int], tuple[ModuleCall, tuple[int, int, int]]] = {}
+    for call, chw in valid:
+        key = chw[1:]
         current = best.get(key)
         if (
             current is None
-            or module_depth(call.name) < module_depth(current.name)
-            or (module_depth(call.name) == module_depth(current.name) and call.order > current.order)
+            or module_depth(call.name) < module_depth(current[0].name)
+            or (
+                module_depth(call.name) == module_depth(current[0].name)
+                and call.order > current[0].order
+            )
         ):
-            best[key] = call
-    stages = sorted(best.values(), key=lambda c: c.order)
-    return [c.name for c in stages[-count:]]
+            best[key] = (call, chw)
+    for call, chw in valid:
+        current, current_chw = best[chw[1:]]
+        if (
+            call.order > current.order
+            and chw == current_chw
+            and module_depth(call.name) <= module_depth(current.name) + 1
+            and _is_block(call.module)
+        ):
+            best[chw[1:]] = (call, chw)
+    if len(best) < count:
+        run = _block_run([call for call, _ in valid], count)
+        if run:
+            return run
+    # The last stages are the smallest resolutions (large maps that show up late, such as
+    # attention matrices, are not stages), returned in the order the network computes them.
+    smallest = sorted(best.items(), key=lambda item: (item[0][0] * item[0][1], -item[1][0].order))
+    stages = sorted((call for _, (call, _) in smallest[:count]), key=lambda c: c.order)
+    return [c.name for c in stages]
 
 
 @register_adapter("cnn", priority=-100)
@@ -67,8 +180,10 @@ class CNNAdapter(BackboneAdapter):
 
     Default layers: the modules that end the last three resolution stages, found by a dry run
     (see :func:`find_resolution_stages`); for torchvision's VGG, the last three max-pools, as in
-    the T-TAME paper. Channels-last 4-D outputs are recognised and permuted. Matches every model,
-    so it is also the fallback for unknown architectures.
+    the T-TAME paper. Channels-last 4-D outputs are recognised and permuted, and token outputs
+    ``(N, L, C)`` whose patch tokens fill a grid of the input's aspect ratio are laid out on it
+    (hybrid and hierarchical transformers such as LeViT, PiT, Twins or MLP-Mixer). Matches every
+    model, so it is also the fallback for unknown architectures.
     """
 
     @classmethod
@@ -81,9 +196,8 @@ class CNNAdapter(BackboneAdapter):
             pools = [f"features.{i}" for i, m in enumerate(features) if isinstance(m, nn.MaxPool2d)]
             if len(pools) >= 3:
                 return pools[-3:]
-        calls = self._dry_run(input_size)
-        num_classes = calls[-1].shape[-1] if calls and len(calls[-1].shape) == 2 else None
-        layers = find_resolution_stages(calls, input_size[1:], num_classes)
+        calls, num_classes = self._dry_run(input_size)
+        layers = find_resolution_stages(calls, input_size[1:], num_classes, batch=DRY_RUN_BATCH)
         if not layers:
             raise ValueError(
                 f"layers: could not find any feature map in {type(self.model).__name__} "
@@ -93,18 +207,25 @@ class CNNAdapter(BackboneAdapter):
         return layers
 
     def layout(self, name: str, output: Tensor, input_hw: tuple[int, int]) -> Layout:
-        layout = guess_layout(tuple(output.shape), input_hw)
-        if layout is None:
+        geometry = feature_geometry(tuple(output.shape), input_hw)
+        if geometry is None:
             raise ValueError(
                 f"layers: the output of {name!r} has shape {tuple(output.shape)}, which is not a "
-                "feature map (N, C, h, w) or (N, h, w, C). Choose a layer that returns an image-like "
-                "tensor, or use adapter='vit' for token outputs."
+                "feature map (N, C, h, w) or (N, h, w, C), nor tokens (N, L, C) that fill a patch "
+                "grid of the input. Choose a layer that returns an image-like tensor, or pass "
+                "adapter='vit' for a transformer whose grid the model declares."
             )
-        return layout
+        return geometry[0]
 
-    def _dry_run(self, input_size: tuple[int, int, int]) -> list[ModuleCall]:
+    def _dry_run(self, input_size: tuple[int, int, int]) -> tuple[list[ModuleCall], int | None]:
         param = next(self.model.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
         dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-        x = torch.zeros(1, *input_size, device=device, dtype=dtype)
-        return probe_modules(self.model, x)
+        x = torch.zeros(DRY_RUN_BATCH, *input_size, device=device, dtype=dtype)
+        outputs: list[object] = []
+        calls = probe_modules(self.model, x, outputs=outputs)
+        try:
+            logits = extract_logits(outputs[0])
+        except (TypeError, ValueError):
+            return calls, None
+        return calls, int(logits.shape[-1]) if logits.dim() == 2 else None
