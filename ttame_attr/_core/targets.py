@@ -12,13 +12,20 @@ from ttame_attr._typing import TargetType
 __all__ = ["parse_target"]
 
 
+def _range_error(bad: list[int], num_classes: int) -> ValueError:
+    return ValueError(
+        f"target: class indices must be in [0, {num_classes - 1}] for this model, got "
+        f"{bad}. Check the class index (negative indices are not allowed)."
+    )
+
+
 def _check_range(classes: Tensor, num_classes: int) -> None:
-    if classes.numel() and (int(classes.min()) < 0 or int(classes.max()) >= num_classes):
+    if not classes.numel():
+        return
+    lo, hi = torch.stack(torch.aminmax(classes)).tolist()  # one device sync for both bounds
+    if lo < 0 or hi >= num_classes:
         bad = classes[(classes < 0) | (classes >= num_classes)].flatten()[:5].tolist()
-        raise ValueError(
-            f"target: class indices must be in [0, {num_classes - 1}] for this model, got "
-            f"{bad}. Check the class index (negative indices are not allowed)."
-        )
+        raise _range_error(bad, num_classes)
 
 
 def parse_target(
@@ -47,9 +54,10 @@ def parse_target(
             )
         target = target[0]
     if isinstance(target, numbers.Integral) and not isinstance(target, bool):
-        classes = torch.tensor([int(target)], dtype=torch.long, device=device)
-        _check_range(classes, num_classes)
-        return classes
+        index = int(target)
+        if not 0 <= index < num_classes:  # checked on the host: no device round trip
+            raise _range_error([index], num_classes)
+        return torch.tensor([index], dtype=torch.long, device=device)
     if isinstance(target, list):
         if len(target) != batch_size:
             raise ValueError(
