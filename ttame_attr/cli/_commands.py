@@ -269,5 +269,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise CLIError(f"--threads: expected a positive integer, got {args.threads}.")
         config.threads = args.threads
+    config.train_classifier = bool(args.train_classifier)
     run_demo(args.out, config, progress=not args.quiet)
     return 0

@@ -1,18 +1,36 @@
-"""The demo's classifier: built by ``ttame_attr.data`` when available, trained with progress bars."""
+"""The demo's classifier: the small CNN of ``ttame_attr.data``, shipped trained or trained here.
+
+The package ships the weights of ``build_classifier("cnn")`` trained with the data module's
+recipe (:data:`ttame_attr.data.RECIPES`, 20,000 images x 8 epochs: about 8 CPU-minutes, too
+long for a 5-minute demo) as ``weights/cnn64_seed0.pt`` (float16). :func:`write_reference_weights`
+regenerates that file. Without it (or with ``--train-classifier``) the demo trains a classifier
+on the spot with a smaller budget, which gives a weaker classifier and rougher maps.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["ClassifierHistory", "Normalized", "build_demo_classifier", "train_demo_classifier"]
+__all__ = [
+    "WEIGHTS_PATH",
+    "Normalized",
+    "load_reference_classifier",
+    "save_reference_weights",
+    "train_classifier_here",
+    "write_reference_weights",
+]
 
 logger = logging.getLogger(__name__)
+
+#: The shipped trained classifier (``build_classifier("cnn")``, 64 px, dataset seed 0).
+WEIGHTS_PATH = Path(__file__).resolve().parent / "weights" / "cnn64_seed0.pt"
+_FORMAT = "ttame_attr.demo.classifier"
 
 
 class Normalized(nn.Module):
@@ -37,138 +55,140 @@ class Normalized(nn.Module):
         return self.net((x - self.mean) / self.std)
 
 
-class _Block(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.skip = (
-            nn.Identity() if stride == 1 and cin == cout
-            else nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-        )
+class _BarLoader:
+    """Wrap a loader so that every pass over it shows a tqdm bar (``len`` preserved)."""
 
-    def forward(self, x: Tensor) -> Tensor:
-        y = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
-        return F.relu(y + self.skip(x))
+    def __init__(self, loader: Any, bar: Callable[..., Any], desc: str, epochs: int) -> None:
+        self.loader, self.bar, self.desc, self.epochs, self.epoch = loader, bar, desc, epochs, 0
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[Any]:
+        self.epoch += 1
+        yield from self.bar(self.loader, desc=f"{self.desc} epoch {self.epoch}/{self.epochs}",
+                            leave=False)
 
 
-class _FallbackCNN(nn.Module):
-    """A narrow four-stage residual CNN (used when ``ttame_attr.data`` has no classifiers)."""
+def load_reference_classifier(path: str | Path = WEIGHTS_PATH) -> tuple[nn.Module, dict[str, Any]]:
+    """The shipped trained classifier (eval mode, float32) and its training record.
 
-    def __init__(self, num_classes: int, width: int = 16) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, width, 3, 2, 1, bias=False), nn.BatchNorm2d(width),
-                                  nn.ReLU())
-        self.layer1 = _Block(width, width, 1)
-        self.layer2 = _Block(width, 2 * width, 2)
-        self.layer3 = _Block(2 * width, 4 * width, 2)
-        self.layer4 = _Block(4 * width, 8 * width, 2)
-        self.fc = nn.Linear(8 * width, num_classes)
+    Returns:
+        ``(model, info)``; ``info`` holds ``history`` (``train_loss``, ``train_accuracy``,
+        ``val_accuracy`` per epoch), ``recipe`` and ``val_accuracy``.
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.layer4(self.layer3(self.layer2(self.layer1(self.stem(x)))))
-        return self.fc(x.mean(dim=(2, 3)))
-
-
-def build_demo_classifier(num_classes: int, image_size: int) -> nn.Module:
-    """The small CNN of the demo, untrained; ``ttame_attr.data.build_classifier("cnn")`` if present.
-
-    Its stages are ``layer1`` .. ``layer4``; the last one is Grad-CAM's layer.
+    Raises:
+        FileNotFoundError: if the weights file is missing.
+        ValueError: if the file is not such a checkpoint.
     """
-    try:
-        from ttame_attr.data import build_classifier
-    except ImportError:
-        logger.info("demo: ttame_attr.data.build_classifier not available, using the built-in CNN")
-        return _FallbackCNN(num_classes)
-    return build_classifier("cnn", num_classes=num_classes, image_size=image_size)
+    from ttame_attr._core.checkpoint import safe_torch_load
+    from ttame_attr.data import build_classifier
+
+    payload = safe_torch_load(path, map_location="cpu")
+    if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
+        raise ValueError(f"path: {str(path)!r} is not a demo classifier checkpoint.")
+    model = build_classifier(payload["arch"], num_classes=payload["num_classes"],
+                             image_size=payload["image_size"])
+    model.load_state_dict({k: v.float() for k, v in payload["state_dict"].items()})
+    info = {k: v for k, v in payload.items() if k != "state_dict"}
+    return model.eval(), info
 
 
-@dataclass
-class ClassifierHistory:
-    """Per-epoch training loss and accuracy, and held-out accuracy, of the demo classifier."""
-
-    loss: list[float] = field(default_factory=list)
-    accuracy: list[float] = field(default_factory=list)
-    val_accuracy: list[float] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, list[float]]:
-        return asdict(self)
-
-
-def _augment(x: Tensor, generator: torch.Generator) -> Tensor:
-    """Random flips and 90-degree turns (the synthetic classes are symmetric under both)."""
-    flip = torch.rand(x.shape[0], generator=generator) < 0.5
-    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-    k = int(torch.randint(0, 4, (1,), generator=generator))
-    return torch.rot90(x, k, dims=(-2, -1))
-
-
-def train_demo_classifier(
-    model: nn.Module,
-    images: Tensor,
-    labels: Tensor,
-    val_images: Tensor,
-    val_labels: Tensor,
+def train_classifier_here(
+    train: tuple[Tensor, Tensor],
+    val: tuple[Tensor, Tensor],
     *,
     epochs: int,
-    batch_size: int = 64,
+    image_size: int,
+    seed: int,
     lr: float = 3e-3,
-    seed: int = 0,
-    bar: Callable[..., object] | None = None,
-) -> ClassifierHistory:
-    """Train ``model`` (taking [0, 1] images) with AdamW and a one-cycle schedule; eval mode after.
+    batch_size: int = 128,
+    bar: Callable[..., Any] | None = None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Train ``build_classifier("cnn")`` on rendered images with ``ttame_attr.data``'s loop.
 
     Args:
-        model: the classifier, trained in place.
-        images: ``(N, 3, H, W)`` training images in [0, 1].
-        labels: ``(N,)`` their classes.
-        val_images: held-out images for the accuracy curve.
-        val_labels: their classes.
+        train: ``(images (N, 3, H, W) in [0, 1], labels (N,))``.
+        val: held-out images and labels for the accuracy curve.
         epochs: passes over the training images.
-        batch_size: images per step.
+        image_size: ``H = W``.
+        seed: seeds the weights, the shuffling and the augmentation.
         lr: peak learning rate.
-        seed: seed of the shuffling and augmentation.
-        bar: ``tqdm``-like factory for progress bars, or ``None``.
+        batch_size: images per step.
+        bar: a ``tqdm``-like factory for progress bars, or ``None``.
+
+    Returns:
+        ``(model, info)`` as :func:`load_reference_classifier`.
     """
-    generator = torch.Generator().manual_seed(seed)
-    steps = max(1, images.shape[0] // batch_size)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=epochs * steps,
-                                                   pct_start=0.15)
-    history = ClassifierHistory()
-    for epoch in range(epochs):
-        model.train()
-        order = torch.randperm(images.shape[0], generator=generator)
-        total_loss, correct, seen = 0.0, 0, 0
-        iterator = range(steps)
-        progress = None
-        if bar is not None:
-            progress = bar(iterator, desc=f"classifier epoch {epoch + 1}/{epochs}", leave=False)
-            iterator = progress  # type: ignore[assignment]
-        for step in iterator:
-            idx = order[step * batch_size:(step + 1) * batch_size]
-            x = _augment(images[idx], generator)
-            y = labels[idx]
-            logits = model(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=0.1)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            total_loss += float(loss.detach()) * y.numel()
-            correct += int((logits.argmax(1) == y).sum())
-            seen += y.numel()
-        if progress is not None:
-            progress.close()  # type: ignore[attr-defined]
-        model.eval()
-        with torch.no_grad():
-            preds = torch.cat([model(v).argmax(1) for v in val_images.split(256)])
-        history.loss.append(total_loss / seen)
-        history.accuracy.append(correct / seen)
-        history.val_accuracy.append(float((preds == val_labels).float().mean()))
-        logger.info("classifier epoch %d: loss %.3f, held-out accuracy %.3f", epoch + 1,
-                    history.loss[-1], history.val_accuracy[-1])
-    model.eval()
-    return history
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from ttame_attr.data import CLASS_NAMES, build_classifier, train_classifier
+
+    torch.manual_seed(seed)
+    model = build_classifier("cnn", num_classes=len(CLASS_NAMES), image_size=image_size)
+    loader: Iterable[Any] = DataLoader(TensorDataset(*train), batch_size=batch_size, shuffle=True,
+                                       generator=torch.Generator().manual_seed(seed))
+    if bar is not None:
+        loader = _BarLoader(loader, bar, "classifier", epochs)
+    val_loader = DataLoader(TensorDataset(*val), batch_size=256)
+    history = train_classifier(model, loader, val_loader, epochs, lr=lr, seed=seed)
+    info = {
+        "history": history.to_dict(),
+        "recipe": {"num_train": int(train[0].shape[0]), "epochs": epochs, "lr": lr,
+                   "batch_size": batch_size},
+        "val_accuracy": history.val_accuracy[-1],
+    }
+    return model.eval(), info
+
+
+def write_reference_weights(
+    path: str | Path = WEIGHTS_PATH, *, seed: int = 0, image_size: int = 64,
+    cache_dir: str | Path | None = None,
+) -> Path:
+    """Train the reference classifier with ``ttame_attr.data.load_or_train("cnn")`` and write it.
+
+    This is how the shipped ``weights/cnn64_seed0.pt`` was made (the data module's recipe,
+    20,000 images x 8 epochs, about 8 CPU-minutes), stored in float16::
+
+        python -c "from ttame_attr.demo._classifier import write_reference_weights as w; w()"
+
+    Args:
+        path: the file to write.
+        seed: dataset and training seed.
+        image_size: image side.
+        cache_dir: ``load_or_train``'s cache folder (a temporary folder by default).
+    """
+    import tempfile
+
+    from ttame_attr.data import CLASS_NAMES, RECIPES, load_or_train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model, info = load_or_train("cnn", cache_dir or tmp, image_size=image_size, seed=seed)
+    return save_reference_weights(model, info, path, seed=seed, image_size=image_size,
+                                  num_classes=len(CLASS_NAMES), recipe=dict(RECIPES["cnn"]))
+
+
+def save_reference_weights(
+    model: nn.Module, info: dict[str, Any], path: str | Path, *, seed: int, image_size: int,
+    num_classes: int, recipe: dict[str, Any],
+) -> Path:
+    """Write a trained ``build_classifier("cnn")`` and its ``load_or_train`` record (float16)."""
+    from ttame_attr._core.checkpoint import atomic_torch_save
+
+    history = info.get("history", {})
+    payload = {
+        "format": _FORMAT,
+        "arch": "cnn",
+        "num_classes": num_classes,
+        "image_size": image_size,
+        "seed": seed,
+        "recipe": recipe,
+        "history": {k: [float(v) for v in history.get(k, [])]
+                    for k in ("train_loss", "train_accuracy", "val_accuracy")},
+        "val_accuracy": float(info.get("val_accuracy", float("nan"))),
+        "test_accuracy": float(info.get("test_accuracy", float("nan"))),
+        "train_seconds": float(info.get("train_seconds", float("nan"))),
+        "state_dict": {k: (v.detach().half() if v.is_floating_point() else v.detach())
+                       for k, v in model.state_dict().items()},
+    }
+    return atomic_torch_save(payload, path)

@@ -28,7 +28,8 @@ class DemoConfig:
         val_images: held-out images for the accuracy and T-TAME validation curves.
         eval_images: held-out test images the metrics are computed on.
         show_images: test images drawn in the report.
-        classifier_epochs: epochs of the classifier.
+        train_classifier: train the classifier here instead of loading the shipped one.
+        classifier_epochs: epochs of the classifier when it is trained here.
         ttame_epochs: epochs of the T-TAME head (8 in the paper).
         batch_size: T-TAME batch size (32 in the paper).
         seed: seeds data, weights and training.
@@ -38,8 +39,9 @@ class DemoConfig:
     image_size: int = 64
     train_images: int = 4096
     val_images: int = 512
-    eval_images: int = 256
+    eval_images: int = 128
     show_images: int = 8
+    train_classifier: bool = False
     classifier_epochs: int = 6
     ttame_epochs: int = 8
     batch_size: int = 32
@@ -54,7 +56,7 @@ class DemoConfig:
     @classmethod
     def quick(cls, seed: int = 0) -> DemoConfig:
         """A shorter run with fewer images and epochs (rougher maps)."""
-        return cls(train_images=1536, val_images=256, eval_images=96, show_images=6,
+        return cls(train_images=2048, val_images=256, eval_images=64, show_images=6,
                    classifier_epochs=4, ttame_epochs=4, seed=seed)
 
 
@@ -99,16 +101,16 @@ def _method_metrics(
     }
 
 
-def _curves_figure(clf_history: Any, ttame_history: Any) -> Any:
+def _curves_figure(clf_history: dict[str, list[float]], ttame_history: Any) -> Any:
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(11, 3.2), layout="constrained")
     ax1, ax2, ax3 = fig.subplots(1, 3)
-    epochs = range(1, len(clf_history.loss) + 1)
-    ax1.plot(epochs, clf_history.loss, "o-", label="train loss")
+    epochs = range(1, len(clf_history["train_loss"]) + 1)
+    ax1.plot(epochs, clf_history["train_loss"], "o-", label="train loss")
     ax1b = ax1.twinx()
-    ax1b.plot(epochs, clf_history.accuracy, "s--", color="tab:green", label="train acc.")
-    ax1b.plot(epochs, clf_history.val_accuracy, "^-", color="tab:red", label="held-out acc.")
+    ax1b.plot(epochs, clf_history["train_accuracy"], "s--", color="tab:green", label="train acc.")
+    ax1b.plot(epochs, clf_history["val_accuracy"], "^-", color="tab:red", label="held-out acc.")
     ax1b.set_ylim(0, 1.02)
     ax1.set_title("classifier")
     ax1.set_xlabel("epoch")
@@ -179,9 +181,10 @@ def run_demo(
     from ttame_attr import TTAME
     from ttame_attr.data import CLASS_NAMES, MEAN, STD, SyntheticShapes
     from ttame_attr.demo._classifier import (
+        WEIGHTS_PATH,
         Normalized,
-        build_demo_classifier,
-        train_demo_classifier,
+        load_reference_classifier,
+        train_classifier_here,
     )
     from ttame_attr.demo._gradcam import gradcam_backend, gradcam_maps
     from ttame_attr.demo._report import metrics_table_rows, write_report
@@ -215,15 +218,26 @@ def run_demo(
         range(cfg.eval_images))
     lap("data")
 
-    say(f"[2/5] training the classifier ({cfg.classifier_epochs} epochs)")
-    net = build_demo_classifier(len(CLASS_NAMES), size)
+    if not cfg.train_classifier and WEIGHTS_PATH.is_file() and size == 64:
+        say(f"[2/5] loading the shipped classifier ({WEIGHTS_PATH.name}; "
+            "--train-classifier trains one here instead)")
+        net, clf_info = load_reference_classifier()
+        clf_source = (f"shipped weights, trained on {clf_info['recipe']['num_train']} images x "
+                      f"{clf_info['recipe']['epochs']} epochs with ttame_attr.data.load_or_train")
+    else:
+        if not cfg.train_classifier:
+            logger.warning("demo: no shipped classifier for this set-up; training one here")
+        say(f"[2/5] training the classifier here ({cfg.classifier_epochs} epochs on "
+            f"{cfg.train_images} images)")
+        net, clf_info = train_classifier_here(
+            (x_train, y_train), (x_val, y_val), epochs=cfg.classifier_epochs, image_size=size,
+            seed=cfg.seed, bar=bar,
+        )
+        clf_source = (f"trained here on {cfg.train_images} images x {cfg.classifier_epochs} "
+                      "epochs")
+    clf_history = clf_info["history"]
     model = Normalized(net, MEAN, STD)
-    clf_history = train_demo_classifier(
-        model, x_train, y_train, x_val, y_val, epochs=cfg.classifier_epochs, seed=cfg.seed, bar=bar,
-    )
     model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
     with torch.no_grad():
         test_pred = torch.cat([model(b).argmax(1) for b in x_test.split(256)])
     accuracy = float((test_pred == y_test).float().mean())
@@ -287,7 +301,7 @@ def run_demo(
         ),
         "Training curves": (
             figure_to_png(curves, dpi=90),
-            "Left: the classifier. Middle: T-TAME's loss and its terms per epoch (the "
+            "Left: the classifier (its own training run). Middle: T-TAME's loss and its terms per epoch (the "
             "cross-entropy of the masked image, the area term and the smoothness term). Right: the "
             "share of masked images that keep the clean image's class.",
         ),
@@ -306,7 +320,7 @@ def run_demo(
                  f"{cfg.val_images} validation, {cfg.eval_images} test images (seed {cfg.seed})"),
         ("classes", ", ".join(CLASS_NAMES)),
         ("classifier", f"{type(net).__name__}, {sum(p.numel() for p in net.parameters()):,} "
-                       f"parameters, {cfg.classifier_epochs} epochs"),
+                       f"parameters, {clf_source}"),
         ("held-out accuracy", f"{accuracy:.3f}"),
         ("T-TAME", f"layers {explainer.layers}, maps {explainer.map_size}, "
                    f"{sum(p.numel() for p in explainer.head.parameters()):,} parameters, "
@@ -332,7 +346,7 @@ def run_demo(
     json_path = out / "results.json"
     json_path.write_text(json.dumps({
         "config": asdict(cfg),
-        "classifier": {"test_accuracy": accuracy, "history": clf_history.as_dict()},
+        "classifier": {"test_accuracy": accuracy, "source": clf_source, "history": clf_history},
         "ttame": {"layers": explainer.layers, "history": ttame_history.as_dicts()},
         "gradcam_backend": backend,
         "metrics": metrics,
