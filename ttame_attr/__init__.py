@@ -12,6 +12,7 @@ Example:
 from ttame_attr._core.head import AttentionHead, FeatureBranch
 from ttame_attr._core.loss import LossTerms, TTAMELoss, area_loss, variation_loss
 from ttame_attr._core.outputs import extract_logits
+from ttame_attr._core.resume import TrainingDivergedError
 from ttame_attr._core.training import EpochStats, TrainingHistory, fit
 from ttame_attr._core.ttame import IMAGENET_MEAN, IMAGENET_STD, TTAME, Explanation
 from ttame_attr._version import __version__
@@ -33,6 +34,7 @@ __all__ = [
     "FeatureBranch",
     "LossTerms",
     "TTAMELoss",
+    "TrainingDivergedError",
     "TrainingHistory",
     "__version__",
     "area_loss",

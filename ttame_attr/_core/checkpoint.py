@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +38,22 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
     return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename durable (best effort: not every platform can open a directory)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def safe_torch_load(path: str | Path, map_location: Any = None) -> Any:
@@ -49,18 +64,119 @@ def safe_torch_load(path: str | Path, map_location: Any = None) -> Any:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
+        if "weights only" not in str(err).lower():
+            raise ValueError(
+                f"path: {str(path)!r} is not a readable checkpoint (corrupted?): {err}"
+            ) from err
         raise ValueError(
-            f"path: {str(path)!r} holds objects other than tensors and plain values, so it is "
-            "refused (loading it could run code). Only files written by ttame_attr are accepted."
+            f"path: {str(path)!r} is refused: it holds more than tensors and plain values "
+            "(loading it could run code), or it is damaged. Nothing from it was executed. Only "
+            "files written by ttame_attr are accepted."
         ) from err
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
+    except Exception as err:  # noqa: BLE001 - any failure to parse a damaged file
+        # RuntimeError, EOFError, zipfile.BadZipFile, OSError, and for damaged pickles also
+        # KeyError, IndexError, UnicodeDecodeError, ...: all mean the same to the caller.
         raise ValueError(
-            f"path: {str(path)!r} is not a readable checkpoint (truncated or corrupted?): {err}"
+            f"path: {str(path)!r} is not a readable checkpoint (truncated or corrupted?): "
+            f"{type(err).__name__}: {err}"
         ) from err
+
+
+def _is_safetensors(path: Path) -> bool:
+    """A ``.safetensors`` name, or the safetensors layout (8-byte header length, then ``{``)."""
+    if path.suffix == ".safetensors":
+        return True
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+    except OSError:
+        return False
+    return len(head) == 9 and head[8:9] == b"{" and not head.startswith(b"PK")
+
+
+def _import_safetensors() -> Any:
+    try:
+        import safetensors.torch
+    except ImportError as err:
+        raise ImportError(
+            "path: reading or writing .safetensors files needs the safetensors package: "
+            "pip install safetensors (or save to a .pt file)."
+        ) from err
+    return safetensors.torch
+
+
+def _save_head_safetensors(explainer: TTAME, path: Path) -> Path:
+    st = _import_safetensors()
+    tensors = {k: v.detach().cpu().contiguous() for k, v in explainer.state_dict().items()}
+    metadata = {
+        "format": FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "config": json.dumps(explainer.config()),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        st.save_file(tensors, tmp, metadata=metadata)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _read_safetensors(path: Path) -> dict[str, Any]:
+    _import_safetensors()
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            metadata = f.metadata() or {}
+            state_dict = {key: f.get_tensor(key) for key in f.keys()}
+    except Exception as err:  # safetensors raises its own error types for bad files
+        raise ValueError(
+            f"path: {str(path)!r} is not a readable safetensors file (truncated or corrupted?): "
+            f"{err}"
+        ) from err
+    try:
+        config = json.loads(metadata["config"])
+        version = int(metadata.get("format_version", "0"))
+    except (KeyError, ValueError, TypeError) as err:
+        raise ValueError(
+            f"path: {str(path)!r} is a safetensors file without T-TAME metadata; it was not "
+            "written by TTAME.save. For a bare state_dict use TTAME.load_state_dict."
+        ) from err
+    return {
+        "format": metadata.get("format"),
+        "format_version": version,
+        "config": config,
+        "state_dict": state_dict,
+    }
 
 
 def save_head(explainer: TTAME, path: str | Path) -> Path:
-    """Write ``explainer``'s head weights and config; see :meth:`TTAME.save`."""
+    """Write ``explainer``'s head weights and config; see :meth:`TTAME.save`.
+
+    A path ending in ``.safetensors`` is written in the safetensors format (weights as
+    tensors, configuration as JSON metadata; needs the ``safetensors`` package), any other
+    path with ``torch.save``. Both are written atomically and read without running code.
+
+    Raises:
+        ValueError: if the head holds NaN or inf weights (nothing is written).
+    """
+    path = Path(path)
+    bad = [k for k, v in explainer.state_dict().items()
+           if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ValueError(
+            f"explainer: the head holds non-finite weights ({', '.join(bad[:5])}); refusing to "
+            f"save them to {str(path)!r}. Retrain (lower lr) or load a good checkpoint."
+        )
+    if path.suffix == ".safetensors":
+        return _save_head_safetensors(explainer, path)
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -71,11 +187,24 @@ def save_head(explainer: TTAME, path: str | Path) -> Path:
 
 
 def _read_payload(path: str | Path, map_location: Any) -> dict[str, Any]:
-    payload = safe_torch_load(path, map_location=map_location)
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"path: no checkpoint file at {str(path)!r}.")
+    if _is_safetensors(path):
+        payload = _read_safetensors(path)
+    else:
+        payload = safe_torch_load(path, map_location=map_location)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(
             f"path: {str(path)!r} is not a T-TAME head saved by ttame_attr (TTAME.save). "
             "For a bare state_dict use TTAME.load_state_dict."
+        )
+    if not isinstance(payload.get("config"), dict) or not isinstance(
+        payload.get("state_dict"), dict
+    ):
+        raise ValueError(
+            f"path: {str(path)!r} claims to be a T-TAME head but has no config or weights; the "
+            "file is damaged or was not written by ttame_attr."
         )
     if payload.get("format_version", 0) > FORMAT_VERSION:
         raise ValueError(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 from torch import Tensor
 
@@ -44,8 +46,8 @@ def parse_target(
                 f"(N, num_classes), so it must have one element, got {target!r}. Pass an int."
             )
         target = target[0]
-    if isinstance(target, int):
-        classes = torch.tensor([target], dtype=torch.long, device=device)
+    if isinstance(target, numbers.Integral) and not isinstance(target, bool):
+        classes = torch.tensor([int(target)], dtype=torch.long, device=device)
         _check_range(classes, num_classes)
         return classes
     if isinstance(target, list):
@@ -56,11 +58,13 @@ def parse_target(
             )
         items = [t[0] if isinstance(t, tuple) and len(t) == 1 else t for t in target]
         try:
-            target = torch.as_tensor(items, dtype=torch.long)
-        except (TypeError, ValueError) as err:
+            target = torch.as_tensor(items)
+        except (TypeError, ValueError, RuntimeError) as err:
             raise TypeError(
                 f"target: expected a list of ints (or of equal-length lists of ints), got {target!r}."
             ) from err
+        if target.numel() == 0 and target.dim() == 1:
+            target = target.long()  # [] has no ints to check; its length is checked below
     if not isinstance(target, Tensor):
         raise TypeError(
             "target: expected None, an int, a tuple, a list or a tensor of class indices, got "
@@ -68,6 +72,8 @@ def parse_target(
         )
     if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
         raise TypeError(f"target: expected an integer tensor, got dtype {target.dtype}.")
+    if target.device.type == "meta":
+        raise ValueError("target: the tensor is on the meta device and holds no class indices.")
     classes = target.to(device=device, dtype=torch.long)
     if classes.dim() == 0 or (classes.dim() == 1 and classes.numel() == 1 and batch_size != 1):
         classes = classes.reshape(1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Iterable, Mapping
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
@@ -14,11 +15,25 @@ from torch import Tensor, nn
 
 from ttame_attr._core.guard import eval_mode
 from ttame_attr._core.outputs import extract_logits
+from ttame_attr._core.resume import (
+    TrainingCheckpointer,
+    TrainingDivergedError,
+    capture_rng,
+    restore_rng,
+)
 
 if TYPE_CHECKING:
     from ttame_attr._core.ttame import TTAME
 
-__all__ = ["EpochStats", "Trainer", "TrainingHistory", "batch_images", "fit", "param_groups"]
+__all__ = [
+    "EpochStats",
+    "Trainer",
+    "TrainingDivergedError",
+    "TrainingHistory",
+    "batch_images",
+    "fit",
+    "param_groups",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -160,6 +175,9 @@ class Trainer:
             self.device.type, enabled=self.amp_dtype == torch.float16
         )
         self.step_count = 0
+        #: Why the last :meth:`step` was skipped: ``"loss"``, ``"gradient"``, ``"overflow"``
+        #: (float16 scaler) or ``None``.
+        self.skip_reason: str | None = None
 
     def _autocast(self):
         if self.amp_dtype is None:
@@ -184,15 +202,37 @@ class Trainer:
         return terms, fidelity
 
     def step(self, x: Tensor) -> tuple[Any, Tensor, bool]:
-        """One optimiser step on images ``x``. Returns (loss terms, fidelity, stepped)."""
+        """One optimiser step on images ``x``. Returns (loss terms, fidelity, stepped).
+
+        A step whose loss or gradients are not finite is skipped (``stepped`` is ``False``,
+        :attr:`skip_reason` says why): the head's weights, its BatchNorm statistics and the
+        optimiser are left as they were before the step.
+        """
         self.head.train()
+        self.skip_reason = None
+        buffers = [b.detach().clone() for b in self.head.buffers()]
         terms, fidelity = self._loss(x)
         self.optimizer.zero_grad(set_to_none=True)
         params = [p for p in self.head.parameters() if p.requires_grad]
         if not torch.isfinite(terms.total):
+            self.skip_reason = "loss"
+            _restore_buffers(self.head, buffers)
             return terms, fidelity, False
         # Gradients flow to the head only: the backbone's parameters get no .grad.
         self.scaler.scale(terms.total).backward(inputs=params)
+        if self.scaler.is_enabled():
+            self.scaler.unscale_(self.optimizer)
+        finite = _grads_finite(params)
+        if not finite:
+            # float16 overflow is the scaler's business (it skips the step and lowers the
+            # scale); without a scaler the step is skipped here.
+            self.skip_reason = "overflow" if self.scaler.is_enabled() else "gradient"
+            _restore_buffers(self.head, buffers)
+            if self.scaler.is_enabled():
+                self.scaler.step(self.optimizer)  # sees the inf recorded by unscale_, skips
+                self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+            return terms, fidelity, False
         self.scaler.step(self.optimizer)
         self.scaler.update()
         if self.step_count < self.total_steps:
@@ -213,6 +253,19 @@ class Trainer:
                     variation=terms.variation, fidelity=fidelity,
                 )
         return meter
+
+
+def _grads_finite(params: list[Tensor]) -> bool:
+    """Whether every gradient is finite (one device sync; huge finite values do not count)."""
+    peaks = [p.grad.detach().abs().amax().float() for p in params if p.grad is not None]
+    return not peaks or bool(torch.isfinite(torch.stack(peaks)).all())
+
+
+def _restore_buffers(module: nn.Module, saved: list[Tensor]) -> None:
+    """Undo what a skipped step's forward pass did to BatchNorm running statistics."""
+    with torch.no_grad():
+        for buffer, value in zip(module.buffers(), saved):
+            buffer.copy_(value)
 
 
 def _to_device(x: Tensor, explainer: TTAME) -> Tensor:
@@ -242,6 +295,10 @@ def fit(
     amp: bool | None = None,
     progress: bool = True,
     image_key: str | None = None,
+    checkpoint_path: str | os.PathLike[str] | None = None,
+    checkpoint_every: int | None = None,
+    resume: bool = False,
+    max_skipped_steps: int | None = 100,
 ) -> TrainingHistory:
     """Train ``explainer``'s attention head on unlabelled images (the paper's recipe).
 
@@ -266,13 +323,32 @@ def fit(
             scaler), ``True``/``False`` to force.
         progress: show a tqdm progress bar.
         image_key: the image entry of dict batches (default: ``image``, ``pixel_values``, ...).
+        checkpoint_path: file (or directory, then ``ttame_training.pt`` inside it) for the
+            training checkpoint, rewritten atomically at every epoch end and every
+            ``checkpoint_every`` steps. It holds the head, optimiser, scheduler, gradient scaler,
+            step, epoch, position in the epoch and RNG states; it is never written with
+            non-finite weights.
+        checkpoint_every: also checkpoint every this many optimiser steps (``None``: epoch ends
+            only). A killed run loses at most this many steps.
+        resume: continue from ``checkpoint_path`` if it exists (start from scratch if not), with
+            the same settings as the interrupted run. The result equals an uninterrupted run's:
+            the data order of the interrupted epoch is replayed (see
+            :mod:`ttame_attr._core.resume`) and the batches already trained on are skipped.
+            The global RNG states (torch, CUDA, ``random``, NumPy) are set to the checkpoint's.
+        max_skipped_steps: a step whose loss or gradients are NaN or inf is skipped and counted
+            (:attr:`EpochStats.skipped_steps`); once more than this many were skipped in the
+            whole run, training stops with :class:`TrainingDivergedError`. ``None``: never stop.
+            float16 overflows handled by the gradient scaler are not counted.
 
     Returns:
         A :class:`TrainingHistory` with one :class:`EpochStats` per epoch.
 
     Raises:
-        ValueError: for an empty loader or bad settings.
+        ValueError: for an empty loader, bad settings, or a checkpoint that cannot be resumed
+            (corrupted, foreign, or from a run with other settings).
         TypeError: for batches that hold no image tensor.
+        TrainingDivergedError: after more than ``max_skipped_steps`` non-finite steps, or when
+            the head's weights became non-finite.
     """
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs: expected a positive int, got {epochs!r}.")
@@ -289,11 +365,38 @@ def fit(
             "loader: it yields no batches (len 0). Check the dataset path and the batch size "
             "(with drop_last=True a dataset smaller than one batch is empty)."
         )
+    if max_skipped_steps is not None and (
+        isinstance(max_skipped_steps, bool) or not isinstance(max_skipped_steps, int)
+        or max_skipped_steps < 0
+    ):
+        raise ValueError(
+            f"max_skipped_steps: expected a non-negative int or None, got {max_skipped_steps!r}."
+        )
+    if (resume or checkpoint_every is not None) and checkpoint_path is None:
+        raise ValueError(
+            "checkpoint_path: resume=True and checkpoint_every=... need a checkpoint_path (a file "
+            "or a directory) to write the checkpoints to and resume from."
+        )
     trainer = Trainer(
         explainer, epochs * n_batches, lr=lr, momentum=momentum, weight_decay=weight_decay,
         nesterov=nesterov, amp=amp,
     )
+    checkpointer = None
+    if checkpoint_path is not None:
+        settings = {
+            "epochs": epochs, "steps_per_epoch": n_batches, "lr": float(lr),
+            "momentum": float(momentum), "weight_decay": float(weight_decay),
+            "nesterov": bool(nesterov), "amp_dtype": str(trainer.amp_dtype),
+        }
+        checkpointer = TrainingCheckpointer(checkpoint_path, checkpoint_every, trainer, settings)
+    state = checkpointer.restore() if resume and checkpointer is not None else None
     history = TrainingHistory()
+    start_epoch = 0
+    skipped_total = 0
+    if state is not None:
+        history.epochs = [EpochStats(**e) for e in state.history]
+        start_epoch = state.epoch
+        skipped_total = state.skipped_total
     model = explainer.model
     try:
         from tqdm.auto import tqdm
@@ -301,35 +404,70 @@ def fit(
         tqdm = None
 
     with eval_mode(model):
-        for epoch in range(epochs):
+        for epoch in range(start_epoch, epochs):
             meter = _Meter()
             skipped = 0
-            iterator = loader
+            done = 0  # batches of this epoch consumed (trained on or skipped)
+            resuming = state is not None and epoch == state.epoch
+            if resuming and state.batch > 0 and state.epoch_rng is not None:
+                restore_rng(state.epoch_rng, loader)  # replays the iterator's order
+            elif resuming:
+                restore_rng(state.rng, loader)
+            epoch_rng = capture_rng(loader) if checkpointer is not None else None
+            iterator = iter(loader)
+            if resuming and state.batch > 0:
+                for _ in range(state.batch):  # trained on before the interruption
+                    next(iterator, None)
+                restore_rng(state.rng, loader)
+                meter.sums, meter.count = dict(state.meter_sums), state.meter_count
+                skipped, done = state.skipped, state.batch
             bar = None
             if progress and tqdm is not None:
-                bar = tqdm(loader, total=n_batches, desc=f"T-TAME epoch {epoch + 1}/{epochs}",
-                           leave=False)
+                bar = tqdm(iterator, total=n_batches, initial=done,
+                           desc=f"T-TAME epoch {epoch + 1}/{epochs}", leave=False)
                 iterator = bar
             try:
                 for batch in iterator:
                     x = _to_device(batch_images(batch, image_key), explainer)
                     terms, fidelity, stepped = trainer.step(x)
-                    if not stepped:
+                    done += 1
+                    if stepped:
+                        meter.add(
+                            x.shape[0], loss=terms.total, ce=terms.ce, area=terms.area,
+                            variation=terms.variation, fidelity=fidelity,
+                        )
+                        if bar is not None:
+                            bar.set_postfix(loss=f"{float(terms.total.detach()):.3f}",
+                                            fid=f"{float(fidelity):.2f}")
+                    elif trainer.skip_reason == "overflow":
+                        logger.debug("T-TAME: float16 overflow, the gradient scaler skipped a step")
+                    else:
                         skipped += 1
-                        logger.warning("T-TAME: non-finite loss at step %d, step skipped",
-                                       trainer.step_count)
-                        continue
-                    meter.add(
-                        x.shape[0], loss=terms.total, ce=terms.ce, area=terms.area,
-                        variation=terms.variation, fidelity=fidelity,
-                    )
-                    if bar is not None:
-                        bar.set_postfix(loss=f"{float(terms.total):.3f}",
-                                        fid=f"{float(fidelity):.2f}")
+                        skipped_total += 1
+                        logger.warning(
+                            "T-TAME: non-finite %s in epoch %d, batch %d; step skipped (%d so far)",
+                            trainer.skip_reason, epoch + 1, done, skipped_total,
+                        )
+                        if max_skipped_steps is not None and skipped_total > max_skipped_steps:
+                            raise TrainingDivergedError(
+                                f"T-TAME training stopped: {skipped_total} steps had a non-finite "
+                                f"loss or gradient (max_skipped_steps={max_skipped_steps}), the "
+                                f"last in epoch {epoch + 1}, batch {done}. Check the images for "
+                                "NaN/inf, lower lr or turn off amp. "
+                                + (f"The checkpoint {str(checkpointer.path)!r} holds the last "
+                                   "good state." if checkpointer is not None else "")
+                            )
+                    if (checkpointer is not None and stepped and checkpointer.due()
+                            and done != n_batches):  # the epoch-end checkpoint follows
+                        checkpointer.save(
+                            epoch=epoch, batch=done, epoch_rng=epoch_rng, loader=loader,
+                            history=history.as_dicts(), meter_sums=meter.sums,
+                            meter_count=meter.count, skipped=skipped, skipped_total=skipped_total,
+                        )
             finally:
                 if bar is not None:
                     bar.close()
-            if meter.count == 0 and skipped == 0:
+            if meter.count == 0 and skipped == 0 and done == 0:
                 raise ValueError("loader: it yielded no batches in this epoch.")
             stats = EpochStats(
                 epoch=epoch + 1, loss=meter.mean("loss"), ce=meter.mean("ce"),
@@ -348,5 +486,11 @@ def fit(
                 epoch + 1, epochs, stats.loss, stats.ce, stats.area, stats.variation,
                 stats.fidelity,
             )
+            if checkpointer is not None:
+                checkpointer.save(
+                    epoch=epoch + 1, batch=0, epoch_rng=None, loader=loader,
+                    history=history.as_dicts(), meter_sums={}, meter_count=0, skipped=0,
+                    skipped_total=skipped_total,
+                )
     explainer.head.eval()
     return history

@@ -86,6 +86,13 @@ def _resolve_normalization(
     return mean, std
 
 
+def _input_size_error(input_size: tuple[int, int, int], err: Exception) -> ValueError:
+    return ValueError(
+        f"input_size: the model failed on a dry run with an input of size {input_size} "
+        f"({type(err).__name__}: {err}). Pass the input_size=(C, H, W) the model expects."
+    )
+
+
 class TTAME(Attribution):
     r"""T-TAME: a trained attention head that explains a frozen image classifier.
 
@@ -164,10 +171,18 @@ class TTAME(Attribution):
             )
         self.mask_space = self._resolve_mask_space(mask_space)
         device, dtype = _model_device_dtype(model)
+        if device.type == "meta":
+            raise ValueError(
+                "model: its parameters are on the meta device and hold no values. Materialise "
+                "it first (model.to_empty(device=...) and load its weights)."
+            )
 
         with eval_mode(model):
             if layers is None:
-                chosen = self._adapter.default_layers(self._input_size)
+                try:
+                    chosen = self._adapter.default_layers(self._input_size)
+                except (RuntimeError, AssertionError) as err:
+                    raise _input_size_error(self._input_size, err) from err
                 logger.info(
                     "TTAME: the %r adapter chose layers %s of %s", self._adapter.name, chosen,
                     type(model).__name__,
@@ -244,11 +259,8 @@ class TTAME(Attribution):
         with torch.no_grad(), capture_features(self.model, names) as store:
             try:
                 output = self.model(x)
-            except Exception as err:
-                raise ValueError(
-                    f"input_size: the model failed on an input of shape {tuple(x.shape)} "
-                    f"({type(err).__name__}: {err}). Pass the input_size=(C, H, W) it expects."
-                ) from err
+            except (RuntimeError, AssertionError) as err:
+                raise _input_size_error(self._input_size, err) from err
             versions = {name: store[name]._version for name in names if name in store}
         logits = extract_logits(output)
         missing = [n for n in names if n not in store]
@@ -347,6 +359,10 @@ class TTAME(Attribution):
                 f"inputs: expected a floating-point image tensor, got dtype {inputs.dtype}. "
                 "Convert it with x.float() (and normalise it as the model expects)."
             )
+        if inputs.device.type == "meta":
+            raise ValueError(
+                "inputs: the tensor is on the meta device and holds no values; pass real images."
+            )
         if inputs.shape[0] == 0:
             raise ValueError("inputs: the batch is empty (N = 0).")
         if inputs.shape[1] != self._input_size[0]:
@@ -355,6 +371,10 @@ class TTAME(Attribution):
                 f"(shape {tuple(inputs.shape)}). Images must be (N, {self._input_size[0]}, H, W)."
             )
         return inputs, is_tuple
+
+    def _to_model(self, x: Tensor) -> Tensor:
+        """Images on the model's device and in its floating-point dtype (e.g. float64 -> float32)."""
+        return x.to(device=self.device, dtype=self.head.fusion.weight.dtype)
 
     def _features(
         self, x: Tensor, need_logits: bool, additional_forward_args: Any = None
@@ -406,9 +426,17 @@ class TTAME(Attribution):
     def _resize(self, maps: Tensor, upsample: bool | Sequence[int], x: Tensor, mode: str) -> Tensor:
         if upsample is False:
             return maps
-        size = tuple(x.shape[-2:]) if upsample is True else tuple(upsample)
-        if len(size) != 2:
-            raise ValueError(f"upsample: expected True, False or (H, W), got {upsample!r}.")
+        if upsample is True:
+            size = tuple(x.shape[-2:])
+        else:
+            size = tuple(upsample) if isinstance(upsample, (tuple, list)) else ()
+            if len(size) != 2 or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size
+            ):
+                raise ValueError(
+                    f"upsample: expected True, False or a size (H, W) of two positive ints, got "
+                    f"{upsample!r}."
+                )
         if tuple(maps.shape[-2:]) == size:
             return maps
         align = False if mode in ("bilinear", "bicubic") else None
@@ -438,7 +466,8 @@ class TTAME(Attribution):
         r"""Saliency maps of the target classes, in one forward pass of the model.
 
         Args:
-            inputs: ``(N, C, H, W)`` images as the model takes them, or a 1-tuple of it.
+            inputs: ``(N, C, H, W)`` images as the model takes them, or a 1-tuple of it. Any
+                floating-point dtype; moved to the model's device and dtype.
             target: ``None`` for each image's predicted class; an int (or 1-tuple, 0-d or
                 one-element tensor) for one class for all images; a list or ``(N,)`` tensor for
                 one class per image; a ``(N, K)`` tensor (or list of lists) for ``K`` classes per
@@ -463,7 +492,7 @@ class TTAME(Attribution):
         """
         self._check_options(scale, interpolate_mode)
         x, is_tuple = self._check_inputs(inputs)
-        x = x.to(self.device)
+        x = self._to_model(x)
         classes = parse_target(target, x.shape[0], self._num_classes, x.device)
         track = torch.is_grad_enabled() and x.requires_grad
         with torch.set_grad_enabled(track), eval_mode(self.head):
@@ -497,13 +526,15 @@ class TTAME(Attribution):
         Returns:
             An :class:`Explanation` with ``maps`` of shape ``(N, top_k, H, W)``.
         """
-        if not isinstance(top_k, int) or not 1 <= top_k <= self._num_classes:
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or not (
+            1 <= top_k <= self._num_classes
+        ):
             raise ValueError(
                 f"top_k: expected an int in [1, {self._num_classes}], got {top_k!r}."
             )
         self._check_options(scale, "bilinear")
         x, _ = self._check_inputs(inputs)
-        x = x.to(self.device)
+        x = self._to_model(x)
         with torch.no_grad(), eval_mode(self.head):
             features, logits = self._features(x, need_logits=True)
             assert logits is not None
@@ -520,7 +551,7 @@ class TTAME(Attribution):
         """
         x, _ = self._check_inputs(inputs)
         with torch.no_grad(), eval_mode(self.head):
-            features, _ = self._features(x.to(self.device), need_logits=False)
+            features, _ = self._features(self._to_model(x), need_logits=False)
             return self.head(features, None)
 
     def fit(self, loader: Any, epochs: int = 8, **kwargs: Any) -> Any:

@@ -131,14 +131,29 @@ def to_nchw(feature: Tensor, layout: Layout, grid: tuple[int, int] | None = None
         grid: ``(h, w)`` patch grid, required for ``"tokens"``; the patch tokens are the last
             ``h * w`` tokens (class, distillation and register tokens come first and are dropped).
     """
+    if layout not in ("nchw", "nhwc", "tokens"):
+        raise ValueError(f"layout: expected 'nchw', 'nhwc' or 'tokens', got {layout!r}.")
+    expected = 3 if layout == "tokens" else 4
+    if feature.dim() != expected:
+        form = "(N, L, C)" if layout == "tokens" else "(N, C, h, w)" if layout == "nchw" else (
+            "(N, h, w, C)")
+        raise ValueError(
+            f"feature: a {layout!r} feature must be {expected}-D {form}, got shape "
+            f"{tuple(feature.shape)}."
+        )
     if layout == "nchw":
         return feature
     if layout == "nhwc":
         return feature.permute(0, 3, 1, 2)
     if grid is None:
-        raise ValueError("to_nchw: a token layout needs the patch grid `grid=(h, w)`.")
+        raise ValueError("grid: a token layout needs the patch grid `grid=(h, w)`.")
     n, length, c = feature.shape
     h, w = grid
+    if not (isinstance(h, int) and isinstance(w, int) and h > 0 and w > 0 and h * w <= length):
+        raise ValueError(
+            f"grid: expected a patch grid (h, w) of positive ints with h * w <= {length} tokens, "
+            f"got {grid!r}."
+        )
     return feature[:, length - h * w :, :].reshape(n, h, w, c).permute(0, 3, 1, 2)
 
 
@@ -150,13 +165,16 @@ def guess_layout(
     A spatial size must fit in the input and have the input's aspect ratio as closely as the
     other reading; ``prefer`` breaks ties (e.g. ``(N, 7, 7, 7)``).
     """
+    _check_hw(input_hw)
+    if prefer not in ("nchw", "nhwc"):
+        raise ValueError(f"prefer: expected 'nchw' or 'nhwc', got {prefer!r}.")
     if len(shape) != 4:
         return None
     _, a, b, c = shape
     H, W = input_hw
     candidates: dict[Layout, float] = {}
     for layout, (h, w) in (("nchw", (b, c)), ("nhwc", (a, b))):
-        if h * w > 1 and h <= H and w <= W:
+        if h > 0 and w > 0 and h * w > 1 and h <= H and w <= W:
             # log of the ratio between this reading's aspect ratio and the input's
             error = abs(math.log((h * W) / (w * H)))
             if error < math.log(1.5):
@@ -166,6 +184,14 @@ def guess_layout(
     if len(candidates) == 2 and candidates["nchw"] == candidates["nhwc"]:
         return prefer
     return min(candidates, key=lambda k: candidates[k])
+
+
+def _check_hw(input_hw: tuple[int, int]) -> None:
+    if not (
+        isinstance(input_hw, (tuple, list)) and len(input_hw) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in input_hw)
+    ):
+        raise ValueError(f"input_hw: expected (H, W), two positive ints, got {input_hw!r}.")
 
 
 def module_depth(name: str) -> int:
@@ -179,6 +205,7 @@ def infer_token_grid(length: int, input_hw: tuple[int, int], max_prefix: int = 8
     The patch tokens are taken to be the last ``h * w`` tokens, with ``h / w`` equal to the
     image's aspect ratio; the smallest prefix that fits wins.
     """
+    _check_hw(input_hw)
     H, W = input_hw
     for prefix in range(0, max_prefix + 1):
         n = length - prefix
