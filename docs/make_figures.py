@@ -43,7 +43,7 @@ def draw(path: Path = OUT) -> Path:
     arrow(50.5, 21, 52.5, 21)
     ax.text(30, 26.5, "frozen backbone (CNN, ViT tokens, Swin channels-last -> NCHW by the adapter)",
             ha="center", fontsize=8, color="#335")
-    for i, (x, _) in enumerate(stages):
+    for x, _ in stages:
         box(x, 6, 10, 6, "1x1 conv, BN,\n+skip, ReLU,\nupsample", head, 6.8)
         arrow(x + 5, 17.5, x + 5, 12.5, color="#a66")
     box(53, 4, 11, 10, "concat ->\n1x1 conv\n(sum C -> K)\none map per class", head, 7.2)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import inspect
 import json
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch

@@ -149,7 +149,9 @@ def load_model(spec: str, *, pretrained: bool = False, num_classes: int | None =
     return model.eval()
 
 
-def model_preprocessing(model: nn.Module) -> tuple[tuple[int, int, int], tuple[float, ...], tuple[float, ...]]:
+def model_preprocessing(
+    model: nn.Module,
+) -> tuple[tuple[int, int, int], tuple[float, ...], tuple[float, ...]]:
     """``(input_size, mean, std)`` of the model: timm's data config, else ImageNet at 224 px."""
     from ttame_attr import IMAGENET_MEAN, IMAGENET_STD
     from ttame_attr.adapters._base import _declared_input_size

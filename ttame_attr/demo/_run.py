@@ -307,7 +307,7 @@ def run_demo(
         ),
     }
     pngs = []
-    for (title, (png, _)), name in zip(figures.items(),
+    for (_title, (png, _)), name in zip(figures.items(),
                                        ("explanations.png", "class_maps.png",
                                         "training_curves.png")):
         path = out / name
