@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+
 import numpy as np
 import pytest
 import torch
