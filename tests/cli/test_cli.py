@@ -130,13 +130,21 @@ def test_explain_top_k_pt_and_target(trained_head, image_dir, tmp_path, capsys):
 def test_evaluate_prints_the_table(trained_head, image_dir, tmp_path, capsys):
     report = tmp_path / "m.json"
     rc, out, _ = run(capsys, "evaluate", CNN, str(image_dir), "--head", str(trained_head),
-                     "--limit", "4", "--batch-size", "2", "--json", str(report), "-q")
+                     "--limit", "4", "--batch-size", "2", "--no-road", "--json", str(report), "-q")
     assert rc == 0
-    for key in ("AD 100%", "AD 50%", "AD 15%", "IC 100%", "IC 15%", "ROAD MoRF", "ROAD LeRF"):
+    for key in ("AD 100%", "AD 50%", "AD 15%", "IC 100%", "IC 50%", "IC 15%"):
         assert key in out
+    assert "ROAD" not in out
     table = json.loads(report.read_text())
     assert table["images"] == 4
     assert all(0.0 <= v <= 100.0 for v in table["metrics"].values())
+
+
+def test_evaluate_with_road(trained_head, image_dir, capsys):
+    rc, out, _ = run(capsys, "evaluate", CNN, str(image_dir), "--head", str(trained_head),
+                     "--limit", "1", "-q")
+    assert rc == 0
+    assert "ROAD MoRF" in out and "ROAD LeRF" in out and "AD 15%" in out
 
 
 # ---------------------------------------------------------------------------- error exits
@@ -161,7 +169,7 @@ def test_evaluate_prints_the_table(trained_head, image_dir, tmp_path, capsys):
         (["explain", CNN, "{images}", "--head", "{head}", "--top-k", "0"], ["--top-k"]),
         (["explain", CNN, "{images}", "--head", "{head}", "--format", "gif"], ["invalid choice"]),
         (["evaluate", CNN, "{images}", "--head", "{head}", "--limit", "0"], ["--limit"]),
-        (["evaluate", "cli_tiny_models:tiny_vit", "{images}", "--head", "{head}"], ["does not fit"]),
+        (["evaluate", "cli_tiny_models:tiny_vit", "{images}", "--head", "{head}"], ["VisionTransformer"]),
         (["demo", "--threads", "0"], ["--threads"]),
         (["frobnicate"], ["invalid choice"]),
         ([], ["COMMAND"]),
