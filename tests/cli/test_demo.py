@@ -12,7 +12,7 @@ from ttame_attr.demo._report import metrics_table_rows
 
 
 def test_tiny_demo_writes_report_pngs_and_json(tmp_path):
-    cfg = DemoConfig(image_size=32, train_images=64, val_images=32, eval_images=8, show_images=2,
+    cfg = DemoConfig(image_size=32, train_images=64, val_images=32, eval_images=4, show_images=2,
                      train_classifier=True, classifier_epochs=1, ttame_epochs=1, batch_size=16,
                      seed=1)
     lines: list[str] = []

@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func="cmd_layers")
 
     p = sub.add_parser("demo", help="the end-to-end demo on synthetic data, with an HTML report")
-    p.add_argument("--out", default="ttame_demo", help="output folder (default ttame_demo)")
+    p.add_argument("--out", default="ttame_demo_output", help="output folder (default ttame_demo_output)")
     p.add_argument("--quick", action="store_true", help="fewer images and epochs")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")

@@ -157,7 +157,7 @@ def _class_maps_figure(image: Tensor, maps: Tensor, class_names: tuple[str, ...]
 
 
 def run_demo(
-    out_dir: str | Path = "ttame_demo",
+    out_dir: str | Path = "ttame_demo_output",
     config: DemoConfig | None = None,
     *,
     progress: bool = True,
