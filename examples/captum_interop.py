@@ -26,12 +26,12 @@ def main(out: str | None = None) -> None:
     torch.manual_seed(0)
     model = torchvision.models.resnet18(weights=None, num_classes=5).eval()
     explainer = TTAME(model, input_size=(3, 64, 64))
-    explainer.fit([torch.rand(8, 3, 64, 64) for _ in range(2)], epochs=1, progress=False)
+    explainer.fit([torch.rand(8, 3, 64, 64)], epochs=1, progress=False)
     x = torch.rand(2, 3, 64, 64)
     target = model(x).argmax(dim=1)
 
     # SmoothGrad-style averaging of T-TAME maps over noisy copies of the input.
-    smooth = NoiseTunnel(explainer).attribute(x, nt_type="smoothgrad", nt_samples=4,
+    smooth = NoiseTunnel(explainer).attribute(x, nt_type="smoothgrad", nt_samples=3,
                                               stdevs=0.1, target=target)
     print("NoiseTunnel maps", tuple(smooth.shape))
 

@@ -29,7 +29,7 @@ def main() -> None:
     print(explainer)
 
     # 3. Train the attention head on unlabelled images (labels are ignored).
-    data = SyntheticShapes(64, image_size=64, seed=0, transform=normalize, return_mask=False)
+    data = SyntheticShapes(32, image_size=64, seed=0, transform=normalize, return_mask=False)
     loader = DataLoader(data, batch_size=16, shuffle=True)
     history = explainer.fit(loader, epochs=1, progress=False)
     print(f"loss after one epoch: {history[-1].loss:.3f}")
