@@ -52,3 +52,31 @@ def test_python_m_demo_help():
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0
     assert "--quick" in proc.stdout and "--out" in proc.stdout and "--seed" in proc.stdout
+
+
+def test_shipped_classifier_loads_in_float32_and_classifies_held_out_images():
+    import torch
+
+    from ttame_attr.data import MEAN, STD, SyntheticShapes
+    from ttame_attr.demo._classifier import Normalized, load_reference_classifier
+
+    net, info = load_reference_classifier()
+    assert all(p.dtype == torch.float32 for p in net.parameters())
+    assert not net.training
+    assert info["recipe"]["num_train"] == 20000 and info["val_accuracy"] > 0.95
+    x, y, _ = SyntheticShapes(64, 64, seed=0, split="test").generate(range(64))
+    with torch.no_grad():
+        accuracy = float((Normalized(net, MEAN, STD)(x).argmax(1) == y).float().mean())
+    assert accuracy >= 0.9
+
+
+def test_reference_weights_file_is_refused_when_foreign(tmp_path):
+    import pytest
+    import torch
+
+    from ttame_attr.demo._classifier import load_reference_classifier
+
+    path = tmp_path / "x.pt"
+    torch.save({"format": "something else"}, path)
+    with pytest.raises(ValueError, match="not a demo classifier"):
+        load_reference_classifier(path)
