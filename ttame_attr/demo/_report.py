@@ -46,7 +46,7 @@ _COLUMNS: tuple[tuple[str, str, bool], ...] = (
 
 def metrics_table_rows(metrics: Mapping[str, Mapping[str, float]]) -> list[list[str]]:
     """The metrics table as text rows (header first), as printed by the demo."""
-    header = ["method"] + [html.unescape(t).replace("&darr;", "") for t, _, _ in _COLUMNS]
+    header = ["method"] + [html.unescape(t) for t, _, _ in _COLUMNS]
     rows = [header]
     for method, values in metrics.items():
         rows.append([method] + [f"{values[key]:.2f}" for _, key, _ in _COLUMNS])

@@ -122,7 +122,8 @@ def _curves_figure(clf_history: dict[str, list[float]], ttame_history: Any) -> A
     val = ttame_history.column("val_loss")
     if all(v is not None for v in val):
         ax2.plot(t_epochs, val, "o--", label="val loss")
-    ax2.set_title("T-TAME loss terms (weighted sum = loss)")
+    ax2.set_yscale("log")
+    ax2.set_title("T-TAME loss and its terms")
     ax2.set_xlabel("epoch")
     ax2.legend(fontsize=7)
     ax3.plot(t_epochs, ttame_history.column("fidelity"), "o-", label="train")
@@ -130,7 +131,7 @@ def _curves_figure(clf_history: dict[str, list[float]], ttame_history: Any) -> A
     if all(v is not None for v in val_f):
         ax3.plot(t_epochs, val_f, "s--", label="held-out")
     ax3.set_ylim(0, 1.02)
-    ax3.set_title("T-TAME fidelity (masked image keeps its class)")
+    ax3.set_title("T-TAME fidelity")
     ax3.set_xlabel("epoch")
     ax3.legend(fontsize=7)
     return fig
@@ -303,7 +304,7 @@ def run_demo(
             figure_to_png(curves, dpi=90),
             "Left: the classifier (its own training run). Middle: T-TAME's loss and its terms per epoch (the "
             "cross-entropy of the masked image, the area term and the smoothness term). Right: the "
-            "share of masked images that keep the clean image's class.",
+            "share of masked images that keep the clean image's class (fidelity).",
         ),
     }
     pngs = []
