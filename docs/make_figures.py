@@ -1,0 +1,75 @@
+"""Draw the "how T-TAME works" diagram (``_static/ttame_diagram.png``) with matplotlib.
+
+Run by ``conf.py`` at build time when the PNG is missing; ``python docs/make_figures.py``
+redraws it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parent / "_static" / "ttame_diagram.png"
+
+
+def draw(path: Path = OUT) -> Path:
+    from matplotlib.figure import Figure
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+    fig = Figure(figsize=(10, 4.2))
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set_xlim(0, 100)
+    ax.set_ylim(0, 42)
+    ax.axis("off")
+
+    def box(x, y, w, h, text, color, size=8.5):
+        ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.4", fc=color, ec="#333",
+                                    lw=0.8))
+        ax.text(x + w / 2, y + h / 2, text, ha="center", va="center", fontsize=size)
+
+    def arrow(x0, y0, x1, y1, color="#333", style="-|>"):
+        ax.add_patch(FancyArrowPatch((x0, y0), (x1, y1), arrowstyle=style, mutation_scale=10,
+                                     color=color, lw=1.0))
+
+    frozen, head, loss = "#dde8f5", "#fde9c9", "#e3f2df"
+    box(1, 18, 9, 6, "image x", "#eeeeee")
+    stages = [(14, "stage 2\n(N, C1, h1, w1)"), (27, "stage 3\n(N, C2, h2, w2)"),
+              (40, "stage 4\n(N, C3, h3, w3)")]
+    arrow(10.5, 21, 13.5, 21)
+    for i, (x, text) in enumerate(stages):
+        box(x, 18, 10, 6, text, frozen, 7.5)
+        if i < 2:
+            arrow(x + 10.5, 21, x + 12.5, 21)
+    box(53, 18, 9, 6, "classifier\nlogits", frozen)
+    arrow(50.5, 21, 52.5, 21)
+    ax.text(30, 26.5, "frozen backbone (CNN, ViT tokens, Swin channels-last -> NCHW by the adapter)",
+            ha="center", fontsize=8, color="#335")
+    for x, _ in stages:
+        box(x, 6, 10, 6, "1x1 conv, BN,\n+skip, ReLU,\nupsample", head, 6.8)
+        arrow(x + 5, 17.5, x + 5, 12.5, color="#a66")
+    box(53, 4, 11, 10, "concat ->\n1x1 conv\n(sum C -> K)\none map per class", head, 7.2)
+    for x, _ in stages:
+        ax.plot([x + 5, x + 5], [5.5, 2.5], color="#a66", lw=1.0)
+    ax.plot([19, 58.5], [2.5, 2.5], color="#a66", lw=1.0)
+    arrow(58.5, 2.5, 58.5, 3.5, color="#a66")
+    ax.text(36, 0.3, "attention head (the only trained part)", ha="center", fontsize=8,
+            color="#844")
+    box(69, 4, 10, 10, "mask m =\nsigmoid(c_y)\n(y = model's\nown top-1)", head, 7.2)
+    arrow(64.5, 9, 68.5, 9, color="#a66")
+    box(69, 26, 10, 8, "x * m\n(masked image)", "#eeeeee", 7.5)
+    arrow(74, 14.5, 74, 25.5, color="#a66")
+    box(84, 26, 14, 8, "frozen classifier\nagain -> CE(., y)", frozen, 7.5)
+    arrow(79.5, 30, 83.5, 30)
+    box(84, 4, 14, 14, "loss =\n1.5 CE(masked, y)\n+ 2 mean((m+5e-4)^0.3)\n+ 0.01 smoothness(m)",
+        loss, 7.2)
+    arrow(91, 25.5, 91, 18.5)
+    arrow(62.5, 21, 83.5, 28, color="#555", style="-|>")
+    ax.text(63, 25.5, "y = top-1", fontsize=7, color="#555")
+    ax.text(50, 39, "training (unlabelled images): the map of the predicted class must keep the "
+            "prediction while staying small and smooth", ha="center", fontsize=8.5)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+if __name__ == "__main__":
+    print(draw())

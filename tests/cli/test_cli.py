@@ -1,0 +1,197 @@
+"""The ``ttame`` command line on tiny models: every subcommand and its error exits."""
+
+from __future__ import annotations
+
+import inspect
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ttame_attr import TTAME, fit
+from ttame_attr.cli import main
+
+CNN = "cli_tiny_models:tiny_cnn"
+SIZE = ["--input-size", "32"]
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    rc = main(list(argv))
+    captured = capsys.readouterr()
+    return rc, captured.out, captured.err
+
+
+def assert_usage_error(rc: int, err: str, *fragments: str) -> None:
+    assert rc == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+# ---------------------------------------------------------------------------- layers
+def test_layers_cnn_lists_adapter_layers_and_shapes(capsys):
+    rc, out, _ = run(capsys, "layers", CNN, *SIZE)
+    assert rc == 0
+    assert "adapter    cnn" in out
+    # The tiny CNN's three last resolution stages: 16x16, 8x8, 4x4 after its strided convs.
+    assert "(8, 16, 16)" in out and "(16, 8, 8)" in out and "(16, 4, 4)" in out
+    assert "4 classes" in out
+
+
+def test_layers_vit_reads_tokens_on_the_patch_grid(capsys):
+    rc, out, _ = run(capsys, "layers", "cli_tiny_models:tiny_vit")
+    assert rc == 0
+    assert "adapter    vit" in out
+    assert "encoder.layers.encoder_layer_2.ln_1" in out
+    assert "tokens" in out and "(16, 4, 4)" in out  # 32 px / patch 8 = 4x4 grid, 1 prefix token
+
+
+def test_layers_torchvision_spec_with_num_classes(capsys):
+    rc, out, _ = run(capsys, "layers", "torchvision:resnet18", "--num-classes", "3", "--input-size", "64")
+    assert rc == 0
+    assert "layer4" in out and "3 classes" in out
+
+
+def test_layers_explicit_layers_and_bad_layer(capsys):
+    rc, out, _ = run(capsys, "layers", CNN, *SIZE, "--layers", "2", "4")
+    assert rc == 0 and "(8, 16, 16)" in out and "(16, 8, 8)" in out
+    rc, _, err = run(capsys, "layers", CNN, *SIZE, "--layers", "nope")
+    assert_usage_error(rc, err, "nope")
+
+
+# ---------------------------------------------------------------------------- fit / explain / evaluate
+def test_fit_writes_a_loadable_head(trained_head, capsys):
+    explainer = TTAME.load(trained_head, __import__("cli_tiny_models").tiny_cnn())
+    assert explainer.input_size == (3, 32, 32)
+    assert explainer.num_classes == 4
+    # Trained with ImageNet normalisation (no timm config on this model).
+    assert explainer.normalization[0] == pytest.approx((0.485, 0.456, 0.406))
+
+
+def test_fit_from_a_list_file(tmp_path, image_dir, capsys):
+    files = sorted(image_dir.rglob("*.png"))[:4]
+    listing = tmp_path / "list.txt"
+    listing.write_text("# images\n" + "\n".join(str(f) for f in files) + "\n\n")
+    out = tmp_path / "h.pt"
+    rc, stdout, _ = run(capsys, "fit", CNN, str(listing), *SIZE, "--epochs", "1",
+                        "--batch-size", "2", "--out", str(out), "-q")
+    assert rc == 0 and out.is_file()
+    assert "4 images" in stdout and "saved the head" in stdout
+
+
+def test_fit_checkpoint_and_resume(tmp_path, image_dir, capsys):
+    ckpt = tmp_path / "train.ckpt"
+    argv = ["fit", CNN, str(image_dir), *SIZE, "--epochs", "1", "--batch-size", "4",
+            "--out", str(tmp_path / "h.pt"), "--checkpoint", str(ckpt), "--resume", "-q"]
+    rc, _, err = run(capsys, *argv)
+    if "checkpoint_path" in inspect.signature(fit).parameters:
+        assert rc == 0 and ckpt.exists()
+        rc, _, _ = run(capsys, *argv)  # resumes from the finished run
+        assert rc == 0
+    else:
+        assert_usage_error(rc, err, "--checkpoint/--resume")
+
+
+def test_explain_writes_npy_maps_and_overlays(trained_head, image_dir, tmp_path, capsys):
+    out = tmp_path / "expl"
+    rc, stdout, _ = run(capsys, "explain", CNN, str(image_dir), "--head", str(trained_head),
+                        "--out", str(out))
+    assert rc == 0
+    maps = sorted(out.glob("*.npy"))
+    assert len(maps) == 8
+    m = np.load(maps[0])
+    assert m.shape == (1, 32, 32) and m.min() >= 0 and m.max() <= 1  # sigmoid masks
+    pngs = sorted(out.glob("*.png"))
+    assert len(pngs) == 8
+    from PIL import Image
+
+    assert Image.open(pngs[0]).size == (32, 32)
+    assert "wrote the maps of 8 images" in stdout
+
+
+def test_explain_top_k_pt_and_target(trained_head, image_dir, tmp_path, capsys):
+    one = str(sorted(image_dir.rglob("*.png"))[0])
+    rc, _, _ = run(capsys, "explain", CNN, one, "--head", str(trained_head), "--out",
+                   str(tmp_path / "k"), "--top-k", "2", "--format", "pt", "--no-overlay")
+    assert rc == 0
+    saved = torch.load(next((tmp_path / "k").glob("*.pt")), weights_only=True)
+    assert saved["maps"].shape == (2, 32, 32)
+    assert saved["classes"].shape == (2,)
+    assert float(saved["probabilities"][0]) >= float(saved["probabilities"][1])
+    rc, _, _ = run(capsys, "explain", CNN, one, "--head", str(trained_head), "--out",
+                   str(tmp_path / "t"), "--target", "3")
+    assert rc == 0
+    assert len(list((tmp_path / "t").glob("*_class3.png"))) == 1
+
+
+def test_evaluate_prints_the_table(trained_head, image_dir, tmp_path, capsys):
+    report = tmp_path / "m.json"
+    rc, out, _ = run(capsys, "evaluate", CNN, str(image_dir), "--head", str(trained_head),
+                     "--limit", "4", "--batch-size", "2", "--no-road", "--json", str(report), "-q")
+    assert rc == 0
+    for key in ("AD 100%", "AD 50%", "AD 15%", "IC 100%", "IC 50%", "IC 15%"):
+        assert key in out
+    assert "ROAD" not in out
+    table = json.loads(report.read_text())
+    assert table["images"] == 4
+    assert all(0.0 <= v <= 100.0 for v in table["metrics"].values())
+
+
+def test_evaluate_with_road(trained_head, image_dir, capsys):
+    rc, out, _ = run(capsys, "evaluate", CNN, str(image_dir), "--head", str(trained_head),
+                     "--limit", "1", "-q")
+    assert rc == 0
+    assert "ROAD MoRF" in out and "ROAD LeRF" in out and "AD 15%" in out
+
+
+# ---------------------------------------------------------------------------- error exits
+@pytest.mark.parametrize(
+    ("argv", "fragments"),
+    [
+        (["layers", "torchvision:resnet1"], ["resnet1", "resnet18"]),
+        (["layers", "timm:not_a_model_xyz"], ["not_a_model_xyz"]),
+        (["layers", "no_such_module_xyz:f"], ["no_such_module_xyz"]),
+        (["layers", "cli_tiny_models:missing"], ["missing"]),
+        (["layers", "cli_tiny_models:NOT_A_MODEL"], ["int"]),
+        (["layers", "cli_tiny_models:returns_tensor"], ["Tensor"]),
+        (["layers", "what is this"], ["cannot read the model spec"]),
+        (["layers", "missing_file.pt"], ["no such file"]),
+        (["fit", CNN, "/no/such/folder"], ["no such file or folder"]),
+        (["fit", CNN, "{images}", "--epochs", "0"], ["--epochs"]),
+        (["fit", CNN, "{images}", "--lr", "-1"], ["--lr"]),
+        (["fit", CNN, "{images}", "--epochs", "two"], ["invalid int value"]),
+        (["fit", CNN, "{images}", "--bogus"], ["unrecognized arguments"]),
+        (["explain", CNN, "{images}", "--head", "/no/head.pt"], ["--head"]),
+        (["explain", CNN, "{images}", "--head", "{head}", "--target", "9"], ["--target"]),
+        (["explain", CNN, "{images}", "--head", "{head}", "--top-k", "0"], ["--top-k"]),
+        (["explain", CNN, "{images}", "--head", "{head}", "--format", "gif"], ["invalid choice"]),
+        (["evaluate", CNN, "{images}", "--head", "{head}", "--limit", "0"], ["--limit"]),
+        (["evaluate", "cli_tiny_models:tiny_vit", "{images}", "--head", "{head}"], ["VisionTransformer"]),
+        (["demo", "--threads", "0"], ["--threads"]),
+        (["frobnicate"], ["invalid choice"]),
+        ([], ["COMMAND"]),
+    ],
+)
+def test_user_errors_exit_2_with_one_line(argv, fragments, image_dir, trained_head, capsys):
+    argv = [a.replace("{images}", str(image_dir)).replace("{head}", str(trained_head)) for a in argv]
+    rc, _, err = run(capsys, *argv)
+    assert_usage_error(rc, err, *fragments)
+
+
+def test_torchscript_files_are_refused_with_the_reason(tmp_path, capsys):
+    import cli_tiny_models
+
+    path = tmp_path / "m.pt"
+    torch.jit.script(cli_tiny_models.tiny_cnn()).save(str(path))
+    rc, _, err = run(capsys, "layers", str(path))
+    assert_usage_error(rc, err, "TorchScript", "module:callable")
+
+
+def test_help_and_version_exit_0(capsys):
+    rc, out, _ = run(capsys, "--version")
+    assert rc == 0 and "ttame_attr" in out
+    rc, out, _ = run(capsys, "fit", "--help")
+    assert rc == 0 and "--epochs" in out and "--resume" in out
