@@ -9,7 +9,7 @@ import torch
 from captum.attr import NoiseTunnel
 from captum.attr import visualization as viz
 from captum.metrics import infidelity, sensitivity_max
-from conftest import make_tiny_cnn
+from tiny_models import make_tiny_cnn
 
 from ttame_attr import TTAME
 

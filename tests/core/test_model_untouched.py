@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import assert_same_snapshot, make_tiny_cnn, model_snapshot
+from tiny_models import assert_same_snapshot, make_tiny_cnn, model_snapshot
 
 from ttame_attr import TTAME
 

@@ -6,7 +6,7 @@ import pickle
 
 import pytest
 import torch
-from conftest import make_tiny_cnn, make_tiny_vit
+from tiny_models import make_tiny_cnn, make_tiny_vit
 
 from ttame_attr import TTAME
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_tiny_cnn
+from tiny_models import make_tiny_cnn
 
 from ttame_attr import TTAME
 from ttame_attr._core.training import Trainer, param_groups

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_tiny_cnn
+from tiny_models import make_tiny_cnn
 from torch import nn
 
 from ttame_attr import TTAME
