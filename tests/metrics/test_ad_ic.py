@@ -1,0 +1,215 @@
+"""Average Drop / Increase in Confidence: known answers, options, and non-mutation."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ttame_attr.metrics import ADICResult, AverageDropIncrease, average_drop_increase
+
+
+class MeanModel(nn.Module):
+    """Two classes, logits ``[w * m, -w * m]`` with ``m`` the mean over all pixels/channels."""
+
+    def __init__(self, w: float = 2.0) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.tensor(w))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = x.flatten(1).mean(dim=1)
+        return torch.stack([self.w * m, -self.w * m], dim=1)
+
+
+class ConstantModel(nn.Module):
+    """Ignores the image: the same logits for every input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.logits = nn.Parameter(torch.tensor([0.3, -1.0, 2.0]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits.expand(x.shape[0], -1)
+
+
+def softmax2(a: float, b: float) -> tuple[float, float]:
+    ea, eb = math.exp(a), math.exp(b)
+    return ea / (ea + eb), eb / (ea + eb)
+
+
+def prob(pixels: list[float], mask: list[float], cls: int, w: float = 2.0) -> float:
+    m = sum(p * k for p, k in zip(pixels, mask)) / len(pixels)
+    return softmax2(w * m, -w * m)[cls]
+
+
+# Three 1-channel 2x2 images (row-major pixels) with the map [[0, 1], [2, 3]] for all:
+# normalised map [0, 1/3, 2/3, 1]; kept masks: 100% -> [0, 1/3, 2/3, 1],
+# 50% (k = 2) -> [0, 0, 2/3, 1], 15% (k = round(0.6) = 1) -> [0, 0, 0, 1].
+MASKS = {
+    1.0: [0.0, 1 / 3, 2 / 3, 1.0],
+    0.5: [0.0, 0.0, 2 / 3, 1.0],
+    0.15: [0.0, 0.0, 0.0, 1.0],
+}
+IMAGES = [
+    [1.0, 2.0, 3.0, 4.0],  # class 0; masking shrinks the mean: confidence drops
+    [-1.0, -2.0, -3.0, -0.5],  # class 1; masking shrinks |mean|: drops
+    [-3.0, -1.0, 2.0, 3.0],  # class 0 (mean 0.25); masking drops the negatives: increase
+]
+
+
+def hand_result() -> tuple[dict[float, float], dict[float, float]]:
+    ad: dict[float, float] = {}
+    ic: dict[float, float] = {}
+    for frac, mask in MASKS.items():
+        drops, incs = [], []
+        for pix in IMAGES:
+            cls = 0 if sum(pix) > 0 else 1
+            y = prob(pix, [1.0] * 4, cls)
+            o = prob(pix, mask, cls)
+            drops.append(max(0.0, y - o) / y)
+            incs.append(1.0 if o > y else 0.0)
+        ad[frac] = 100.0 * sum(drops) / 3
+        ic[frac] = 100.0 * sum(incs) / 3
+    return ad, ic
+
+
+def batch() -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.tensor(IMAGES).view(3, 1, 2, 2)
+    maps = torch.tensor([0.0, 1.0, 2.0, 3.0]).view(1, 1, 2, 2).expand(3, 1, 2, 2).clone()
+    return x, maps
+
+
+def test_hand_computed_ad_ic_three_examples() -> None:
+    x, maps = batch()
+    res = average_drop_increase(MeanModel().eval(), x, maps)
+    ad, ic = hand_result()
+    assert isinstance(res, ADICResult)
+    assert res.fractions == (1.0, 0.5, 0.15)
+    assert res.target.tolist() == [0, 1, 0]
+    for frac in MASKS:
+        assert res.average_drop[frac] == pytest.approx(ad[frac], rel=1e-5)
+        assert res.increase_in_confidence[frac] == pytest.approx(ic[frac])
+    # the third image gains confidence at every fraction: IC = 100/3
+    assert res.increase_in_confidence[0.5] == pytest.approx(100 / 3)
+    assert res.masked_probs.shape == (3, 3)
+    assert res.drop.shape == (3, 3)
+    assert res.increase[2].all()
+
+
+def test_constant_model_gives_zero_drop_and_increase() -> None:
+    x = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    maps = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    res = average_drop_increase(ConstantModel().eval(), x, maps)
+    for frac in res.fractions:
+        assert res.average_drop[frac] == 0.0
+        assert res.increase_in_confidence[frac] == 0.0
+    assert res.target.tolist() == [2, 2, 2, 2]
+
+
+def test_baseline_value_replaces_zero() -> None:
+    # With baseline b: masked = b + (x - b) * mask. Map keeps only the last pixel at 15%.
+    x, maps = batch()
+    res = average_drop_increase(MeanModel().eval(), x, maps, fractions=(0.15,), baseline=1.0)
+    pix = IMAGES[0]
+    masked = [1.0 + (p - 1.0) * k for p, k in zip(pix, MASKS[0.15])]
+    expected = prob(masked, [1.0] * 4, 0)
+    assert res.masked_probs[0, 0].item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_explicit_target_and_channel_maps_and_upsampling() -> None:
+    torch.manual_seed(0)
+    model = MeanModel().eval()
+    x = torch.rand(2, 3, 8, 8)
+    low = torch.rand(2, 3, 4, 4)
+    res = average_drop_increase(model, x, low, target=1)
+    manual = F.interpolate(low.mean(1, keepdim=True), size=(8, 8), mode="bilinear")
+    ref = average_drop_increase(model, x, manual, target=torch.tensor([1, 1]))
+    assert res.target.tolist() == [1, 1]
+    assert torch.allclose(res.masked_probs, ref.masked_probs)
+    three_d = average_drop_increase(model, x, manual[:, 0], target=[1, 1])
+    assert torch.allclose(three_d.masked_probs, ref.masked_probs)
+
+
+def test_explain_fn_gets_predicted_target_with_grad_and_a_copy() -> None:
+    model = MeanModel().eval()
+    x, maps = batch()
+    seen: dict[str, object] = {}
+
+    def explain(inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        seen["grad"] = torch.is_grad_enabled()
+        seen["target"] = target.tolist()
+        inputs.mul_(0)  # a careless method must not touch the caller's tensor
+        return maps
+
+    before = x.clone()
+    res = average_drop_increase(model, x, explain)
+    ad, _ = hand_result()
+    assert seen == {"grad": True, "target": [0, 1, 0]}
+    assert torch.equal(x, before)
+    assert res.average_drop[0.5] == pytest.approx(ad[0.5], rel=1e-5)
+
+
+def test_captum_style_attribute_object_and_tuple_output() -> None:
+    x, maps = batch()
+
+    class Method:
+        def attribute(self, inputs: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor]:
+            return (maps,)
+
+    res = average_drop_increase(MeanModel().eval(), x, Method())
+    assert res.average_drop[1.0] == pytest.approx(hand_result()[0][1.0], rel=1e-5)
+
+
+def test_nothing_is_mutated_and_mode_kept(caplog: pytest.LogCaptureFixture) -> None:
+    model = MeanModel()  # left in training mode on purpose
+    x, maps = batch()
+    x0, m0 = x.clone(), maps.clone()
+    w0 = model.w.detach().clone()
+    with caplog.at_level(logging.WARNING, logger="ttame_attr.metrics"):
+        average_drop_increase(model, x, maps)
+    assert model.training
+    assert "training mode" in caplog.text
+    assert torch.equal(x, x0) and torch.equal(maps, m0) and torch.equal(model.w, w0)
+    assert model.w.grad is None
+
+
+def test_max_batch_chunks_give_same_result() -> None:
+    x, maps = batch()
+    a = average_drop_increase(MeanModel().eval(), x, maps)
+    b = average_drop_increase(MeanModel().eval(), x, maps, max_batch=1)
+    assert torch.allclose(a.masked_probs, b.masked_probs)
+
+
+def test_stateful_equals_functional_over_split_batches() -> None:
+    torch.manual_seed(3)
+    model = MeanModel().eval()
+    x = torch.randn(6, 2, 5, 5)
+    maps = torch.rand(6, 1, 5, 5)
+    full = average_drop_increase(model, x, maps)
+    metric = AverageDropIncrease(model)
+    metric.update(x[:2], maps[:2])
+    metric.update(x[2:], maps[2:])
+    res = metric.compute()
+    assert metric.num_samples == 6
+    assert torch.allclose(res.masked_probs, full.masked_probs)
+    for frac in full.fractions:
+        assert res.average_drop[frac] == pytest.approx(full.average_drop[frac], rel=1e-6)
+        assert res.increase_in_confidence[frac] == pytest.approx(full.increase_in_confidence[frac])
+    metric.reset()
+    with pytest.raises(RuntimeError, match="update"):
+        metric.compute()
+
+
+def test_ties_use_earliest_pixels() -> None:
+    # Constant map: normalised to zeros, so every mask is empty whatever pixels are "kept";
+    # a two-level map with ties keeps the earliest pixels among equals.
+    model = MeanModel().eval()
+    x = torch.tensor([[1.0, 2.0, 3.0, 4.0]]).view(1, 1, 2, 2)
+    maps = torch.tensor([[1.0, 1.0, 1.0, 0.0]]).view(1, 1, 2, 2)
+    res = average_drop_increase(model, x, maps, fractions=(0.25,))
+    # k = 1: only pixel 0 (value 1, mask 1) kept -> mean = 1/4
+    assert res.masked_probs[0, 0].item() == pytest.approx(prob([1.0, 0, 0, 0], [1] * 4, 0))

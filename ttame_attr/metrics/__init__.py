@@ -1,0 +1,66 @@
+"""Evaluation metrics for attribution maps of image classifiers.
+
+Every metric works with T-TAME and with any other attribution method: pass precomputed maps
+``(N, 1, h, w)``, ``(N, h, w)`` or ``(N, C, h, w)`` (channels averaged, any resolution,
+upsampled bilinearly), a callable ``explain(inputs, target) -> maps``, or an object with a
+Captum-style ``attribute(inputs, target=...)``. Each metric has a functional form returning a
+small result dataclass and a stateful form with ``update()`` / ``compute()`` / ``reset()``.
+
+- :func:`average_drop_increase` / :class:`AverageDropIncrease`: Average Drop and Increase in
+  Confidence at kept fractions (T-TAME paper protocol: 100%, 50%, 15%).
+- :func:`road` / :class:`ROAD`: ROAD MoRF and LeRF with the noisy linear imputer
+  (:func:`noisy_linear_impute`).
+- :func:`deletion`, :func:`insertion` / :class:`Deletion`, :class:`Insertion`: RISE curves
+  and AUC.
+- :func:`pointing_game`, :func:`energy_pointing_game` and their stateful classes.
+- :func:`evaluate`: several metrics over a loader, one explanation per batch.
+
+Metrics expect the model in eval mode and never change its mode (a model in training mode
+gets a logged warning). They run under ``torch.no_grad()`` on the model's device and never
+modify the inputs, the maps or the model.
+"""
+
+from ttame_attr.metrics._ad_ic import ADICResult, AverageDropIncrease, average_drop_increase
+from ttame_attr.metrics._deletion import (
+    CurveResult,
+    Deletion,
+    Insertion,
+    deletion,
+    gaussian_blur,
+    insertion,
+)
+from ttame_attr.metrics._evaluate import METRIC_NAMES, evaluate
+from ttame_attr.metrics._imputation import noisy_linear_impute
+from ttame_attr.metrics._pointing import (
+    EnergyPointingGame,
+    EnergyPointingResult,
+    PointingGame,
+    PointingGameResult,
+    energy_pointing_game,
+    pointing_game,
+)
+from ttame_attr.metrics._road import ROAD, ROADResult, road
+
+__all__ = [
+    "METRIC_NAMES",
+    "ROAD",
+    "ADICResult",
+    "AverageDropIncrease",
+    "CurveResult",
+    "Deletion",
+    "EnergyPointingGame",
+    "EnergyPointingResult",
+    "Insertion",
+    "PointingGame",
+    "PointingGameResult",
+    "ROADResult",
+    "average_drop_increase",
+    "deletion",
+    "energy_pointing_game",
+    "evaluate",
+    "gaussian_blur",
+    "insertion",
+    "noisy_linear_impute",
+    "pointing_game",
+    "road",
+]

@@ -1,0 +1,398 @@
+"""Shared helpers of the metrics: argument checks, map preparation, chunked forward passes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ttame_attr._core.outputs import forward_logits
+
+__all__ = [
+    "Accumulator",
+    "ExplainFn",
+    "MapsOrExplain",
+    "Prepared",
+    "TargetArg",
+    "check_fractions",
+    "check_inputs",
+    "check_positive_int",
+    "chunks",
+    "clean_forward",
+    "count",
+    "get_maps",
+    "make_baseline",
+    "minmax_normalize",
+    "model_device",
+    "pixel_ranks",
+    "prepare",
+    "prepare_maps",
+    "probabilities",
+    "resolve_target",
+    "warn_if_training",
+]
+
+logger = logging.getLogger(__name__)
+
+#: An explanation method: ``explain(inputs, target) -> maps``.
+ExplainFn = Callable[[Tensor, Tensor], Any]
+#: Precomputed maps, an explanation function, or an object with a Captum-style ``attribute``.
+MapsOrExplain = Tensor | ExplainFn | Any
+#: ``None`` (the model's prediction), one class for all images, or one class per image.
+TargetArg = int | Sequence[int] | Tensor | None
+
+
+def check_inputs(inputs: Any, name: str = "inputs") -> Tensor:
+    """Check that ``inputs`` is a non-empty floating ``(N, C, H, W)`` tensor."""
+    if not isinstance(inputs, Tensor):
+        raise TypeError(
+            f"{name}: expected a torch.Tensor of shape (N, C, H, W), got {type(inputs).__name__}. "
+            "Convert the images with torch.as_tensor / torchvision transforms first."
+        )
+    if inputs.dim() != 4:
+        raise ValueError(
+            f"{name}: expected a 4-D tensor of shape (N, C, H, W), got shape "
+            f"{tuple(inputs.shape)}. Use inputs.unsqueeze(0) for a single image."
+        )
+    if inputs.shape[0] == 0:
+        raise ValueError(
+            f"{name}: got an empty batch (N = 0, shape {tuple(inputs.shape)}). Pass at least "
+            "one image; skip empty batches before calling the metric."
+        )
+    if not inputs.is_floating_point():
+        raise TypeError(
+            f"{name}: expected a floating point tensor, got dtype {inputs.dtype}. Convert it "
+            "with inputs.float() (and scale to the range the model expects)."
+        )
+    return inputs
+
+
+def check_fractions(values: Any, name: str, allow_zero: bool = False) -> tuple[float, ...]:
+    """Check a non-empty sequence of fractions in ``(0, 1]`` (or ``[0, 1]``)."""
+    if isinstance(values, (int, float)):
+        values = (values,)
+    try:
+        result = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"{name}: expected a sequence of numbers in (0, 1], got {values!r}. "
+            "Pass e.g. (1.0, 0.5, 0.15)."
+        ) from None
+    if not result:
+        raise ValueError(f"{name}: expected at least one value, got an empty sequence.")
+    low_ok = (lambda v: v >= 0.0) if allow_zero else (lambda v: v > 0.0)
+    bad = [v for v in result if not (low_ok(v) and v <= 1.0)]
+    if bad:
+        interval = "[0, 1]" if allow_zero else "(0, 1]"
+        raise ValueError(
+            f"{name}: every value must lie in {interval}, got {bad} in {result}. Give fractions, "
+            "not percentages (0.5, not 50)."
+        )
+    return result
+
+
+def check_positive_int(value: Any, name: str, allow_none: bool = True) -> int | None:
+    """Check a positive integer (or ``None`` where allowed)."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}: expected a positive integer, got {value!r}.")
+    return value
+
+
+def model_device(model: nn.Module, fallback: torch.device) -> torch.device:
+    """The device of the model's first parameter or buffer, else ``fallback``."""
+    for tensor in model.parameters():
+        return tensor.device
+    for tensor in model.buffers():
+        return tensor.device
+    return fallback
+
+
+def warn_if_training(model: nn.Module, where: str) -> None:
+    """Log a warning (the metric does not change the model) if any module is in training mode."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"model: expected a torch.nn.Module, got {type(model).__name__}. Pass the classifier "
+            "whose explanations are evaluated."
+        )
+    if any(m.training for m in model.modules()):
+        logger.warning(
+            "%s: the model is in training mode (dropout, batch-norm statistics); the metric "
+            "does not change it, so scores may be random or shift the model's statistics. Call "
+            "model.eval() before evaluating.",
+            where,
+        )
+
+
+def chunks(total: int, size: int | None) -> Iterator[slice]:
+    """Slices covering ``range(total)`` in pieces of at most ``size`` (all at once if None)."""
+    step = total if size is None else size
+    for start in range(0, total, max(step, 1)):
+        yield slice(start, min(start + step, total))
+
+
+@torch.no_grad()
+def probabilities(
+    model: nn.Module, images: Tensor, target: Tensor, max_batch: int | None = None
+) -> tuple[Tensor, Tensor]:
+    """Softmax probability of ``target`` and top-1 class for each image, in chunks.
+
+    Args:
+        model: the classifier.
+        images: ``(M, C, H, W)``.
+        target: ``(M,)`` class per image.
+        max_batch: most images per forward pass (all at once if None).
+
+    Returns:
+        ``(probs, top1)``, both ``(M,)``: float32 probabilities and long predicted classes.
+    """
+    probs, top1 = [], []
+    for part in chunks(images.shape[0], max_batch):
+        logits = forward_logits(model, images[part]).float()
+        p = logits.softmax(dim=1)
+        probs.append(p.gather(1, target[part].view(-1, 1)).squeeze(1))
+        top1.append(logits.argmax(dim=1))
+    return torch.cat(probs), torch.cat(top1)
+
+
+@torch.no_grad()
+def clean_forward(model: nn.Module, inputs: Tensor) -> Tensor:
+    """Softmax probabilities ``(N, K)`` of the clean images (float32)."""
+    return forward_logits(model, inputs).float().softmax(dim=1)
+
+
+def resolve_target(target: TargetArg, n: int, num_classes: int, predicted: Tensor) -> Tensor:
+    """Turn the ``target`` argument into a LongTensor ``(N,)`` on ``predicted``'s device."""
+    device = predicted.device
+    if target is None:
+        return predicted.clone()
+    if isinstance(target, bool):
+        raise TypeError(
+            "target: expected None, an int, a sequence of ints or a LongTensor, got a bool."
+        )
+    if isinstance(target, int):
+        result = torch.full((n,), target, dtype=torch.long, device=device)
+    elif isinstance(target, Tensor):
+        if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+            raise TypeError(
+                f"target: expected an integer tensor of class indices, got dtype {target.dtype}. "
+                "Use target.long()."
+            )
+        if target.dim() == 0:
+            result = target.to(device=device, dtype=torch.long).expand(n).clone()
+        elif target.dim() == 1 and target.shape[0] == n:
+            result = target.to(device=device, dtype=torch.long)
+        else:
+            raise ValueError(
+                f"target: expected shape ({n},) (one class per image) or a scalar, got "
+                f"{tuple(target.shape)}. Pass one class index per image of the batch."
+            )
+    elif isinstance(target, Sequence) and not isinstance(target, str):
+        if len(target) != n or not all(
+            isinstance(t, int) and not isinstance(t, bool) for t in target
+        ):
+            raise ValueError(
+                f"target: expected {n} integer class indices (one per image), got {target!r}."
+            )
+        result = torch.tensor(list(target), dtype=torch.long, device=device)
+    else:
+        raise TypeError(
+            "target: expected None, an int, a sequence of ints or a LongTensor of shape (N,), got "
+            f"{type(target).__name__}."
+        )
+    if bool(((result < 0) | (result >= num_classes)).any()):
+        raise ValueError(
+            f"target: class indices must lie in [0, {num_classes}) for this model, got values "
+            f"from {int(result.min())} to {int(result.max())}."
+        )
+    return result
+
+
+def get_maps(maps_or_explain: MapsOrExplain, inputs: Tensor, target: Tensor) -> Tensor:
+    """Precomputed maps as they are, or the output of the explanation method.
+
+    Explanation methods are called with gradients enabled (gradient-based methods need them),
+    on a detached copy of ``inputs`` so that the caller's tensor cannot be changed. Accepted:
+    a callable ``explain(inputs, target)``, or an object with a Captum-style
+    ``attribute(inputs, target=target)`` method. A one-element tuple/list result is unwrapped.
+    """
+    if isinstance(maps_or_explain, Tensor):
+        return maps_or_explain
+    attribute = getattr(maps_or_explain, "attribute", None)
+    with torch.enable_grad():
+        if callable(attribute):
+            result = attribute(inputs.detach().clone(), target=target)
+        elif callable(maps_or_explain):
+            result = maps_or_explain(inputs.detach().clone(), target)
+        else:
+            raise TypeError(
+                "maps: expected a tensor of maps (N, 1, h, w), (N, h, w) or (N, C, h, w), a "
+                "callable explain(inputs, target) -> maps, or an object with an attribute() "
+                f"method, got {type(maps_or_explain).__name__}."
+            )
+    if isinstance(result, (tuple, list)) and len(result) == 1:
+        result = result[0]
+    if not isinstance(result, Tensor):
+        raise TypeError(
+            "maps: the explanation method returned "
+            f"{type(result).__name__}, expected a torch.Tensor of maps (N, 1, h, w). Wrap the "
+            "method so that it returns a tensor (e.g. torch.as_tensor(numpy_maps))."
+        )
+    return result
+
+
+def prepare_maps(maps: Tensor, n: int, size: tuple[int, int], name: str = "maps") -> Tensor:
+    """Bring maps to float32 ``(N, H, W)`` at ``size`` on their device; never modifies ``maps``.
+
+    ``(N, h, w)`` and ``(N, 1, h, w)`` are used as they are; ``(N, C, h, w)`` with ``C > 1``
+    (e.g. input-shaped attributions) are averaged over channels (after min-max normalisation
+    this equals summing them). Maps at another resolution are upsampled bilinearly
+    (``align_corners=False``). Signed values are used as they are (take ``.abs()`` first if
+    the magnitude is what counts).
+    """
+    if not isinstance(maps, Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(maps).__name__}.")
+    if maps.dim() not in (3, 4):
+        raise ValueError(
+            f"{name}: expected shape (N, 1, h, w), (N, h, w) or (N, C, h, w), got "
+            f"{tuple(maps.shape)}. Add or remove the batch/channel dimension to match."
+        )
+    if maps.shape[0] != n:
+        raise ValueError(
+            f"{name}: batch size {maps.shape[0]} does not match the {n} images of `inputs`. "
+            "Pass one map per image, in the same order."
+        )
+    if maps.is_complex() or maps.dtype == torch.bool:
+        raise TypeError(f"{name}: expected a real-valued tensor, got dtype {maps.dtype}.")
+    if min(maps.shape[-2:]) == 0:
+        raise ValueError(f"{name}: maps have an empty spatial size {tuple(maps.shape[-2:])}.")
+    m = maps.detach().float()
+    if m.dim() == 3:
+        m = m.unsqueeze(1)
+    elif m.shape[1] > 1:
+        m = m.mean(dim=1, keepdim=True)
+    if tuple(m.shape[-2:]) != tuple(size):
+        m = F.interpolate(m, size=size, mode="bilinear", align_corners=False)
+    return m[:, 0]
+
+
+def minmax_normalize(maps: Tensor) -> Tensor:
+    """Per-image min-max normalisation of ``(N, H, W)`` maps to ``[0, 1]``.
+
+    A constant map (max == min) becomes all zeros.
+    """
+    flat = maps.flatten(1)
+    low = flat.min(dim=1, keepdim=True).values
+    span = flat.max(dim=1, keepdim=True).values - low
+    safe = torch.where(span > 0, span, torch.ones_like(span))
+    normed = torch.where(span > 0, (flat - low) / safe, torch.zeros_like(flat))
+    return normed.view_as(maps)
+
+
+def pixel_ranks(maps: Tensor, descending: bool = True) -> Tensor:
+    """Rank of every pixel, ``(N, H*W)``: 0 for the most (``descending``) or least relevant.
+
+    Ties are broken deterministically by the row-major pixel index (earlier pixel first), using
+    a stable sort. The ``k`` pixels selected at a fraction ``f`` are those with rank
+    ``< round(f * H * W)``.
+    """
+    flat = maps.flatten(1)
+    order = torch.sort(flat, dim=1, descending=descending, stable=True).indices
+    ranks = torch.empty_like(order)
+    positions = torch.arange(flat.shape[1], device=flat.device).expand_as(order)
+    ranks.scatter_(1, order, positions)
+    return ranks
+
+
+def count(fraction: float, pixels: int) -> int:
+    """Number of pixels selected at ``fraction``: ``round(fraction * pixels)``."""
+    return round(fraction * pixels)
+
+
+@dataclass
+class Prepared:
+    """What every model-based metric needs for one batch (all on the model's device)."""
+
+    inputs: Tensor  # (N, C, H, W), the caller's tensor (or a moved copy), never modified
+    clean_probs: Tensor  # (N, K) softmax of the clean images
+    target: Tensor  # (N,) long
+    predicted: Tensor  # (N,) long, top-1 on the clean images
+    maps: Tensor  # (N, H, W) float32, upsampled, not normalised
+
+
+def prepare(
+    model: nn.Module,
+    inputs: Any,
+    maps_or_explain: MapsOrExplain,
+    target: TargetArg,
+    where: str,
+) -> Prepared:
+    """Check the arguments, run the clean forward pass, resolve the target, get the maps."""
+    warn_if_training(model, where)
+    x = check_inputs(inputs)
+    x = x.to(model_device(model, x.device))
+    clean = clean_forward(model, x)
+    predicted = clean.argmax(dim=1)
+    tgt = resolve_target(target, x.shape[0], clean.shape[1], predicted)
+    raw = get_maps(maps_or_explain, x, tgt)
+    maps = prepare_maps(raw.to(x.device), x.shape[0], (x.shape[-2], x.shape[-1]))
+    return Prepared(inputs=x, clean_probs=clean, target=tgt, predicted=predicted, maps=maps)
+
+
+def make_baseline(baseline: Any, inputs: Tensor, name: str = "baseline") -> Tensor:
+    """A baseline value broadcastable to ``inputs``: a number, or a tensor of shape ``(C, 1, 1)``,
+    ``(C, H, W)``, ``(1, C, H, W)`` or ``(N, C, H, W)``; returned on the inputs' device/dtype."""
+    if isinstance(baseline, bool) or not isinstance(baseline, (int, float, Tensor)):
+        raise TypeError(
+            f"{name}: expected a number or a tensor broadcastable to the inputs (N, C, H, W), got "
+            f"{type(baseline).__name__}."
+        )
+    value = torch.as_tensor(baseline, dtype=inputs.dtype, device=inputs.device)
+    try:
+        torch.broadcast_shapes(value.shape, inputs.shape)
+    except RuntimeError:
+        raise ValueError(
+            f"{name}: shape {tuple(value.shape)} does not broadcast to the inputs "
+            f"{tuple(inputs.shape)}. Use a number, a (C, 1, 1) per-channel value or a full "
+            "(N, C, H, W) tensor."
+        ) from None
+    if value.dim() > 4 or (value.dim() == 4 and value.shape[0] not in (1, inputs.shape[0])):
+        raise ValueError(
+            f"{name}: shape {tuple(value.shape)} does not fit inputs {tuple(inputs.shape)}."
+        )
+    return value
+
+
+class Accumulator:
+    """Base of the stateful metrics: keeps per-sample tensors (on the CPU) between updates."""
+
+    def __init__(self) -> None:
+        self._parts: dict[str, list[Tensor]] = {}
+
+    def reset(self) -> None:
+        """Forget every accumulated sample."""
+        self._parts = {}
+
+    @property
+    def num_samples(self) -> int:
+        """Number of images accumulated so far."""
+        first = next(iter(self._parts.values()), None)
+        return 0 if first is None else sum(t.shape[0] for t in first)
+
+    def _store(self, **tensors: Tensor) -> None:
+        for key, value in tensors.items():
+            self._parts.setdefault(key, []).append(value.detach().cpu())
+
+    def _gathered(self) -> dict[str, Tensor]:
+        if not self._parts:
+            raise RuntimeError(
+                f"{type(self).__name__}.compute(): no samples yet. Call update() with at least "
+                "one batch first (or reset() was called)."
+            )
+        return {key: torch.cat(parts) for key, parts in self._parts.items()}

@@ -1,0 +1,157 @@
+"""Run several metrics over a data loader, computing each explanation once per batch."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from ttame_attr.metrics._ad_ic import AverageDropIncrease
+from ttame_attr.metrics._common import (
+    MapsOrExplain,
+    check_inputs,
+    clean_forward,
+    get_maps,
+    model_device,
+    warn_if_training,
+)
+from ttame_attr.metrics._deletion import Deletion, Insertion
+from ttame_attr.metrics._road import ROAD
+
+__all__ = ["METRIC_NAMES", "evaluate"]
+
+logger = logging.getLogger(__name__)
+
+_FACTORIES = {
+    "ad_ic": AverageDropIncrease,
+    "road": ROAD,
+    "deletion": Deletion,
+    "insertion": Insertion,
+}
+#: Names accepted by :func:`evaluate` (each built with its defaults).
+METRIC_NAMES: tuple[str, ...] = tuple(_FACTORIES)
+
+MetricArg = str | Any
+
+
+def _build(metrics: Sequence[MetricArg] | Mapping[str, Any], model: nn.Module) -> dict[str, Any]:
+    if isinstance(metrics, Mapping):
+        items = list(metrics.items())
+    elif isinstance(metrics, (str, bytes)):
+        items = [(metrics, metrics)]
+    else:
+        items = [(m if isinstance(m, str) else type(m).__name__, m) for m in metrics]
+    if not items:
+        raise ValueError(f"metrics: expected at least one metric, e.g. {list(METRIC_NAMES)}.")
+    built: dict[str, Any] = {}
+    for name, metric in items:
+        if isinstance(metric, str):
+            if metric not in _FACTORIES:
+                raise ValueError(
+                    f"metrics: unknown metric name {metric!r}; valid names are "
+                    f"{list(METRIC_NAMES)}, or pass a metric object with update()/compute()."
+                )
+            metric = _FACTORIES[metric](model)
+        elif not (
+            callable(getattr(metric, "update", None)) and callable(getattr(metric, "compute", None))
+        ):
+            raise TypeError(
+                f"metrics: {name!r} is a {type(metric).__name__}, expected a metric name or an "
+                "object with update(inputs, maps, target) and compute() (e.g. ROAD(model))."
+            )
+        if name in built:
+            raise ValueError(
+                f"metrics: the name {name!r} appears twice; pass a dict with unique names."
+            )
+        built[name] = metric
+    return built
+
+
+def _split_batch(batch: Any) -> tuple[Any, Any]:
+    if isinstance(batch, Tensor):
+        return batch, None
+    if isinstance(batch, (tuple, list)) and batch:
+        return batch[0], (batch[1] if len(batch) > 1 else None)
+    raise TypeError(
+        f"loader: expected batches that are tensors (N, C, H, W) or tuples (inputs, labels, ...), "
+        f"got {type(batch).__name__}. Wrap the loader so it yields one of these."
+    )
+
+
+def evaluate(
+    model: nn.Module,
+    loader: Iterable[Any],
+    explain: MapsOrExplain,
+    metrics: Sequence[MetricArg] | Mapping[str, Any] = ("ad_ic", "road"),
+    target: Literal["predicted", "label"] = "predicted",
+    progress: bool = False,
+    max_batches: int | None = None,
+) -> dict[str, Any]:
+    """Evaluate an explanation method with several metrics over a data loader.
+
+    Each batch is explained once (with the target below) and the same maps are passed to every
+    metric. The metrics are stateful objects (:class:`AverageDropIncrease`, :class:`ROAD`,
+    :class:`Deletion`, :class:`Insertion`, or any object with ``update(inputs, maps, target)``
+    and ``compute()``); names build one with its defaults. The model is expected in eval mode
+    and its mode is never changed.
+
+    Args:
+        model: the classifier.
+        loader: iterable of batches: tensors ``(N, C, H, W)`` or tuples ``(inputs, labels, ...)``.
+        explain: ``explain(inputs, target) -> maps`` or an object with
+            ``attribute(inputs, target=...)``.
+        metrics: metric names from :data:`METRIC_NAMES`, metric objects, or a dict
+            ``{name: metric}``.
+        target: ``"predicted"`` (the model's top-1 on the clean image, as in the paper) or
+            ``"label"`` (the second element of each batch).
+        progress: show a tqdm progress bar.
+        max_batches: stop after this many batches (all by default).
+
+    Returns:
+        ``{name: result}``, each metric's ``compute()`` result.
+
+    Raises:
+        ValueError: unknown metric names, an unknown ``target`` mode, ``target="label"``
+            without labels in the batches, an empty loader.
+        TypeError: batches or metrics of the wrong type.
+
+    Example:
+        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 5)).eval()
+        >>> loader = [torch.rand(2, 3, 8, 8) for _ in range(2)]
+        >>> explain = lambda x, t: x.mean(dim=1, keepdim=True)
+        >>> out = evaluate(model, loader, explain, metrics=["ad_ic"])
+        >>> out["ad_ic"].masked_probs.shape
+        torch.Size([4, 3])
+    """
+    if target not in ("predicted", "label"):
+        raise ValueError(f"target: expected 'predicted' or 'label', got {target!r}.")
+    warn_if_training(model, "evaluate")
+    built = _build(metrics, model)
+    seen = 0
+    for batch in tqdm(loader, disable=not progress, desc="evaluate"):
+        if max_batches is not None and seen >= max_batches:
+            break
+        inputs, labels = _split_batch(batch)
+        x = check_inputs(inputs)
+        x = x.to(model_device(model, x.device))
+        if target == "label":
+            if labels is None:
+                raise ValueError(
+                    "target: 'label' needs batches (inputs, labels, ...); this batch has no "
+                    "labels. Use target='predicted' or a loader that yields labels."
+                )
+            tgt = torch.as_tensor(labels, dtype=torch.long, device=x.device).view(-1)
+        else:
+            tgt = clean_forward(model, x).argmax(dim=1)
+        maps = get_maps(explain, x, tgt)
+        for metric in built.values():
+            metric.update(x, maps, tgt)
+        seen += 1
+    if seen == 0:
+        raise ValueError("loader: yielded no batches; nothing to evaluate.")
+    logger.info("evaluate: %d batches, metrics %s", seen, list(built))
+    return {name: metric.compute() for name, metric in built.items()}

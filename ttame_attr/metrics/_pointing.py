@@ -1,0 +1,282 @@
+"""Pointing game (Zhang et al., ECCV 2016) and energy-based pointing game (Wang et al., 2020)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ttame_attr.metrics._common import (
+    Accumulator,
+    MapsOrExplain,
+    TargetArg,
+    check_inputs,
+    get_maps,
+    minmax_normalize,
+    prepare_maps,
+)
+
+__all__ = [
+    "EnergyPointingGame",
+    "EnergyPointingResult",
+    "PointingGame",
+    "PointingGameResult",
+    "energy_pointing_game",
+    "pointing_game",
+]
+
+
+@dataclass(frozen=True)
+class PointingGameResult:
+    """Pointing game hits.
+
+    Attributes:
+        accuracy: hits / valid images (``nan`` if no image has a non-empty mask).
+        hits: ``(N,)`` bool, the map's maximum falls inside the (dilated) mask.
+        valid: ``(N,)`` bool, the mask has at least one pixel (empty masks are not counted).
+        points: ``(N, 2)`` long ``(row, col)`` of each map's maximum at mask resolution.
+    """
+
+    accuracy: float
+    hits: Tensor = field(repr=False)
+    valid: Tensor = field(repr=False)
+    points: Tensor = field(repr=False)
+
+    @classmethod
+    def from_per_sample(cls, hits: Tensor, valid: Tensor, points: Tensor) -> PointingGameResult:
+        """Aggregate per-sample hits over the valid images."""
+        n_valid = int(valid.sum())
+        acc = float((hits & valid).sum()) / n_valid if n_valid else float("nan")
+        return cls(accuracy=acc, hits=hits, valid=valid, points=points)
+
+
+@dataclass(frozen=True)
+class EnergyPointingResult:
+    """Energy-based pointing game.
+
+    Attributes:
+        energy: mean share of the map's energy inside the mask, over all images.
+        proportions: ``(N,)`` per-image ``sum(map * mask) / sum(map)`` of the min-max
+            normalised map (0 where the normalised map is all zero).
+    """
+
+    energy: float
+    proportions: Tensor = field(repr=False)
+
+    @classmethod
+    def from_per_sample(cls, proportions: Tensor) -> EnergyPointingResult:
+        """Aggregate per-sample proportions."""
+        return cls(energy=float(proportions.mean()), proportions=proportions)
+
+
+def _check_masks(masks: Any, n: int | None) -> Tensor:
+    """Ground-truth masks as bool ``(N, H, W)``."""
+    if not isinstance(masks, Tensor):
+        raise TypeError(
+            f"masks: expected a torch.Tensor of shape (N, H, W) or (N, 1, H, W), got "
+            f"{type(masks).__name__}. Convert it with torch.as_tensor."
+        )
+    if masks.dim() == 4 and masks.shape[1] == 1:
+        masks = masks[:, 0]
+    if masks.dim() != 3:
+        raise ValueError(
+            f"masks: expected shape (N, H, W) or (N, 1, H, W), got {tuple(masks.shape)}. Merge "
+            "several boxes/objects of one image into one mask (logical or)."
+        )
+    if masks.shape[0] == 0:
+        raise ValueError("masks: got an empty batch (N = 0); pass at least one mask.")
+    if n is not None and masks.shape[0] != n:
+        raise ValueError(
+            f"masks: batch size {masks.shape[0]} does not match the {n} maps. Pass one mask per "
+            "map, in the same order."
+        )
+    if masks.is_complex():
+        raise TypeError(f"masks: expected a bool or 0/1 tensor, got dtype {masks.dtype}.")
+    return masks > 0.5 if masks.is_floating_point() else masks.bool()
+
+
+def _maps_at(
+    maps: MapsOrExplain, masks: Tensor, inputs: Tensor | None, target: TargetArg
+) -> Tensor:
+    """Maps ``(N, H, W)`` at the masks' resolution, on the masks' device."""
+    if not isinstance(maps, Tensor):
+        if inputs is None or target is None:
+            raise ValueError(
+                "maps: an explanation method was given, so `inputs` (N, C, H, W) and `target` "
+                "(the ground-truth class per image) are needed too. Pass them, or pass "
+                "precomputed maps."
+            )
+        x = check_inputs(inputs)
+        if isinstance(target, int):
+            tgt = torch.full((x.shape[0],), target, dtype=torch.long, device=x.device)
+        else:
+            tgt = torch.as_tensor(target, dtype=torch.long, device=x.device)
+        maps = get_maps(maps, x, tgt)
+    if not isinstance(maps, Tensor):
+        raise TypeError(f"maps: expected a torch.Tensor, got {type(maps).__name__}.")
+    return prepare_maps(maps.to(masks.device), masks.shape[0], (masks.shape[-2], masks.shape[-1]))
+
+
+def _disk(radius: float, device: torch.device) -> Tensor:
+    r = int(radius)
+    ax = torch.arange(-r, r + 1, device=device, dtype=torch.float32)
+    return ((ax.view(-1, 1) ** 2 + ax.view(1, -1) ** 2) <= radius**2).float()
+
+
+@torch.no_grad()
+def pointing_game(
+    maps: MapsOrExplain,
+    masks: Tensor,
+    tolerance: float = 0.0,
+    inputs: Tensor | None = None,
+    target: TargetArg = None,
+) -> PointingGameResult:
+    """Pointing game: a hit when the map's maximum lies inside the ground-truth mask.
+
+    Maps are upsampled bilinearly to the masks' size. The maximum is the first maximal pixel
+    in row-major order. With ``tolerance > 0`` a hit also counts when the maximum lies within
+    ``tolerance`` pixels (Euclidean, at mask resolution) of the mask, as in Zhang et al.
+    (15 px on the original image). Images with an empty mask are not counted (``valid``).
+
+    Args:
+        maps: maps ``(N, 1, h, w)``, ``(N, h, w)`` or ``(N, C, h, w)`` (channels averaged), or
+            an explanation method called as ``explain(inputs, target)``.
+        masks: ground truth, bool or 0/1 ``(N, H, W)`` or ``(N, 1, H, W)``.
+        tolerance: radius in pixels around the mask that still counts as a hit (>= 0).
+        inputs: images ``(N, C, H, W)``, only needed with an explanation method.
+        target: ground-truth class per image (int or ``(N,)``), only with an explanation
+            method.
+
+    Returns:
+        A :class:`PointingGameResult`.
+
+    Raises:
+        TypeError: non-tensor maps or masks.
+        ValueError: wrong ranks, mismatched batch sizes, empty batch, negative tolerance.
+
+    Example:
+        >>> masks = torch.zeros(1, 8, 8, dtype=torch.bool)
+        >>> masks[0, 2:4, 2:4] = True
+        >>> pointing_game(masks.float(), masks).accuracy
+        1.0
+    """
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or tolerance < 0:
+        raise ValueError(f"tolerance: expected a number of pixels >= 0, got {tolerance!r}.")
+    m = _check_masks(masks, None)
+    sal = _maps_at(maps, m, inputs, target)
+    _n, _h, w = m.shape
+    idx = sal.flatten(1).argmax(dim=1)
+    region = m
+    if tolerance > 0:
+        disk = _disk(float(tolerance), m.device)
+        pad = disk.shape[-1] // 2
+        region = F.conv2d(m[:, None].float(), disk[None, None], padding=pad)[:, 0] > 0.5
+    hits = region.flatten(1).gather(1, idx.view(-1, 1)).squeeze(1)
+    valid = m.flatten(1).any(dim=1)
+    points = torch.stack([idx // w, idx % w], dim=1)
+    return PointingGameResult.from_per_sample(hits, valid, points)
+
+
+@torch.no_grad()
+def energy_pointing_game(
+    maps: MapsOrExplain,
+    masks: Tensor,
+    inputs: Tensor | None = None,
+    target: TargetArg = None,
+) -> EnergyPointingResult:
+    """Energy-based pointing game: share of the min-max normalised map inside the mask.
+
+    Args:
+        maps: maps ``(N, 1, h, w)``, ``(N, h, w)`` or ``(N, C, h, w)`` (channels averaged), or
+            an explanation method called as ``explain(inputs, target)``.
+        masks: ground truth (e.g. boxes), bool or 0/1 ``(N, H, W)`` or ``(N, 1, H, W)``.
+        inputs: images ``(N, C, H, W)``, only needed with an explanation method.
+        target: ground-truth class per image, only with an explanation method.
+
+    Returns:
+        An :class:`EnergyPointingResult`; per-image ``sum(map * mask) / sum(map)``.
+
+    Raises:
+        TypeError: non-tensor maps or masks.
+        ValueError: wrong ranks, mismatched batch sizes, empty batch.
+
+    Example:
+        >>> masks = torch.zeros(1, 4, 4)
+        >>> masks[0, :2] = 1
+        >>> energy_pointing_game(masks, masks).energy
+        1.0
+    """
+    m = _check_masks(masks, None)
+    sal = minmax_normalize(_maps_at(maps, m, inputs, target))
+    inside = (sal * m).flatten(1).sum(dim=1)
+    total = sal.flatten(1).sum(dim=1)
+    proportions = torch.where(total > 0, inside / total.clamp_min(1e-12), torch.zeros_like(total))
+    return EnergyPointingResult.from_per_sample(proportions)
+
+
+class PointingGame(Accumulator):
+    """Stateful pointing game accumulated over batches; see :func:`pointing_game`.
+
+    Args:
+        tolerance: radius in pixels around the mask that still counts as a hit.
+
+    Example:
+        >>> metric = PointingGame(tolerance=1)
+        >>> masks = torch.zeros(2, 8, 8)
+        >>> masks[:, 4, 4] = 1
+        >>> _ = metric.update(masks, masks)
+        >>> metric.compute().accuracy
+        1.0
+    """
+
+    def __init__(self, tolerance: float = 0.0) -> None:
+        super().__init__()
+        self.tolerance = tolerance
+
+    def update(
+        self,
+        maps: MapsOrExplain,
+        masks: Tensor,
+        inputs: Tensor | None = None,
+        target: TargetArg = None,
+    ) -> PointingGameResult:
+        """Evaluate one batch, accumulate it, and return the batch's result."""
+        result = pointing_game(maps, masks, self.tolerance, inputs, target)
+        self._store(hits=result.hits, valid=result.valid, points=result.points)
+        return result
+
+    def compute(self) -> PointingGameResult:
+        """The result over every sample since construction or the last ``reset()``."""
+        data = self._gathered()
+        return PointingGameResult.from_per_sample(data["hits"], data["valid"], data["points"])
+
+
+class EnergyPointingGame(Accumulator):
+    """Stateful energy-based pointing game; see :func:`energy_pointing_game`.
+
+    Example:
+        >>> metric = EnergyPointingGame()
+        >>> masks = torch.ones(2, 4, 4)
+        >>> _ = metric.update(torch.rand(2, 4, 4), masks)
+        >>> metric.compute().energy
+        1.0
+    """
+
+    def update(
+        self,
+        maps: MapsOrExplain,
+        masks: Tensor,
+        inputs: Tensor | None = None,
+        target: TargetArg = None,
+    ) -> EnergyPointingResult:
+        """Evaluate one batch, accumulate it, and return the batch's result."""
+        result = energy_pointing_game(maps, masks, inputs, target)
+        self._store(proportions=result.proportions)
+        return result
+
+    def compute(self) -> EnergyPointingResult:
+        """The result over every sample since construction or the last ``reset()``."""
+        return EnergyPointingResult.from_per_sample(self._gathered()["proportions"])

@@ -1,0 +1,279 @@
+"""ROAD: RemOve And Debias (Rong et al., ICML 2022), MoRF and LeRF with noisy linear imputation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ttame_attr.metrics._common import (
+    Accumulator,
+    MapsOrExplain,
+    TargetArg,
+    check_fractions,
+    check_positive_int,
+    chunks,
+    count,
+    pixel_ranks,
+    prepare,
+    probabilities,
+)
+from ttame_attr.metrics._imputation import noisy_linear_impute
+
+__all__ = ["ROAD", "ROADResult", "road"]
+
+DEFAULT_REMOVED: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 0.9)
+
+
+@dataclass(frozen=True)
+class ROADResult:
+    """ROAD scores for Most Relevant First (MoRF) and Least Relevant First (LeRF) removal.
+
+    Attributes:
+        fractions: removed fractions of pixels ``(P,)``, e.g. ``(0.1, ..., 0.9)``.
+        morf_accuracy: ``(P,)`` MoRF curve: share of images whose top-1 class after removal is
+            still the target (lower is better).
+        lerf_accuracy: ``(P,)`` LeRF curve (higher is better).
+        morf_prob: ``(P,)`` mean softmax probability of the target class, MoRF.
+        lerf_prob: ``(P,)`` the same for LeRF.
+        morf_average: mean of ``morf_accuracy`` over the fractions.
+        lerf_average: mean of ``lerf_accuracy`` over the fractions.
+        target: ``(N,)`` class evaluated per image.
+        morf_probs, lerf_probs: ``(N, P)`` per-sample probabilities of the target class.
+        morf_top1, lerf_top1: ``(N, P)`` per-sample top-1 classes after removal.
+    """
+
+    fractions: tuple[float, ...]
+    morf_accuracy: Tensor
+    lerf_accuracy: Tensor
+    morf_prob: Tensor
+    lerf_prob: Tensor
+    morf_average: float
+    lerf_average: float
+    target: Tensor
+    morf_probs: Tensor = field(repr=False)
+    lerf_probs: Tensor = field(repr=False)
+    morf_top1: Tensor = field(repr=False)
+    lerf_top1: Tensor = field(repr=False)
+
+    @property
+    def combined(self) -> float:
+        """``(lerf_average - morf_average) / 2`` (higher is better), as in pytorch-grad-cam."""
+        return (self.lerf_average - self.morf_average) / 2.0
+
+    @classmethod
+    def from_per_sample(
+        cls,
+        fractions: Sequence[float],
+        target: Tensor,
+        morf_probs: Tensor,
+        morf_top1: Tensor,
+        lerf_probs: Tensor,
+        lerf_top1: Tensor,
+    ) -> ROADResult:
+        """Aggregate per-sample ``(N, P)`` probabilities and top-1 classes."""
+        morf_acc = (morf_top1 == target.view(-1, 1)).float().mean(dim=0)
+        lerf_acc = (lerf_top1 == target.view(-1, 1)).float().mean(dim=0)
+        return cls(
+            fractions=tuple(fractions),
+            morf_accuracy=morf_acc,
+            lerf_accuracy=lerf_acc,
+            morf_prob=morf_probs.mean(dim=0),
+            lerf_prob=lerf_probs.mean(dim=0),
+            morf_average=float(morf_acc.mean()),
+            lerf_average=float(lerf_acc.mean()),
+            target=target,
+            morf_probs=morf_probs,
+            lerf_probs=lerf_probs,
+            morf_top1=morf_top1,
+            lerf_top1=lerf_top1,
+        )
+
+
+@torch.no_grad()
+def _road_probs(
+    model: nn.Module,
+    inputs: Tensor,
+    maps: Tensor,
+    target: Tensor,
+    fractions: Sequence[float],
+    noise_std: float,
+    generator: torch.Generator | None,
+    max_batch: int | None,
+    tol: float,
+    max_iter: int,
+) -> tuple[Tensor, Tensor]:
+    """Probabilities and top-1 classes ``(N, 2, P)`` (order 0 = MoRF, 1 = LeRF)."""
+    n, _, h, w = inputs.shape
+    p = len(fractions)
+    jobs = 2 * p
+    ranks = torch.stack([pixel_ranks(maps, True), pixel_ranks(maps, False)], dim=1)  # (N, 2, HW)
+    ks = torch.tensor([count(f, h * w) for f in fractions], device=inputs.device)
+    probs = torch.empty(n * jobs, device=inputs.device)
+    top1 = torch.empty(n * jobs, dtype=torch.long, device=inputs.device)
+    for part in chunks(n * jobs, max_batch if max_batch is not None else n):
+        flat = torch.arange(part.start, part.stop, device=inputs.device)
+        image, job = flat // jobs, flat % jobs
+        order, level = job // p, job % p
+        removed = ranks[image, order] < ks[level].view(-1, 1)
+        imputed = noisy_linear_impute(
+            inputs[image], removed.view(-1, h, w), noise_std, generator, tol, max_iter
+        )
+        probs[part], top1[part] = probabilities(model, imputed, target[image])
+    return probs.view(n, 2, p), top1.view(n, 2, p)
+
+
+def road(
+    model: nn.Module,
+    inputs: Tensor,
+    maps: MapsOrExplain,
+    target: TargetArg = None,
+    fractions: Sequence[float] = DEFAULT_REMOVED,
+    noise_std: float = 0.01,
+    generator: torch.Generator | None = None,
+    max_batch: int | None = None,
+    tol: float = 1e-5,
+    max_iter: int = 2000,
+) -> ROADResult:
+    """ROAD MoRF / LeRF scores with the noisy linear imputer (Rong et al., ICML 2022).
+
+    For every removed fraction ``f`` the ``round(f * H * W)`` most (MoRF) or least (LeRF)
+    relevant pixels of the upsampled map are removed (ties: earlier row-major pixel first),
+    imputed by :func:`noisy_linear_impute` (each removed pixel the weighted mean of its 8
+    neighbours, plus Gaussian noise of std ``noise_std``, in the space of ``inputs``), and the
+    masked image is classified. The score at ``f`` is the share of images whose top-1 class is
+    still the target; with the default target (the model's prediction on the clean image) this
+    is the paper's "prediction stays the same". Pass the true labels as ``target`` for ROAD's
+    accuracy against labels. Mean probabilities of the target are reported too.
+
+    Expects an eval-mode model (never changes its mode; warns if it is training). Forward
+    passes and imputation run batched, under ``torch.no_grad()``, on the model's device.
+
+    Args:
+        model: the classifier.
+        inputs: images ``(N, C, H, W)``; not modified.
+        maps: precomputed maps ``(N, 1, h, w)``, ``(N, h, w)`` or ``(N, C, h, w)`` (channels
+            averaged), or an explanation method ``explain(inputs, target)`` / an object with
+            ``attribute(inputs, target=...)``.
+        target: ``None`` (predicted class), an int, or a LongTensor ``(N,)``.
+        fractions: removed fractions of pixels, each in ``(0, 1]``.
+        noise_std: std of the imputation noise (ROAD: 0.01); 0 disables it.
+        generator: ``torch.Generator`` on the device, for reproducible noise.
+        max_batch: most images per imputation and forward pass (default ``N``); the
+            ``N * 2 * P`` perturbed images are processed in chunks of this size.
+        tol: relative residual tolerance of the imputation solver.
+        max_iter: iteration cap of the imputation solver.
+
+    Returns:
+        A :class:`ROADResult` with MoRF/LeRF curves ``(P,)``, their averages and per-sample
+        values.
+
+    Raises:
+        TypeError: non-tensor inputs or maps, non-integer target.
+        ValueError: wrong shapes, mismatched batch sizes, empty batch, fractions outside
+            ``(0, 1]``, negative ``noise_std``.
+
+    Example:
+        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 5)).eval()
+        >>> res = road(model, torch.rand(2, 3, 8, 8), torch.rand(2, 8, 8), fractions=(0.5,))
+        >>> res.morf_accuracy.shape
+        torch.Size([1])
+    """
+    fr = check_fractions(fractions, "fractions")
+    max_batch = check_positive_int(max_batch, "max_batch")
+    if not isinstance(noise_std, (int, float)) or isinstance(noise_std, bool) or noise_std < 0:
+        raise ValueError(f"noise_std: expected a number >= 0, got {noise_std!r}. ROAD uses 0.01.")
+    prep = prepare(model, inputs, maps, target, "road")
+    probs, top1 = _road_probs(
+        model,
+        prep.inputs,
+        prep.maps,
+        prep.target,
+        fr,
+        float(noise_std),
+        generator,
+        max_batch,
+        tol,
+        max_iter,
+    )
+    return ROADResult.from_per_sample(
+        fr, prep.target, probs[:, 0], top1[:, 0], probs[:, 1], top1[:, 1]
+    )
+
+
+class ROAD(Accumulator):
+    """Stateful ROAD (MoRF and LeRF) accumulated over batches; see :func:`road`.
+
+    Args:
+        model: the classifier (expected in eval mode; its mode is not changed).
+        fractions: removed fractions of pixels.
+        noise_std: std of the imputation noise (ROAD: 0.01).
+        generator: ``torch.Generator`` for reproducible noise.
+        max_batch: most images per imputation and forward pass.
+        tol: relative residual tolerance of the imputation solver.
+        max_iter: iteration cap of the imputation solver.
+
+    Example:
+        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 5)).eval()
+        >>> metric = ROAD(model, fractions=(0.2, 0.8))
+        >>> _ = metric.update(torch.rand(3, 3, 8, 8), torch.rand(3, 1, 8, 8))
+        >>> metric.compute().lerf_probs.shape
+        torch.Size([3, 2])
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        fractions: Sequence[float] = DEFAULT_REMOVED,
+        noise_std: float = 0.01,
+        generator: torch.Generator | None = None,
+        max_batch: int | None = None,
+        tol: float = 1e-5,
+        max_iter: int = 2000,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.fractions = check_fractions(fractions, "fractions")
+        self.noise_std = noise_std
+        self.generator = generator
+        self.max_batch = check_positive_int(max_batch, "max_batch")
+        self.tol = tol
+        self.max_iter = max_iter
+
+    def update(self, inputs: Tensor, maps: MapsOrExplain, target: TargetArg = None) -> ROADResult:
+        """Evaluate one batch, accumulate it, and return the batch's result."""
+        result = road(
+            self.model,
+            inputs,
+            maps,
+            target,
+            self.fractions,
+            self.noise_std,
+            self.generator,
+            self.max_batch,
+            self.tol,
+            self.max_iter,
+        )
+        self._store(
+            target=result.target,
+            morf_probs=result.morf_probs,
+            morf_top1=result.morf_top1,
+            lerf_probs=result.lerf_probs,
+            lerf_top1=result.lerf_top1,
+        )
+        return result
+
+    def compute(self) -> ROADResult:
+        """The result over every sample since construction or the last ``reset()``."""
+        data: dict[str, Any] = self._gathered()
+        return ROADResult.from_per_sample(
+            self.fractions,
+            data["target"],
+            data["morf_probs"],
+            data["morf_top1"],
+            data["lerf_probs"],
+            data["lerf_top1"],
+        )
