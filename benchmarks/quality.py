@@ -24,6 +24,7 @@ classifier's weights and the method's settings; ``--no-map-cache`` recomputes th
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import logging
@@ -77,6 +78,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="iteration cap of ROAD's imputation solver")
     p.add_argument("--methods", nargs="+", default=None,
                    help="subset of methods (T-TAME Grad-CAM Grad-CAM++ Score-CAM RISE IG)")
+    p.add_argument("--ttame-epochs", type=int, default=None, help="override TTAME_CONFIGS")
+    p.add_argument("--ttame-lr", type=float, default=None, help="override TTAME_CONFIGS")
+    p.add_argument("--ttame-n-train", type=int, default=None, help="override TTAME_CONFIGS")
+    p.add_argument("--ttame-mask-space", choices=("auto", "input", "pixel"), default=None,
+                   help="override TTAME_CONFIGS")
     p.add_argument("--no-map-cache", action="store_true", help="recompute every baseline's maps")
     p.add_argument("--figure-images", type=int, default=6)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
@@ -146,6 +152,11 @@ def run_backbone(arch: str, args: argparse.Namespace) -> dict[str, Any]:
           f"({time.perf_counter() - t0:.0f} s)", flush=True)
 
     cfg = QUICK_TTAME if args.quick else TTAME_CONFIGS[arch]
+    overrides = {
+        "epochs": args.ttame_epochs, "lr": args.ttame_lr, "n_train": args.ttame_n_train,
+        "mask_space": args.ttame_mask_space,
+    }
+    cfg = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
     t1 = time.perf_counter()
     explainer, ttame_meta = get_ttame(model, arch, cfg, args.cache, image_size)
     last = ttame_meta["history"][-1] if ttame_meta.get("history") else {}
@@ -196,7 +207,10 @@ def run_backbone(arch: str, args: argparse.Namespace) -> dict[str, Any]:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{arch}.md").write_text(markdown_table(arch, out))
     k = args.figure_images
-    labels = [f"{CLASS_NAMES[int(c)]}" for c in evalset.predicted[:k]]
+    labels = [
+        f"pred {CLASS_NAMES[int(p)]}\ntrue {CLASS_NAMES[int(t)]}"
+        for p, t in zip(evalset.predicted[:k], evalset.labels[:k])
+    ]
     figure(args.out / f"{arch}.png", arch, evalset.images[:k], evalset.masks[:k], fig_maps,
            labels)
     return out
@@ -205,6 +219,8 @@ def run_backbone(arch: str, args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for name in ("ttame_attr._core.training", "ttame_attr.data"):  # epoch lines of the training
+        logging.getLogger(name).setLevel(logging.INFO)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
