@@ -78,6 +78,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="iteration cap of ROAD's imputation solver")
     p.add_argument("--methods", nargs="+", default=None,
                    help="subset of methods (T-TAME Grad-CAM Grad-CAM++ Score-CAM RISE IG)")
+    p.add_argument("--classifier-n-train", type=int, default=None,
+                   help="override the classifier recipe of ttame_attr.data.RECIPES")
+    p.add_argument("--classifier-epochs", type=int, default=None)
+    p.add_argument("--classifier-lr", type=float, default=None)
     p.add_argument("--ttame-epochs", type=int, default=None, help="override TTAME_CONFIGS")
     p.add_argument("--ttame-lr", type=float, default=None, help="override TTAME_CONFIGS")
     p.add_argument("--ttame-n-train", type=int, default=None, help="override TTAME_CONFIGS")
@@ -142,7 +146,12 @@ def cached_maps(
 def run_backbone(arch: str, args: argparse.Namespace) -> dict[str, Any]:
     image_size = 32 if args.quick else IMAGE_SIZE
     t0 = time.perf_counter()
-    model, cls_info = get_classifier(arch, args.cache, image_size, args.quick, args.seed)
+    recipe = {
+        "num_train": args.classifier_n_train, "epochs": args.classifier_epochs,
+        "lr": args.classifier_lr,
+    }
+    recipe = {k: v for k, v in recipe.items() if v is not None}
+    model, cls_info = get_classifier(arch, args.cache, image_size, args.quick, args.seed, recipe)
     pixel_model = M.PixelModel(model).eval()
     test = SyntheticShapes(args.n_images, image_size=image_size, seed=args.seed, split="test")
     evalset = make_eval_set(pixel_model, test, args.n_images)

@@ -53,12 +53,18 @@ def fingerprint(model: nn.Module) -> str:
 
 
 def get_classifier(
-    arch: str, cache_dir: Path, image_size: int, quick: bool, seed: int = 0
+    arch: str,
+    cache_dir: Path,
+    image_size: int,
+    quick: bool,
+    seed: int = 0,
+    recipe: dict[str, Any] | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """A trained classifier in eval mode and facts about it (accuracy, training time).
 
     Full runs use :func:`ttame_attr.data.load_or_train` (cached under ``cache_dir``). Quick runs
     train a tiny model for a few steps (smoke test only: its accuracy is near chance).
+    ``recipe`` overrides ``num_train``, ``epochs`` or ``lr`` of the data package's recipe.
     """
     if quick:
         from ttame_attr.data import build_classifier, train_classifier
@@ -72,7 +78,7 @@ def get_classifier(
         return model, {"quick": True, "seconds": time.perf_counter() - start}
     from ttame_attr.data import load_or_train
 
-    result = load_or_train(arch, cache_dir=cache_dir)
+    result = load_or_train(arch, cache_dir, image_size=image_size, seed=seed, **(recipe or {}))
     if isinstance(result, tuple):
         model, info = result[0], result[1]
         info = info if isinstance(info, dict) else getattr(info, "__dict__", {"info": str(info)})
