@@ -19,6 +19,9 @@ from ttame_attr.metrics import (
     PointingGame,
 )
 
+#: Removed fractions of ROAD (the paper's).
+ROAD_FRACTIONS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 0.9)
+
 
 @dataclass
 class EvalSet:
@@ -60,16 +63,24 @@ def evaluate_maps(
     *,
     deletion_steps: int,
     batch: int = 100,
-    road_chunk: int = 700,
+    road_chunk: int = 200,
     seed: int = 0,
     pg_tolerance: float = 4.0,
     road_max_iter: int = 2000,
 ) -> dict[str, Any]:
     """All metrics for one method's maps, as a flat JSON-ready dict."""
     gen = torch.Generator().manual_seed(seed)  # the same ROAD noise for every method
+    # One ROAD object per removed fraction: the imputation solver iterates until the hardest
+    # system of a chunk converges (90% removed needs ~4x the iterations of 10%), so chunks of one
+    # fraction are ~2x cheaper than chunks mixing all seven. Same metric, same defaults.
+    road_parts = {
+        f"road_{f}": ROAD(pixel_model, fractions=(f,), generator=gen, max_batch=road_chunk,
+                          max_iter=road_max_iter)
+        for f in ROAD_FRACTIONS
+    }
     metrics = {
         "ad_ic": AverageDropIncrease(pixel_model),
-        "road": ROAD(pixel_model, generator=gen, max_batch=road_chunk, max_iter=road_max_iter),
+        **road_parts,
         "deletion": Deletion(pixel_model, steps=deletion_steps, max_batch=road_chunk),
         "insertion": Insertion(pixel_model, steps=deletion_steps, max_batch=road_chunk),
     }
@@ -89,7 +100,9 @@ def evaluate_maps(
         pg_tol.update(m, gt)
         epg.update(m, gt)
     adic = metrics["ad_ic"].compute()
-    road = metrics["road"].compute()
+    roads = [metrics[name].compute() for name in road_parts]
+    morf = [float(r.morf_accuracy[0]) for r in roads]
+    lerf = [float(r.lerf_accuracy[0]) for r in roads]
     dele = metrics["deletion"].compute()
     ins = metrics["insertion"].compute()
     result: dict[str, Any] = {}
@@ -98,11 +111,11 @@ def evaluate_maps(
         result[f"ad_{pct}"] = adic.average_drop[f]
         result[f"ic_{pct}"] = adic.increase_in_confidence[f]
     result.update(
-        road_morf=road.morf_average,
-        road_lerf=road.lerf_average,
-        road_fractions=list(road.fractions),
-        road_morf_curve=road.morf_accuracy.tolist(),
-        road_lerf_curve=road.lerf_accuracy.tolist(),
+        road_morf=sum(morf) / len(morf),
+        road_lerf=sum(lerf) / len(lerf),
+        road_fractions=list(ROAD_FRACTIONS),
+        road_morf_curve=morf,
+        road_lerf_curve=lerf,
         deletion_auc=dele.auc,
         insertion_auc=ins.auc,
         pointing_game=pg.compute().accuracy,

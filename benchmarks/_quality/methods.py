@@ -154,6 +154,18 @@ def cam_target_layer(
     raise ValueError(f"arch: expected 'cnn', 'vit' or 'swin', got {arch!r}")
 
 
+def _silence_score_cam_progress() -> None:
+    """pytorch-grad-cam's Score-CAM opens a tqdm bar per image; keep the benchmark log readable."""
+    import pytorch_grad_cam.score_cam as score_cam
+
+    class _Quiet:
+        @staticmethod
+        def tqdm(iterable: Any, *args: Any, **kwargs: Any) -> Any:
+            return iterable
+
+    score_cam.tqdm = _Quiet
+
+
 class PytorchGradCAM(Explainer):
     """Grad-CAM, Grad-CAM++ or Score-CAM from pytorch-grad-cam, on the normalised input."""
 
@@ -167,6 +179,7 @@ class PytorchGradCAM(Explainer):
         if kind == "Score-CAM":
             self.cam.batch_size = score_batch  # masked copies per forward pass (default 16)
             self.batch_size = 10
+            _silence_score_cam_progress()
 
     def explain(self, images: Tensor, target: Tensor) -> Tensor:
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
