@@ -21,7 +21,6 @@ import torch
 
 from ttame_attr.data import (
     ARCHITECTURES,
-    RECIPES,
     SyntheticShapes,
     evaluate_accuracy,
     load_or_train,
@@ -39,6 +38,8 @@ def main() -> None:
     parser.add_argument("--retrain", action="store_true", help="ignore cached checkpoints")
     parser.add_argument("--cache-dir", type=Path, default=CACHE)
     parser.add_argument("--num-test", type=int, default=2000)
+    parser.add_argument("--num-train", type=int, default=None, help="override the recipe")
+    parser.add_argument("--epochs", type=int, default=None, help="override the recipe")
     args = parser.parse_args()
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -54,6 +55,8 @@ def main() -> None:
             progress=True,
             retrain=args.retrain,
             num_eval=args.num_test,
+            num_train=args.num_train,
+            epochs=args.epochs,
         )
         wall = time.perf_counter() - start
         test_loader = torch.utils.data.DataLoader(
@@ -64,7 +67,7 @@ def main() -> None:
         row = {
             "arch": arch,
             "params": sum(p.numel() for p in model.parameters()),
-            "recipe": RECIPES[arch],
+            "recipe": info["recipe"],
             "test_accuracy": accuracy,
             "val_accuracy": info["val_accuracy"],
             "train_seconds": info["train_seconds"],

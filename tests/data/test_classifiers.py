@@ -95,7 +95,7 @@ def test_few_steps_decrease_loss(arch: str) -> None:
     before = loss()
     train_classifier(
         model,
-        loader * 15,
+        loader * 10,
         None,
         epochs=1,
         lr=3e-3,
@@ -139,7 +139,7 @@ def test_augment_is_a_flip_or_rotation() -> None:
 
 
 def test_load_or_train_caches(tmp_path) -> None:
-    kwargs = dict(image_size=SIZE, num_train=16, epochs=1, batch_size=8, num_eval=8)
+    kwargs = {"image_size": SIZE, "num_train": 16, "epochs": 1, "batch_size": 8, "num_eval": 8}
     model, info = load_or_train("cnn", tmp_path, **kwargs)
     assert not info["cached"] and 0.0 <= info["test_accuracy"] <= 1.0
     files = sorted(p.suffix for p in tmp_path.iterdir())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from pytorch_grad_cam.metrics.road import NoisyLinearImputer
@@ -93,3 +95,10 @@ def test_errors_name_the_argument() -> None:
         noisy_linear_impute(IMG[0], torch.zeros(1, 3, 3, dtype=torch.bool))
     with pytest.raises(ValueError, match="removed"):
         noisy_linear_impute(IMG, torch.zeros(1, 4, 3, dtype=torch.bool))
+
+
+def test_generator_on_another_device_is_rejected() -> None:
+    # stand-in for a CUDA generator (none can be built on a CPU-only machine)
+    gen = SimpleNamespace(device=torch.device("cuda", 0))
+    with pytest.raises(ValueError, match="generator: it lives on cuda:0"):
+        noisy_linear_impute(IMG, torch.zeros(1, 3, 3, dtype=torch.bool), 0.01, gen)  # type: ignore[arg-type]

@@ -127,7 +127,8 @@ def average_drop_increase(
         AD = 100 / N * sum(max(0, Y - O) / Y)      (lower is better)
         IC = 100 / N * sum(O > Y)                  (higher is better)
 
-    Masking happens in the space ``inputs`` are given in. To mask in ``[0, 1]`` pixel space
+    A constant map (e.g. all zeros) normalises to all zeros, so its masked image is the
+    baseline everywhere. Masking happens in the space ``inputs`` are given in. To mask in ``[0, 1]`` pixel space
     (the paper's "raw" masking for CNNs), pass unnormalised images and a model that normalises
     internally, e.g. ``nn.Sequential(torchvision.transforms.Normalize(mean, std), model)``.
 

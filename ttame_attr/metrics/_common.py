@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -114,14 +115,22 @@ def model_device(model: nn.Module, fallback: torch.device) -> torch.device:
     return fallback
 
 
+_WARNED_TRAINING: weakref.WeakSet[nn.Module] = weakref.WeakSet()
+
+
 def warn_if_training(model: nn.Module, where: str) -> None:
-    """Log a warning (the metric does not change the model) if any module is in training mode."""
+    """Log a warning (once per model object) if any module is in training mode.
+
+    The metric does not change the model's mode: flipping it silently could surprise callers
+    that train the model between evaluations.
+    """
     if not isinstance(model, nn.Module):
         raise TypeError(
             f"model: expected a torch.nn.Module, got {type(model).__name__}. Pass the classifier "
             "whose explanations are evaluated."
         )
-    if any(m.training for m in model.modules()):
+    if any(m.training for m in model.modules()) and model not in _WARNED_TRAINING:
+        _WARNED_TRAINING.add(model)
         logger.warning(
             "%s: the model is in training mode (dropout, batch-norm statistics); the metric "
             "does not change it, so scores may be random or shift the model's statistics. Call "
@@ -292,6 +301,9 @@ def minmax_normalize(maps: Tensor) -> Tensor:
     span = flat.max(dim=1, keepdim=True).values - low
     safe = torch.where(span > 0, span, torch.ones_like(span))
     normed = torch.where(span > 0, (flat - low) / safe, torch.zeros_like(flat))
+    constant = int((span <= 0).sum())
+    if constant:
+        logger.debug("minmax_normalize: %d constant map(s) normalised to all zeros", constant)
     return normed.view_as(maps)
 
 
@@ -336,7 +348,8 @@ def prepare(
     """Check the arguments, run the clean forward pass, resolve the target, get the maps."""
     warn_if_training(model, where)
     x = check_inputs(inputs)
-    x = x.to(model_device(model, x.device))
+    # detached: nothing below builds a graph, even if the caller's tensor requires grad
+    x = x.detach().to(model_device(model, x.device))
     clean = clean_forward(model, x)
     predicted = clean.argmax(dim=1)
     tgt = resolve_target(target, x.shape[0], clean.shape[1], predicted)
@@ -355,16 +368,14 @@ def make_baseline(baseline: Any, inputs: Tensor, name: str = "baseline") -> Tens
         )
     value = torch.as_tensor(baseline, dtype=inputs.dtype, device=inputs.device)
     try:
-        torch.broadcast_shapes(value.shape, inputs.shape)
+        fits = torch.broadcast_shapes(value.shape, inputs.shape) == inputs.shape
     except RuntimeError:
+        fits = False
+    if not fits:
         raise ValueError(
             f"{name}: shape {tuple(value.shape)} does not broadcast to the inputs "
             f"{tuple(inputs.shape)}. Use a number, a (C, 1, 1) per-channel value or a full "
             "(N, C, H, W) tensor."
-        ) from None
-    if value.dim() > 4 or (value.dim() == 4 and value.shape[0] not in (1, inputs.shape[0])):
-        raise ValueError(
-            f"{name}: shape {tuple(value.shape)} does not fit inputs {tuple(inputs.shape)}."
         )
     return value
 

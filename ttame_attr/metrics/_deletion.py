@@ -13,6 +13,7 @@ from ttame_attr.metrics._common import (
     Accumulator,
     MapsOrExplain,
     TargetArg,
+    check_inputs,
     check_positive_int,
     chunks,
     count,
@@ -78,6 +79,10 @@ def gaussian_blur(images: Tensor, kernel_size: int = 11, sigma: float = 5.0) -> 
 
     Returns:
         A new ``(N, C, H, W)`` tensor.
+
+    Raises:
+        TypeError: if ``images`` is not a floating point tensor.
+        ValueError: if ``images`` is not 4-D, or the kernel arguments are invalid.
     """
     if (
         isinstance(kernel_size, bool)
@@ -88,6 +93,7 @@ def gaussian_blur(images: Tensor, kernel_size: int = 11, sigma: float = 5.0) -> 
         raise ValueError(f"kernel_size: expected an odd positive integer, got {kernel_size!r}.")
     if not isinstance(sigma, (int, float)) or sigma <= 0:
         raise ValueError(f"sigma: expected a positive number, got {sigma!r}.")
+    check_inputs(images, "images")
     c = images.shape[1]
     ax = torch.arange(kernel_size, dtype=torch.float64) - (kernel_size - 1) / 2
     g = torch.exp(-(ax**2) / (2.0 * sigma**2))

@@ -73,8 +73,8 @@ def noisy_linear_impute(
         noise_std: standard deviation of the Gaussian noise added to the imputed pixels
             (ROAD uses 0.01). ``0`` gives the plain linear imputation.
         generator: optional ``torch.Generator`` on the images' device, for reproducible noise.
-        tol: relative residual ``||r|| / ||b||`` at which the conjugate gradient stops, per
-            image and channel.
+        tol: relative residual ``||r|| / max(||b||, ||r_0||)`` at which the conjugate gradient
+            stops, per image and channel.
         max_iter: maximum number of conjugate gradient iterations.
 
     Returns:
@@ -84,7 +84,7 @@ def noisy_linear_impute(
 
     Raises:
         TypeError: if ``images`` or ``removed`` is not a tensor.
-        ValueError: if the shapes do not match.
+        ValueError: if the shapes do not match, or ``generator`` is on another device.
 
     Example:
         >>> img = torch.arange(9.0).view(1, 1, 3, 3)
@@ -116,6 +116,11 @@ def noisy_linear_impute(
             f"removed: expected shape (N, H, W) = {(n, h, w)} matching images, got "
             f"{tuple(removed.shape)}. Pass one mask per image at the images' resolution."
         )
+    if generator is not None and generator.device.type != images.device.type:
+        raise ValueError(
+            f"generator: it lives on {generator.device}, but the images are on {images.device}. "
+            "Create it there: torch.Generator(device=images.device).manual_seed(seed)."
+        )
     out_dtype = images.dtype
     dtype = out_dtype if out_dtype in (torch.float32, torch.float64) else torch.float32
     device = images.device
@@ -143,9 +148,10 @@ def noisy_linear_impute(
     p = z.clone()
     rz = (r * z).sum(dim=(1, 2, 3), keepdim=True)
     b_norm = b.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
-    # Systems with b == 0 have the solution 0 (or no unknowns at all).
-    threshold = tol * b_norm
-    active = r.flatten(1).norm(dim=1).view(-1, 1, 1, 1) > threshold
+    r_norm = r.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    # Relative to ||b||, or to the first residual where b == 0 (all known neighbours are 0).
+    threshold = tol * torch.maximum(b_norm, r_norm)
+    active = r_norm > threshold
     iterations = 0
     while bool(active.any()) and iterations < max_iter:
         ap = apply_a(p)
