@@ -1,0 +1,1 @@
+"""Helpers of ``benchmarks/quality.py``: models, explanation methods, evaluation, reports."""

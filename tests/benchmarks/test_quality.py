@@ -1,0 +1,80 @@
+"""Smoke test of ``benchmarks/quality.py --quick``: it runs end to end and writes its outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "benchmarks" / "quality.py"
+METHODS = ["T-TAME", "Grad-CAM", "Grad-CAM++", "Score-CAM", "RISE", "IG"]
+METRIC_KEYS = [
+    "ad_100", "ad_50", "ad_15", "ic_100", "ic_50", "ic_15", "road_morf", "road_lerf",
+    "deletion_auc", "insertion_auc", "pointing_game", "energy_pointing_game",
+    "seconds_per_image",
+]
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    out = tmp_path_factory.mktemp("quality")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg"}
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--out", str(out), "--threads", "2"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc.stdout
+
+
+def test_quick_run_writes_every_output(quick_run: tuple[Path, str]) -> None:
+    out, _ = quick_run
+    for name in ["results.json", "results.md"] + [
+        f"{b}.{ext}" for b in ("cnn", "vit", "swin") for ext in ("md", "png")
+    ]:
+        assert (out / name).is_file(), name
+        assert (out / name).stat().st_size > 0, name
+    assert (out / "cnn.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_results_json_structure(quick_run: tuple[Path, str]) -> None:
+    out, _ = quick_run
+    report = json.loads((out / "results.json").read_text())
+    assert report["settings"]["quick"] is True
+    assert sorted(report["backbones"]) == ["cnn", "swin", "vit"]
+    for arch, res in report["backbones"].items():
+        assert res["n_images"] == 2
+        assert list(res["methods"]) == METHODS, arch
+        assert res["ttame"]["layers"], arch
+        for method, values in res["methods"].items():
+            for key in METRIC_KEYS:
+                assert isinstance(values[key], float), (arch, method, key)
+            assert 0.0 <= values["ad_15"] <= 100.0
+            assert 0.0 <= values["ic_15"] <= 100.0
+            assert 0.0 <= values["road_morf"] <= 1.0
+            assert 0.0 <= values["energy_pointing_game"] <= 1.0
+            assert len(values["road_morf_curve"]) == len(values["road_fractions"]) == 7
+            assert values["seconds_per_image"] > 0.0
+        assert set(res["goal_ranks"]) == {
+            "ad_100", "ad_50", "ad_15", "ic_100", "ic_50", "ic_15", "road_morf", "pointing_game"
+        }
+        assert all(1 <= r <= len(METHODS) for r in res["goal_ranks"].values())
+
+
+def test_markdown_table_has_a_row_per_method(quick_run: tuple[Path, str]) -> None:
+    out, stdout = quick_run
+    table = (out / "vit.md").read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line]
+    assert rows[0].startswith("| method |")
+    assert [r.split("|")[1].strip() for r in rows[1:]] == METHODS
+    assert len(rows[1].split("|")) == len(rows[0].split("|"))
+    # seconds per image are printed for every backbone and method
+    assert "Seconds per image:" in stdout
+    for arch in ("cnn", "vit", "swin"):
+        line = next(s for s in stdout.splitlines() if s.strip().startswith(f"{arch}:"))
+        assert all(m in line for m in METHODS)
