@@ -65,6 +65,11 @@ def check_inputs(inputs: Any, name: str = "inputs") -> Tensor:
             f"{name}: got an empty batch (N = 0, shape {tuple(inputs.shape)}). Pass at least "
             "one image; skip empty batches before calling the metric."
         )
+    if min(inputs.shape[1:]) == 0:
+        raise ValueError(
+            f"{name}: channels, height and width must be at least 1, got shape "
+            f"{tuple(inputs.shape)}. Pass (N, C, H, W) images."
+        )
     if not inputs.is_floating_point():
         raise TypeError(
             f"{name}: expected a floating point tensor, got dtype {inputs.dtype}. Convert it "
@@ -172,8 +177,19 @@ def probabilities(
 
 @torch.no_grad()
 def clean_forward(model: nn.Module, inputs: Tensor) -> Tensor:
-    """Softmax probabilities ``(N, K)`` of the clean images (float32)."""
-    return forward_logits(model, inputs).float().softmax(dim=1)
+    """Softmax probabilities ``(N, K)`` of the clean images (float32).
+
+    Raises:
+        ValueError: when the model cannot take ``inputs`` (wrong channels, size or dtype).
+    """
+    try:
+        logits = forward_logits(model, inputs)
+    except (RuntimeError, AssertionError) as err:
+        raise ValueError(
+            f"inputs: the model failed on images of shape {tuple(inputs.shape)} and dtype "
+            f"{inputs.dtype} ({type(err).__name__}: {err}). Pass images the model accepts."
+        ) from err
+    return logits.float().softmax(dim=1)
 
 
 def resolve_target(target: TargetArg, n: int, num_classes: int, predicted: Tensor) -> Tensor:
