@@ -69,7 +69,8 @@ def map_shapes(draw, in_shape):
     return draw(st.sampled_from([(n, 1, h, w), (n, h, w), (n, 3, h, w), (n + 1, 1, h, w)])
                 if draw(st.integers(0, 3)) else shapes)
 targets = st.one_of(
-    st.none(), st.none(), st.integers(0, K - 1), st.integers(-2, K + 1), st.lists(st.integers(-1, K), min_size=0, max_size=4),
+    st.none(), st.none(), st.integers(0, K - 1), st.integers(-2, K + 1),
+    st.lists(st.integers(-1, K), min_size=0, max_size=4),
     st.sampled_from(["cat", 1.5]),
 )
 
@@ -147,7 +148,8 @@ def test_road(data, in_shape, dtype, target) -> None:
 
 
 @FUZZ
-@given(data=st.data(), mask_shape=image_shapes.map(lambda s: (s[0], 1, *s[2:]) if len(s) == 4 else s),
+@given(data=st.data(),
+       mask_shape=image_shapes.map(lambda s: (s[0], 1, *s[2:]) if len(s) == 4 else s),
        dtype=st.sampled_from(DTYPES), mask_dtype=st.sampled_from(DTYPES),
        tolerance=st.sampled_from([0.0, 2.0, -1.0]))
 def test_pointing_games(data, mask_shape, dtype, mask_dtype, tolerance) -> None:

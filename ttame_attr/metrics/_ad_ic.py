@@ -128,9 +128,10 @@ def average_drop_increase(
         IC = 100 / N * sum(O > Y)                  (higher is better)
 
     A constant map (e.g. all zeros) normalises to all zeros, so its masked image is the
-    baseline everywhere. Masking happens in the space ``inputs`` are given in. To mask in ``[0, 1]`` pixel space
-    (the paper's "raw" masking for CNNs), pass unnormalised images and a model that normalises
-    internally, e.g. ``nn.Sequential(torchvision.transforms.Normalize(mean, std), model)``.
+    baseline everywhere. Masking happens in the space ``inputs`` are given in. To mask in
+    ``[0, 1]`` pixel space (the paper's "raw" masking for CNNs), pass unnormalised images and a
+    model that normalises internally, e.g.
+    ``nn.Sequential(torchvision.transforms.Normalize(mean, std), model)``.
 
     The metric expects a model in eval mode; it never changes the model's mode (a model in
     training mode gets a logged warning). Forward passes run under ``torch.no_grad()`` on the
