@@ -6,6 +6,7 @@ import json
 import os
 import pickle
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,18 +22,19 @@ FORMAT = "ttame_attr.head"
 FORMAT_VERSION = 1
 
 
-def atomic_torch_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save`` to a temporary file in the same folder, then rename over ``path``.
+def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
+    """Call ``write(tmp)`` on a temporary file in ``path``'s folder, then rename it to ``path``.
 
-    A crash while writing leaves the previous file intact, never a truncated one.
+    The file and its folder are fsynced, so a crash while writing leaves the previous file
+    intact, never a truncated one; the temporary file is removed on error.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
+        write(tmp)
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -40,6 +42,14 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` to a temporary file in the same folder, then rename over ``path``.
+
+    A crash while writing leaves the previous file intact, never a truncated one.
+    """
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -113,19 +123,7 @@ def _save_head_safetensors(explainer: TTAME, path: Path) -> Path:
         "format_version": str(FORMAT_VERSION),
         "config": json.dumps(explainer.config()),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        st.save_file(tensors, tmp, metadata=metadata)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
+    return atomic_write(path, lambda tmp: st.save_file(tensors, tmp, metadata=metadata))
 
 
 def _read_safetensors(path: Path) -> dict[str, Any]:
