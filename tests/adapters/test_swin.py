@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 import torchvision
 from adapter_helpers import geometry, model_state, round_trip, seed  # noqa: F401 (seed: autouse)
 
@@ -10,7 +9,7 @@ from ttame_attr._core.ttame import TTAME
 
 
 def test_timm_swin_stages_are_channels_last() -> None:
-    pytest.importorskip("timm")
+    import timm  # noqa: F401  (a dev dependency: fail loudly if missing)
     from timm.models.swin_transformer import SwinTransformer
 
     model = SwinTransformer(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 import torch
 import torchvision
 from adapter_helpers import geometry, model_state, round_trip, seed  # noqa: F401 (seed: autouse)
@@ -28,7 +27,7 @@ def test_torchvision_vit_reads_ln1_of_the_last_three_blocks() -> None:
 
 
 def test_timm_test_vit_has_one_prefix_token() -> None:
-    timm = pytest.importorskip("timm")
+    import timm
     model = timm.create_model("test_vit", pretrained=False, num_classes=10)
     explainer = TTAME(model)
     _, h, w = explainer.input_size
@@ -49,7 +48,7 @@ def _tiny_timm_vit(**kwargs: Any) -> nn.Module:
 
 
 def test_timm_vit_with_register_tokens_drops_class_and_registers() -> None:
-    pytest.importorskip("timm")
+    import timm  # noqa: F401  (a dev dependency: fail loudly if missing)
     model = _tiny_timm_vit(reg_tokens=4)
     before = model_state(model)
     explainer = TTAME(model)  # built directly: the input size comes from patch_embed.img_size
@@ -60,7 +59,7 @@ def test_timm_vit_with_register_tokens_drops_class_and_registers() -> None:
 
 
 def test_distilled_deit_drops_class_and_distillation_tokens() -> None:
-    pytest.importorskip("timm")
+    import timm  # noqa: F401  (a dev dependency: fail loudly if missing)
     from timm.models.deit import VisionTransformerDistilled
 
     model = VisionTransformerDistilled(
@@ -73,7 +72,7 @@ def test_distilled_deit_drops_class_and_distillation_tokens() -> None:
 
 
 def test_vit_tokens_are_laid_out_row_major_on_a_non_square_grid() -> None:
-    pytest.importorskip("timm")
+    import timm  # noqa: F401  (a dev dependency: fail loudly if missing)
     model = _tiny_timm_vit(img_size=(32, 48), reg_tokens=1)
     before = model_state(model)
     explainer = TTAME(model)
