@@ -2,7 +2,7 @@
 
 Runs every metric on a random-weight torchvision ResNet-18 at 224x224 on CUDA (CPU fallback),
 prints timings, and compares the fp32 imputer on the device against a float64 CPU solve.
-Usage from the repository root: ``PYTHONPATH=$PWD python3 tests/metrics/device_check.py``;
+Usage from the repository root: ``PYTHONPATH=$PWD python3 benchmarks/metrics_device_check.py``;
 ``SIZE`` and ``N`` environment variables shrink it (e.g. ``SIZE=32 N=4`` on a CPU).
 """
 
