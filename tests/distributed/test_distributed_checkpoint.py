@@ -2,30 +2,16 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import torch
-import torch.multiprocessing as mp
 from _ddp_checkpoint_workers import run_checkpoints
-
-WORLD = 2
-TIMEOUT_S = 240
+from ddp_spawn import WORLD, run_ranks
 
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     out = tmp_path_factory.mktemp("ddp_ckpt")
-    context = mp.start_processes(
-        run_checkpoints, args=(WORLD, str(out / "init"), str(out)), nprocs=WORLD, join=False,
-        start_method="spawn",
-    )
-    deadline = time.monotonic() + TIMEOUT_S
-    while not context.join(timeout=1):
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.kill()
-            pytest.fail(f"the distributed workers did not finish in {TIMEOUT_S} s (hang?)")
+    run_ranks(run_checkpoints, (WORLD, str(out / "init"), str(out)))
     return [torch.load(out / f"ckpt_rank{r}.pt", weights_only=True) for r in range(WORLD)]
 
 

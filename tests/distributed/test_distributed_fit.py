@@ -7,13 +7,11 @@ start-ups once); the tests below check what each rank wrote.
 from __future__ import annotations
 
 import socket
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 from _ddp_workers import (
     EPOCHS,
     LR,
@@ -25,12 +23,10 @@ from _ddp_workers import (
     make_explainer,
     run_all,
 )
+from ddp_spawn import WORLD, run_ranks
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 from ttame_attr import fit
-
-WORLD = 2
-TIMEOUT_S = 240  # a hang fails the test instead of blocking the suite
 
 
 @contextmanager
@@ -50,16 +46,7 @@ def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     with socket.socket() as sock:  # a free port for the torchrun-environment scenario
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    context = mp.start_processes(
-        run_all, args=(WORLD, str(out / "init"), str(out), "cpu", False, False, port),
-        nprocs=WORLD, join=False, start_method="spawn",
-    )
-    deadline = time.monotonic() + TIMEOUT_S
-    while not context.join(timeout=1):
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.kill()
-            pytest.fail(f"the distributed workers did not finish in {TIMEOUT_S} s (hang?)")
+    run_ranks(run_all, (WORLD, str(out / "init"), str(out), "cpu", False, False, port))
     return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
 
 
