@@ -9,6 +9,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from _ddp_workers import LR, PER_RANK_BATCH, SEED, _error, _head_state, images, make_explainer
+from ddp_spawn import leave_without_teardown
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -78,6 +79,7 @@ def run_checkpoints(rank: int, world: int, init_file: str, out_dir: str) -> None
         torch.save(result, out / f"ckpt_rank{rank}.pt")
         if dist.is_initialized():
             dist.destroy_process_group()
+    leave_without_teardown()
 
 
 def _error_any(fn) -> str | None:

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from ddp_spawn import leave_without_teardown
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Sampler, TensorDataset, WeightedRandomSampler
 
@@ -233,3 +234,4 @@ def run_all(
         torch.save(result, Path(out_dir) / f"rank{rank}.pt")
         if dist.is_initialized():
             dist.destroy_process_group()
+    leave_without_teardown()
