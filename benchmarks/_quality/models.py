@@ -78,7 +78,9 @@ def get_classifier(
         return model, {"quick": True, "seconds": time.perf_counter() - start}
     from ttame_attr.data import load_or_train
 
-    result = load_or_train(arch, cache_dir, image_size=image_size, seed=seed, **(recipe or {}))
+    result = load_or_train(
+        arch, cache_dir, image_size=image_size, seed=seed, num_eval=1000, **(recipe or {})
+    )
     if isinstance(result, tuple):
         model, info = result[0], result[1]
         info = info if isinstance(info, dict) else getattr(info, "__dict__", {"info": str(info)})

@@ -105,6 +105,7 @@ def _road_probs(
     max_batch: int | None,
     tol: float,
     max_iter: int,
+    solver: str = "auto",
 ) -> tuple[Tensor, Tensor]:
     """Probabilities and top-1 classes ``(N, 2, P)`` (order 0 = MoRF, 1 = LeRF)."""
     n, _, h, w = inputs.shape
@@ -120,10 +121,19 @@ def _road_probs(
         order, level = job // p, job % p
         removed = ranks[image, order] < ks[level].view(-1, 1)
         imputed = noisy_linear_impute(
-            inputs[image], removed.view(-1, h, w), noise_std, generator, tol, max_iter
+            inputs[image], removed.view(-1, h, w), noise_std, generator, tol, max_iter, solver
         )
         probs[part], top1[part] = probabilities(model, imputed, target[image])
     return probs.view(n, 2, p), top1.view(n, 2, p)
+
+
+def _check_solver(solver: object) -> str:
+    if solver not in ("auto", "direct", "cg"):
+        raise ValueError(
+            f"solver: expected 'auto', 'direct' or 'cg', got {solver!r}. Use 'auto' unless you "
+            "need a specific imputation solver."
+        )
+    return str(solver)
 
 
 def road(
@@ -137,6 +147,7 @@ def road(
     max_batch: int | None = None,
     tol: float = 1e-5,
     max_iter: int = 2000,
+    solver: str = "auto",
 ) -> ROADResult:
     """ROAD MoRF / LeRF scores with the noisy linear imputer (Rong et al., ICML 2022).
 
@@ -164,8 +175,11 @@ def road(
         generator: ``torch.Generator`` on the device, for reproducible noise.
         max_batch: most images per imputation and forward pass (default ``N``); the
             ``N * 2 * P`` perturbed images are processed in chunks of this size.
-        tol: relative residual tolerance of the imputation solver.
-        max_iter: iteration cap of the imputation solver.
+        tol: relative residual tolerance of the conjugate gradient solver.
+        max_iter: iteration cap of the conjugate gradient solver.
+        solver: imputation solver, ``"auto"``, ``"direct"`` or ``"cg"`` (see
+            :func:`noisy_linear_impute`): ``"auto"`` solves CPU images exactly with scipy when it
+            is installed and runs the batched conjugate gradient on the device otherwise.
 
     Returns:
         A :class:`ROADResult` with MoRF/LeRF curves ``(P,)``, their averages and per-sample
@@ -174,7 +188,7 @@ def road(
     Raises:
         TypeError: non-tensor inputs or maps, non-integer target.
         ValueError: wrong shapes, mismatched batch sizes, empty batch, fractions outside
-            ``(0, 1]``, negative ``noise_std``.
+            ``(0, 1]``, negative ``noise_std``, unknown ``solver``.
 
     Example:
         >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 5)).eval()
@@ -186,6 +200,7 @@ def road(
     max_batch = check_positive_int(max_batch, "max_batch")
     if not isinstance(noise_std, (int, float)) or isinstance(noise_std, bool) or noise_std < 0:
         raise ValueError(f"noise_std: expected a number >= 0, got {noise_std!r}. ROAD uses 0.01.")
+    _check_solver(solver)
     prep = prepare(model, inputs, maps, target, "road")
     probs, top1 = _road_probs(
         model,
@@ -198,6 +213,7 @@ def road(
         max_batch,
         tol,
         max_iter,
+        solver,
     )
     return ROADResult.from_per_sample(
         fr, prep.target, probs[:, 0], top1[:, 0], probs[:, 1], top1[:, 1]
@@ -213,8 +229,10 @@ class ROAD(Accumulator):
         noise_std: std of the imputation noise (ROAD: 0.01).
         generator: ``torch.Generator`` for reproducible noise.
         max_batch: most images per imputation and forward pass.
-        tol: relative residual tolerance of the imputation solver.
-        max_iter: iteration cap of the imputation solver.
+        tol: relative residual tolerance of the conjugate gradient solver.
+        max_iter: iteration cap of the conjugate gradient solver.
+        solver: imputation solver, ``"auto"``, ``"direct"`` or ``"cg"`` (see
+            :func:`noisy_linear_impute`).
 
     Example:
         >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 5)).eval()
@@ -233,6 +251,7 @@ class ROAD(Accumulator):
         max_batch: int | None = None,
         tol: float = 1e-5,
         max_iter: int = 2000,
+        solver: str = "auto",
     ) -> None:
         super().__init__()
         self.model = model
@@ -242,6 +261,7 @@ class ROAD(Accumulator):
         self.max_batch = check_positive_int(max_batch, "max_batch")
         self.tol = tol
         self.max_iter = max_iter
+        self.solver = _check_solver(solver)
 
     def update(self, inputs: Tensor, maps: MapsOrExplain, target: TargetArg = None) -> ROADResult:
         """Evaluate one batch, accumulate it, and return the batch's result."""
@@ -256,6 +276,7 @@ class ROAD(Accumulator):
             self.max_batch,
             self.tol,
             self.max_iter,
+            self.solver,
         )
         self._store(
             target=result.target,
