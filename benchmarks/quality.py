@@ -20,10 +20,12 @@ masked or deleted pixels are black and ROAD imputes pixel values, for every meth
 Baseline maps (RISE, Score-CAM, ... all but T-TAME) are cached under ``--cache`` keyed by the
 classifier's weights and the method's settings; ``--no-map-cache`` recomputes them.
 
-Cost (CPU seconds per image on one core of the development machine, CNN): T-TAME 0.001,
-Grad-CAM 0.004, Score-CAM 0.09, IG (50 steps) 0.11, RISE 0.9 per 1,000 masks; the metrics about
-0.5 per image and method, most of it ROAD's imputation solver. On slow machines use fewer
-images / masks (``--n-images``, ``--rise-masks``, ``--deletion-steps``).
+Cost (seconds per image on one core of the 2-core development machine, the other core busy; CNN,
+500 images): T-TAME 0.001, Grad-CAM 0.003, Score-CAM 0.11, IG (50 steps) 0.11, RISE 0.9 (1,000
+masks); all metrics together about 0.19 per image and method (ROAD's exact imputation is 0.11
+of it). With the classifiers, T-TAME heads and baseline maps cached (``--cache``), a run of the
+three backbones on 500 images is metrics only. On slow machines use fewer images / masks
+(``--n-images``, ``--rise-masks``, ``--deletion-steps``).
 """
 
 from __future__ import annotations
@@ -77,12 +79,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cache", type=Path, default=ROOT / "benchmarks" / "_cache")
     p.add_argument("--quick", action="store_true",
                    help="tiny smoke run: 32x32 images, tiny training, few images and masks")
-    p.add_argument("--rise-masks", type=int, default=2000)
+    p.add_argument("--rise-masks", type=int, default=1000,
+                   help="RISE masks per image (8x8 cells on 64x64 images)")
     p.add_argument("--rise-cells", type=int, default=8)
     p.add_argument("--ig-steps", type=int, default=50)
     p.add_argument("--deletion-steps", type=int, default=32)
     p.add_argument("--road-max-iter", type=int, default=2000,
-                   help="iteration cap of ROAD's imputation solver")
+                   help="iteration cap of ROAD's conjugate gradient (used without scipy)")
     p.add_argument("--methods", nargs="+", default=None,
                    help="subset of methods (T-TAME Grad-CAM Grad-CAM++ Score-CAM RISE IG)")
     p.add_argument("--classifier-n-train", type=int, default=None,

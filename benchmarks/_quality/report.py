@@ -21,6 +21,7 @@ COLUMNS: tuple[tuple[str, str, bool], ...] = (
     ("deletion_auc", "Del. AUC ↓", False),
     ("insertion_auc", "Ins. AUC ↑", True),
     ("pointing_game", "PG ↑", True),
+    ("pointing_game_tol", "PG ±4px ↑", True),
     ("energy_pointing_game", "Energy PG ↑", True),
 )
 
@@ -79,9 +80,20 @@ def markdown_table(backbone: str, result: dict[str, Any]) -> str:
         "min-max normalised map (soft values), removed pixels black. ROAD: mean share of images "
         "whose prediction survives removing 10-90% of pixels (noisy linear imputation), most / "
         "least relevant first. Deletion/insertion AUC of the class probability. PG: pointing "
-        "game (map maximum inside the object mask), Energy PG: share of the map inside the mask."
-        " Bold: best in column.\n"
+        "game (map maximum inside the object mask); PG ±4px: the same with the usual tolerance "
+        "(Zhang et al.: 15 px at 224 px, scaled to 64 px); Energy PG: share of the map inside "
+        "the mask. Bold: best in column.\n"
     )
+    curves = [m for m in methods.values() if "road_morf_curve" in m]
+    if curves:
+        fractions = next(iter(methods.values())).get("road_fractions", [])
+        notes += (
+            "\nROAD MoRF curve (share of predictions unchanged; chance is 1 / classes):\n\n"
+            "| method | " + " | ".join(f"{round(100 * f)}%" for f in fractions) + " |\n"
+            "|---|" + "---:|" * len(fractions) + "\n"
+        )
+        for name, res in methods.items():
+            notes += f"| {name} | " + " | ".join(f"{v:.3f}" for v in res["road_morf_curve"]) + " |\n"
     status = goal_status(methods)
     if status:
         lost = [f"{k} (rank {r})" for k, r in status.items() if r != 1]

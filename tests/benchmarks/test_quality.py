@@ -68,11 +68,14 @@ def test_results_json_structure(quick_run: tuple[Path, str]) -> None:
 
 def test_markdown_table_has_a_row_per_method(quick_run: tuple[Path, str]) -> None:
     out, stdout = quick_run
-    table = (out / "vit.md").read_text()
-    rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line]
-    assert rows[0].startswith("| method |")
-    assert [r.split("|")[1].strip() for r in rows[1:]] == METHODS
-    assert len(rows[1].split("|")) == len(rows[0].split("|"))
+    text = (out / "vit.md").read_text()
+    tables = [t for t in text.split("\n\n") if t.startswith("| method |")]
+    assert len(tables) == 2  # the metrics, then the ROAD MoRF curve per removed fraction
+    for table in tables:
+        rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line]
+        assert [r.split("|")[1].strip() for r in rows[1:]] == METHODS
+        assert all(len(r.split("|")) == len(rows[0].split("|")) for r in rows)
+    assert "| 10% | 20% | 30% | 40% | 50% | 70% | 90% |" in tables[1]
     # seconds per image are printed for every backbone and method
     assert "Seconds per image:" in stdout
     for arch in ("cnn", "vit", "swin"):
