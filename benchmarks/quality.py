@@ -66,7 +66,7 @@ IMAGE_SIZE = 64
 TTAME_CONFIGS: dict[str, TTAMEConfig] = {
     "cnn": TTAMEConfig(n_train=8000, epochs=8, lr=1e-3),
     "vit": TTAMEConfig(n_train=8000, epochs=8, lr=1e-3),
-    "swin": TTAMEConfig(n_train=8000, epochs=8, lr=1e-3),
+    "swin": TTAMEConfig(n_train=8000, epochs=8, lr=1e-2),
 }
 QUICK_TTAME = TTAMEConfig(n_train=64, epochs=1, lr=1e-3)
 
@@ -177,11 +177,14 @@ def run_backbone(arch: str, args: argparse.Namespace) -> dict[str, Any]:
     }
     cfg = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
     t1 = time.perf_counter()
-    explainer, ttame_meta = get_ttame(model, arch, cfg, args.cache, image_size)
-    last = ttame_meta["history"][-1] if ttame_meta.get("history") else {}
-    print(f"[{arch}] T-TAME head ({'cached' if ttame_meta['cached'] else 'trained'}, "
-          f"{time.perf_counter() - t1:.0f} s): layers {explainer.layers}, "
-          f"final fidelity {last.get('fidelity', float('nan')):.3f}", flush=True)
+    explainer: Any = None
+    ttame_meta: dict[str, Any] = {"skipped": "T-TAME not in --methods"}
+    if args.methods is None or "T-TAME" in args.methods:
+        explainer, ttame_meta = get_ttame(model, arch, cfg, args.cache, image_size)
+        last = ttame_meta["history"][-1] if ttame_meta.get("history") else {}
+        print(f"[{arch}] T-TAME head ({'cached' if ttame_meta['cached'] else 'trained'}, "
+              f"{time.perf_counter() - t1:.0f} s): layers {explainer.layers}, "
+              f"final fidelity {last.get('fidelity', float('nan')):.3f}", flush=True)
 
     methods = build_methods(arch, model, pixel_model, explainer, args, image_size)
     results: dict[str, dict[str, Any]] = {}
