@@ -58,14 +58,18 @@ from ttame_attr.data import CLASS_NAMES, SyntheticShapes  # noqa: E402
 BACKBONES = ("cnn", "vit", "swin")
 IMAGE_SIZE = 64
 
-#: T-TAME training per backbone: the paper's recipe (SGD Nesterov 0.9, wd 5e-4, OneCycleLR to
-#: max lr 1e-3, batch 32, 8 epochs, loss weights 1.5/2/0.01) on 8,000 training images (250 steps
-#: per epoch, 2,000 in all). A short trial on an under-trained CNN (2,000 images x 4 epochs) gave
-#: lr 1e-2 a lower training loss but mixed metrics (AD 15% better; IC 15% and ROAD-MoRF worse), so
-#: the paper's lr stays until it is measured on the >= 95% classifiers.
+#: T-TAME training per backbone: the paper's recipe (SGD Nesterov 0.9, wd 5e-4, OneCycleLR,
+#: batch 32, loss weights 1.5/2/0.01) on 8,000 training images (250 steps per epoch), with the
+#: maximum learning rate raised from the paper's 1e-3 to 1e-2: the paper trains 40,000 steps per
+#: ImageNet epoch, this benchmark 250. Chosen on 300 images of the *validation* split (never the
+#: test images the benchmark reports), T-TAME fitted with lr 1e-3 -> 1e-2:
+#: CNN AD15 2.75 -> 2.45, IC15 49.3 -> 53.3, PG 0.72 -> 0.76;
+#: ViT AD15 42.6 -> 33.7, IC15 9.7 -> 13.7 (16 epochs instead of 8: AD15 30.5, IC15 12.3);
+#: Swin AD15 10.1 -> 9.4, IC15 41.7 -> 40.0, PG 0.59 -> 0.62 (a draw; 1e-2 kept for all three).
+#: The ViT gets 16 epochs: its loss was still falling after 8.
 TTAME_CONFIGS: dict[str, TTAMEConfig] = {
-    "cnn": TTAMEConfig(n_train=8000, epochs=8, lr=1e-3),
-    "vit": TTAMEConfig(n_train=8000, epochs=8, lr=1e-3),
+    "cnn": TTAMEConfig(n_train=8000, epochs=8, lr=1e-2),
+    "vit": TTAMEConfig(n_train=8000, epochs=16, lr=1e-2),
     "swin": TTAMEConfig(n_train=8000, epochs=8, lr=1e-2),
 }
 QUICK_TTAME = TTAMEConfig(n_train=64, epochs=1, lr=1e-3)
