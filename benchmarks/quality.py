@@ -153,7 +153,7 @@ def cached_maps(
         return blob["maps"].float(), float(blob["seconds_per_image"]), True
     maps, sec = compute_maps(method, evalset)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"maps": maps.half(), "seconds_per_image": torch.tensor(sec)}, path)
+    torch.save({"maps": maps.float(), "seconds_per_image": torch.tensor(sec)}, path)
     return maps, sec, False
 
 
