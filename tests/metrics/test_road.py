@@ -99,3 +99,23 @@ def test_bad_noise_std() -> None:
     x, maps = square_batch()
     with pytest.raises(ValueError, match="noise_std"):
         road(SquareModel().eval(), x, maps, noise_std=-1.0)
+
+
+def test_unknown_solver_is_rejected_before_any_work() -> None:
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 2)).eval()
+    with pytest.raises(ValueError, match="solver: expected one of"):
+        road(model, torch.rand(1, 3, 4, 4), torch.rand(1, 4, 4), solver="lu")
+    with pytest.raises(ValueError, match="solver: expected one of"):
+        ROAD(model, solver="lu")
+
+
+def test_direct_and_cg_solvers_give_the_same_scores() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 3)).eval()
+    x, maps = torch.rand(4, 3, 8, 8), torch.rand(4, 8, 8)
+    runs = [
+        road(model, x, maps, fractions=(0.3, 0.7), noise_std=0.0, solver=solver, tol=1e-10)
+        for solver in ("direct", "cg")
+    ]
+    assert torch.allclose(runs[0].morf_probs, runs[1].morf_probs, atol=1e-5)
+    assert torch.allclose(runs[0].lerf_probs, runs[1].lerf_probs, atol=1e-5)

@@ -39,6 +39,16 @@ _OFFSETS = (
 )
 
 
+def check_solver(solver: object) -> str:
+    """``solver`` if it names an imputation solver, else a ``ValueError`` naming the argument."""
+    if solver not in _SOLVERS:
+        raise ValueError(
+            f"solver: expected one of {list(_SOLVERS)}, got {solver!r}. Use 'auto' unless you "
+            "need a specific solver."
+        )
+    return str(solver)
+
+
 def _scipy_available() -> bool:
     return importlib.util.find_spec("scipy") is not None
 
@@ -211,11 +221,7 @@ def noisy_linear_impute(
             f"generator: it lives on {generator.device}, but the images are on {images.device}. "
             "Create it there: torch.Generator(device=images.device).manual_seed(seed)."
         )
-    if solver not in _SOLVERS:
-        raise ValueError(
-            f"solver: expected one of {list(_SOLVERS)}, got {solver!r}. Use 'auto' unless you "
-            "need a specific solver."
-        )
+    check_solver(solver)
     if solver == "direct" and not _scipy_available():
         raise ImportError(
             "noisy_linear_impute(solver='direct') needs scipy; install it with "
@@ -227,8 +233,10 @@ def noisy_linear_impute(
     dtype = out_dtype if out_dtype in (torch.float32, torch.float64) else torch.float32
     device = images.device
     if solver == "direct":
-        solved = _direct_solve(images, removed.to(torch.bool)).to(dtype).reshape(n * c, 1, h, w)
-        rem = removed.to(torch.bool)[:, None].expand(n, c, h, w).reshape(n * c, 1, h, w)
+        removed = removed.to(device=device, dtype=torch.bool)
+        solved = _direct_solve(images, removed).to(device=device, dtype=dtype)
+        solved = solved.reshape(n * c, 1, h, w)
+        rem = removed[:, None].expand(n, c, h, w).reshape(n * c, 1, h, w)
         if noise_std:
             noise = torch.randn(solved.shape, generator=generator, dtype=dtype, device=device)
             solved = torch.where(rem, solved + noise_std * noise, solved)

@@ -21,7 +21,7 @@ from ttame_attr.metrics._common import (
     prepare,
     probabilities,
 )
-from ttame_attr.metrics._imputation import noisy_linear_impute
+from ttame_attr.metrics._imputation import check_solver, noisy_linear_impute
 
 __all__ = ["ROAD", "ROADResult", "road"]
 
@@ -127,15 +127,6 @@ def _road_probs(
     return probs.view(n, 2, p), top1.view(n, 2, p)
 
 
-def _check_solver(solver: object) -> str:
-    if solver not in ("auto", "direct", "cg"):
-        raise ValueError(
-            f"solver: expected 'auto', 'direct' or 'cg', got {solver!r}. Use 'auto' unless you "
-            "need a specific imputation solver."
-        )
-    return str(solver)
-
-
 def road(
     model: nn.Module,
     inputs: Tensor,
@@ -200,7 +191,7 @@ def road(
     max_batch = check_positive_int(max_batch, "max_batch")
     if not isinstance(noise_std, (int, float)) or isinstance(noise_std, bool) or noise_std < 0:
         raise ValueError(f"noise_std: expected a number >= 0, got {noise_std!r}. ROAD uses 0.01.")
-    _check_solver(solver)
+    check_solver(solver)
     prep = prepare(model, inputs, maps, target, "road")
     probs, top1 = _road_probs(
         model,
@@ -261,7 +252,7 @@ class ROAD(Accumulator):
         self.max_batch = check_positive_int(max_batch, "max_batch")
         self.tol = tol
         self.max_iter = max_iter
-        self.solver = _check_solver(solver)
+        self.solver = check_solver(solver)
 
     def update(self, inputs: Tensor, maps: MapsOrExplain, target: TargetArg = None) -> ROADResult:
         """Evaluate one batch, accumulate it, and return the batch's result."""
