@@ -61,8 +61,8 @@ IMAGE_SIZE = 64
 #: T-TAME training per backbone: the paper's recipe (SGD Nesterov 0.9, wd 5e-4, OneCycleLR,
 #: batch 32, loss weights 1.5/2/0.01) on 8,000 training images (250 steps per epoch), with the
 #: maximum learning rate raised from the paper's 1e-3 to 1e-2: the paper trains 40,000 steps per
-#: ImageNet epoch, this benchmark 250. Chosen on 300 images of the *validation* split (never the
-#: test images the benchmark reports), T-TAME fitted with lr 1e-3 -> 1e-2:
+#: ImageNet epoch, this benchmark 250. Chosen with ``benchmarks/tune_ttame.py`` on 300 images of
+#: the *validation* split (never the test images the benchmark reports), lr 1e-3 -> 1e-2:
 #: CNN AD15 2.75 -> 2.45, IC15 49.3 -> 53.3, PG 0.72 -> 0.76;
 #: ViT AD15 42.6 -> 33.7, IC15 9.7 -> 13.7 (16 epochs instead of 8: AD15 30.5, IC15 12.3);
 #: Swin AD15 10.1 -> 9.4, IC15 41.7 -> 40.0, PG 0.59 -> 0.62 (a draw; 1e-2 kept for all three).
