@@ -7,9 +7,9 @@ from adapter_helpers import model_state, round_trip, seed  # noqa: F401 (seed: a
 from torch import nn
 
 from ttame_attr._core.ttame import TTAME
+from ttame_attr.adapters import ModuleCall, probe_modules
 from ttame_attr.adapters._base import _declared_input_size
 from ttame_attr.adapters._cnn import feature_geometry, find_resolution_stages
-from ttame_attr.adapters._probe import ModuleCall, probe_modules
 
 
 def test_feature_geometry_reads_each_layout() -> None:

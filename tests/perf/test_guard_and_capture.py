@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from ttame_attr._core.capture import capture_features, named_modules_or_error
 from ttame_attr._core.guard import _training_submodules, eval_mode
+from ttame_attr.adapters import capture_features, named_modules_or_error
 
 
 def _net() -> nn.Module:

@@ -14,7 +14,6 @@ from captum.attr import Attribution
 from captum.log import log_usage
 from torch import Tensor, nn
 
-from ttame_attr._core.capture import StopForward, capture_features, named_modules_or_error
 from ttame_attr._core.guard import eval_mode
 from ttame_attr._core.head import AttentionHead
 from ttame_attr._core.loss import TTAMELoss
@@ -22,7 +21,12 @@ from ttame_attr._core.outputs import extract_logits
 from ttame_attr._core.targets import parse_target
 from ttame_attr._typing import TargetType
 from ttame_attr.adapters._base import BackboneAdapter, LayerInfo, to_nchw
-from ttame_attr.adapters._probe import record_output_versions
+from ttame_attr.adapters._hooks import (
+    StopForward,
+    capture_features,
+    named_modules_or_error,
+    record_output_versions,
+)
 from ttame_attr.adapters._registry import resolve_adapter
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "TTAME", "Explanation"]

@@ -9,6 +9,12 @@ Built-in adapters, registered explicitly here (no import side effects elsewhere)
 
 from ttame_attr.adapters._base import BackboneAdapter, LayerInfo, Layout, guess_layout, to_nchw
 from ttame_attr.adapters._cnn import CNNAdapter, find_resolution_stages
+from ttame_attr.adapters._hooks import (
+    ModuleCall,
+    capture_features,
+    named_modules_or_error,
+    probe_modules,
+)
 from ttame_attr.adapters._registry import (
     get_adapter,
     list_adapters,
@@ -24,12 +30,16 @@ __all__ = [
     "CNNAdapter",
     "LayerInfo",
     "Layout",
+    "ModuleCall",
     "SwinAdapter",
     "ViTAdapter",
+    "capture_features",
     "find_resolution_stages",
     "get_adapter",
     "guess_layout",
     "list_adapters",
+    "named_modules_or_error",
+    "probe_modules",
     "register_adapter",
     "resolve_adapter",
     "to_nchw",

@@ -7,7 +7,6 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-import torch
 from torch import Tensor, nn
 
 __all__ = ["BackboneAdapter", "LayerInfo", "Layout"]
@@ -241,13 +240,4 @@ def infer_token_grid(length: int, input_hw: tuple[int, int], max_prefix: int = 8
             w = n // h
             if abs(h / w - H / W) < 1e-6 * max(1.0, H / W) or (h * W == w * H):
                 return prefix, (h, w)
-    return None
-
-
-def as_tensor_output(output: object) -> Tensor | None:
-    """The tensor a hooked module produced (first element of a tuple output), if any."""
-    if isinstance(output, torch.Tensor):
-        return output
-    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
-        return output[0]
     return None

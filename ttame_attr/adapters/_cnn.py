@@ -19,7 +19,7 @@ from ttame_attr.adapters._base import (
     infer_token_grid,
     module_depth,
 )
-from ttame_attr.adapters._probe import ModuleCall, probe_modules
+from ttame_attr.adapters._hooks import ModuleCall, probe_modules
 from ttame_attr.adapters._registry import register_adapter
 
 __all__ = ["CNNAdapter", "feature_geometry", "find_resolution_stages"]
