@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +13,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ttame_attr._core.outputs import forward_logits
+from ttame_attr._core.targets import classes_per_image
+from ttame_attr._typing import TargetType
 
 __all__ = [
     "Accumulator",
@@ -34,7 +36,6 @@ __all__ = [
     "prepare",
     "prepare_maps",
     "probabilities",
-    "resolve_target",
     "warn_if_training",
 ]
 
@@ -44,8 +45,9 @@ logger = logging.getLogger(__name__)
 ExplainFn = Callable[[Tensor, Tensor], Any]
 #: Precomputed maps, an explanation function, or an object with a Captum-style ``attribute``.
 MapsOrExplain = Tensor | ExplainFn | Any
-#: ``None`` (the model's prediction), one class for all images, or one class per image.
-TargetArg = int | Sequence[int] | Tensor | None
+#: ``None`` (the model's prediction), one class for all images, or one class per image
+#: (the forms of :func:`ttame_attr._core.targets.parse_target`, one class per image).
+TargetArg = TargetType
 
 
 def check_inputs(inputs: Any, name: str = "inputs") -> Tensor:
@@ -192,53 +194,6 @@ def clean_forward(model: nn.Module, inputs: Tensor) -> Tensor:
     return logits.float().softmax(dim=1)
 
 
-def resolve_target(target: TargetArg, n: int, num_classes: int, predicted: Tensor) -> Tensor:
-    """Turn the ``target`` argument into a LongTensor ``(N,)`` on ``predicted``'s device."""
-    device = predicted.device
-    if target is None:
-        return predicted.clone()
-    if isinstance(target, bool):
-        raise TypeError(
-            "target: expected None, an int, a sequence of ints or a LongTensor, got a bool."
-        )
-    if isinstance(target, int):
-        result = torch.full((n,), target, dtype=torch.long, device=device)
-    elif isinstance(target, Tensor):
-        if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
-            raise TypeError(
-                f"target: expected an integer tensor of class indices, got dtype {target.dtype}. "
-                "Use target.long()."
-            )
-        if target.dim() == 0:
-            result = target.to(device=device, dtype=torch.long).expand(n).clone()
-        elif target.dim() == 1 and target.shape[0] == n:
-            result = target.to(device=device, dtype=torch.long)
-        else:
-            raise ValueError(
-                f"target: expected shape ({n},) (one class per image) or a scalar, got "
-                f"{tuple(target.shape)}. Pass one class index per image of the batch."
-            )
-    elif isinstance(target, Sequence) and not isinstance(target, str):
-        if len(target) != n or not all(
-            isinstance(t, int) and not isinstance(t, bool) for t in target
-        ):
-            raise ValueError(
-                f"target: expected {n} integer class indices (one per image), got {target!r}."
-            )
-        result = torch.tensor(list(target), dtype=torch.long, device=device)
-    else:
-        raise TypeError(
-            "target: expected None, an int, a sequence of ints or a LongTensor of shape (N,), got "
-            f"{type(target).__name__}."
-        )
-    if bool(((result < 0) | (result >= num_classes)).any()):
-        raise ValueError(
-            f"target: class indices must lie in [0, {num_classes}) for this model, got values "
-            f"from {int(result.min())} to {int(result.max())}."
-        )
-    return result
-
-
 def get_maps(maps_or_explain: MapsOrExplain, inputs: Tensor, target: Tensor) -> Tensor:
     """Precomputed maps as they are, or the output of the explanation method.
 
@@ -368,7 +323,7 @@ def prepare(
     x = x.detach().to(model_device(model, x.device))
     clean = clean_forward(model, x)
     predicted = clean.argmax(dim=1)
-    tgt = resolve_target(target, x.shape[0], clean.shape[1], predicted)
+    tgt = classes_per_image(target, predicted, clean.shape[1])
     raw = get_maps(maps_or_explain, x, tgt)
     maps = prepare_maps(raw.to(x.device), x.shape[0], (x.shape[-2], x.shape[-1]))
     return Prepared(inputs=x, clean_probs=clean, target=tgt, predicted=predicted, maps=maps)

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ttame_attr._core.targets import classes_per_image
 from ttame_attr.metrics._common import (
     Accumulator,
     MapsOrExplain,
@@ -110,11 +111,8 @@ def _maps_at(
                 "precomputed maps."
             )
         x = check_inputs(inputs)
-        if isinstance(target, int):
-            tgt = torch.full((x.shape[0],), target, dtype=torch.long, device=x.device)
-        else:
-            tgt = torch.as_tensor(target, dtype=torch.long, device=x.device)
-        maps = get_maps(maps, x, tgt)
+        placeholder = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+        maps = get_maps(maps, x, classes_per_image(target, placeholder))
     if not isinstance(maps, Tensor):
         raise TypeError(f"maps: expected a torch.Tensor, got {type(maps).__name__}.")
     return prepare_maps(maps.to(masks.device), masks.shape[0], (masks.shape[-2], masks.shape[-1]))
