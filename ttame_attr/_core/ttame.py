@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from ttame_attr._core.guard import eval_mode
 from ttame_attr._core.head import AttentionHead
 from ttame_attr._core.loss import TTAMELoss
+from ttame_attr._core.maps import SCALES, Scale, resize_maps, scale_maps, target_size
 from ttame_attr._core.outputs import extract_logits
 from ttame_attr._core.targets import parse_target
 from ttame_attr._typing import TargetType
@@ -36,8 +37,6 @@ logger = logging.getLogger(__name__)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-Scale = Literal["raw", "sigmoid", "minmax"]
-_SCALES = ("raw", "sigmoid", "minmax")
 
 
 @dataclass
@@ -417,39 +416,9 @@ class TTAME(Attribution):
             features.append(to_nchw(raw, info.layout, grid))
         return features, logits
 
-    @staticmethod
-    def _scale(maps: Tensor, scale: str) -> Tensor:
-        if scale == "raw":
-            return maps
-        if scale == "sigmoid":
-            return torch.sigmoid(maps)
-        flat = maps.flatten(2)
-        lo = flat.amin(dim=2, keepdim=True)
-        hi = flat.amax(dim=2, keepdim=True)
-        return ((flat - lo) / (hi - lo).clamp_min(1e-12)).view_as(maps)
-
-    def _resize(self, maps: Tensor, upsample: bool | Sequence[int], x: Tensor, mode: str) -> Tensor:
-        if upsample is False:
-            return maps
-        if upsample is True:
-            size = tuple(x.shape[-2:])
-        else:
-            size = tuple(upsample) if isinstance(upsample, (tuple, list)) else ()
-            if len(size) != 2 or not all(
-                isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size
-            ):
-                raise ValueError(
-                    f"upsample: expected True, False or a size (H, W) of two positive ints, got "
-                    f"{upsample!r}."
-                )
-        if tuple(maps.shape[-2:]) == size:
-            return maps
-        align = False if mode in ("bilinear", "bicubic") else None
-        return F.interpolate(maps, size=size, mode=mode, align_corners=align)
-
     def _check_options(self, scale: str, interpolate_mode: str) -> None:
-        if scale not in _SCALES:
-            raise ValueError(f"scale: expected one of {_SCALES}, got {scale!r}.")
+        if scale not in SCALES:
+            raise ValueError(f"scale: expected one of {SCALES}, got {scale!r}.")
         if interpolate_mode not in ("bilinear", "nearest", "bicubic", "area"):
             raise ValueError(
                 "interpolate_mode: expected 'bilinear', 'nearest', 'bicubic' or 'area', got "
@@ -508,8 +477,8 @@ class TTAME(Attribution):
             if classes.dim() == 1 and classes.numel() == x.shape[0] and x.shape[0] > 1:
                 classes = classes[:, None]
             maps = self.head(features, classes)
-            maps = self._resize(maps, upsample, x, interpolate_mode)
-            maps = self._scale(maps, scale)
+            maps = resize_maps(maps, target_size(upsample, x.shape[-2:]), interpolate_mode)
+            maps = scale_maps(maps, scale)
         return (maps,) if is_tuple else maps
 
     def explain(
@@ -546,7 +515,7 @@ class TTAME(Attribution):
             probs = logits.float().softmax(dim=1)
             top_p, top_c = probs.topk(top_k, dim=1)
             maps = self.head(features, top_c)
-            maps = self._scale(self._resize(maps, upsample, x, "bilinear"), scale)
+            maps = scale_maps(resize_maps(maps, target_size(upsample, x.shape[-2:])), scale)
         return Explanation(logits=logits, classes=top_c, probabilities=top_p, maps=maps)
 
     def class_maps(self, inputs: Tensor) -> Tensor:

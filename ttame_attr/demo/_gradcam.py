@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ttame_attr._core.maps import minmax_scale
+
 __all__ = ["gradcam_backend", "gradcam_maps"]
 
 
@@ -49,7 +51,4 @@ def gradcam_maps(
         )
     attr = F.interpolate(attr.detach(), size=inputs.shape[-2:], mode="bilinear",
                          align_corners=False)
-    flat = attr.flatten(1)
-    lo, hi = flat.amin(1, keepdim=True), flat.amax(1, keepdim=True)
-    flat = torch.where(hi > lo, (flat - lo) / (hi - lo).clamp_min(1e-12), torch.zeros_like(flat))
-    return flat.view_as(attr)
+    return minmax_scale(attr)

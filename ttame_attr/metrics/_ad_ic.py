@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ttame_attr._core.maps import minmax_scale
 from ttame_attr.metrics._common import (
     Accumulator,
     MapsOrExplain,
@@ -17,7 +18,6 @@ from ttame_attr.metrics._common import (
     check_positive_int,
     count,
     make_baseline,
-    minmax_normalize,
     pixel_ranks,
     prepare,
     probabilities,
@@ -79,7 +79,7 @@ def keep_top_masks(maps: Tensor, fraction: float) -> Tensor:
     """Soft masks ``(N, H, W)``: the min-max normalised map on its top ``fraction`` of pixels, 0
     elsewhere. The top pixels are the first ``round(fraction * H * W)`` in descending order
     (ties: earlier row-major pixel first)."""
-    normed = minmax_normalize(maps)
+    normed = minmax_scale(maps)
     k = count(fraction, maps.shape[-2] * maps.shape[-1])
     keep = pixel_ranks(normed, descending=True) < k
     return normed * keep.view_as(normed)
@@ -95,7 +95,7 @@ def _masked_probs(
     baseline: Tensor,
     max_batch: int | None,
 ) -> Tensor:
-    normed = minmax_normalize(maps)
+    normed = minmax_scale(maps)
     ranks = pixel_ranks(normed, descending=True).view_as(normed)
     pixels = maps.shape[-2] * maps.shape[-1]
     columns = []

@@ -30,7 +30,6 @@ __all__ = [
     "count",
     "get_maps",
     "make_baseline",
-    "minmax_normalize",
     "model_device",
     "pixel_ranks",
     "prepare",
@@ -260,22 +259,6 @@ def prepare_maps(maps: Tensor, n: int, size: tuple[int, int], name: str = "maps"
     if tuple(m.shape[-2:]) != tuple(size):
         m = F.interpolate(m, size=size, mode="bilinear", align_corners=False)
     return m[:, 0]
-
-
-def minmax_normalize(maps: Tensor) -> Tensor:
-    """Per-image min-max normalisation of ``(N, H, W)`` maps to ``[0, 1]``.
-
-    A constant map (max == min) becomes all zeros.
-    """
-    flat = maps.flatten(1)
-    low = flat.min(dim=1, keepdim=True).values
-    span = flat.max(dim=1, keepdim=True).values - low
-    safe = torch.where(span > 0, span, torch.ones_like(span))
-    normed = torch.where(span > 0, (flat - low) / safe, torch.zeros_like(flat))
-    constant = int((span <= 0).sum())
-    if constant:
-        logger.debug("minmax_normalize: %d constant map(s) normalised to all zeros", constant)
-    return normed.view_as(maps)
 
 
 def pixel_ranks(maps: Tensor, descending: bool = True) -> Tensor:

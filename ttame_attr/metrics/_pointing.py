@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ttame_attr._core.maps import minmax_scale
 from ttame_attr._core.targets import classes_per_image
 from ttame_attr.metrics._common import (
     Accumulator,
@@ -16,7 +17,6 @@ from ttame_attr.metrics._common import (
     TargetArg,
     check_inputs,
     get_maps,
-    minmax_normalize,
     prepare_maps,
 )
 
@@ -208,7 +208,7 @@ def energy_pointing_game(
         1.0
     """
     m = _check_masks(masks, None)
-    sal = minmax_normalize(_maps_at(maps, m, inputs, target))
+    sal = minmax_scale(_maps_at(maps, m, inputs, target))
     inside = (sal * m).flatten(1).sum(dim=1)
     total = sal.flatten(1).sum(dim=1)
     proportions = torch.where(total > 0, inside / total.clamp_min(1e-12), torch.zeros_like(total))

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ttame_attr._core.maps import minmax_scale
+
 __all__ = ["to_captum_vis", "to_grad_cam", "to_numpy_image", "to_numpy_maps"]
 
 logger = logging.getLogger(__name__)
@@ -62,12 +64,7 @@ def to_numpy_maps(maps: Tensor | np.ndarray, *, normalize: bool = True) -> np.nd
             f"maps: expected (N, 1, H, W), (N, H, W) or (H, W), got shape {tuple(m.shape)}."
         )
     if normalize:
-        flat = m.flatten(1)
-        lo = flat.amin(dim=1, keepdim=True)
-        hi = flat.amax(dim=1, keepdim=True)
-        span = hi - lo
-        flat = torch.where(span > 0, (flat - lo) / span.clamp_min(1e-12), torch.zeros_like(flat))
-        m = flat.view_as(m)
+        m = minmax_scale(m)
     return np.ascontiguousarray(m.numpy(), dtype=np.float32)
 
 
