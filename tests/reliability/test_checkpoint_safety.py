@@ -17,8 +17,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 import reliability_setup as setup  # noqa: E402
 
 from ttame_attr import TTAME  # noqa: E402
-from ttame_attr._core.checkpoint import atomic_torch_save, safe_torch_load  # noqa: E402
 from ttame_attr._core.resume import TrainingCheckpointer  # noqa: E402
+from ttame_attr._core.storage import atomic_torch_save, safe_torch_load  # noqa: E402
 from ttame_attr._core.training import Trainer  # noqa: E402
 
 

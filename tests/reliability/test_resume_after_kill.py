@@ -15,7 +15,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import reliability_setup as setup  # noqa: E402
 
-from ttame_attr._core.checkpoint import safe_torch_load  # noqa: E402
+from ttame_attr._core.storage import safe_torch_load  # noqa: E402
 from ttame_attr._core.training import Trainer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]

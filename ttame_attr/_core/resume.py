@@ -35,9 +35,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
 
-from ttame_attr._core.checkpoint import atomic_torch_save, safe_torch_load
+from ttame_attr._core.storage import (
+    all_finite,
+    atomic_torch_save,
+    check_payload,
+    nonfinite_entries,
+    safe_torch_load,
+)
 
 if TYPE_CHECKING:
     from ttame_attr._core.training import Trainer
@@ -48,7 +53,6 @@ __all__ = [
     "TrainingCheckpointer",
     "TrainingDivergedError",
     "capture_rng",
-    "check_finite_module",
     "resolve_checkpoint_path",
     "restore_rng",
 ]
@@ -136,26 +140,7 @@ def restore_rng(state: Mapping[str, Any], loader: Any = None) -> None:
             generators[name].set_state(saved.cpu())
 
 
-# ---------------------------------------------------------------------------- checks
-def check_finite_module(module: nn.Module) -> list[str]:
-    """Names of the floating-point parameters and buffers of ``module`` that hold NaN or inf."""
-    bad = []
-    for name, tensor in module.state_dict().items():
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            bad.append(name)
-    return bad
-
-
-def _finite_state(obj: Any) -> bool:
-    if isinstance(obj, Tensor):
-        return not obj.is_floating_point() or bool(torch.isfinite(obj).all())
-    if isinstance(obj, Mapping):
-        return all(_finite_state(v) for v in obj.values())
-    if isinstance(obj, (list, tuple)):
-        return all(_finite_state(v) for v in obj)
-    return True
-
-
+# ---------------------------------------------------------------------------- files
 def resolve_checkpoint_path(path: str | os.PathLike[str]) -> Path:
     """The checkpoint file for ``checkpoint_path``: the path itself, or a file in a directory.
 
@@ -265,9 +250,9 @@ class TrainingCheckpointer:
         """
         trainer = self.trainer
         head = trainer.explainer.head  # the bare head, also when the trainer wraps it
-        bad = check_finite_module(head)
+        bad = nonfinite_entries(head.state_dict())
         optimizer_state = trainer.optimizer.state_dict()
-        if bad or not _finite_state(optimizer_state["state"]):
+        if bad or not all_finite(optimizer_state["state"]):
             where = ", ".join(bad[:5]) if bad else "the optimiser's momentum buffers"
             raise TrainingDivergedError(
                 f"T-TAME training diverged: non-finite values in {where} at step "
@@ -307,25 +292,15 @@ class TrainingCheckpointer:
             ValueError: for a corrupted, truncated or foreign file, or one written by a run
                 with other settings or for another head.
         """
-        payload = safe_torch_load(self.path, map_location="cpu")
-        if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-            raise ValueError(
-                f"checkpoint_path: {str(self.path)!r} is not a T-TAME training checkpoint "
-                "(written by fit(checkpoint_path=...)). A head saved with TTAME.save is loaded "
-                "with TTAME.load; pass another checkpoint_path to start a new run."
-            )
-        if payload.get("format_version", 0) > FORMAT_VERSION:
-            raise ValueError(
-                f"checkpoint_path: {str(self.path)!r} was written by a newer ttame_attr (format "
-                f"{payload['format_version']}); upgrade ttame_attr to resume from it."
-            )
-        missing = [k for k in ("head", "optimizer", "scheduler", "scaler", "step", "epoch",
-                               "batch", "rng", "settings", "config") if k not in payload]
-        if missing:
-            raise ValueError(
-                f"checkpoint_path: {str(self.path)!r} is incomplete (missing {missing}); it is "
-                "not a usable training checkpoint."
-            )
+        payload = check_payload(
+            safe_torch_load(self.path, map_location="cpu"), self.path, fmt=FORMAT,
+            version=FORMAT_VERSION, what="a T-TAME training checkpoint",
+            foreign_hint="(Training checkpoints are written by fit(checkpoint_path=...); a head "
+            "saved with TTAME.save is loaded with TTAME.load.) Pass another checkpoint_path to "
+            "start a new run.",
+            required=("head", "optimizer", "scheduler", "scaler", "step", "epoch", "batch", "rng",
+                      "settings", "config"),
+        )
         saved, now = payload["settings"], self.settings
         diffs = [f"{k}: checkpoint {saved.get(k)!r}, now {now.get(k)!r}"
                  for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]

@@ -23,6 +23,7 @@ from ttame_attr._core.resume import (
     capture_rng,
     restore_rng,
 )
+from ttame_attr._core.storage import all_finite
 
 if TYPE_CHECKING:
     from ttame_attr._core.ttame import TTAME
@@ -231,7 +232,8 @@ class Trainer:
         self.scaler.scale(terms.total * self._rank_weight).backward(inputs=params)
         if self.scaler.is_enabled():
             self.scaler.unscale_(self.optimizer)
-        finite = _grads_finite(params)  # identical on all ranks after DDP's all-reduce
+        # identical on all ranks after DDP's all-reduce
+        finite = all_finite([p.grad for p in params if p.grad is not None])
         if not finite:
             # float16 overflow is the scaler's business (it skips the step and lowers the
             # scale); without a scaler the step is skipped here.
@@ -264,10 +266,6 @@ class Trainer:
         return meter
 
 
-def _grads_finite(params: list[Tensor]) -> bool:
-    """Whether every gradient is finite (one device sync; huge finite values do not count)."""
-    peaks = [p.grad.detach().abs().amax().float() for p in params if p.grad is not None]
-    return not peaks or bool(torch.isfinite(torch.stack(peaks)).all())
 
 
 def _restore_buffers(module: nn.Module, saved: list[Tensor]) -> None:

@@ -616,7 +616,7 @@ class TTAME(Attribution):
         The file holds tensors and plain Python values only and is read back with
         ``torch.load(weights_only=True)``: loading it never runs code.
         """
-        from ttame_attr._core.checkpoint import save_head
+        from ttame_attr._core.head_file import save_head
 
         return save_head(self, path)
 
@@ -635,7 +635,7 @@ class TTAME(Attribution):
             map_location: passed to ``torch.load``; by default the model's device.
             **kwargs: overrides for the constructor (e.g. ``mask_space``).
         """
-        from ttame_attr._core.checkpoint import load_head
+        from ttame_attr._core.head_file import load_head
 
         return load_head(cls, path, model, map_location=map_location, **kwargs)
 

@@ -81,7 +81,7 @@ def load_reference_classifier(path: str | Path = WEIGHTS_PATH) -> tuple[nn.Modul
         FileNotFoundError: if the weights file is missing.
         ValueError: if the file is not such a checkpoint.
     """
-    from ttame_attr._core.checkpoint import safe_torch_load
+    from ttame_attr._core.storage import safe_torch_load
     from ttame_attr.data import build_classifier
 
     payload = safe_torch_load(path, map_location="cpu")
@@ -173,7 +173,7 @@ def save_reference_weights(
     num_classes: int, recipe: dict[str, Any],
 ) -> Path:
     """Write a trained ``build_classifier("cnn")`` and its ``load_or_train`` record (float16)."""
-    from ttame_attr._core.checkpoint import atomic_torch_save
+    from ttame_attr._core.storage import atomic_torch_save
 
     history = info.get("history", {})
     payload = {

@@ -1,95 +1,32 @@
-"""Save and load a trained T-TAME head without ever executing code from the file."""
+"""The head file: :meth:`TTAME.save` and :meth:`TTAME.load`, never executing code from the file.
+
+A ``.pt`` file (``torch.save`` of a dict of tensors and plain values) or a ``.safetensors`` file
+(the weights as tensors, the configuration as JSON metadata).
+"""
 
 from __future__ import annotations
 
 import json
-import os
-import pickle
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
 from torch import nn
+
+from ttame_attr._core.storage import (
+    atomic_torch_save,
+    atomic_write,
+    check_payload,
+    nonfinite_entries,
+    safe_torch_load,
+)
 
 if TYPE_CHECKING:
     from ttame_attr._core.ttame import TTAME
 
-__all__ = ["atomic_torch_save", "load_head", "safe_torch_load", "save_head"]
+__all__ = ["load_head", "save_head"]
 
 FORMAT = "ttame_attr.head"
 FORMAT_VERSION = 1
-
-
-def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
-    """Call ``write(tmp)`` on a temporary file in ``path``'s folder, then rename it to ``path``.
-
-    The file and its folder are fsynced, so a crash while writing leaves the previous file
-    intact, never a truncated one; the temporary file is removed on error.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def atomic_torch_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save`` to a temporary file in the same folder, then rename over ``path``.
-
-    A crash while writing leaves the previous file intact, never a truncated one.
-    """
-    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename durable (best effort: not every platform can open a directory)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def safe_torch_load(path: str | Path, map_location: Any = None) -> Any:
-    """``torch.load(weights_only=True)`` with clear errors for missing, corrupt or unsafe files."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"path: no checkpoint file at {str(path)!r}.")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        if "weights only" not in str(err).lower():
-            raise ValueError(
-                f"path: {str(path)!r} is not a readable checkpoint (corrupted?): {err}"
-            ) from err
-        raise ValueError(
-            f"path: {str(path)!r} is refused: it holds more than tensors and plain values "
-            "(loading it could run code), or it is damaged. Nothing from it was executed. Only "
-            "files written by ttame_attr are accepted."
-        ) from err
-    except Exception as err:  # noqa: BLE001 - any failure to parse a damaged file
-        # RuntimeError, EOFError, zipfile.BadZipFile, OSError, and for damaged pickles also
-        # KeyError, IndexError, UnicodeDecodeError, ...: all mean the same to the caller.
-        raise ValueError(
-            f"path: {str(path)!r} is not a readable checkpoint (truncated or corrupted?): "
-            f"{type(err).__name__}: {err}"
-        ) from err
 
 
 def _is_safetensors(path: Path) -> bool:
@@ -166,8 +103,7 @@ def save_head(explainer: TTAME, path: str | Path) -> Path:
         ValueError: if the head holds NaN or inf weights (nothing is written).
     """
     path = Path(path)
-    bad = [k for k, v in explainer.state_dict().items()
-           if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    bad = nonfinite_entries(explainer.state_dict())
     if bad:
         raise ValueError(
             f"explainer: the head holds non-finite weights ({', '.join(bad[:5])}); refusing to "
@@ -188,26 +124,18 @@ def _read_payload(path: str | Path, map_location: Any) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"path: no checkpoint file at {str(path)!r}.")
-    if _is_safetensors(path):
-        payload = _read_safetensors(path)
-    else:
-        payload = safe_torch_load(path, map_location=map_location)
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ValueError(
-            f"path: {str(path)!r} is not a T-TAME head saved by ttame_attr (TTAME.save). "
-            "For a bare state_dict use TTAME.load_state_dict."
-        )
-    if not isinstance(payload.get("config"), dict) or not isinstance(
-        payload.get("state_dict"), dict
-    ):
+    payload = _read_safetensors(path) if _is_safetensors(path) else safe_torch_load(
+        path, map_location=map_location
+    )
+    check_payload(
+        payload, path, fmt=FORMAT, version=FORMAT_VERSION, what="a T-TAME head",
+        foreign_hint="(TTAME.save writes heads.) For a bare state_dict use TTAME.load_state_dict.",
+        required=("config", "state_dict"),
+    )
+    if not isinstance(payload["config"], dict) or not isinstance(payload["state_dict"], dict):
         raise ValueError(
             f"path: {str(path)!r} claims to be a T-TAME head but has no config or weights; the "
             "file is damaged or was not written by ttame_attr."
-        )
-    if payload.get("format_version", 0) > FORMAT_VERSION:
-        raise ValueError(
-            f"path: {str(path)!r} was written by a newer ttame_attr (format "
-            f"{payload['format_version']}); upgrade ttame_attr to read it."
         )
     return payload
 

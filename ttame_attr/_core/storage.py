@@ -1,0 +1,160 @@
+"""Files the package writes and reads: atomic writes, loads that never run code, and the checks
+every file gets (its format tag and version, finite values).
+
+Used by the head file (:meth:`TTAME.save <ttame_attr.TTAME.save>`), the training checkpoint
+and the reference classifiers' weights.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "all_finite",
+    "atomic_torch_save",
+    "atomic_write",
+    "check_payload",
+    "nonfinite_entries",
+    "safe_torch_load",
+]
+
+
+def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
+    """Call ``write(tmp)`` on a temporary file in ``path``'s folder, then rename it to ``path``.
+
+    The file and its folder are fsynced, so a crash while writing leaves the previous file
+    intact, never a truncated one; the temporary file is removed on error.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` through :func:`atomic_write`."""
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename durable (best effort: not every platform can open a directory)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def safe_torch_load(path: str | Path, map_location: Any = None) -> Any:
+    """``torch.load(weights_only=True)`` with clear errors for missing, corrupt or unsafe files."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"path: no checkpoint file at {str(path)!r}.")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "weights only" not in str(err).lower():
+            raise ValueError(
+                f"path: {str(path)!r} is not a readable checkpoint (corrupted?): {err}"
+            ) from err
+        raise ValueError(
+            f"path: {str(path)!r} is refused: it holds more than tensors and plain values "
+            "(loading it could run code), or it is damaged. Nothing from it was executed. Only "
+            "files written by ttame_attr are accepted."
+        ) from err
+    except Exception as err:  # noqa: BLE001 - any failure to parse a damaged file
+        # RuntimeError, EOFError, zipfile.BadZipFile, OSError, and for damaged pickles also
+        # KeyError, IndexError, UnicodeDecodeError, ...: all mean the same to the caller.
+        raise ValueError(
+            f"path: {str(path)!r} is not a readable checkpoint (truncated or corrupted?): "
+            f"{type(err).__name__}: {err}"
+        ) from err
+
+
+def check_payload(
+    payload: Any,
+    path: str | Path,
+    *,
+    fmt: str,
+    version: int,
+    what: str,
+    foreign_hint: str,
+    required: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Check a file's contents: a dict tagged ``format == fmt``, not newer, with ``required``.
+
+    Args:
+        payload: what the file held.
+        path: the file, for messages.
+        fmt: the expected ``payload["format"]``.
+        version: the newest ``payload["format_version"]`` this code reads.
+        what: the kind of file, for messages (``"a T-TAME head"``).
+        foreign_hint: what to do with a file of another kind.
+        required: keys the payload must have.
+
+    Raises:
+        ValueError: naming the file and what is wrong.
+    """
+    name = str(path)
+    if not isinstance(payload, dict) or payload.get("format") != fmt:
+        raise ValueError(f"path: {name!r} is not {what} saved by ttame_attr. {foreign_hint}")
+    if payload.get("format_version", 0) > version:
+        raise ValueError(
+            f"path: {name!r} was written by a newer ttame_attr (format "
+            f"{payload['format_version']}); upgrade ttame_attr to read it."
+        )
+    missing = [key for key in required if key not in payload]
+    if missing:
+        raise ValueError(
+            f"path: {name!r} claims to be {what} but is incomplete (missing {missing}); the file "
+            "is damaged or was not written by ttame_attr."
+        )
+    return payload
+
+
+def _tensors(obj: Any) -> Iterable[Tensor]:
+    if isinstance(obj, Tensor):
+        yield obj
+    elif isinstance(obj, Mapping):
+        for value in obj.values():
+            yield from _tensors(value)
+    elif isinstance(obj, (list, tuple)):
+        for value in obj:
+            yield from _tensors(value)
+
+
+def all_finite(obj: Any) -> bool:
+    """Whether every floating-point tensor in ``obj`` (a tensor, or nested dicts / lists of them)
+    is free of NaN and inf. One device synchronisation."""
+    peaks = [t.detach().abs().amax().float() for t in _tensors(obj)
+             if t.is_floating_point() and t.numel()]
+    return not peaks or bool(torch.isfinite(torch.stack([p.to(peaks[0].device) for p in peaks])).all())
+
+
+def nonfinite_entries(state: Mapping[str, Tensor]) -> list[str]:
+    """Names of the floating-point entries of a ``state_dict`` that hold NaN or inf."""
+    return [name for name, value in state.items()
+            if isinstance(value, Tensor) and value.is_floating_point() and not all_finite(value)]
