@@ -71,7 +71,7 @@ from torch import Tensor, nn
 # measure an older version side by side with the same script).
 sys.path.insert(0, os.environ.get("TTAME_BENCH_SRC") or str(Path(__file__).resolve().parents[1]))
 
-from ttame_attr._core.guard import eval_mode  # noqa: E402
+from ttame_attr._core.modes import eval_mode  # noqa: E402
 from ttame_attr._core.outputs import extract_logits  # noqa: E402
 from ttame_attr._core.training import Trainer  # noqa: E402
 from ttame_attr._core.ttame import TTAME  # noqa: E402

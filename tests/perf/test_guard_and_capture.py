@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from ttame_attr._core.guard import _training_submodules, eval_mode
+from ttame_attr._core.modes import training_submodules, eval_mode
 from ttame_attr.adapters import capture_features, named_modules_or_error
 
 
@@ -22,12 +22,12 @@ def _net() -> nn.Module:
     return net
 
 
-def test_training_submodules_matches_modules_listing():
+def testtraining_submodules_matches_modules_listing():
     net = _net()
     net[1].eval()  # a mix of train and eval submodules
     net[1][1].train()
     expected = [m for m in net.modules() if m.training]
-    found = _training_submodules(net)
+    found = training_submodules(net)
     assert len(found) == len(expected)
     assert {id(m) for m in found} == {id(m) for m in expected}
 

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ttame_attr._core import distributed as _dist
-from ttame_attr._core.guard import eval_mode
+from ttame_attr._core.modes import eval_mode
 from ttame_attr._core.outputs import extract_logits
 from ttame_attr._core.resume import (
     TrainingCheckpointer,

@@ -14,7 +14,7 @@ from captum.attr import Attribution
 from captum.log import log_usage
 from torch import Tensor, nn
 
-from ttame_attr._core.guard import eval_mode
+from ttame_attr._core.modes import eval_mode
 from ttame_attr._core.head import AttentionHead
 from ttame_attr._core.loss import TTAMELoss
 from ttame_attr._core.maps import SCALES, Scale, resize_maps, scale_maps, target_size

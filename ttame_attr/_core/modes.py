@@ -1,4 +1,4 @@
-"""Keep the user's model exactly as it was found."""
+"""The user's model in eval mode for one block, every submodule's `.training` flag restored."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 from torch import nn
 
-__all__ = ["eval_mode"]
+__all__ = ["eval_mode", "training_submodules"]
 
 
 @contextmanager
@@ -17,7 +17,7 @@ def eval_mode(*modules: nn.Module) -> Iterator[None]:
     Restores the exact per-module flags (a model may mix train and eval submodules), also when
     the block raises. Costs nothing when everything is already in eval mode.
     """
-    saved = [(m, True) for module in modules for m in _training_submodules(module)]
+    saved = [(m, True) for module in modules for m in training_submodules(module)]
     try:
         for module, _ in saved:
             module.training = False
@@ -27,7 +27,7 @@ def eval_mode(*modules: nn.Module) -> Iterator[None]:
             module.training = flag
 
 
-def _training_submodules(root: nn.Module) -> list[nn.Module]:
+def training_submodules(root: nn.Module) -> list[nn.Module]:
     """Every submodule of ``root`` (itself included, each once) whose ``.training`` is set.
 
     The same set as ``[m for m in root.modules() if m.training]`` without building the dotted
