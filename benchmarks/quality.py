@@ -245,7 +245,7 @@ def run_backbone(arch: str, args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    for name in ("ttame_attr._core.training", "ttame_attr.data"):  # epoch lines of the training
+    for name in ("ttame_attr.training", "ttame_attr.data"):  # epoch lines of the training
         logging.getLogger(name).setLevel(logging.INFO)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -27,7 +27,7 @@ weights):
   *all* classes (``AttentionHead.forward_full``), then the map of the predicted class, upsampled
   and passed through the sigmoid, over ``model(x)``.
 * ``5 targets/1 target``: ``attribute(x, target=(N, 5))`` over ``attribute(x, target=(N,))``.
-* ``fit step/floor``: one :class:`ttame_attr._core.training.Trainer` step over its floor: a
+* ``fit step/floor``: one :class:`ttame_attr.TrainStep` step over its floor: a
   no-grad forward (labels), the forward of the batch masked by a ``(N, 1, h, w)`` mask that
   requires grad, the cross-entropy on it and the backward to the mask (same batch, same
   precision, the backbone's parameters as the user left them).
@@ -73,9 +73,9 @@ sys.path.insert(0, os.environ.get("TTAME_BENCH_SRC") or str(Path(__file__).resol
 
 from ttame_attr._core.modes import eval_mode  # noqa: E402
 from ttame_attr._core.outputs import extract_logits  # noqa: E402
-from ttame_attr._core.training import Trainer  # noqa: E402
 from ttame_attr._core.ttame import TTAME  # noqa: E402
 from ttame_attr.adapters import capture_features  # noqa: E402
+from ttame_attr.training import TrainStep  # noqa: E402
 
 MODELS = ("resnet50", "vit_b_16", "swin_t")
 #: Also accepted by ``--models``, for smoke tests of the script itself (not in the default set).
@@ -345,12 +345,12 @@ def make_pairs(
     add("5 targets/1 target", _no_grad(lambda: explainer.attribute(x, target=five)),
         _no_grad(lambda: explainer.attribute(x, target=labels)))
 
-    trainer = Trainer(explainer, total_steps=10_000, amp=amp)
+    trainer = TrainStep(explainer, total_steps=10_000, amp=amp)
     keep["trainer"] = trainer
 
     def fit_step() -> None:
         with eval_mode(model):
-            trainer.step(x)
+            trainer(x)
 
     def floor() -> None:
         floor_step(explainer, x, autocast, explainer.map_size)

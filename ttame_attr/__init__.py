@@ -12,8 +12,6 @@ Example:
 from ttame_attr._core.head import AttentionHead, FeatureBranch
 from ttame_attr._core.loss import LossTerms, TTAMELoss, area_loss, variation_loss
 from ttame_attr._core.outputs import extract_logits
-from ttame_attr._core.resume import TrainingDivergedError
-from ttame_attr._core.training import EpochStats, TrainingHistory, fit
 from ttame_attr._core.ttame import IMAGENET_MEAN, IMAGENET_STD, TTAME, Explanation
 from ttame_attr._version import __version__
 from ttame_attr.adapters import (
@@ -21,6 +19,14 @@ from ttame_attr.adapters import (
     get_adapter,
     list_adapters,
     register_adapter,
+)
+from ttame_attr.training import (
+    EpochStats,
+    StepResult,
+    TrainingDivergedError,
+    TrainingHistory,
+    TrainStep,
+    fit,
 )
 
 __all__ = [
@@ -33,7 +39,9 @@ __all__ = [
     "Explanation",
     "FeatureBranch",
     "LossTerms",
+    "StepResult",
     "TTAMELoss",
+    "TrainStep",
     "TrainingDivergedError",
     "TrainingHistory",
     "__version__",

@@ -7,7 +7,7 @@ import torch
 from tiny_models import make_tiny_cnn
 
 from ttame_attr import TTAME
-from ttame_attr._core.training import Trainer, param_groups
+from ttame_attr.training import TrainStep, param_groups
 
 
 def _loader(n_batches=4, batch=8, seed=0, kind="tuple"):
@@ -63,7 +63,7 @@ def test_dataset_labels_are_ignored() -> None:
 
 def test_optimizer_follows_the_paper() -> None:
     e = TTAME(make_tiny_cnn(), input_size=(3, 32, 32))
-    trainer = Trainer(e, total_steps=10)
+    trainer = TrainStep(e, total_steps=10)
     opt = trainer.optimizer
     assert isinstance(opt, torch.optim.SGD)
     assert opt.defaults["nesterov"] and opt.defaults["momentum"] == 0.9

@@ -15,7 +15,7 @@ from torch.utils.data import (
     WeightedRandomSampler,
 )
 
-from ttame_attr._core.distributed import (
+from ttame_attr.training.distributed import (
     DistributedContext,
     gather_labels,
     is_main_process,

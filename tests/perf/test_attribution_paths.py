@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
+from ttame_attr import TrainStep
 from ttame_attr._core.loss import TTAMELoss
-from ttame_attr._core.training import Trainer
 from ttame_attr._core.ttame import TTAME
 
 
@@ -92,10 +92,10 @@ def test_mask_images_in_pixel_space_by_formula(explainer, images):
 
 
 def test_training_loss_equals_straightforward_computation(explainer, images):
-    trainer = Trainer(explainer, total_steps=4, amp=False)
+    trainer = TrainStep(explainer, total_steps=4, amp=False)
     explainer.head.train()
     try:
-        terms, fidelity = trainer._loss(images)
+        terms, fidelity = trainer.loss(images)
         with torch.no_grad():
             labels = explainer.model(images).argmax(dim=1)
             features, _ = explainer._features(images, need_logits=True)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from ttame_attr._core.modes import training_submodules, eval_mode
+from ttame_attr._core.modes import eval_mode, training_submodules
 from ttame_attr.adapters import capture_features, named_modules_or_error
 
 

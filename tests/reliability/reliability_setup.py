@@ -87,9 +87,9 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
 
-    from ttame_attr._core.training import Trainer
+    from ttame_attr import TrainStep
 
-    original = Trainer.step
+    original = TrainStep.__call__
     calls = [0]
 
     def step(self, x):
@@ -99,7 +99,7 @@ def main(argv: list[str]) -> None:
         calls[0] += 1
         return original(self, x)
 
-    Trainer.step = step
+    TrainStep.__call__ = step
     _, explainer, loader = build()
     train(explainer, loader, checkpoint_path=args.checkpoint, checkpoint_every=args.every,
           resume=True)

@@ -17,9 +17,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import reliability_setup as setup  # noqa: E402
 
 from ttame_attr import TTAME  # noqa: E402
-from ttame_attr._core.resume import TrainingCheckpointer  # noqa: E402
 from ttame_attr._core.storage import atomic_torch_save, safe_torch_load  # noqa: E402
-from ttame_attr._core.training import Trainer  # noqa: E402
 
 
 class _Payload:
@@ -60,9 +58,8 @@ def test_code_in_a_checkpoint_is_refused_without_running(tmp_path):
             safe_torch_load(path)
         with pytest.raises(ValueError, match="refused"):
             TTAME.load(path, model)
-        trainer = Trainer(explainer, 4)
         with pytest.raises(ValueError, match="refused"):
-            TrainingCheckpointer(path, None, trainer, {}).restore()
+            explainer.fit(loader, epochs=1, progress=False, checkpoint_path=path, resume=True)
         assert not target.exists()
     # The refused training checkpoint also stops fit(resume=True) before anything trains.
     evil = tmp_path / "evil_training.pt"
@@ -74,7 +71,7 @@ def test_code_in_a_checkpoint_is_refused_without_running(tmp_path):
 
 
 def test_truncated_corrupted_and_foreign_files(tmp_path):
-    model, explainer, _ = setup.build()
+    model, explainer, loader = setup.build()
     good = explainer.save(tmp_path / "head.pt")
     data = good.read_bytes()
 
@@ -92,9 +89,8 @@ def test_truncated_corrupted_and_foreign_files(tmp_path):
     torch.save(explainer.state_dict(), foreign)  # a bare state_dict: valid, but not ours
     with pytest.raises(ValueError, match="not a T-TAME head"):
         TTAME.load(foreign, model)
-    trainer = Trainer(explainer, 4)
     with pytest.raises(ValueError, match="not a T-TAME training checkpoint"):
-        TrainingCheckpointer(good, None, trainer, {}).restore()
+        explainer.fit(loader, epochs=1, progress=False, checkpoint_path=good, resume=True)
     with pytest.raises(FileNotFoundError, match="path"):
         TTAME.load(tmp_path / "missing.pt", model)
 

@@ -12,12 +12,11 @@ from torch.utils.data import DataLoader, TensorDataset
 sys.path.insert(0, str(Path(__file__).parent))
 import reliability_setup as setup  # noqa: E402
 
-from ttame_attr._core.resume import TrainingCheckpointer, TrainingDivergedError  # noqa: E402
+from ttame_attr import TrainingDivergedError, TrainStep  # noqa: E402
 from ttame_attr._core.storage import safe_torch_load  # noqa: E402
-from ttame_attr._core.training import Trainer  # noqa: E402
 
 
-def _snapshot(trainer: Trainer) -> tuple[dict, dict]:
+def _snapshot(trainer: TrainStep) -> tuple[dict, dict]:
     head = {k: v.clone() for k, v in trainer.head.state_dict().items()}
     opt = {i: {k: v.clone() for k, v in s.items()} for i, s in
            enumerate(trainer.optimizer.state.values())}
@@ -37,13 +36,14 @@ def _images(n: int, seed: int = 0) -> torch.Tensor:
 
 def test_nan_batch_is_skipped_and_leaves_head_and_batchnorm_untouched():
     _, explainer, _ = setup.build()
-    trainer = Trainer(explainer, 10, lr=0.05)
-    assert trainer.step(_images(4))[2]  # one good step, so momentum buffers exist
+    trainer = TrainStep(explainer, 10, lr=0.05)
+    assert trainer(_images(4)).stepped  # one good step, so momentum buffers exist
     before = _snapshot(trainer)
     bad = _images(4)
     bad[1, 0, 3, 3] = float("nan")
-    terms, _, stepped = trainer.step(bad)
-    assert not stepped and trainer.skip_reason == "loss"
+    result = trainer(bad)
+    terms, stepped = result.terms, result.stepped
+    assert not stepped and result.skip_reason == "loss"
     assert not torch.isfinite(terms.total)
     after = _snapshot(trainer)
     assert _same(before[0], after[0])  # weights and BatchNorm running stats
@@ -53,15 +53,16 @@ def test_nan_batch_is_skipped_and_leaves_head_and_batchnorm_untouched():
 
 def test_nonfinite_gradient_with_finite_loss_is_skipped():
     _, explainer, _ = setup.build()
-    trainer = Trainer(explainer, 10, lr=0.05)
+    trainer = TrainStep(explainer, 10, lr=0.05)
     before = _snapshot(trainer)
     handle = explainer.head.fusion.weight.register_hook(lambda g: g * float("inf"))
     try:
-        terms, _, stepped = trainer.step(_images(4))
+        result = trainer(_images(4))
     finally:
         handle.remove()
+    terms, stepped = result.terms, result.stepped
     assert torch.isfinite(terms.total)
-    assert not stepped and trainer.skip_reason == "gradient"
+    assert not stepped and result.skip_reason == "gradient"
     assert _same(before[0], _snapshot(trainer)[0])
     assert all(p.grad is None for p in explainer.head.parameters())
 
@@ -96,13 +97,13 @@ def test_checkpoint_with_nan_weights_is_not_written(tmp_path):
     path = tmp_path / "run.pt"
     explainer.fit(loader, epochs=1, progress=False, checkpoint_path=path)
     good = safe_torch_load(path)
-    trainer = Trainer(explainer, 10)
     with torch.no_grad():
         explainer.head.branches[0].conv.weight[0, 0] = float("inf")
-    checkpointer = TrainingCheckpointer(path, None, trainer, {})
+    # A new run on the same file: every step is skipped (non-finite), so the epoch-end
+    # checkpoint would hold the inf weight.
     with pytest.raises(TrainingDivergedError, match="branches.0.conv.weight"):
-        checkpointer.save(epoch=1, batch=0, epoch_rng=None, loader=None, history=[],
-                          meter_sums={}, meter_count=0, skipped=0, skipped_total=0)
+        explainer.fit(loader, epochs=1, progress=False, checkpoint_path=path,
+                      max_skipped_steps=None)
     kept = safe_torch_load(path)
     assert kept["step"] == good["step"]
     assert all(torch.isfinite(v).all() for v in kept["head"].values() if v.is_floating_point())
@@ -110,15 +111,16 @@ def test_checkpoint_with_nan_weights_is_not_written(tmp_path):
 
 def test_float16_overflow_is_left_to_the_grad_scaler():
     _, explainer, _ = setup.build()
-    trainer = Trainer(explainer, 10)
-    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, enabled=True)
+    trainer = TrainStep(explainer, 10)
+    trainer.precision.scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, enabled=True)
     before = _snapshot(trainer)
     handle = explainer.head.fusion.weight.register_hook(lambda g: g * float("inf"))
     try:
-        _, _, stepped = trainer.step(_images(4))
+        result = trainer(_images(4))
     finally:
         handle.remove()
-    assert not stepped and trainer.skip_reason == "overflow"
-    assert trainer.scaler.get_scale() == 512.0  # the scaler backed off
+    stepped = result.stepped
+    assert not stepped and result.skip_reason == "overflow"
+    assert trainer.precision.scaler.get_scale() == 512.0  # the scaler backed off
     assert _same(before[0], _snapshot(trainer)[0])
-    assert trainer.step(_images(4))[2]  # and the next step goes through
+    assert trainer(_images(4)).stepped  # and the next step goes through

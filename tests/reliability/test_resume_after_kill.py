@@ -15,8 +15,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import reliability_setup as setup  # noqa: E402
 
+from ttame_attr import TrainStep  # noqa: E402
 from ttame_attr._core.storage import safe_torch_load  # noqa: E402
-from ttame_attr._core.training import Trainer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 EVERY = 3
@@ -67,8 +67,8 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(tmp_path, one_th
     assert not list(checkpoint.parent.glob("*.tmp"))  # no temporary file left behind
 
     calls = []
-    original = Trainer.step
-    monkeypatch.setattr(Trainer, "step", lambda self, x: calls.append(1) or original(self, x))
+    original = TrainStep.__call__
+    monkeypatch.setattr(TrainStep, "__call__", lambda self, x: calls.append(1) or original(self, x))
     # A restarted job: new process state, same command with resume=True.
     _, explainer, loader = setup.build()
     history = setup.train(explainer, loader, checkpoint_path=checkpoint,
@@ -77,7 +77,7 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(tmp_path, one_th
     total = setup.EPOCHS * steps_per_epoch
     assert len(calls) == total - saved["step"]  # only the lost steps are redone
     assert len(history) == setup.EPOCHS and history[-1].steps == total
-    monkeypatch.setattr(Trainer, "step", original)
+    monkeypatch.setattr(TrainStep, "__call__", original)
 
     _, explainer, loader = setup.build()
     reference = setup.train(explainer, loader)
@@ -148,7 +148,7 @@ def test_interrupted_in_process_with_a_loader_generator(tmp_path, one_thread, mo
     reference = setup.train(explainer, loader)
     want = {k: v.clone() for k, v in explainer.state_dict().items()}
 
-    original = Trainer.step
+    original = TrainStep.__call__
     calls = []
 
     def failing(self, x):
@@ -159,10 +159,10 @@ def test_interrupted_in_process_with_a_loader_generator(tmp_path, one_thread, mo
 
     checkpoint = tmp_path / "c.pt"
     explainer, loader = make()
-    monkeypatch.setattr(Trainer, "step", failing)
+    monkeypatch.setattr(TrainStep, "__call__", failing)
     with pytest.raises(KeyboardInterrupt):
         setup.train(explainer, loader, checkpoint_path=checkpoint, checkpoint_every=1)
-    monkeypatch.setattr(Trainer, "step", original)
+    monkeypatch.setattr(TrainStep, "__call__", original)
     assert safe_torch_load(checkpoint)["step"] == 6
 
     explainer, loader = make()

@@ -14,10 +14,10 @@ from captum.attr import Attribution
 from captum.log import log_usage
 from torch import Tensor, nn
 
-from ttame_attr._core.modes import eval_mode
 from ttame_attr._core.head import AttentionHead
 from ttame_attr._core.loss import TTAMELoss
 from ttame_attr._core.maps import SCALES, Scale, resize_maps, scale_maps, target_size
+from ttame_attr._core.modes import eval_mode
 from ttame_attr._core.outputs import extract_logits
 from ttame_attr._core.targets import parse_target
 from ttame_attr._typing import TargetType
@@ -536,7 +536,7 @@ class TTAME(Attribution):
         Returns:
             The :class:`~ttame_attr.TrainingHistory`, also stored as ``self.history``.
         """
-        from ttame_attr._core.training import fit
+        from ttame_attr.training import fit
 
         self.history = fit(self, loader, epochs=epochs, **kwargs)
         return self.history

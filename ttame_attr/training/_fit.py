@@ -1,0 +1,252 @@
+"""``fit``: check the settings, assemble the training run from its pieces, run the epoch loop."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from torch import Tensor
+
+from ttame_attr._core.modes import eval_mode
+from ttame_attr.training import distributed as dist_
+from ttame_attr.training._checkpoint import Checkpointing, read_checkpoint, resolve_checkpoint_path
+from ttame_attr.training._data import DataOrder, batch_images, loader_len
+from ttame_attr.training._history import EpochMeans, History, TrainingHistory
+from ttame_attr.training._loop import EpochLoop, LoopPosition
+from ttame_attr.training._nonfinite import NonFiniteGuard
+from ttame_attr.training._progress import ProgressBar
+from ttame_attr.training._step import TrainStep
+from ttame_attr.training._validation import Validation
+
+if TYPE_CHECKING:
+    from ttame_attr._core.ttame import TTAME
+
+__all__ = ["fit"]
+
+logger = logging.getLogger(__name__)
+
+
+def _check_settings(
+    epochs: Any, lr: Any, max_skipped_steps: Any, checkpoint_every: Any, resume: bool,
+    checkpoint_path: Any,
+) -> None:
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs: expected a positive int, got {epochs!r}.")
+    if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
+        raise ValueError(f"lr: expected a positive learning rate, got {lr!r}.")
+    if max_skipped_steps is not None and (
+        isinstance(max_skipped_steps, bool) or not isinstance(max_skipped_steps, int)
+        or max_skipped_steps < 0
+    ):
+        raise ValueError(
+            f"max_skipped_steps: expected a non-negative int or None, got {max_skipped_steps!r}."
+        )
+    if (resume or checkpoint_every is not None) and checkpoint_path is None:
+        raise ValueError(
+            "checkpoint_path: resume=True and checkpoint_every=... need a checkpoint_path (a file "
+            "or a directory) to write the checkpoints to and resume from."
+        )
+    if checkpoint_every is not None and (
+        isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int)
+        or checkpoint_every < 1
+    ):
+        raise ValueError(
+            f"checkpoint_every: expected a positive number of steps or None, got "
+            f"{checkpoint_every!r}."
+        )
+
+
+@dataclass
+class _Setup:
+    """What the ranks agreed on before training: loaders, batches per epoch, the checkpoint."""
+
+    loader: Any
+    val_loader: Any
+    batches: int
+    val_batches: int | None
+    checkpoint: dict[str, Any] | None
+
+
+def _local_batches(loader: Any, steps_per_epoch: int | None, ctx: Any) -> int | None:
+    n = loader_len(loader) if steps_per_epoch is None else steps_per_epoch
+    length = loader_len(loader)
+    if ctx is not None and n is not None and length is not None and length < n:
+        logger.warning("loader: steps_per_epoch=%d but rank %d has only %d batches; it runs at "
+                       "most %d", n, ctx.rank, length, length)
+        n = length
+    return n
+
+
+def _agreed_setup(
+    loader: Any, val_loader: Any, steps_per_epoch: int | None, checkpoint_file: Any,
+    resume: bool, ctx: dist_.DistributedContext | None, seed: int,
+) -> _Setup:
+    """Shard the loaders, count their batches and read the checkpoint; agree across ranks."""
+    error, batches, val_batches, checkpoint = None, None, None, None
+    try:
+        if ctx is not None:
+            loader = dist_.shard_loader(loader, ctx, seed=seed, name="loader")
+            if val_loader is not None:
+                val_loader = dist_.shard_loader(val_loader, ctx, seed=seed, name="val_loader",
+                                                shuffle=False)
+        batches = _local_batches(loader, steps_per_epoch, ctx)
+        val_batches = loader_len(val_loader) if val_loader is not None else None
+        checkpoint = read_checkpoint(checkpoint_file) if resume else None
+    except (TypeError, ValueError) as err:
+        error = err
+    step = -1 if checkpoint is None else int(checkpoint["step"])
+    agreed = dist_.agree(ctx, error, batches=batches, val_batches=val_batches, step=step)
+    if agreed["batches"] is None:
+        raise ValueError(
+            "steps_per_epoch: the loader has no len(); pass steps_per_epoch=... so the OneCycleLR "
+            "schedule can be laid out."
+        )
+    low, high = agreed["batches"]
+    if low != high and dist_.is_main_process(ctx):
+        logger.warning(
+            "loader: the ranks have between %d and %d batches per epoch; every rank runs %d so "
+            "that none waits for the others (the extra batches are skipped). Shard with a "
+            "DistributedSampler to give every rank the same number.", low, high, low,
+        )
+    if low == 0:
+        raise ValueError(
+            "loader: it yields no batches (len 0). Check the dataset path and the batch size "
+            "(with drop_last=True a dataset smaller than one batch is empty)."
+        )
+    steps = agreed["step"]
+    if steps is not None and steps[0] != steps[1]:
+        raise ValueError(
+            f"checkpoint_path: the ranks disagree (values from {steps[0]} to {steps[1]}, this rank "
+            f"{step}). Every rank must resume from the same checkpoint: put checkpoint_path on a "
+            "file system that all machines see."
+        )
+    if ctx is not None and val_loader is not None and agreed["val_batches"] is None and ctx.is_main:
+        logger.warning("val_loader: it has no len(), so the ranks cannot agree on its number of "
+                       "batches; it must yield the same number on every rank or the validation "
+                       "pass hangs.")
+    val = agreed["val_batches"]
+    return _Setup(loader, val_loader, low, None if val is None else val[0], checkpoint)
+
+
+def _to_device(explainer: TTAME, image_key: str | None, batch: Any) -> Tensor:
+    x, _ = explainer._check_inputs(batch_images(batch, image_key))
+    return x.to(device=explainer.device, dtype=explainer.head.fusion.weight.dtype,
+                non_blocking=True)
+
+
+def fit(
+    explainer: TTAME,
+    loader: Iterable[Any],
+    epochs: int = 8,
+    *,
+    val_loader: Iterable[Any] | None = None,
+    lr: float = 1e-3,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+    nesterov: bool = True,
+    steps_per_epoch: int | None = None,
+    amp: bool | None = None,
+    progress: bool = True,
+    image_key: str | None = None,
+    checkpoint_path: str | os.PathLike[str] | None = None,
+    checkpoint_every: int | None = None,
+    resume: bool = False,
+    max_skipped_steps: int | None = 100,
+    distributed: bool | None = None,
+    seed: int = 0,
+) -> TrainingHistory:
+    """Train ``explainer``'s attention head on unlabelled images (the paper's recipe).
+
+    For each batch: the frozen model predicts labels ``y`` on the clean images; the head makes
+    the ``(B, B, h, w)`` maps of the batch's labels for every image; each image is multiplied by
+    its own label's map (in ``explainer.mask_space``) and classified again; the loss
+    (:class:`~ttame_attr.TTAMELoss`) is back-propagated to the head only. SGD with Nesterov
+    momentum 0.9, weight decay 5e-4 on weights (none on biases), OneCycleLR to ``lr``
+    (:class:`~ttame_attr.TrainStep`).
+
+    Args:
+        explainer: the :class:`~ttame_attr.TTAME` whose head is trained.
+        loader: yields image tensors, ``(images, labels)`` tuples or dicts with an image entry
+            (labels are ignored). Images as the model takes them (normalised).
+        epochs: passes over ``loader`` (8 in the paper).
+        val_loader: optional; its loss terms are reported after each epoch.
+        lr: OneCycleLR's maximum learning rate (1e-3 in the paper).
+        momentum: SGD momentum.
+        weight_decay: on weights only.
+        nesterov: Nesterov momentum.
+        steps_per_epoch: needed when ``loader`` has no ``len``.
+        amp: mixed precision: ``None`` = on CUDA only (bfloat16, else float16 with a gradient
+            scaler), ``True``/``False`` to force.
+        progress: show a tqdm progress bar.
+        image_key: the image entry of dict batches (default: ``image``, ``pixel_values``, ...).
+        checkpoint_path: file (or directory, then ``ttame_training.pt`` inside it) for the
+            training checkpoint, rewritten atomically at every epoch end and every
+            ``checkpoint_every`` steps. It holds the head, optimiser, scheduler, gradient scaler,
+            step, epoch, position in the epoch and RNG states; it is never written with
+            non-finite weights.
+        checkpoint_every: also checkpoint every this many optimiser steps (``None``: epoch ends
+            only). A killed run loses at most this many steps.
+        resume: continue from ``checkpoint_path`` if it exists (start from scratch if not), with
+            the same settings as the interrupted run. The result equals an uninterrupted run's:
+            the data order of the interrupted epoch is replayed and the batches already trained
+            on are skipped. The global RNG states (torch, CUDA, ``random``, NumPy) are set to
+            the checkpoint's.
+        max_skipped_steps: a step whose loss or gradients are NaN or inf is skipped and counted
+            (:attr:`EpochStats.skipped_steps`); once more than this many were skipped in the
+            whole run, training stops with :class:`TrainingDivergedError`. ``None``: never stop.
+            float16 overflows handled by the gradient scaler are not counted.
+        distributed: data-parallel training over ``torch.distributed`` (see the distributed
+            docs page). ``None`` (default): when a process group of several processes is
+            initialised, or torchrun's environment is present (then the group is initialised),
+            train data-parallel: the head alone is wrapped in DistributedDataParallel, the
+            loaders are sharded with a ``DistributedSampler`` unless they already shard, logged
+            terms are averaged over ranks, and only rank 0 logs and shows progress. Each step
+            equals one single-process step on the global batch (all ranks' images).
+            ``True``: the same, but an error when there is no group. ``False``: never.
+        seed: the seed of the ``DistributedSampler`` fit builds when it shards a shuffling
+            loader (the same on every rank).
+
+    Returns:
+        A :class:`TrainingHistory` with one :class:`EpochStats` per epoch.
+
+    Raises:
+        ValueError: for an empty loader, bad settings, or a checkpoint that cannot be resumed
+            (corrupted, foreign, or from a run with other settings).
+        TypeError: for batches that hold no image tensor.
+        TrainingDivergedError: after more than ``max_skipped_steps`` non-finite steps, or when
+            the head's weights became non-finite.
+    """
+    _check_settings(epochs, lr, max_skipped_steps, checkpoint_every, resume, checkpoint_path)
+    path = resolve_checkpoint_path(checkpoint_path) if checkpoint_path is not None else None
+    ctx = dist_.resolve_distributed(distributed, explainer.device)
+    setup = _agreed_setup(loader, val_loader, steps_per_epoch, path, resume, ctx, seed)
+    prepare = partial(_to_device, explainer, image_key)
+    main = dist_.is_main_process(ctx)
+    with eval_mode(explainer.model), dist_.data_parallel_head(explainer.head, ctx) as head:
+        step = TrainStep(explainer, epochs * setup.batches, lr=lr, momentum=momentum,
+                         weight_decay=weight_decay, nesterov=nesterov, amp=amp, head=head, ctx=ctx)
+        position, history = LoopPosition(), History(epochs, ctx)
+        means, guard = EpochMeans(ctx), NonFiniteGuard(max_skipped_steps, path)
+        data = DataOrder(setup.loader, setup.batches, ctx, record=path is not None)
+        validation = [] if setup.val_loader is None else [
+            Validation(step, setup.val_loader, prepare, ctx, setup.val_batches)]
+        # The order in which the pieces hear every event (see _loop.py).
+        pieces = [ProgressBar(progress and main), means, guard, *validation, history, data]
+        if path is not None:
+            settings = {"epochs": epochs, "steps_per_epoch": setup.batches, "lr": float(lr),
+                        "momentum": float(momentum), "weight_decay": float(weight_decay),
+                        "nesterov": bool(nesterov), "amp_dtype": str(step.precision.dtype)}
+            checkpointing = Checkpointing(path, checkpoint_every,
+                                          [step, position, means, guard, history, data],
+                                          explainer.config(), settings, ctx)
+            if setup.checkpoint is not None:
+                checkpointing.restore(setup.checkpoint)
+            pieces.append(checkpointing)
+        EpochLoop(step, data, epochs, setup.batches, pieces, position, prepare).run()
+    explainer.head.eval()
+    return history.history

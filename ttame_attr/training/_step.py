@@ -1,0 +1,240 @@
+"""One training step of the T-TAME head: the paper's optimiser, schedule and mixed precision."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+
+from ttame_attr._core.loss import LossTerms
+from ttame_attr._core.outputs import extract_logits
+from ttame_attr._core.storage import all_finite
+from ttame_attr.training import distributed as dist_
+
+if TYPE_CHECKING:
+    from ttame_attr._core.ttame import TTAME
+
+__all__ = ["MixedPrecision", "StepResult", "TrainStep", "param_groups"]
+
+
+def param_groups(head: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on weights, none on biases (as the paper's recipe)."""
+    decay, no_decay = [], []
+    for name, param in head.named_parameters():
+        if not param.requires_grad:
+            continue
+        (no_decay if name.endswith("bias") else decay).append(param)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What one :class:`TrainStep` did.
+
+    Attributes:
+        terms: the loss and its terms on the batch (:class:`~ttame_attr.LossTerms`).
+        fidelity: share of masked images still classified as the clean image (0-d tensor).
+        batch_size: images in the batch.
+        stepped: whether the optimiser stepped.
+        skip_reason: why it did not: ``"loss"`` or ``"gradient"`` (not finite), ``"overflow"``
+            (float16 overflow, left to the gradient scaler), else ``None``.
+    """
+
+    terms: LossTerms
+    fidelity: Tensor
+    batch_size: int
+    stepped: bool
+    skip_reason: str | None = None
+
+
+class MixedPrecision:
+    """Autocast and the gradient scaler: backward, unscale, finite check and optimiser step.
+
+    Args:
+        device: the head's device.
+        amp: ``None``: on CUDA only; ``True`` / ``False`` to force. On CUDA it runs in bfloat16
+            where supported, else float16 with a gradient scaler; on the CPU in bfloat16.
+    """
+
+    def __init__(self, device: torch.device, amp: bool | None) -> None:
+        self.device = device
+        use = device.type == "cuda" if amp is None else bool(amp)
+        self.dtype: torch.dtype | None = None
+        if use:
+            half = device.type == "cuda" and not torch.cuda.is_bf16_supported()
+            self.dtype = torch.float16 if half else torch.bfloat16
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
+
+    def autocast(self) -> AbstractContextManager[Any]:
+        """The autocast context of the forward passes (a no-op without mixed precision)."""
+        if self.dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def backward_and_step(
+        self, loss: Tensor, optimizer: torch.optim.Optimizer, params: list[Tensor]
+    ) -> str | None:
+        """Back-propagate ``loss`` to ``params`` and step; ``None``, or why it did not step.
+
+        Gradients that are not finite skip the step (``"gradient"``); with float16 the
+        scaler's own overflow handling skips it and lowers the scale (``"overflow"``).
+        """
+        scaler = self.scaler
+        scaler.scale(loss).backward(inputs=params)
+        if scaler.is_enabled():
+            scaler.unscale_(optimizer)
+        # identical on all ranks after DDP's all-reduce of the gradients
+        if all_finite([p.grad for p in params if p.grad is not None]):
+            scaler.step(optimizer)
+            scaler.update()
+            return None
+        if scaler.is_enabled():
+            scaler.step(optimizer)  # sees the inf recorded by unscale_, skips
+            scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        return "overflow" if scaler.is_enabled() else "gradient"
+
+
+class TrainStep:
+    """One training step of a T-TAME head, with the paper's recipe.
+
+    For a batch ``x``: the frozen model predicts labels ``y`` on the clean images; the head
+    makes the ``(B, B, h, w)`` maps of the batch's labels for every image; each image is
+    multiplied by its own label's map and classified again; the loss is back-propagated to the
+    head only and SGD (Nesterov, weight decay on weights only) steps, with OneCycleLR to
+    ``lr``. A step whose loss or gradients are not finite is skipped: the head's weights, its
+    BatchNorm statistics and the optimiser are left as they were.
+
+    Args:
+        explainer: the :class:`~ttame_attr.TTAME` whose head is trained.
+        total_steps: the length of the OneCycleLR schedule.
+        lr, momentum, weight_decay, nesterov: the optimiser's settings (paper: 1e-3, 0.9,
+            5e-4, True).
+        amp: mixed precision (see :class:`MixedPrecision`).
+        head: the module that computes the maps: the explainer's head (default) or its
+            DistributedDataParallel wrapper.
+        ctx: the distributed context (then each step is the step of the global batch).
+
+    Example:
+        >>> import torch, torchvision
+        >>> from ttame_attr import TTAME, TrainStep
+        >>> explainer = TTAME(torchvision.models.resnet18(num_classes=4), input_size=(3, 32, 32))
+        >>> step = TrainStep(explainer, total_steps=10)
+        >>> step(torch.rand(2, 3, 32, 32)).stepped
+        True
+    """
+
+    def __init__(
+        self,
+        explainer: TTAME,
+        total_steps: int,
+        *,
+        lr: float = 1e-3,
+        momentum: float = 0.9,
+        weight_decay: float = 5e-4,
+        nesterov: bool = True,
+        amp: bool | None = None,
+        head: nn.Module | None = None,
+        ctx: dist_.DistributedContext | None = None,
+    ) -> None:
+        self.explainer = explainer
+        self.head = head if head is not None else explainer.head
+        self.ctx = ctx
+        self.total_steps = max(total_steps, 1)
+        self.optimizer = torch.optim.SGD(
+            param_groups(explainer.head, weight_decay), lr=lr, momentum=momentum,
+            nesterov=nesterov,
+        )
+        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            self.optimizer, max_lr=lr, total_steps=self.total_steps
+        )
+        self.precision = MixedPrecision(explainer.device, amp)
+        self.step_count = 0
+
+    @property
+    def lr(self) -> float:
+        """The learning rate of the next step."""
+        return self.optimizer.param_groups[0]["lr"]
+
+    def loss(self, x: Tensor) -> tuple[LossTerms, Tensor]:
+        """The loss terms and the fidelity on images ``x`` (gradients flow to the head)."""
+        terms, fidelity, _ = self._forward(x)
+        return terms, fidelity
+
+    def _forward(self, x: Tensor) -> tuple[LossTerms, Tensor, float]:
+        """The loss terms, the fidelity, and this rank's weight in the global batch's loss."""
+        explainer = self.explainer
+        with torch.no_grad(), self.precision.autocast():
+            features, logits = explainer._features(x, need_logits=True)
+            assert logits is not None
+            labels = logits.argmax(dim=1)
+        features = [f.detach() for f in features]
+        # Under DDP: the labels of the global batch, so the maps (B, G, h, w) are this rank's
+        # rows of the global batch's (G, G, h, w); image i is column offset + i.
+        all_labels, offset, weight = dist_.gather_labels(labels, self.ctx)
+        with self.precision.autocast():
+            masks = torch.sigmoid(self.head(features, all_labels))  # (B, G, h, w)
+            rows = torch.arange(x.shape[0], device=x.device)
+            own = masks[rows, rows + offset][:, None]  # (B, 1, h, w): image i's own label's map
+            logits_masked = extract_logits(explainer.model(explainer.mask_images(x, own)))
+        terms = explainer.loss_fn(logits_masked, labels, masks)
+        fidelity = (logits_masked.argmax(dim=1) == labels).float().mean()
+        return terms, fidelity, weight
+
+    def __call__(self, x: Tensor) -> StepResult:
+        """One optimiser step on images ``x`` (``(B, C, H, W)`` on the head's device)."""
+        self.head.train()
+        buffers = [b.detach().clone() for b in self.explainer.head.buffers()]
+        terms, fidelity, weight = self._forward(x)
+        self.optimizer.zero_grad(set_to_none=True)
+        if not dist_.all_ranks_finite(terms.total, self.ctx):  # all ranks skip together
+            reason: str | None = "loss"
+        else:
+            params = [p for p in self.explainer.head.parameters() if p.requires_grad]
+            loss = terms.total * weight
+            reason = self.precision.backward_and_step(loss, self.optimizer, params)
+        if reason is not None:
+            _restore_buffers(self.explainer.head, buffers)
+            return StepResult(terms, fidelity, x.shape[0], False, reason)
+        if self.step_count < self.total_steps:
+            self.scheduler.step()
+        self.step_count += 1
+        return StepResult(terms, fidelity, x.shape[0], True)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The head's weights, the optimiser, schedule and scaler, and the step counter."""
+        head = self.explainer.head
+        return {
+            "head": {k: v.detach().cpu() for k, v in head.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.precision.scaler.state_dict(),
+            "step": self.step_count,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` saved (``ValueError`` if it does not fit)."""
+        try:
+            self.explainer.load_state_dict(state["head"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.precision.scaler.load_state_dict(state["scaler"])
+        except (KeyError, RuntimeError, TypeError, ValueError) as err:
+            raise ValueError(
+                f"the saved state does not fit this run's head or optimiser "
+                f"({type(err).__name__}: {err})."
+            ) from err
+        self.step_count = int(state["step"])
+
+
+def _restore_buffers(module: nn.Module, saved: list[Tensor]) -> None:
+    """Undo what a skipped step's forward pass did to BatchNorm running statistics."""
+    with torch.no_grad():
+        for buffer, value in zip(module.buffers(), saved):
+            buffer.copy_(value)
