@@ -7,7 +7,7 @@ One command::
     python benchmarks/quality.py --quick --out /tmp/q   # tiny smoke run (untrained-ish models)
 
 For each backbone (a small CNN, ViT and Swin trained on :class:`ttame_attr.data.SyntheticShapes`
-by :func:`ttame_attr.data.load_or_train`, cached under ``benchmarks/_cache/``) it fits a T-TAME
+by :func:`ttame_attr.classifiers.load_or_train`, cached under ``benchmarks/_cache/``) it fits a T-TAME
 head (cached too), explains the predicted class of ``--n-images`` held-out test images with every
 method, and scores the maps with every metric of :mod:`ttame_attr.metrics`: AD/IC at 100/50/15%,
 ROAD MoRF/LeRF, deletion/insertion AUC, pointing game and energy pointing game against the
@@ -93,7 +93,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--methods", nargs="+", default=None,
                    help="subset of methods (T-TAME Grad-CAM Grad-CAM++ Score-CAM RISE IG)")
     p.add_argument("--classifier-n-train", type=int, default=None,
-                   help="override the classifier recipe of ttame_attr.data.RECIPES")
+                   help="override the classifier recipe of ttame_attr.classifiers.RECIPES")
     p.add_argument("--classifier-epochs", type=int, default=None)
     p.add_argument("--classifier-lr", type=float, default=None)
     p.add_argument("--ttame-epochs", type=int, default=None, help="override TTAME_CONFIGS")
@@ -245,7 +245,7 @@ def run_backbone(arch: str, args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    for name in ("ttame_attr.training", "ttame_attr.data"):  # epoch lines of the training
+    for name in ("ttame_attr.training", "ttame_attr.classifiers"):  # epoch lines of the training
         logging.getLogger(name).setLevel(logging.INFO)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -6,7 +6,7 @@ Usage (from the repository root)::
     PYTHONPATH=. python benchmarks/train_classifiers.py --archs cnn --retrain
 
 Checkpoints and metrics are cached under ``benchmarks/_cache/`` (git-ignored) by
-:func:`ttame_attr.data.load_or_train`; a second run only loads and re-evaluates them.
+:func:`ttame_attr.classifiers.load_or_train`; a second run only loads and re-evaluates them.
 """
 
 from __future__ import annotations
@@ -19,12 +19,8 @@ from pathlib import Path
 
 import torch
 
-from ttame_attr.data import (
-    ARCHITECTURES,
-    SyntheticShapes,
-    evaluate_accuracy,
-    load_or_train,
-)
+from ttame_attr.classifiers import ARCHITECTURES, evaluate_accuracy, load_or_train
+from ttame_attr.data import SyntheticShapes
 
 CACHE = Path(__file__).resolve().parent / "_cache"
 

@@ -47,6 +47,8 @@ from ttame_attr import *
 from ttame_attr.adapters import *
 from ttame_attr.metrics import *
 from ttame_attr.data import *
+from ttame_attr.classifiers import *
+from ttame_attr.training import *
 from ttame_attr.viz import *
 from ttame_attr.cli import main
 torch.manual_seed(0)

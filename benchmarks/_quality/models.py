@@ -62,12 +62,12 @@ def get_classifier(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """A trained classifier in eval mode and facts about it (accuracy, training time).
 
-    Full runs use :func:`ttame_attr.data.load_or_train` (cached under ``cache_dir``). Quick runs
+    Full runs use :func:`ttame_attr.classifiers.load_or_train` (cached under ``cache_dir``). Quick runs
     train a tiny model for a few steps (smoke test only: its accuracy is near chance).
     ``recipe`` overrides ``num_train``, ``epochs`` or ``lr`` of the data package's recipe.
     """
     if quick:
-        from ttame_attr.data import build_classifier, train_classifier
+        from ttame_attr.classifiers import build_classifier, train_classifier
 
         torch.manual_seed(seed)
         model = build_classifier(arch, image_size=image_size)
@@ -76,7 +76,7 @@ def get_classifier(
         train_classifier(model, DataLoader(data, batch_size=32), None, epochs=1)
         model.eval()
         return model, {"quick": True, "seconds": time.perf_counter() - start}
-    from ttame_attr.data import load_or_train
+    from ttame_attr.classifiers import load_or_train
 
     result = load_or_train(
         arch, cache_dir, image_size=image_size, seed=seed, num_eval=1000, **(recipe or {})

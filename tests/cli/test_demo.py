@@ -58,7 +58,7 @@ def test_shipped_classifier_loads_in_float32_and_classifies_held_out_images():
     import torch
 
     from ttame_attr.data import MEAN, STD, SyntheticShapes
-    from ttame_attr.demo._classifier import Normalized, load_reference_classifier
+    from ttame_attr.classifiers import Normalized, load_reference_classifier
 
     net, info = load_reference_classifier()
     assert all(p.dtype == torch.float32 for p in net.parameters())
@@ -74,7 +74,7 @@ def test_reference_weights_file_is_refused_when_foreign(tmp_path):
     import pytest
     import torch
 
-    from ttame_attr.demo._classifier import load_reference_classifier
+    from ttame_attr.classifiers import load_reference_classifier
 
     path = tmp_path / "x.pt"
     torch.save({"format": "something else"}, path)

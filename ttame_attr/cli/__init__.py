@@ -100,14 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adapter", default=None, help="force an adapter (cnn, vit, swin, ...)")
     p.set_defaults(func="cmd_layers")
 
-    p = sub.add_parser("demo", help="the end-to-end demo on synthetic data, with an HTML report")
-    p.add_argument("--out", default="ttame_demo_output", help="output folder (default ttame_demo_output)")
-    p.add_argument("--quick", action="store_true", help="fewer images and epochs")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--train-classifier", action="store_true",
-                   help="train the classifier here instead of loading the shipped one (rougher)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    from ttame_attr.demo import add_arguments as add_demo_arguments
+
+    p = add_demo_arguments(sub.add_parser(
+        "demo", help="the end-to-end demo on synthetic data, with an HTML report"))
     p.set_defaults(func="cmd_demo")
     return parser
 

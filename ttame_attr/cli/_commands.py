@@ -256,19 +256,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------ demo
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the end-to-end demo and print where the report is."""
-    from ttame_attr.demo import DemoConfig, run_demo
+    from ttame_attr.demo import run_from_args
 
     try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        raise CLIError(
-            "demo: the report needs matplotlib; install it with `pip install ttame-attr[demo]`."
-        ) from None
-    config = DemoConfig.quick(args.seed) if args.quick else DemoConfig.full(args.seed)
-    if args.threads is not None:
-        if args.threads < 1:
-            raise CLIError(f"--threads: expected a positive integer, got {args.threads}.")
-        config.threads = args.threads
-    config.train_classifier = bool(args.train_classifier)
-    run_demo(args.out, config, progress=not args.quiet)
-    return 0
+        return run_from_args(args)
+    except ValueError as err:
+        raise CLIError(str(err)) from None

@@ -220,10 +220,10 @@ class SyntheticShapes(Dataset):
         transform: Callable[[Tensor], Tensor] | None = None,
         return_mask: bool = True,
     ) -> None:
-        self.num_samples = _check_int("num_samples", num_samples, minimum=1)
-        self.image_size = _check_int("image_size", image_size, minimum=16)
-        self.seed = _check_int("seed", seed, minimum=None)
-        self.offset = _check_int("offset", offset, minimum=0)
+        self.num_samples = check_int("num_samples", num_samples, minimum=1)
+        self.image_size = check_int("image_size", image_size, minimum=16)
+        self.seed = check_int("seed", seed, minimum=None)
+        self.offset = check_int("offset", offset, minimum=0)
         if not isinstance(split, str) or split not in _SPLITS:
             raise ValueError(
                 f"split: expected one of {sorted(_SPLITS)}, got {split!r}. Use `offset` to take "
@@ -533,7 +533,7 @@ def make_loaders(
     Raises:
         ValueError: if a size or ``batch_size`` is not a positive int.
     """
-    _check_int("batch_size", batch_size, minimum=1)
+    check_int("batch_size", batch_size, minimum=1)
     datasets = [
         SyntheticShapes(n, image_size=image_size, seed=seed, split=split, return_mask=return_mask)
         for n, split in ((num_train, "train"), (num_val, "val"), (num_test, "test"))
@@ -551,7 +551,7 @@ def make_loaders(
     return train, val, test
 
 
-def _check_int(name: str, value: object, minimum: int | None) -> int:
+def check_int(name: str, value: object, minimum: int | None) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name}: expected an int, got {type(value).__name__} ({value!r}).")
     if minimum is not None and value < minimum:

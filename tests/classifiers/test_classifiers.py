@@ -9,17 +9,16 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ttame_attr.data import (
+from ttame_attr.classifiers import (
     ARCHITECTURES,
     SmallResNet,
-    SyntheticShapes,
     build_classifier,
     evaluate_accuracy,
     load_or_train,
-    normalize,
     train_classifier,
 )
-from ttame_attr.data._classifiers import _augment
+from ttame_attr.classifiers import augment as _augment
+from ttame_attr.data import SyntheticShapes, normalize
 
 SIZE = 32
 
