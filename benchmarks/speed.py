@@ -257,7 +257,7 @@ def gradcam_setup(name: str, model: nn.Module, explainer: TTAME) -> tuple[nn.Mod
 def full_head_maps(explainer: TTAME, x: Tensor) -> Tensor:
     """The authors' inference: all class maps, then the predicted class's, upsampled."""
     with torch.no_grad(), eval_mode(explainer.head):
-        features, logits = explainer._features(x, need_logits=True)
+        features, logits = explainer.extractor(x, need_logits=True)
         assert logits is not None
         maps = explainer.head.forward_full(features)  # (N, K, h, w)
         own = maps[torch.arange(x.shape[0], device=x.device), logits.argmax(dim=1)][:, None]

@@ -57,8 +57,8 @@ def test_python_m_demo_help():
 def test_shipped_classifier_loads_in_float32_and_classifies_held_out_images():
     import torch
 
-    from ttame_attr.data import MEAN, STD, SyntheticShapes
     from ttame_attr.classifiers import Normalized, load_reference_classifier
+    from ttame_attr.data import MEAN, STD, SyntheticShapes
 
     net, info = load_reference_classifier()
     assert all(p.dtype == torch.float32 for p in net.parameters())

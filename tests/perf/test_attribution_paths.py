@@ -39,7 +39,7 @@ def images() -> torch.Tensor:
 def _straightforward(explainer: TTAME, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """All class maps with ``forward_full`` and the logits, from one plain hooked forward."""
     with torch.no_grad():
-        features, logits = explainer._features(x, need_logits=True)
+        features, logits = explainer.extractor(x, need_logits=True)
         return explainer.head.forward_full(features), logits
 
 
@@ -98,7 +98,7 @@ def test_training_loss_equals_straightforward_computation(explainer, images):
         terms, fidelity = trainer.loss(images)
         with torch.no_grad():
             labels = explainer.model(images).argmax(dim=1)
-            features, _ = explainer._features(images, need_logits=True)
+            features, _ = explainer.extractor(images, need_logits=True)
             masks = torch.sigmoid(explainer.head.forward_full(features)[:, labels])  # (B, B, h, w)
             own = torch.stack([masks[i, i] for i in range(3)])[:, None]
             logits_masked = explainer.model(explainer.mask_images(images, own))

@@ -9,11 +9,34 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["SCALES", "Scale", "minmax_scale", "resize_maps", "scale_maps", "target_size"]
+__all__ = [
+    "SCALES",
+    "Scale",
+    "check_map_options",
+    "minmax_scale",
+    "resize_maps",
+    "scale_maps",
+    "target_size",
+]
 
 #: What the values of a map are: see :meth:`ttame_attr.TTAME.attribute`.
 Scale = Literal["raw", "sigmoid", "minmax"]
 SCALES: tuple[str, ...] = ("raw", "sigmoid", "minmax")
+
+
+#: The modes :func:`resize_maps` takes.
+MODES: tuple[str, ...] = ("bilinear", "nearest", "bicubic", "area")
+
+
+def check_map_options(scale: str, interpolate_mode: str) -> None:
+    """Raise a ``ValueError`` naming ``scale`` or ``interpolate_mode`` if it is unknown."""
+    if scale not in SCALES:
+        raise ValueError(f"scale: expected one of {SCALES}, got {scale!r}.")
+    if interpolate_mode not in MODES:
+        raise ValueError(
+            "interpolate_mode: expected 'bilinear', 'nearest', 'bicubic' or 'area', got "
+            f"{interpolate_mode!r}."
+        )
 
 
 def minmax_scale(maps: Tensor) -> Tensor:

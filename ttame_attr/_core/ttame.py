@@ -9,34 +9,34 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from captum.attr import Attribution
 from captum.log import log_usage
 from torch import Tensor, nn
 
+from ttame_attr._core.features import FeatureExtractor, check_images
 from ttame_attr._core.head import AttentionHead
+from ttame_attr._core.head_file import load_head, save_head
 from ttame_attr._core.loss import TTAMELoss
-from ttame_attr._core.maps import SCALES, Scale, resize_maps, scale_maps, target_size
+from ttame_attr._core.maps import Scale, check_map_options, resize_maps, scale_maps, target_size
+from ttame_attr._core.masking import Masker
 from ttame_attr._core.modes import eval_mode
-from ttame_attr._core.outputs import extract_logits
+from ttame_attr._core.setup import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    model_device_dtype,
+    resolve_input_size,
+    resolve_mask_space,
+    resolve_normalization,
+)
 from ttame_attr._core.targets import parse_target
 from ttame_attr._typing import TargetType
-from ttame_attr.adapters._base import BackboneAdapter, LayerInfo, to_nchw
-from ttame_attr.adapters._hooks import (
-    StopForward,
-    capture_features,
-    named_modules_or_error,
-    record_output_versions,
-)
+from ttame_attr._version import __version__
+from ttame_attr.adapters._base import BackboneAdapter, LayerInfo
 from ttame_attr.adapters._registry import resolve_adapter
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "TTAME", "Explanation"]
 
 logger = logging.getLogger(__name__)
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
 
 
 @dataclass
@@ -54,47 +54,6 @@ class Explanation:
     classes: Tensor
     probabilities: Tensor
     maps: Tensor
-
-
-def _model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
-    for tensor in list(model.parameters()) + list(model.buffers()):
-        if tensor.is_floating_point():
-            return tensor.device, tensor.dtype
-    return torch.device("cpu"), torch.float32
-
-
-def _resolve_normalization(
-    normalization: str | tuple[Sequence[float], Sequence[float]] | None, model: nn.Module
-) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
-    if normalization is None:
-        cfg = getattr(model, "pretrained_cfg", None)
-        if isinstance(cfg, dict) and "mean" in cfg and "std" in cfg:
-            return tuple(map(float, cfg["mean"])), tuple(map(float, cfg["std"]))
-        return None
-    if isinstance(normalization, str):
-        if normalization.lower() != "imagenet":
-            raise ValueError(
-                f"normalization: expected None, 'imagenet' or (mean, std), got {normalization!r}."
-            )
-        return IMAGENET_MEAN, IMAGENET_STD
-    try:
-        mean, std = normalization
-        mean, std = tuple(map(float, mean)), tuple(map(float, std))
-    except (TypeError, ValueError) as err:
-        raise TypeError(
-            "normalization: expected None, 'imagenet' or a pair (mean, std) of per-channel "
-            f"sequences, got {normalization!r}."
-        ) from err
-    if any(s <= 0 for s in std):
-        raise ValueError(f"normalization: std must be positive, got {std}.")
-    return mean, std
-
-
-def _input_size_error(input_size: tuple[int, int, int], err: Exception) -> ValueError:
-    return ValueError(
-        f"input_size: the model failed on a dry run with an input of size {input_size} "
-        f"({type(err).__name__}: {err}). Pass the input_size=(C, H, W) the model expects."
-    )
 
 
 class TTAME(Attribution):
@@ -164,45 +123,16 @@ class TTAME(Attribution):
         super().__init__(model)
         self.model = model
         self._adapter = resolve_adapter(model, adapter)
-        self._input_size = self._resolve_input_size(input_size)
+        self._input_size = resolve_input_size(input_size, self._adapter, model)
         if not isinstance(max_map_size, int) or max_map_size < 1:
             raise ValueError(f"max_map_size: expected a positive int, got {max_map_size!r}.")
-        self.normalization = _resolve_normalization(normalization, model)
-        if self.normalization is not None and len(self.normalization[0]) != self._input_size[0]:
-            raise ValueError(
-                f"normalization: expected {self._input_size[0]} channel means/stds for input size "
-                f"{self._input_size}, got {len(self.normalization[0])}."
-            )
-        self.mask_space = self._resolve_mask_space(mask_space)
-        device, dtype = _model_device_dtype(model)
-        if device.type == "meta":
-            raise ValueError(
-                "model: its parameters are on the meta device and hold no values. Materialise "
-                "it first (model.to_empty(device=...) and load its weights)."
-            )
-
-        with eval_mode(model):
-            if layers is None:
-                try:
-                    chosen = self._adapter.default_layers(self._input_size)
-                except (RuntimeError, AssertionError) as err:
-                    raise _input_size_error(self._input_size, err) from err
-                logger.info(
-                    "TTAME: the %r adapter chose layers %s of %s", self._adapter.name, chosen,
-                    type(model).__name__,
-                )
-            else:
-                if isinstance(layers, str) or not isinstance(layers, Sequence) or not layers:
-                    raise TypeError(
-                        "layers: expected a non-empty list of module names, e.g. "
-                        f"['layer3', 'layer4'], got {layers!r}."
-                    )
-                chosen = list(layers)
-                if len(set(chosen)) != len(chosen):
-                    raise ValueError(f"layers: each layer may be given once, got {chosen}.")
-            named_modules_or_error(model, chosen)
-            self._layer_infos, logits = self._dry_run(chosen, device, dtype)
-
+        self.normalization = resolve_normalization(normalization, model, self._input_size[0])
+        self.mask_space = resolve_mask_space(mask_space, self.normalization, self._adapter)
+        device, dtype = model_device_dtype(model)
+        self.extractor, logits = FeatureExtractor.build(
+            model, self._adapter, layers, self._input_size, device, dtype
+        )
+        self._layer_infos = self.extractor.infos
         out_classes = logits.shape[1]
         if num_classes is not None and num_classes != out_classes:
             raise ValueError(
@@ -218,86 +148,6 @@ class TTAME(Attribution):
         self.head.eval()
         self.loss_fn = loss if loss is not None else TTAMELoss()
         self.history: Any = None
-
-    # ------------------------------------------------------------------ construction helpers
-    def _resolve_input_size(self, input_size: Sequence[int] | None) -> tuple[int, int, int]:
-        if input_size is None:
-            declared = self._adapter.input_size()
-            if declared is None:
-                logger.warning(
-                    "TTAME: %s does not declare its input size; assuming (3, 224, 224). Pass "
-                    "input_size=(C, H, W) if it expects another.", type(self.model).__name__
-                )
-                return (3, 224, 224)
-            return declared
-        size = tuple(input_size)
-        if len(size) == 2:
-            size = (3, *size)
-        if len(size) != 3 or not all(isinstance(v, int) and v > 0 for v in size):
-            raise ValueError(
-                f"input_size: expected (C, H, W) positive ints such as (3, 224, 224), got {input_size!r}."
-            )
-        return size  # type: ignore[return-value]
-
-    def _resolve_mask_space(self, mask_space: str) -> str:
-        if mask_space not in ("auto", "input", "pixel"):
-            raise ValueError(
-                f"mask_space: expected 'auto', 'input' or 'pixel', got {mask_space!r}."
-            )
-        if mask_space == "pixel" and self.normalization is None:
-            raise ValueError(
-                "mask_space='pixel' needs the input normalisation: pass normalization=(mean, std) "
-                "or normalization='imagenet'."
-            )
-        if mask_space == "auto":
-            if self.normalization is not None and self._adapter.name != "vit":
-                return "pixel"
-            return "input"
-        return mask_space
-
-    def _dry_run(
-        self, names: list[str], device: torch.device, dtype: torch.dtype
-    ) -> tuple[list[LayerInfo], Tensor]:
-        x = torch.zeros(2, *self._input_size, device=device, dtype=dtype)
-        hw = self._input_size[1:]
-        with torch.no_grad(), capture_features(self.model, names) as store, \
-                record_output_versions(self.model, names) as versions:
-            try:
-                output = self.model(x)
-            except (RuntimeError, AssertionError) as err:
-                raise _input_size_error(self._input_size, err) from err
-        logits = extract_logits(output)
-        missing = [n for n in names if n not in store]
-        if missing:
-            raise ValueError(
-                f"layers: {missing} did not run during the forward pass of "
-                f"{type(self.model).__name__}; choose modules that are called in forward()."
-            )
-        infos = []
-        for name in names:
-            feature = store[name]
-            layout = self._adapter.layout(name, feature, hw)
-            grid = (
-                self._adapter.token_grid(name, feature.shape[1], hw) if layout == "tokens" else None
-            )
-            nchw = to_nchw(feature, layout, grid)
-            prefix = feature.shape[1] - grid[0] * grid[1] if grid is not None else 0
-            infos.append(
-                LayerInfo(
-                    name=name,
-                    layout=layout,
-                    channels=int(nchw.shape[1]),
-                    height=int(nchw.shape[2]),
-                    width=int(nchw.shape[3]),
-                    prefix_tokens=int(prefix),
-                    inplace_modified=feature._version != versions[name],
-                )
-            )
-            if infos[-1].inplace_modified:
-                logger.info("TTAME: %r is modified in place by the model; it will be cloned", name)
-        # The module whose output comes last in the forward pass; hooks may stop there.
-        self._last_layer = names[-1]
-        return infos, logits
 
     # ------------------------------------------------------------------ properties
     @property
@@ -343,87 +193,11 @@ class TTAME(Attribution):
 
     # ------------------------------------------------------------------ forward machinery
     def _check_inputs(self, inputs: Any) -> tuple[Tensor, bool]:
-        is_tuple = isinstance(inputs, tuple)
-        if is_tuple:
-            if len(inputs) != 1:
-                raise ValueError(
-                    f"inputs: T-TAME explains single-input image models; got a tuple of "
-                    f"{len(inputs)} tensors. Pass one (N, C, H, W) tensor (or a 1-tuple)."
-                )
-            inputs = inputs[0]
-        if not isinstance(inputs, Tensor):
-            raise TypeError(f"inputs: expected a (N, C, H, W) tensor, got {type(inputs).__name__}.")
-        if inputs.dim() != 4:
-            hint = " Add a batch dimension with x.unsqueeze(0)." if inputs.dim() == 3 else ""
-            raise ValueError(
-                f"inputs: expected a 4-D (N, C, H, W) batch, got shape {tuple(inputs.shape)}.{hint}"
-            )
-        if not inputs.is_floating_point():
-            raise TypeError(
-                f"inputs: expected a floating-point image tensor, got dtype {inputs.dtype}. "
-                "Convert it with x.float() (and normalise it as the model expects)."
-            )
-        if inputs.device.type == "meta":
-            raise ValueError(
-                "inputs: the tensor is on the meta device and holds no values; pass real images."
-            )
-        if inputs.shape[0] == 0:
-            raise ValueError("inputs: the batch is empty (N = 0).")
-        if inputs.shape[1] != self._input_size[0]:
-            raise ValueError(
-                f"inputs: expected {self._input_size[0]} channels, got {inputs.shape[1]} "
-                f"(shape {tuple(inputs.shape)}). Images must be (N, {self._input_size[0]}, H, W)."
-            )
-        return inputs, is_tuple
+        return check_images(inputs, self._input_size[0])
 
     def _to_model(self, x: Tensor) -> Tensor:
         """Images on the model's device and in its floating-point dtype (e.g. float64 -> float32)."""
         return x.to(device=self.device, dtype=self.head.fusion.weight.dtype)
-
-    def _features(
-        self, x: Tensor, need_logits: bool, additional_forward_args: Any = None
-    ) -> tuple[list[Tensor], Tensor | None]:
-        """Run the model once and return the NCHW features (and the logits if needed)."""
-        args = () if additional_forward_args is None else (
-            additional_forward_args if isinstance(additional_forward_args, tuple)
-            else (additional_forward_args,)
-        )
-        clone = [i.name for i in self._layer_infos if i.inplace_modified]
-        stop = None if need_logits else self._last_layer
-        hw = (x.shape[-2], x.shape[-1])
-        logits = None
-        with eval_mode(self.model), capture_features(
-            self.model, self.layers, clone=clone, stop_after=stop
-        ) as store:
-            try:
-                logits = extract_logits(self.model(x, *args))
-            except StopForward:
-                pass
-            except (RuntimeError, AssertionError) as err:
-                if hw != self._input_size[1:]:
-                    raise ValueError(
-                        f"inputs: the model rejected images of size {hw} ({type(err).__name__}: "
-                        f"{err}). It was set up for {self._input_size[1:]}; resize the images."
-                    ) from err
-                raise
-        features = []
-        for info in self._layer_infos:
-            raw = store[info.name]
-            grid = (
-                self._adapter.token_grid(info.name, raw.shape[1], hw)
-                if info.layout == "tokens" else None
-            )
-            features.append(to_nchw(raw, info.layout, grid))
-        return features, logits
-
-    def _check_options(self, scale: str, interpolate_mode: str) -> None:
-        if scale not in SCALES:
-            raise ValueError(f"scale: expected one of {SCALES}, got {scale!r}.")
-        if interpolate_mode not in ("bilinear", "nearest", "bicubic", "area"):
-            raise ValueError(
-                "interpolate_mode: expected 'bilinear', 'nearest', 'bicubic' or 'area', got "
-                f"{interpolate_mode!r}."
-            )
 
     # ------------------------------------------------------------------ public API
     @log_usage()
@@ -464,13 +238,13 @@ class TTAME(Attribution):
         Raises:
             TypeError, ValueError: for malformed inputs or targets, with the expected form.
         """
-        self._check_options(scale, interpolate_mode)
+        check_map_options(scale, interpolate_mode)
         x, is_tuple = self._check_inputs(inputs)
         x = self._to_model(x)
         classes = parse_target(target, x.shape[0], self._num_classes, x.device)
         track = torch.is_grad_enabled() and x.requires_grad
         with torch.set_grad_enabled(track), eval_mode(self.head):
-            features, logits = self._features(x, classes is None, additional_forward_args)
+            features, logits = self.extractor(x, classes is None, additional_forward_args)
             if classes is None:
                 assert logits is not None
                 classes = logits.argmax(dim=1)
@@ -506,11 +280,11 @@ class TTAME(Attribution):
             raise ValueError(
                 f"top_k: expected an int in [1, {self._num_classes}], got {top_k!r}."
             )
-        self._check_options(scale, "bilinear")
+        check_map_options(scale, "bilinear")
         x, _ = self._check_inputs(inputs)
         x = self._to_model(x)
         with torch.no_grad(), eval_mode(self.head):
-            features, logits = self._features(x, need_logits=True)
+            features, logits = self.extractor(x, need_logits=True)
             assert logits is not None
             probs = logits.float().softmax(dim=1)
             top_p, top_c = probs.topk(top_k, dim=1)
@@ -525,7 +299,7 @@ class TTAME(Attribution):
         """
         x, _ = self._check_inputs(inputs)
         with torch.no_grad(), eval_mode(self.head):
-            features, _ = self._features(self._to_model(x), need_logits=False)
+            features, _ = self.extractor(self._to_model(x), need_logits=False)
             return self.head(features, None)
 
     def fit(self, loader: Any, epochs: int = 8, **kwargs: Any) -> Any:
@@ -549,30 +323,16 @@ class TTAME(Attribution):
             x: ``(N, C, H, W)`` model inputs.
             masks: ``(N, 1, h, w)`` masks in [0, 1]; resized bilinearly to ``(H, W)``.
         """
-        masks = F.interpolate(masks, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        if self.mask_space == "input":
-            return x * masks.to(x.dtype)
-        mean, std = self._normalization_tensors(x.device, x.dtype)
-        return ((x * std + mean) * masks.to(x.dtype) - mean) / std
-
-    def _normalization_tensors(self, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-        # Cached per device and dtype: building them from Python lists on every training step
-        # is a host-to-device copy that waits for the GPU (a synchronisation point per step).
-        assert self.normalization is not None
-        key = (self.normalization, device, dtype)
-        cached = self.__dict__.get("_norm_cache")
-        if cached is None or cached[0] != key:
-            mean = torch.tensor(self.normalization[0], device=device, dtype=dtype)[:, None, None]
-            std = torch.tensor(self.normalization[1], device=device, dtype=dtype)[:, None, None]
-            cached = (key, mean, std)
-            self.__dict__["_norm_cache"] = cached
-        return cached[1], cached[2]
+        masker = self.__dict__.get("_masker")
+        if masker is None or (masker.space, masker.normalization) != (
+            self.mask_space, self.normalization
+        ):
+            masker = self.__dict__["_masker"] = Masker(self.mask_space, self.normalization)
+        return masker(x, masks)
 
     # ------------------------------------------------------------------ persistence
     def config(self) -> dict[str, Any]:
         """What :meth:`save` stores besides the weights: plain Python values only."""
-        from ttame_attr._version import __version__
-
         return {
             "package_version": __version__,
             "model_class": type(self.model).__name__,
@@ -616,8 +376,6 @@ class TTAME(Attribution):
         The file holds tensors and plain Python values only and is read back with
         ``torch.load(weights_only=True)``: loading it never runs code.
         """
-        from ttame_attr._core.head_file import save_head
-
         return save_head(self, path)
 
     @classmethod
@@ -635,7 +393,5 @@ class TTAME(Attribution):
             map_location: passed to ``torch.load``; by default the model's device.
             **kwargs: overrides for the constructor (e.g. ``mask_space``).
         """
-        from ttame_attr._core.head_file import load_head
-
         return load_head(cls, path, model, map_location=map_location, **kwargs)
 

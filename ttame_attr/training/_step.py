@@ -171,7 +171,7 @@ class TrainStep:
         """The loss terms, the fidelity, and this rank's weight in the global batch's loss."""
         explainer = self.explainer
         with torch.no_grad(), self.precision.autocast():
-            features, logits = explainer._features(x, need_logits=True)
+            features, logits = explainer.extractor(x, need_logits=True)
             assert logits is not None
             labels = logits.argmax(dim=1)
         features = [f.detach() for f in features]

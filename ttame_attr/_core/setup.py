@@ -1,0 +1,135 @@
+"""TTAME's constructor arguments turned into settings: device, input size, normalisation, masking."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from ttame_attr.adapters._base import BackboneAdapter
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "Normalization",
+    "model_device_dtype",
+    "resolve_input_size",
+    "resolve_mask_space",
+    "resolve_normalization",
+]
+
+logger = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+#: ``(mean, std)``, one value per channel.
+Normalization = tuple[tuple[float, ...], tuple[float, ...]]
+
+
+def model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    """The device and floating dtype of the model's first floating parameter or buffer.
+
+    Raises:
+        ValueError: for a model on the meta device.
+    """
+    device, dtype = torch.device("cpu"), torch.float32
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        if tensor.is_floating_point():
+            device, dtype = tensor.device, tensor.dtype
+            break
+    if device.type == "meta":
+        raise ValueError(
+            "model: its parameters are on the meta device and hold no values. Materialise "
+            "it first (model.to_empty(device=...) and load its weights)."
+        )
+    return device, dtype
+
+
+def resolve_input_size(
+    input_size: Sequence[int] | None, adapter: BackboneAdapter, model: nn.Module
+) -> tuple[int, int, int]:
+    """``input_size`` as ``(C, H, W)``, or the size the model declares, or ``(3, 224, 224)``.
+
+    Raises:
+        ValueError: for anything but two or three positive ints.
+    """
+    if input_size is None:
+        declared = adapter.input_size()
+        if declared is None:
+            logger.warning(
+                "TTAME: %s does not declare its input size; assuming (3, 224, 224). Pass "
+                "input_size=(C, H, W) if it expects another.", type(model).__name__
+            )
+            return (3, 224, 224)
+        return declared
+    size = tuple(input_size)
+    if len(size) == 2:
+        size = (3, *size)
+    if len(size) != 3 or not all(isinstance(v, int) and v > 0 for v in size):
+        raise ValueError(
+            f"input_size: expected (C, H, W) positive ints such as (3, 224, 224), got "
+            f"{input_size!r}."
+        )
+    return size  # type: ignore[return-value]
+
+
+def resolve_normalization(
+    normalization: Any, model: nn.Module, channels: int
+) -> Normalization | None:
+    """``(mean, std)`` from ``normalization``, or timm's ``pretrained_cfg`` when it is ``None``.
+
+    Raises:
+        TypeError, ValueError: for a malformed normalisation.
+    """
+    if normalization is None:
+        cfg = getattr(model, "pretrained_cfg", None)
+        if not (isinstance(cfg, dict) and "mean" in cfg and "std" in cfg):
+            return None
+        mean, std = tuple(map(float, cfg["mean"])), tuple(map(float, cfg["std"]))
+    elif isinstance(normalization, str):
+        if normalization.lower() != "imagenet":
+            raise ValueError(
+                f"normalization: expected None, 'imagenet' or (mean, std), got {normalization!r}."
+            )
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
+    else:
+        try:
+            mean, std = normalization
+            mean, std = tuple(map(float, mean)), tuple(map(float, std))
+        except (TypeError, ValueError) as err:
+            raise TypeError(
+                "normalization: expected None, 'imagenet' or a pair (mean, std) of per-channel "
+                f"sequences, got {normalization!r}."
+            ) from err
+    if any(s <= 0 for s in std):
+        raise ValueError(f"normalization: std must be positive, got {std}.")
+    if len(mean) != channels or len(std) != channels:
+        raise ValueError(
+            f"normalization: expected {channels} channel means/stds for the model's {channels} "
+            f"input channels, got {len(mean)}."
+        )
+    return mean, std
+
+
+def resolve_mask_space(
+    mask_space: str, normalization: Normalization | None, adapter: BackboneAdapter
+) -> str:
+    """``"input"`` or ``"pixel"`` for the ``mask_space`` argument (``"auto"`` decides).
+
+    Raises:
+        ValueError: for an unknown value, or ``"pixel"`` without a normalisation.
+    """
+    if mask_space not in ("auto", "input", "pixel"):
+        raise ValueError(f"mask_space: expected 'auto', 'input' or 'pixel', got {mask_space!r}.")
+    if mask_space == "pixel" and normalization is None:
+        raise ValueError(
+            "mask_space='pixel' needs the input normalisation: pass normalization=(mean, std) "
+            "or normalization='imagenet'."
+        )
+    if mask_space == "auto":
+        return "pixel" if normalization is not None and adapter.name != "vit" else "input"
+    return mask_space
