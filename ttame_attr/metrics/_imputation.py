@@ -231,21 +231,26 @@ def noisy_linear_impute(
         solver = "direct" if images.device.type == "cpu" and _scipy_available() else "cg"
     out_dtype = images.dtype
     dtype = out_dtype if out_dtype in (torch.float32, torch.float64) else torch.float32
-    device = images.device
+    n, c, h, w = images.shape
+    removed = removed.to(device=images.device, dtype=torch.bool)
+    rem = removed[:, None].expand(n, c, h, w).reshape(n * c, 1, h, w)
     if solver == "direct":
-        removed = removed.to(device=device, dtype=torch.bool)
-        solved = _direct_solve(images, removed).to(device=device, dtype=dtype)
+        solved = _direct_solve(images, removed).to(device=images.device, dtype=dtype)
         solved = solved.reshape(n * c, 1, h, w)
-        rem = removed[:, None].expand(n, c, h, w).reshape(n * c, 1, h, w)
-        if noise_std:
-            noise = torch.randn(solved.shape, generator=generator, dtype=dtype, device=device)
-            solved = torch.where(rem, solved + noise_std * noise, solved)
-        return solved.reshape(n, c, h, w).to(out_dtype)
-    values = images.detach().to(dtype).reshape(n * c, 1, h, w)
-    rem = removed.to(device=device, dtype=torch.bool)
-    rem = rem[:, None].expand(n, c, h, w).reshape(n * c, 1, h, w).to(dtype)
-    known = 1.0 - rem
+    else:
+        solved = _cg_solve(images.detach().to(dtype).reshape(n * c, 1, h, w), rem, tol, max_iter)
+    if noise_std:
+        noise = torch.randn(solved.shape, generator=generator, dtype=dtype, device=images.device)
+        solved = torch.where(rem, solved + noise_std * noise, solved)
+    return solved.reshape(n, c, h, w).to(out_dtype)
 
+
+def _cg_solve(values: Tensor, removed: Tensor, tol: float, max_iter: int) -> Tensor:
+    """Imputed ``(B, 1, H, W)`` images by a Jacobi-preconditioned conjugate gradient, batched."""
+    dtype, device = values.dtype, values.device
+    h, w = values.shape[-2:]
+    rem = removed.to(dtype)
+    known = 1.0 - rem
     kernel = _neighbour_kernel(dtype, device)
 
     def neighbours(x: Tensor) -> Tensor:
@@ -287,14 +292,7 @@ def noisy_linear_impute(
         logger.warning(
             "noisy_linear_impute: conjugate gradient stopped after %d iterations with %d of %d "
             "systems above the relative tolerance %g; raise max_iter for an exact solution.",
-            iterations,
-            int(active.sum()),
-            active.numel(),
-            tol,
+            iterations, int(active.sum()), active.numel(), tol,
         )
     logger.debug("noisy_linear_impute: %d conjugate gradient iterations", iterations)
-    if noise_std:
-        noise = torch.randn(x.shape, generator=generator, dtype=dtype, device=device)
-        x = x + noise_std * noise * rem
-    filled = values * known + x * rem
-    return filled.reshape(n, c, h, w).to(out_dtype)
+    return values * known + x * rem
