@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from ttame_attr._core.maps import minmax_scale
 from ttame_attr.metrics._common import (
-    Accumulator,
     MapsOrExplain,
     TargetArg,
     check_fractions,
@@ -22,6 +21,7 @@ from ttame_attr.metrics._common import (
     prepare,
     probabilities,
 )
+from ttame_attr.metrics._stateful import Accumulator, PerSampleResult
 
 __all__ = ["ADICResult", "AverageDropIncrease", "average_drop_increase"]
 
@@ -29,7 +29,7 @@ DEFAULT_FRACTIONS: tuple[float, ...] = (1.0, 0.5, 0.15)
 
 
 @dataclass(frozen=True)
-class ADICResult:
+class ADICResult(PerSampleResult):
     """Average Drop and Increase in Confidence at several kept fractions.
 
     Attributes:
@@ -52,6 +52,9 @@ class ADICResult:
     drop: Tensor = field(repr=False)
     increase: Tensor = field(repr=False)
 
+    SETTINGS: ClassVar[tuple[str, ...]] = ("fractions",)
+    SAMPLES: ClassVar[tuple[str, ...]] = ("clean_probs", "masked_probs", "target")
+
     @classmethod
     def from_per_sample(
         cls, fractions: Sequence[float], clean_probs: Tensor, masked_probs: Tensor, target: Tensor
@@ -73,16 +76,6 @@ class ADICResult:
             drop=drop,
             increase=increase,
         )
-
-
-def keep_top_masks(maps: Tensor, fraction: float) -> Tensor:
-    """Soft masks ``(N, H, W)``: the min-max normalised map on its top ``fraction`` of pixels, 0
-    elsewhere. The top pixels are the first ``round(fraction * H * W)`` in descending order
-    (ties: earlier row-major pixel first)."""
-    normed = minmax_scale(maps)
-    k = count(fraction, maps.shape[-2] * maps.shape[-1])
-    keep = pixel_ranks(normed, descending=True) < k
-    return normed * keep.view_as(normed)
 
 
 @torch.no_grad()
@@ -205,24 +198,6 @@ class AverageDropIncrease(Accumulator):
         baseline: float | Tensor = 0.0,
         max_batch: int | None = None,
     ) -> None:
-        super().__init__()
-        self.model = model
-        self.fractions = check_fractions(fractions, "fractions")
-        self.baseline = baseline
-        self.max_batch = check_positive_int(max_batch, "max_batch")
-
-    def update(self, inputs: Tensor, maps: MapsOrExplain, target: TargetArg = None) -> ADICResult:
-        """Evaluate one batch (same arguments as :func:`average_drop_increase`), accumulate it,
-        and return the batch's result."""
-        result = average_drop_increase(
-            self.model, inputs, maps, target, self.fractions, self.baseline, self.max_batch
-        )
-        self._store(clean=result.clean_probs, masked=result.masked_probs, target=result.target)
-        return result
-
-    def compute(self) -> ADICResult:
-        """The result over every sample since construction or the last ``reset()``."""
-        data: dict[str, Any] = self._gathered()
-        return ADICResult.from_per_sample(
-            self.fractions, data["clean"], data["masked"], data["target"]
-        )
+        super().__init__(average_drop_increase, model, fractions=check_fractions(
+            fractions, "fractions"), baseline=baseline, max_batch=check_positive_int(
+            max_batch, "max_batch"))

@@ -17,7 +17,6 @@ from ttame_attr._core.targets import classes_per_image
 from ttame_attr._typing import TargetType
 
 __all__ = [
-    "Accumulator",
     "ExplainFn",
     "MapsOrExplain",
     "Prepared",
@@ -332,32 +331,3 @@ def make_baseline(baseline: Any, inputs: Tensor, name: str = "baseline") -> Tens
             "(N, C, H, W) tensor."
         )
     return value
-
-
-class Accumulator:
-    """Base of the stateful metrics: keeps per-sample tensors (on the CPU) between updates."""
-
-    def __init__(self) -> None:
-        self._parts: dict[str, list[Tensor]] = {}
-
-    def reset(self) -> None:
-        """Forget every accumulated sample."""
-        self._parts = {}
-
-    @property
-    def num_samples(self) -> int:
-        """Number of images accumulated so far."""
-        first = next(iter(self._parts.values()), None)
-        return 0 if first is None else sum(t.shape[0] for t in first)
-
-    def _store(self, **tensors: Tensor) -> None:
-        for key, value in tensors.items():
-            self._parts.setdefault(key, []).append(value.detach().cpu())
-
-    def _gathered(self) -> dict[str, Tensor]:
-        if not self._parts:
-            raise RuntimeError(
-                f"{type(self).__name__}.compute(): no samples yet. Call update() with at least "
-                "one batch first (or reset() was called)."
-            )
-        return {key: torch.cat(parts) for key, parts in self._parts.items()}

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ttame_attr.metrics._common import (
-    Accumulator,
     MapsOrExplain,
     TargetArg,
     check_inputs,
@@ -22,6 +21,7 @@ from ttame_attr.metrics._common import (
     prepare,
     probabilities,
 )
+from ttame_attr.metrics._stateful import Accumulator, PerSampleResult
 
 __all__ = ["CurveResult", "Deletion", "Insertion", "deletion", "gaussian_blur", "insertion"]
 
@@ -29,7 +29,7 @@ BaselineArg = float | Tensor | Literal["blur"]
 
 
 @dataclass(frozen=True)
-class CurveResult:
+class CurveResult(PerSampleResult):
     """A deletion or insertion curve per image and its area under the curve.
 
     Attributes:
@@ -47,6 +47,9 @@ class CurveResult:
     aucs: Tensor = field(repr=False)
     auc: float
     target: Tensor = field(repr=False)
+
+    SETTINGS: ClassVar[tuple[str, ...]] = ("kind", "fractions")
+    SAMPLES: ClassVar[tuple[str, ...]] = ("curves", "target")
 
     @property
     def mean_curve(self) -> Tensor:
@@ -205,17 +208,8 @@ def deletion(
 
     Removed pixels are set to ``baseline`` (RISE: 0, i.e. black in the space of ``inputs``).
     """
-    return _run(
-        "deletion",
-        model,
-        inputs,
-        maps,
-        target,
-        steps,
-        baseline,
-        (blur_kernel, blur_sigma),
-        max_batch,
-    )
+    return _run("deletion", model, inputs, maps, target, steps, baseline,
+                (blur_kernel, blur_sigma), max_batch)
 
 
 def insertion(
@@ -234,17 +228,8 @@ def insertion(
     The curve starts from ``baseline`` (RISE: ``"blur"``, a Gaussian blur of the image with
     kernel 11 and sigma 5, zero padding) and pixels of the image are inserted into it.
     """
-    return _run(
-        "insertion",
-        model,
-        inputs,
-        maps,
-        target,
-        steps,
-        baseline,
-        (blur_kernel, blur_sigma),
-        max_batch,
-    )
+    return _run("insertion", model, inputs, maps, target, steps, baseline,
+                (blur_kernel, blur_sigma), max_batch)
 
 
 _TAIL = """        baseline: value of removed pixels / starting image: a number, a tensor broadcastable
@@ -274,7 +259,7 @@ for _fn in (deletion, insertion):
 
 
 class _CurveMetric(Accumulator):
-    _kind = ""
+    _curve = staticmethod(deletion)
     _default_baseline: BaselineArg = 0.0
 
     def __init__(
@@ -286,52 +271,11 @@ class _CurveMetric(Accumulator):
         blur_kernel: int = 11,
         blur_sigma: float = 5.0,
     ) -> None:
-        super().__init__()
-        self.model = model
-        self.steps = check_positive_int(steps, "steps")
-        self.baseline = self._default_baseline if baseline is None else baseline
-        self.max_batch = check_positive_int(max_batch, "max_batch")
-        self.blur = (blur_kernel, blur_sigma)
-        self._fractions: Tensor | None = None
-
-    def reset(self) -> None:
-        super().reset()
-        self._fractions = None
-
-    def update(self, inputs: Tensor, maps: MapsOrExplain, target: TargetArg = None) -> CurveResult:
-        """Evaluate one batch, accumulate it, and return the batch's result.
-
-        Raises:
-            ValueError: if this batch's curve has a different number of points than earlier
-                batches (images of another height with ``steps=None``).
-        """
-        result = _run(
-            self._kind,
-            self.model,
-            inputs,
-            maps,
-            target,
-            self.steps,
-            self.baseline,
-            self.blur,
-            self.max_batch,
-        )
-        if self._fractions is not None and not torch.equal(self._fractions, result.fractions.cpu()):
-            raise ValueError(
-                f"inputs: this batch gives curves with {result.fractions.numel()} points, earlier "
-                f"batches {self._fractions.numel()}. Use images of one size, or fix `steps` so "
-                "that every batch uses the same steps."
-            )
-        self._fractions = result.fractions.cpu()
-        self._store(curves=result.curves, target=result.target)
-        return result
-
-    def compute(self) -> CurveResult:
-        """The result over every sample since construction or the last ``reset()``."""
-        data = self._gathered()
-        assert self._fractions is not None  # set together with the first stored batch
-        return CurveResult.from_per_sample(
-            self._kind, self._fractions, data["curves"], data["target"]
+        super().__init__(
+            self._curve, model, steps=check_positive_int(steps, "steps"),
+            baseline=self._default_baseline if baseline is None else baseline,
+            max_batch=check_positive_int(max_batch, "max_batch"), blur_kernel=blur_kernel,
+            blur_sigma=blur_sigma,
         )
 
 
@@ -354,7 +298,7 @@ class Deletion(_CurveMetric):
         torch.Size([2])
     """
 
-    _kind = "deletion"
+    _curve = staticmethod(deletion)
     _default_baseline = 0.0
 
 
@@ -377,5 +321,5 @@ class Insertion(_CurveMetric):
         1.0
     """
 
-    _kind = "insertion"
+    _curve = staticmethod(insertion)
     _default_baseline = "blur"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -12,13 +12,13 @@ from torch import Tensor
 from ttame_attr._core.maps import minmax_scale
 from ttame_attr._core.targets import classes_per_image
 from ttame_attr.metrics._common import (
-    Accumulator,
     MapsOrExplain,
     TargetArg,
     check_inputs,
     get_maps,
     prepare_maps,
 )
+from ttame_attr.metrics._stateful import Accumulator, PerSampleResult
 
 __all__ = [
     "EnergyPointingGame",
@@ -31,7 +31,7 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class PointingGameResult:
+class PointingGameResult(PerSampleResult):
     """Pointing game hits.
 
     Attributes:
@@ -46,6 +46,8 @@ class PointingGameResult:
     valid: Tensor = field(repr=False)
     points: Tensor = field(repr=False)
 
+    SAMPLES: ClassVar[tuple[str, ...]] = ("hits", "valid", "points")
+
     @classmethod
     def from_per_sample(cls, hits: Tensor, valid: Tensor, points: Tensor) -> PointingGameResult:
         """Aggregate per-sample hits over the valid images."""
@@ -55,7 +57,7 @@ class PointingGameResult:
 
 
 @dataclass(frozen=True)
-class EnergyPointingResult:
+class EnergyPointingResult(PerSampleResult):
     """Energy-based pointing game.
 
     Attributes:
@@ -66,6 +68,8 @@ class EnergyPointingResult:
 
     energy: float
     proportions: Tensor = field(repr=False)
+
+    SAMPLES: ClassVar[tuple[str, ...]] = ("proportions",)
 
     @classmethod
     def from_per_sample(cls, proportions: Tensor) -> EnergyPointingResult:
@@ -215,7 +219,21 @@ def energy_pointing_game(
     return EnergyPointingResult.from_per_sample(proportions)
 
 
-class PointingGame(Accumulator):
+class _MaskMetric(Accumulator):
+    """A stateful metric of maps against ground-truth masks (no model)."""
+
+    def update(  # type: ignore[override]
+        self,
+        maps: MapsOrExplain,
+        masks: Tensor,
+        inputs: Tensor | None = None,
+        target: TargetArg = None,
+    ) -> Any:
+        """Evaluate one batch (the functional metric's arguments), keep it, return its result."""
+        return self._keep(self._metric(maps, masks, inputs=inputs, target=target, **self._options))
+
+
+class PointingGame(_MaskMetric):
     """Stateful pointing game accumulated over batches; see :func:`pointing_game`.
 
     Args:
@@ -231,28 +249,10 @@ class PointingGame(Accumulator):
     """
 
     def __init__(self, tolerance: float = 0.0) -> None:
-        super().__init__()
-        self.tolerance = tolerance
-
-    def update(
-        self,
-        maps: MapsOrExplain,
-        masks: Tensor,
-        inputs: Tensor | None = None,
-        target: TargetArg = None,
-    ) -> PointingGameResult:
-        """Evaluate one batch, accumulate it, and return the batch's result."""
-        result = pointing_game(maps, masks, self.tolerance, inputs, target)
-        self._store(hits=result.hits, valid=result.valid, points=result.points)
-        return result
-
-    def compute(self) -> PointingGameResult:
-        """The result over every sample since construction or the last ``reset()``."""
-        data = self._gathered()
-        return PointingGameResult.from_per_sample(data["hits"], data["valid"], data["points"])
+        super().__init__(pointing_game, None, tolerance=tolerance)
 
 
-class EnergyPointingGame(Accumulator):
+class EnergyPointingGame(_MaskMetric):
     """Stateful energy-based pointing game; see :func:`energy_pointing_game`.
 
     Example:
@@ -263,18 +263,5 @@ class EnergyPointingGame(Accumulator):
         1.0
     """
 
-    def update(
-        self,
-        maps: MapsOrExplain,
-        masks: Tensor,
-        inputs: Tensor | None = None,
-        target: TargetArg = None,
-    ) -> EnergyPointingResult:
-        """Evaluate one batch, accumulate it, and return the batch's result."""
-        result = energy_pointing_game(maps, masks, inputs, target)
-        self._store(proportions=result.proportions)
-        return result
-
-    def compute(self) -> EnergyPointingResult:
-        """The result over every sample since construction or the last ``reset()``."""
-        return EnergyPointingResult.from_per_sample(self._gathered()["proportions"])
+    def __init__(self) -> None:
+        super().__init__(energy_pointing_game, None)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from ttame_attr.metrics._common import (
-    Accumulator,
     MapsOrExplain,
     TargetArg,
     check_fractions,
@@ -22,6 +21,7 @@ from ttame_attr.metrics._common import (
     probabilities,
 )
 from ttame_attr.metrics._imputation import check_solver, noisy_linear_impute
+from ttame_attr.metrics._stateful import Accumulator, PerSampleResult
 
 __all__ = ["ROAD", "ROADResult", "road"]
 
@@ -29,7 +29,7 @@ DEFAULT_REMOVED: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 0.9)
 
 
 @dataclass(frozen=True)
-class ROADResult:
+class ROADResult(PerSampleResult):
     """ROAD scores for Most Relevant First (MoRF) and Least Relevant First (LeRF) removal.
 
     Attributes:
@@ -58,6 +58,10 @@ class ROADResult:
     lerf_probs: Tensor = field(repr=False)
     morf_top1: Tensor = field(repr=False)
     lerf_top1: Tensor = field(repr=False)
+
+    SETTINGS: ClassVar[tuple[str, ...]] = ("fractions",)
+    SAMPLES: ClassVar[tuple[str, ...]] = ("target", "morf_probs", "morf_top1", "lerf_probs",
+                                          "lerf_top1")
 
     @property
     def combined(self) -> float:
@@ -193,19 +197,8 @@ def road(
         raise ValueError(f"noise_std: expected a number >= 0, got {noise_std!r}. ROAD uses 0.01.")
     check_solver(solver)
     prep = prepare(model, inputs, maps, target, "road")
-    probs, top1 = _road_probs(
-        model,
-        prep.inputs,
-        prep.maps,
-        prep.target,
-        fr,
-        float(noise_std),
-        generator,
-        max_batch,
-        tol,
-        max_iter,
-        solver,
-    )
+    probs, top1 = _road_probs(model, prep.inputs, prep.maps, prep.target, fr, float(noise_std),
+                              generator, max_batch, tol, max_iter, solver)
     return ROADResult.from_per_sample(
         fr, prep.target, probs[:, 0], top1[:, 0], probs[:, 1], top1[:, 1]
     )
@@ -244,48 +237,8 @@ class ROAD(Accumulator):
         max_iter: int = 2000,
         solver: str = "auto",
     ) -> None:
-        super().__init__()
-        self.model = model
-        self.fractions = check_fractions(fractions, "fractions")
-        self.noise_std = noise_std
-        self.generator = generator
-        self.max_batch = check_positive_int(max_batch, "max_batch")
-        self.tol = tol
-        self.max_iter = max_iter
-        self.solver = check_solver(solver)
-
-    def update(self, inputs: Tensor, maps: MapsOrExplain, target: TargetArg = None) -> ROADResult:
-        """Evaluate one batch, accumulate it, and return the batch's result."""
-        result = road(
-            self.model,
-            inputs,
-            maps,
-            target,
-            self.fractions,
-            self.noise_std,
-            self.generator,
-            self.max_batch,
-            self.tol,
-            self.max_iter,
-            self.solver,
-        )
-        self._store(
-            target=result.target,
-            morf_probs=result.morf_probs,
-            morf_top1=result.morf_top1,
-            lerf_probs=result.lerf_probs,
-            lerf_top1=result.lerf_top1,
-        )
-        return result
-
-    def compute(self) -> ROADResult:
-        """The result over every sample since construction or the last ``reset()``."""
-        data: dict[str, Any] = self._gathered()
-        return ROADResult.from_per_sample(
-            self.fractions,
-            data["target"],
-            data["morf_probs"],
-            data["morf_top1"],
-            data["lerf_probs"],
-            data["lerf_top1"],
+        super().__init__(
+            road, model, fractions=check_fractions(fractions, "fractions"), noise_std=noise_std,
+            generator=generator, max_batch=check_positive_int(max_batch, "max_batch"), tol=tol,
+            max_iter=max_iter, solver=check_solver(solver),
         )
