@@ -33,6 +33,7 @@ from ttame_attr._typing import TargetType
 from ttame_attr._version import __version__
 from ttame_attr.adapters._base import BackboneAdapter, LayerInfo
 from ttame_attr.adapters._registry import resolve_adapter
+from ttame_attr.training._fit import fit
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "TTAME", "Explanation"]
 
@@ -310,8 +311,6 @@ class TTAME(Attribution):
         Returns:
             The :class:`~ttame_attr.TrainingHistory`, also stored as ``self.history``.
         """
-        from ttame_attr.training import fit
-
         self.history = fit(self, loader, epochs=epochs, **kwargs)
         return self.history
 
