@@ -21,14 +21,7 @@ modify the inputs, the maps or the model.
 """
 
 from ttame_attr.metrics._ad_ic import ADICResult, AverageDropIncrease, average_drop_increase
-from ttame_attr.metrics._deletion import (
-    CurveResult,
-    Deletion,
-    Insertion,
-    deletion,
-    gaussian_blur,
-    insertion,
-)
+from ttame_attr.metrics._deletion import CurveResult, Deletion, Insertion, deletion, gaussian_blur, insertion
 from ttame_attr.metrics._evaluate import METRIC_NAMES, evaluate
 from ttame_attr.metrics._imputation import noisy_linear_impute
 from ttame_attr.metrics._pointing import (
@@ -42,25 +35,8 @@ from ttame_attr.metrics._pointing import (
 from ttame_attr.metrics._road import ROAD, ROADResult, road
 
 __all__ = [
-    "METRIC_NAMES",
-    "ROAD",
-    "ADICResult",
-    "AverageDropIncrease",
-    "CurveResult",
-    "Deletion",
-    "EnergyPointingGame",
-    "EnergyPointingResult",
-    "Insertion",
-    "PointingGame",
-    "PointingGameResult",
-    "ROADResult",
-    "average_drop_increase",
-    "deletion",
-    "energy_pointing_game",
-    "evaluate",
-    "gaussian_blur",
-    "insertion",
-    "noisy_linear_impute",
-    "pointing_game",
-    "road",
+    "METRIC_NAMES", "ROAD", "ADICResult", "AverageDropIncrease", "CurveResult", "Deletion",
+    "EnergyPointingGame", "EnergyPointingResult", "Insertion", "PointingGame", "PointingGameResult",
+    "ROADResult", "average_drop_increase", "deletion", "energy_pointing_game", "evaluate", "gaussian_blur",
+    "insertion", "noisy_linear_impute", "pointing_game", "road",
 ]

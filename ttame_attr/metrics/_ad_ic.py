@@ -15,7 +15,6 @@ from ttame_attr.metrics._common import (
     TargetArg,
     check_fractions,
     check_positive_int,
-    count,
     make_baseline,
     pixel_ranks,
     prepare,
@@ -67,45 +66,29 @@ class ADICResult(PerSampleResult):
         ic = 100.0 * increase.float().mean(dim=0)
         fr = tuple(fractions)
         return cls(
-            fractions=fr,
-            average_drop={f: float(v) for f, v in zip(fr, ad)},
-            increase_in_confidence={f: float(v) for f, v in zip(fr, ic)},
-            clean_probs=clean_probs,
-            masked_probs=masked_probs,
-            target=target,
-            drop=drop,
-            increase=increase,
+            fractions=fr, average_drop={f: float(v) for f, v in zip(fr, ad)},
+            increase_in_confidence={f: float(v) for f, v in zip(fr, ic)}, clean_probs=clean_probs,
+            masked_probs=masked_probs, target=target, drop=drop, increase=increase,
         )
 
 
 @torch.no_grad()
-def _masked_probs(
-    model: nn.Module,
-    inputs: Tensor,
-    maps: Tensor,
-    target: Tensor,
-    fractions: Sequence[float],
-    baseline: Tensor,
-    max_batch: int | None,
-) -> Tensor:
+def _masked_probs(model: nn.Module, inputs: Tensor, maps: Tensor, target: Tensor, fractions: Sequence[float],
+                  baseline: Tensor, max_batch: int | None) -> Tensor:
     normed = minmax_scale(maps)
     ranks = pixel_ranks(normed, descending=True).view_as(normed)
     pixels = maps.shape[-2] * maps.shape[-1]
     columns = []
     for fraction in fractions:
-        mask = (normed * (ranks < count(fraction, pixels))).unsqueeze(1).to(inputs.dtype)
+        mask = (normed * (ranks < round(fraction * pixels))).unsqueeze(1).to(inputs.dtype)
         masked = baseline + (inputs - baseline) * mask
         columns.append(probabilities(model, masked, target, max_batch)[0])
     return torch.stack(columns, dim=1)
 
 
 def average_drop_increase(
-    model: nn.Module,
-    inputs: Tensor,
-    maps: MapsOrExplain,
-    target: TargetArg = None,
-    fractions: Sequence[float] = DEFAULT_FRACTIONS,
-    baseline: float | Tensor = 0.0,
+    model: nn.Module, inputs: Tensor, maps: MapsOrExplain, target: TargetArg = None,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS, baseline: float | Tensor = 0.0,
     max_batch: int | None = None,
 ) -> ADICResult:
     """Average Drop (AD) and Increase in Confidence (IC) of explanation maps.
@@ -126,9 +109,9 @@ def average_drop_increase(
     model that normalises internally, e.g.
     ``nn.Sequential(torchvision.transforms.Normalize(mean, std), model)``.
 
-    The metric expects a model in eval mode; it never changes the model's mode (a model in
-    training mode gets a logged warning). Forward passes run under ``torch.no_grad()`` on the
-    model's device; explanation methods are called with gradients enabled.
+    The model is expected in eval mode and its mode is never changed (training mode gets a
+    logged warning). Forward passes run under ``torch.no_grad()`` on the model's device;
+    explanation methods are called with gradients enabled.
 
     Args:
         model: the classifier; its output is turned into logits by
@@ -161,7 +144,7 @@ def average_drop_increase(
         >>> sorted(res.average_drop)
         [0.15, 0.5, 1.0]
     """
-    fr = check_fractions(fractions, "fractions")
+    fr = check_fractions(fractions)
     max_batch = check_positive_int(max_batch, "max_batch")
     prep = prepare(model, inputs, maps, target, "average_drop_increase")
     base = make_baseline(baseline, prep.inputs)
@@ -177,10 +160,7 @@ class AverageDropIncrease(Accumulator):
     concatenated batches. Per-sample values are kept on the CPU.
 
     Args:
-        model: the classifier (expected in eval mode; its mode is not changed).
-        fractions: kept fractions of pixels, each in ``(0, 1]``.
-        baseline: value of removed pixels (number or tensor broadcastable to the inputs).
-        max_batch: most images per forward pass.
+        model, fractions, baseline, max_batch: as in :func:`average_drop_increase`.
 
     Example:
         >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 5)).eval()
@@ -191,13 +171,7 @@ class AverageDropIncrease(Accumulator):
         torch.Size([8, 3])
     """
 
-    def __init__(
-        self,
-        model: nn.Module,
-        fractions: Sequence[float] = DEFAULT_FRACTIONS,
-        baseline: float | Tensor = 0.0,
-        max_batch: int | None = None,
-    ) -> None:
-        super().__init__(average_drop_increase, model, fractions=check_fractions(
-            fractions, "fractions"), baseline=baseline, max_batch=check_positive_int(
-            max_batch, "max_batch"))
+    def __init__(self, model: nn.Module, fractions: Sequence[float] = DEFAULT_FRACTIONS,
+                 baseline: float | Tensor = 0.0, max_batch: int | None = None) -> None:
+        super().__init__(average_drop_increase, model, fractions=check_fractions(fractions),
+                         baseline=baseline, max_batch=check_positive_int(max_batch, "max_batch"))

@@ -17,24 +17,9 @@ from ttame_attr._core.targets import classes_per_image
 from ttame_attr._typing import TargetType
 
 __all__ = [
-    "ExplainFn",
-    "MapsOrExplain",
-    "Prepared",
-    "TargetArg",
-    "check_fractions",
-    "check_inputs",
-    "check_positive_int",
-    "chunks",
-    "clean_forward",
-    "count",
-    "get_maps",
-    "make_baseline",
-    "model_device",
-    "pixel_ranks",
-    "prepare",
-    "prepare_maps",
-    "probabilities",
-    "warn_if_training",
+    "ExplainFn", "MapsOrExplain", "Prepared", "TargetArg", "check_fractions", "check_inputs",
+    "check_positive_int", "chunks", "clean_forward", "get_maps", "make_baseline", "model_device",
+    "pixel_ranks", "prepare", "prepare_maps", "probabilities", "warn_if_training",
 ]
 
 logger = logging.getLogger(__name__)
@@ -51,54 +36,39 @@ TargetArg = TargetType
 def check_inputs(inputs: Any, name: str = "inputs") -> Tensor:
     """Check that ``inputs`` is a non-empty floating ``(N, C, H, W)`` tensor."""
     if not isinstance(inputs, Tensor):
-        raise TypeError(
-            f"{name}: expected a torch.Tensor of shape (N, C, H, W), got {type(inputs).__name__}. "
-            "Convert the images with torch.as_tensor / torchvision transforms first."
-        )
+        raise TypeError(f"{name}: expected a torch.Tensor of shape (N, C, H, W), got "
+                        f"{type(inputs).__name__}. Convert the images with torch.as_tensor / torchvision "
+                        "transforms first.")
     if inputs.dim() != 4:
-        raise ValueError(
-            f"{name}: expected a 4-D tensor of shape (N, C, H, W), got shape "
-            f"{tuple(inputs.shape)}. Use inputs.unsqueeze(0) for a single image."
-        )
+        raise ValueError(f"{name}: expected a 4-D tensor of shape (N, C, H, W), got shape "
+                         f"{tuple(inputs.shape)}. Use inputs.unsqueeze(0) for a single image.")
     if inputs.shape[0] == 0:
-        raise ValueError(
-            f"{name}: got an empty batch (N = 0, shape {tuple(inputs.shape)}). Pass at least "
-            "one image; skip empty batches before calling the metric."
-        )
+        raise ValueError(f"{name}: got an empty batch (N = 0, shape {tuple(inputs.shape)}). Pass at least "
+                         "one image; skip empty batches before calling the metric.")
     if min(inputs.shape[1:]) == 0:
-        raise ValueError(
-            f"{name}: channels, height and width must be at least 1, got shape "
-            f"{tuple(inputs.shape)}. Pass (N, C, H, W) images."
-        )
+        raise ValueError(f"{name}: channels, height and width must be at least 1, got shape "
+                         f"{tuple(inputs.shape)}. Pass (N, C, H, W) images.")
     if not inputs.is_floating_point():
-        raise TypeError(
-            f"{name}: expected a floating point tensor, got dtype {inputs.dtype}. Convert it "
-            "with inputs.float() (and scale to the range the model expects)."
-        )
+        raise TypeError(f"{name}: expected a floating point tensor, got dtype {inputs.dtype}. Convert it "
+                        "with inputs.float() (and scale to the range the model expects).")
     return inputs
 
 
-def check_fractions(values: Any, name: str, allow_zero: bool = False) -> tuple[float, ...]:
-    """Check a non-empty sequence of fractions in ``(0, 1]`` (or ``[0, 1]``)."""
+def check_fractions(values: Any) -> tuple[float, ...]:
+    """Check ``fractions``: a number or a non-empty sequence of numbers in ``(0, 1]``."""
     if isinstance(values, (int, float)):
         values = (values,)
     try:
         result = tuple(float(v) for v in values)
     except (TypeError, ValueError):
-        raise TypeError(
-            f"{name}: expected a sequence of numbers in (0, 1], got {values!r}. "
-            "Pass e.g. (1.0, 0.5, 0.15)."
-        ) from None
+        raise TypeError(f"fractions: expected a sequence of numbers in (0, 1], got {values!r}. "
+                        "Pass e.g. (1.0, 0.5, 0.15).") from None
     if not result:
-        raise ValueError(f"{name}: expected at least one value, got an empty sequence.")
-    low_ok = (lambda v: v >= 0.0) if allow_zero else (lambda v: v > 0.0)
-    bad = [v for v in result if not (low_ok(v) and v <= 1.0)]
+        raise ValueError("fractions: expected at least one value, got an empty sequence.")
+    bad = [v for v in result if not 0.0 < v <= 1.0]
     if bad:
-        interval = "[0, 1]" if allow_zero else "(0, 1]"
-        raise ValueError(
-            f"{name}: every value must lie in {interval}, got {bad} in {result}. Give fractions, "
-            "not percentages (0.5, not 50)."
-        )
+        raise ValueError(f"fractions: every value must lie in (0, 1], got {bad} in {result}. Give fractions, "
+                         "not percentages (0.5, not 50).")
     return result
 
 
@@ -124,24 +94,15 @@ _WARNED_TRAINING: weakref.WeakSet[nn.Module] = weakref.WeakSet()
 
 
 def warn_if_training(model: nn.Module, where: str) -> None:
-    """Log a warning (once per model object) if any module is in training mode.
-
-    The metric does not change the model's mode: flipping it silently could surprise callers
-    that train the model between evaluations.
-    """
+    """Log a warning (once per model object) if any module is in training mode; never change it."""
     if not isinstance(model, nn.Module):
-        raise TypeError(
-            f"model: expected a torch.nn.Module, got {type(model).__name__}. Pass the classifier "
-            "whose explanations are evaluated."
-        )
+        raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}. Pass the classifier "
+                        "whose explanations are evaluated.")
     if any(m.training for m in model.modules()) and model not in _WARNED_TRAINING:
         _WARNED_TRAINING.add(model)
-        logger.warning(
-            "%s: the model is in training mode (dropout, batch-norm statistics); the metric "
-            "does not change it, so scores may be random or shift the model's statistics. Call "
-            "model.eval() before evaluating.",
-            where,
-        )
+        logger.warning("%s: the model is in training mode (dropout, batch-norm statistics); the metric does "
+                       "not change it, so scores may be random or shift the model's statistics. Call "
+                       "model.eval() before evaluating.", where)
 
 
 def chunks(total: int, size: int | None) -> Iterator[slice]:
@@ -152,20 +113,9 @@ def chunks(total: int, size: int | None) -> Iterator[slice]:
 
 
 @torch.no_grad()
-def probabilities(
-    model: nn.Module, images: Tensor, target: Tensor, max_batch: int | None = None
-) -> tuple[Tensor, Tensor]:
-    """Softmax probability of ``target`` and top-1 class for each image, in chunks.
-
-    Args:
-        model: the classifier.
-        images: ``(M, C, H, W)``.
-        target: ``(M,)`` class per image.
-        max_batch: most images per forward pass (all at once if None).
-
-    Returns:
-        ``(probs, top1)``, both ``(M,)``: float32 probabilities and long predicted classes.
-    """
+def probabilities(model: nn.Module, images: Tensor, target: Tensor,
+                  max_batch: int | None = None) -> tuple[Tensor, Tensor]:
+    """Float32 softmax probability of ``target`` and long top-1 class, both ``(M,)``, in chunks."""
     probs, top1 = [], []
     for part in chunks(images.shape[0], max_batch):
         logits = forward_logits(model, images[part]).float()
@@ -177,28 +127,22 @@ def probabilities(
 
 @torch.no_grad()
 def clean_forward(model: nn.Module, inputs: Tensor) -> Tensor:
-    """Softmax probabilities ``(N, K)`` of the clean images (float32).
-
-    Raises:
-        ValueError: when the model cannot take ``inputs`` (wrong channels, size or dtype).
-    """
+    """Softmax probabilities ``(N, K)`` of the clean images (float32); ValueError if the model fails."""
     try:
         logits = forward_logits(model, inputs)
     except (RuntimeError, AssertionError) as err:
-        raise ValueError(
-            f"inputs: the model failed on images of shape {tuple(inputs.shape)} and dtype "
-            f"{inputs.dtype} ({type(err).__name__}: {err}). Pass images the model accepts."
-        ) from err
+        raise ValueError(f"inputs: the model failed on images of shape {tuple(inputs.shape)} and dtype "
+                         f"{inputs.dtype} ({type(err).__name__}: {err}). Pass images the model "
+                         "accepts.") from err
     return logits.float().softmax(dim=1)
 
 
 def get_maps(maps_or_explain: MapsOrExplain, inputs: Tensor, target: Tensor) -> Tensor:
     """Precomputed maps as they are, or the output of the explanation method.
 
-    Explanation methods are called with gradients enabled (gradient-based methods need them),
-    on a detached copy of ``inputs`` so that the caller's tensor cannot be changed. Accepted:
-    a callable ``explain(inputs, target)``, or an object with a Captum-style
-    ``attribute(inputs, target=target)`` method. A one-element tuple/list result is unwrapped.
+    Explanation methods (``explain(inputs, target)`` or Captum-style ``attribute(inputs,
+    target=target)``) run with gradients enabled, on a detached copy of ``inputs``. A
+    one-element tuple/list result is unwrapped.
     """
     if isinstance(maps_or_explain, Tensor):
         return maps_or_explain
@@ -209,47 +153,38 @@ def get_maps(maps_or_explain: MapsOrExplain, inputs: Tensor, target: Tensor) -> 
         elif callable(maps_or_explain):
             result = maps_or_explain(inputs.detach().clone(), target)
         else:
-            raise TypeError(
-                "maps: expected a tensor of maps (N, 1, h, w), (N, h, w) or (N, C, h, w), a "
-                "callable explain(inputs, target) -> maps, or an object with an attribute() "
-                f"method, got {type(maps_or_explain).__name__}."
-            )
+            raise TypeError("maps: expected a tensor of maps (N, 1, h, w), (N, h, w) or (N, C, h, w), a "
+                            "callable explain(inputs, target) -> maps, or an object with an attribute() "
+                            f"method, got {type(maps_or_explain).__name__}.")
     if isinstance(result, (tuple, list)) and len(result) == 1:
         result = result[0]
     if not isinstance(result, Tensor):
-        raise TypeError(
-            "maps: the explanation method returned "
-            f"{type(result).__name__}, expected a torch.Tensor of maps (N, 1, h, w). Wrap the "
-            "method so that it returns a tensor (e.g. torch.as_tensor(numpy_maps))."
-        )
+        raise TypeError("maps: the explanation method returned "
+                        f"{type(result).__name__}, expected a torch.Tensor of maps (N, 1, h, w). Wrap the "
+                        "method so that it returns a tensor (e.g. torch.as_tensor(numpy_maps)).")
     return result
 
 
-def prepare_maps(maps: Tensor, n: int, size: tuple[int, int], name: str = "maps") -> Tensor:
+def prepare_maps(maps: Tensor, n: int, size: tuple[int, int]) -> Tensor:
     """Bring maps to float32 ``(N, H, W)`` at ``size`` on their device; never modifies ``maps``.
 
-    ``(N, h, w)`` and ``(N, 1, h, w)`` are used as they are; ``(N, C, h, w)`` with ``C > 1``
-    (e.g. input-shaped attributions) are averaged over channels (after min-max normalisation
-    this equals summing them). Maps at another resolution are upsampled bilinearly
-    (``align_corners=False``). Signed values are used as they are (take ``.abs()`` first if
-    the magnitude is what counts).
+    ``(N, C, h, w)`` maps with ``C > 1`` are averaged over channels (after min-max normalisation
+    this equals summing them); other resolutions are upsampled bilinearly
+    (``align_corners=False``). Signed values are kept (take ``.abs()`` first if the magnitude
+    is what counts).
     """
     if not isinstance(maps, Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor, got {type(maps).__name__}.")
+        raise TypeError(f"maps: expected a torch.Tensor, got {type(maps).__name__}.")
     if maps.dim() not in (3, 4):
-        raise ValueError(
-            f"{name}: expected shape (N, 1, h, w), (N, h, w) or (N, C, h, w), got "
-            f"{tuple(maps.shape)}. Add or remove the batch/channel dimension to match."
-        )
+        raise ValueError(f"maps: expected shape (N, 1, h, w), (N, h, w) or (N, C, h, w), got "
+                         f"{tuple(maps.shape)}. Add or remove the batch/channel dimension to match.")
     if maps.shape[0] != n:
-        raise ValueError(
-            f"{name}: batch size {maps.shape[0]} does not match the {n} images of `inputs`. "
-            "Pass one map per image, in the same order."
-        )
+        raise ValueError(f"maps: batch size {maps.shape[0]} does not match the {n} images of `inputs`. "
+                         "Pass one map per image, in the same order.")
     if maps.is_complex() or maps.dtype == torch.bool:
-        raise TypeError(f"{name}: expected a real-valued tensor, got dtype {maps.dtype}.")
-    if min(maps.shape[-2:]) == 0:
-        raise ValueError(f"{name}: maps have an empty spatial size {tuple(maps.shape[-2:])}.")
+        raise TypeError(f"maps: expected a real-valued tensor, got dtype {maps.dtype}.")
+    if min(maps.shape[1:]) == 0:
+        raise ValueError(f"maps: maps have an empty channel or spatial size, shape {tuple(maps.shape)}.")
     m = maps.detach().float()
     if m.dim() == 3:
         m = m.unsqueeze(1)
@@ -263,9 +198,8 @@ def prepare_maps(maps: Tensor, n: int, size: tuple[int, int], name: str = "maps"
 def pixel_ranks(maps: Tensor, descending: bool = True) -> Tensor:
     """Rank of every pixel, ``(N, H*W)``: 0 for the most (``descending``) or least relevant.
 
-    Ties are broken deterministically by the row-major pixel index (earlier pixel first), using
-    a stable sort. The ``k`` pixels selected at a fraction ``f`` are those with rank
-    ``< round(f * H * W)``.
+    Ties go to the earlier row-major pixel (stable sort). The ``k`` pixels selected at a
+    fraction ``f`` are those with rank ``< round(f * H * W)``.
     """
     flat = maps.flatten(1)
     order = torch.sort(flat, dim=1, descending=descending, stable=True).indices
@@ -275,11 +209,6 @@ def pixel_ranks(maps: Tensor, descending: bool = True) -> Tensor:
     return ranks
 
 
-def count(fraction: float, pixels: int) -> int:
-    """Number of pixels selected at ``fraction``: ``round(fraction * pixels)``."""
-    return round(fraction * pixels)
-
-
 @dataclass
 class Prepared:
     """What every model-based metric needs for one batch (all on the model's device)."""
@@ -287,47 +216,36 @@ class Prepared:
     inputs: Tensor  # (N, C, H, W), the caller's tensor (or a moved copy), never modified
     clean_probs: Tensor  # (N, K) softmax of the clean images
     target: Tensor  # (N,) long
-    predicted: Tensor  # (N,) long, top-1 on the clean images
     maps: Tensor  # (N, H, W) float32, upsampled, not normalised
 
 
-def prepare(
-    model: nn.Module,
-    inputs: Any,
-    maps_or_explain: MapsOrExplain,
-    target: TargetArg,
-    where: str,
-) -> Prepared:
+def prepare(model: nn.Module, inputs: Any, maps_or_explain: MapsOrExplain, target: TargetArg,
+            where: str) -> Prepared:
     """Check the arguments, run the clean forward pass, resolve the target, get the maps."""
     warn_if_training(model, where)
     x = check_inputs(inputs)
     # detached: nothing below builds a graph, even if the caller's tensor requires grad
     x = x.detach().to(model_device(model, x.device))
     clean = clean_forward(model, x)
-    predicted = clean.argmax(dim=1)
-    tgt = classes_per_image(target, predicted, clean.shape[1])
+    tgt = classes_per_image(target, clean.argmax(dim=1), clean.shape[1])
     raw = get_maps(maps_or_explain, x, tgt)
     maps = prepare_maps(raw.to(x.device), x.shape[0], (x.shape[-2], x.shape[-1]))
-    return Prepared(inputs=x, clean_probs=clean, target=tgt, predicted=predicted, maps=maps)
+    return Prepared(inputs=x, clean_probs=clean, target=tgt, maps=maps)
 
 
-def make_baseline(baseline: Any, inputs: Tensor, name: str = "baseline") -> Tensor:
+def make_baseline(baseline: Any, inputs: Tensor) -> Tensor:
     """A baseline value broadcastable to ``inputs``: a number, or a tensor of shape ``(C, 1, 1)``,
     ``(C, H, W)``, ``(1, C, H, W)`` or ``(N, C, H, W)``; returned on the inputs' device/dtype."""
     if isinstance(baseline, bool) or not isinstance(baseline, (int, float, Tensor)):
-        raise TypeError(
-            f"{name}: expected a number or a tensor broadcastable to the inputs (N, C, H, W), got "
-            f"{type(baseline).__name__}."
-        )
+        raise TypeError("baseline: expected a number or a tensor broadcastable to the inputs (N, C, H, W), "
+                        f"got {type(baseline).__name__}.")
     value = torch.as_tensor(baseline, dtype=inputs.dtype, device=inputs.device)
     try:
         fits = torch.broadcast_shapes(value.shape, inputs.shape) == inputs.shape
     except RuntimeError:
         fits = False
     if not fits:
-        raise ValueError(
-            f"{name}: shape {tuple(value.shape)} does not broadcast to the inputs "
-            f"{tuple(inputs.shape)}. Use a number, a (C, 1, 1) per-channel value or a full "
-            "(N, C, H, W) tensor."
-        )
+        raise ValueError(f"baseline: shape {tuple(value.shape)} does not broadcast to the inputs "
+                         f"{tuple(inputs.shape)}. Use a number, a (C, 1, 1) per-channel value or a full "
+                         "(N, C, H, W) tensor.")
     return value

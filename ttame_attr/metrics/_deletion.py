@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -15,7 +16,6 @@ from ttame_attr.metrics._common import (
     check_inputs,
     check_positive_int,
     chunks,
-    count,
     make_baseline,
     pixel_ranks,
     prepare,
@@ -57,19 +57,11 @@ class CurveResult(PerSampleResult):
         return self.curves.mean(dim=0)
 
     @classmethod
-    def from_per_sample(
-        cls, kind: str, fractions: Tensor, curves: Tensor, target: Tensor
-    ) -> CurveResult:
+    def from_per_sample(cls, kind: str, fractions: Tensor, curves: Tensor, target: Tensor) -> CurveResult:
         """Build the result from per-sample curves ``(N, S + 1)``."""
         aucs = torch.trapezoid(curves, x=fractions.to(curves), dim=1)
-        return cls(
-            kind=kind,
-            fractions=fractions,
-            curves=curves,
-            aucs=aucs,
-            auc=float(aucs.mean()),
-            target=target,
-        )
+        return cls(kind=kind, fractions=fractions, curves=curves, aucs=aucs, auc=float(aucs.mean()),
+                   target=target)
 
 
 def gaussian_blur(images: Tensor, kernel_size: int = 11, sigma: float = 5.0) -> Tensor:
@@ -87,12 +79,8 @@ def gaussian_blur(images: Tensor, kernel_size: int = 11, sigma: float = 5.0) -> 
         TypeError: if ``images`` is not a floating point tensor.
         ValueError: if ``images`` is not 4-D, or the kernel arguments are invalid.
     """
-    if (
-        isinstance(kernel_size, bool)
-        or not isinstance(kernel_size, int)
-        or kernel_size < 1
-        or kernel_size % 2 == 0
-    ):
+    odd = isinstance(kernel_size, int) and not isinstance(kernel_size, bool) and kernel_size % 2 == 1
+    if not odd or kernel_size < 1:
         raise ValueError(f"kernel_size: expected an odd positive integer, got {kernel_size!r}.")
     if not isinstance(sigma, (int, float)) or sigma <= 0:
         raise ValueError(f"sigma: expected a positive number, got {sigma!r}.")
@@ -109,36 +97,19 @@ def gaussian_blur(images: Tensor, kernel_size: int = 11, sigma: float = 5.0) -> 
 def _resolve_baseline(baseline: BaselineArg, inputs: Tensor, blur: tuple[int, float]) -> Tensor:
     if isinstance(baseline, str):
         if baseline != "blur":
-            raise ValueError(
-                f"baseline: expected a number, a tensor or the string 'blur', got {baseline!r}."
-            )
+            raise ValueError(f"baseline: expected a number, a tensor or the string 'blur', got {baseline!r}.")
         return gaussian_blur(inputs, *blur)
     return make_baseline(baseline, inputs).expand_as(inputs)
 
 
-def _check_steps(steps: Any, pixels: int, height: int) -> int:
-    if steps is None:
-        return min(height, pixels)
-    check_positive_int(steps, "steps", allow_none=False)
-    return int(steps)
-
-
 @torch.no_grad()
-def _curves(
-    model: nn.Module,
-    inputs: Tensor,
-    maps: Tensor,
-    target: Tensor,
-    steps: int,
-    start: Tensor,
-    end: Tensor,
-    max_batch: int | None,
-) -> tuple[Tensor, Tensor]:
+def _curves(model: nn.Module, inputs: Tensor, maps: Tensor, target: Tensor, steps: int, start: Tensor,
+            end: Tensor, max_batch: int | None) -> tuple[Tensor, Tensor]:
     """Probabilities ``(N, S + 1)`` while pixels switch from ``start`` to ``end`` by rank."""
     n, _, h, w = inputs.shape
     pixels = h * w
     points = steps + 1
-    ks = torch.tensor([count(i / steps, pixels) for i in range(points)], device=inputs.device)
+    ks = torch.tensor([round(i / steps * pixels) for i in range(points)], device=inputs.device)
     ranks = pixel_ranks(maps, descending=True)
     probs = torch.empty(n * points, device=inputs.device)
     for part in chunks(n * points, max_batch if max_batch is not None else n):
@@ -151,76 +122,34 @@ def _curves(
 
 
 def _run(
-    kind: str,
-    model: nn.Module,
-    inputs: Tensor,
-    maps: MapsOrExplain,
-    target: TargetArg,
-    steps: int | None,
-    baseline: BaselineArg,
-    blur: tuple[int, float],
-    max_batch: int | None,
+    kind: str, model: nn.Module, inputs: Tensor, maps: MapsOrExplain, target: TargetArg, steps: int | None,
+    baseline: BaselineArg, blur: tuple[int, float], max_batch: int | None,
 ) -> CurveResult:
     max_batch = check_positive_int(max_batch, "max_batch")
     prep = prepare(model, inputs, maps, target, kind)
     x = prep.inputs
-    n_steps = _check_steps(steps, x.shape[-2] * x.shape[-1], x.shape[-2])
+    n_steps = x.shape[-2] if steps is None else int(check_positive_int(steps, "steps", allow_none=False))
     base = _resolve_baseline(baseline, x, blur)
     start, end = (x, base) if kind == "deletion" else (base, x)
     curves, fractions = _curves(model, x, prep.maps, prep.target, n_steps, start, end, max_batch)
     return CurveResult.from_per_sample(kind, fractions.float(), curves, prep.target)
 
 
-_COMMON_ARGS = """
-    Pixels are ranked by the map upsampled (bilinear) to the input size (ties: earlier
-    row-major pixel first). At step ``i`` of ``steps`` the ``round(i / steps * H * W)``
-    top-ranked pixels are switched; the softmax probability of the target class is recorded
-    at the ``steps + 1`` points, and the area under the curve is the trapezoid rule over the
-    switched fraction (0 to 1), so it lies in ``[0, 1]``. All ``N * (steps + 1)`` perturbed
-    images are classified in chunks of ``max_batch``, under ``torch.no_grad()`` on the
-    model's device; the model is expected in eval mode and its mode is never changed.
-
-    Args:
-        model: the classifier.
-        inputs: images ``(N, C, H, W)``; not modified.
-        maps: precomputed maps ``(N, 1, h, w)``, ``(N, h, w)`` or ``(N, C, h, w)`` (channels
-            averaged), or an explanation method ``explain(inputs, target)`` / an object with
-            ``attribute(inputs, target=...)``.
-        target: ``None`` (the model's prediction on the clean image), an int, or a LongTensor
-            ``(N,)``.
-        steps: number of steps; default ``H``, i.e. one image row's worth of pixels per step
-            (RISE: 224 steps of 224 pixels on 224x224 images).
-"""
-
-
 def deletion(
-    model: nn.Module,
-    inputs: Tensor,
-    maps: MapsOrExplain,
-    target: TargetArg = None,
-    steps: int | None = None,
-    baseline: BaselineArg = 0.0,
-    max_batch: int | None = None,
-    blur_kernel: int = 11,
-    blur_sigma: float = 5.0,
+    model: nn.Module, inputs: Tensor, maps: MapsOrExplain, target: TargetArg = None, steps: int | None = None,
+    baseline: BaselineArg = 0.0, max_batch: int | None = None, blur_kernel: int = 11, blur_sigma: float = 5.0,
 ) -> CurveResult:
     """Deletion curve and AUC: most relevant pixels removed first (lower is better).
 
     Removed pixels are set to ``baseline`` (RISE: 0, i.e. black in the space of ``inputs``).
     """
-    return _run("deletion", model, inputs, maps, target, steps, baseline,
-                (blur_kernel, blur_sigma), max_batch)
+    return _run("deletion", model, inputs, maps, target, steps, baseline, (blur_kernel, blur_sigma),
+                max_batch)
 
 
 def insertion(
-    model: nn.Module,
-    inputs: Tensor,
-    maps: MapsOrExplain,
-    target: TargetArg = None,
-    steps: int | None = None,
-    baseline: BaselineArg = "blur",
-    max_batch: int | None = None,
-    blur_kernel: int = 11,
+    model: nn.Module, inputs: Tensor, maps: MapsOrExplain, target: TargetArg = None, steps: int | None = None,
+    baseline: BaselineArg = "blur", max_batch: int | None = None, blur_kernel: int = 11,
     blur_sigma: float = 5.0,
 ) -> CurveResult:
     """Insertion curve and AUC: most relevant pixels inserted first (higher is better).
@@ -228,11 +157,28 @@ def insertion(
     The curve starts from ``baseline`` (RISE: ``"blur"``, a Gaussian blur of the image with
     kernel 11 and sigma 5, zero padding) and pixels of the image are inserted into it.
     """
-    return _run("insertion", model, inputs, maps, target, steps, baseline,
-                (blur_kernel, blur_sigma), max_batch)
+    return _run("insertion", model, inputs, maps, target, steps, baseline, (blur_kernel, blur_sigma),
+                max_batch)
 
 
-_TAIL = """        baseline: value of removed pixels / starting image: a number, a tensor broadcastable
+_SHARED_DOC = """
+    Pixels are ranked by the map upsampled (bilinear) to the input size (ties: earlier
+    row-major pixel first). At step ``i`` of ``steps`` the ``round(i / steps * H * W)``
+    top-ranked pixels are switched; the softmax probability of the target class is recorded
+    at the ``steps + 1`` points, and the area under the curve is the trapezoid rule over the
+    switched fraction (0 to 1), so it lies in ``[0, 1]``. All ``N * (steps + 1)`` perturbed
+    images are classified in chunks of ``max_batch``; model mode, gradients and ``maps`` as in
+    :func:`average_drop_increase`.
+
+    Args:
+        model: the classifier.
+        inputs: images ``(N, C, H, W)``; not modified.
+        maps: precomputed maps or an explanation method, as in :func:`average_drop_increase`.
+        target: ``None`` (the model's prediction on the clean image), an int, or a LongTensor
+            ``(N,)``.
+        steps: number of steps; default ``H``, i.e. one image row's worth of pixels per step
+            (RISE: 224 steps of 224 pixels on 224x224 images).
+        baseline: value of removed pixels / starting image: a number, a tensor broadcastable
             to ``(N, C, H, W)``, or ``"blur"``.
         max_batch: most perturbed images per forward pass (default ``N``).
         blur_kernel: Gaussian kernel size for ``baseline="blur"``.
@@ -255,22 +201,15 @@ _TAIL = """        baseline: value of removed pixels / starting image: a number,
 """
 
 for _fn in (deletion, insertion):
-    _fn.__doc__ = (_fn.__doc__ or "") + _COMMON_ARGS + _TAIL.replace("{name}", _fn.__name__)
+    _fn.__doc__ = (_fn.__doc__ or "") + _SHARED_DOC.replace("{name}", _fn.__name__)
 
 
 class _CurveMetric(Accumulator):
-    _curve = staticmethod(deletion)
-    _default_baseline: BaselineArg = 0.0
+    _curve: Callable[..., CurveResult]
+    _default_baseline: BaselineArg
 
-    def __init__(
-        self,
-        model: nn.Module,
-        steps: int | None = None,
-        baseline: BaselineArg | None = None,
-        max_batch: int | None = None,
-        blur_kernel: int = 11,
-        blur_sigma: float = 5.0,
-    ) -> None:
+    def __init__(self, model: nn.Module, steps: int | None = None, baseline: BaselineArg | None = None,
+                 max_batch: int | None = None, blur_kernel: int = 11, blur_sigma: float = 5.0) -> None:
         super().__init__(
             self._curve, model, steps=check_positive_int(steps, "steps"),
             baseline=self._default_baseline if baseline is None else baseline,
@@ -283,12 +222,8 @@ class Deletion(_CurveMetric):
     """Stateful deletion AUC accumulated over batches; see :func:`deletion`.
 
     Args:
-        model: the classifier (expected in eval mode; its mode is not changed).
-        steps: number of steps (default: the image height).
-        baseline: value of removed pixels (default 0).
-        max_batch: most perturbed images per forward pass.
-        blur_kernel: Gaussian kernel size for ``baseline="blur"``.
-        blur_sigma: Gaussian sigma for ``baseline="blur"``.
+        model, steps, max_batch, blur_kernel, blur_sigma: as in :func:`deletion`.
+        baseline: as in :func:`deletion`; ``None`` is its default, 0.
 
     Example:
         >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 5)).eval()
@@ -306,12 +241,8 @@ class Insertion(_CurveMetric):
     """Stateful insertion AUC accumulated over batches; see :func:`insertion`.
 
     Args:
-        model: the classifier (expected in eval mode; its mode is not changed).
-        steps: number of steps (default: the image height).
-        baseline: starting image (default ``"blur"``, as RISE).
-        max_batch: most perturbed images per forward pass.
-        blur_kernel: Gaussian kernel size for ``baseline="blur"``.
-        blur_sigma: Gaussian sigma for ``baseline="blur"``.
+        model, steps, max_batch, blur_kernel, blur_sigma: as in :func:`insertion`.
+        baseline: as in :func:`insertion`; ``None`` is its default, ``"blur"``.
 
     Example:
         >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 5)).eval()

@@ -26,12 +26,7 @@ __all__ = ["METRIC_NAMES", "evaluate"]
 
 logger = logging.getLogger(__name__)
 
-_FACTORIES = {
-    "ad_ic": AverageDropIncrease,
-    "road": ROAD,
-    "deletion": Deletion,
-    "insertion": Insertion,
-}
+_FACTORIES = {"ad_ic": AverageDropIncrease, "road": ROAD, "deletion": Deletion, "insertion": Insertion}
 #: Names accepted by :func:`evaluate` (each built with its defaults).
 METRIC_NAMES: tuple[str, ...] = tuple(_FACTORIES)
 
@@ -51,22 +46,14 @@ def _build(metrics: Sequence[MetricArg] | Mapping[str, Any], model: nn.Module) -
     for name, metric in items:
         if isinstance(metric, str):
             if metric not in _FACTORIES:
-                raise ValueError(
-                    f"metrics: unknown metric name {metric!r}; valid names are "
-                    f"{list(METRIC_NAMES)}, or pass a metric object with update()/compute()."
-                )
+                raise ValueError(f"metrics: unknown metric name {metric!r}; valid names are "
+                                 f"{list(METRIC_NAMES)}, or pass a metric object with update()/compute().")
             metric = _FACTORIES[metric](model)
-        elif not (
-            callable(getattr(metric, "update", None)) and callable(getattr(metric, "compute", None))
-        ):
-            raise TypeError(
-                f"metrics: {name!r} is a {type(metric).__name__}, expected a metric name or an "
-                "object with update(inputs, maps, target) and compute() (e.g. ROAD(model))."
-            )
+        elif not (callable(getattr(metric, "update", None)) and callable(getattr(metric, "compute", None))):
+            raise TypeError(f"metrics: {name!r} is a {type(metric).__name__}, expected a metric name or an "
+                            "object with update(inputs, maps, target) and compute() (e.g. ROAD(model)).")
         if name in built:
-            raise ValueError(
-                f"metrics: the name {name!r} appears twice; pass a dict with unique names."
-            )
+            raise ValueError(f"metrics: the name {name!r} appears twice; pass a dict with unique names.")
         built[name] = metric
     return built
 
@@ -76,10 +63,8 @@ def _split_batch(batch: Any) -> tuple[Any, Any]:
         return batch, None
     if isinstance(batch, (tuple, list)) and batch:
         return batch[0], (batch[1] if len(batch) > 1 else None)
-    raise TypeError(
-        f"loader: expected batches that are tensors (N, C, H, W) or tuples (inputs, labels, ...), "
-        f"got {type(batch).__name__}. Wrap the loader so it yields one of these."
-    )
+    raise TypeError("loader: expected batches that are tensors (N, C, H, W) or tuples (inputs, labels, ...), "
+                    f"got {type(batch).__name__}. Wrap the loader so it yields one of these.")
 
 
 def evaluate(
@@ -94,18 +79,17 @@ def evaluate(
     """Evaluate an explanation method with several metrics over a data loader.
 
     Each batch is explained once (with the target below) and the same maps are passed to every
-    metric. The metrics are stateful objects (:class:`AverageDropIncrease`, :class:`ROAD`,
-    :class:`Deletion`, :class:`Insertion`, or any object with ``update(inputs, maps, target)``
-    and ``compute()``); names build one with its defaults. The model is expected in eval mode
-    and its mode is never changed.
+    metric. The model is expected in eval mode and its mode is never changed.
 
     Args:
         model: the classifier.
         loader: iterable of batches: tensors ``(N, C, H, W)`` or tuples ``(inputs, labels, ...)``.
         explain: ``explain(inputs, target) -> maps`` or an object with
             ``attribute(inputs, target=...)``.
-        metrics: metric names from :data:`METRIC_NAMES`, metric objects, or a dict
-            ``{name: metric}``.
+        metrics: names from :data:`METRIC_NAMES` (each built with its defaults), stateful metric
+            objects (:class:`AverageDropIncrease`, :class:`ROAD`, :class:`Deletion`,
+            :class:`Insertion`, or any object with ``update(inputs, maps, target)`` and
+            ``compute()``), or a dict ``{name: metric}``.
         target: ``"predicted"`` (the model's top-1 on the clean image, as in the paper) or
             ``"label"`` (the second element of each batch).
         progress: show a tqdm progress bar.
@@ -136,14 +120,11 @@ def evaluate(
         if max_batches is not None and seen >= max_batches:
             break
         inputs, labels = _split_batch(batch)
-        x = check_inputs(inputs)
-        x = x.to(model_device(model, x.device))
+        x = check_inputs(inputs).to(model_device(model, inputs.device))
         if target == "label":
             if labels is None:
-                raise ValueError(
-                    "target: 'label' needs batches (inputs, labels, ...); this batch has no "
-                    "labels. Use target='predicted' or a loader that yields labels."
-                )
+                raise ValueError("target: 'label' needs batches (inputs, labels, ...); this batch has no "
+                                 "labels. Use target='predicted' or a loader that yields labels.")
             tgt = torch.as_tensor(labels, dtype=torch.long, device=x.device).view(-1)
         else:
             tgt = clean_forward(model, x).argmax(dim=1)

@@ -42,10 +42,8 @@ _OFFSETS = (
 def check_solver(solver: object) -> str:
     """``solver`` if it names an imputation solver, else a ``ValueError`` naming the argument."""
     if solver not in _SOLVERS:
-        raise ValueError(
-            f"solver: expected one of {list(_SOLVERS)}, got {solver!r}. Use 'auto' unless you "
-            "need a specific solver."
-        )
+        raise ValueError(f"solver: expected one of {list(_SOLVERS)}, got {solver!r}. Use 'auto' unless you "
+                         "need a specific solver.")
     return str(solver)
 
 
@@ -118,20 +116,8 @@ def _direct_solve(values: Tensor, removed: Tensor) -> Tensor:
     return torch.from_numpy(out.reshape(n, c, h, w))
 
 
-def _neighbour_kernel(dtype: torch.dtype, device: torch.device) -> Tensor:
-    kernel = torch.tensor(
-        [[_DIAGONAL, _DIRECT, _DIAGONAL], [_DIRECT, 0.0, _DIRECT], [_DIAGONAL, _DIRECT, _DIAGONAL]],
-        dtype=dtype,
-        device=device,
-    )
-    return kernel.view(1, 1, 3, 3)
-
-
 def _initial_guess(values: Tensor, known: Tensor) -> Tensor:
-    """Smooth fill of the unknown pixels by a push-pull pyramid (a cheap multigrid start).
-
-    ``values`` and ``known`` are ``(B, 1, H, W)``; returns ``(B, 1, H, W)``.
-    """
+    """Smooth ``(B, 1, H, W)`` fill of the unknown pixels by a push-pull pyramid (a cheap multigrid start)."""
     levels: list[tuple[Tensor, Tensor]] = []
     num, den = values * known, known
     while min(num.shape[-2:]) > 1:
@@ -150,13 +136,8 @@ def _initial_guess(values: Tensor, known: Tensor) -> Tensor:
 
 
 def noisy_linear_impute(
-    images: Tensor,
-    removed: Tensor,
-    noise_std: float = 0.01,
-    generator: torch.Generator | None = None,
-    tol: float = 1e-5,
-    max_iter: int = 2000,
-    solver: str = "auto",
+    images: Tensor, removed: Tensor, noise_std: float = 0.01, generator: torch.Generator | None = None,
+    tol: float = 1e-5, max_iter: int = 2000, solver: str = "auto",
 ) -> Tensor:
     """Impute removed pixels with ROAD's noisy linear imputer.
 
@@ -194,44 +175,31 @@ def noisy_linear_impute(
         4.0
     """
     if not isinstance(images, Tensor):
-        raise TypeError(
-            f"images: expected a torch.Tensor of shape (N, C, H, W), got {type(images).__name__}. "
-            "Convert it with torch.as_tensor."
-        )
+        raise TypeError(f"images: expected a torch.Tensor of shape (N, C, H, W), got {type(images).__name__}."
+                        " Convert it with torch.as_tensor.")
     if not isinstance(removed, Tensor):
-        raise TypeError(
-            f"removed: expected a boolean torch.Tensor of shape (N, H, W), got "
-            f"{type(removed).__name__}. Convert it with torch.as_tensor(..., dtype=torch.bool)."
-        )
+        raise TypeError(f"removed: expected a boolean torch.Tensor of shape (N, H, W), got "
+                        f"{type(removed).__name__}. Convert it with torch.as_tensor(..., dtype=torch.bool).")
     if images.dim() != 4:
-        raise ValueError(
-            f"images: expected shape (N, C, H, W), got {tuple(images.shape)}. Add a batch "
-            "dimension with images.unsqueeze(0) for a single image."
-        )
+        raise ValueError(f"images: expected shape (N, C, H, W), got {tuple(images.shape)}. Add a batch "
+                         "dimension with images.unsqueeze(0) for a single image.")
     if removed.dim() == 4 and removed.shape[1] == 1:
         removed = removed[:, 0]
     n, c, h, w = images.shape
     if tuple(removed.shape) != (n, h, w):
-        raise ValueError(
-            f"removed: expected shape (N, H, W) = {(n, h, w)} matching images, got "
-            f"{tuple(removed.shape)}. Pass one mask per image at the images' resolution."
-        )
+        raise ValueError(f"removed: expected shape (N, H, W) = {(n, h, w)} matching images, got "
+                         f"{tuple(removed.shape)}. Pass one mask per image at the images' resolution.")
     if generator is not None and generator.device.type != images.device.type:
-        raise ValueError(
-            f"generator: it lives on {generator.device}, but the images are on {images.device}. "
-            "Create it there: torch.Generator(device=images.device).manual_seed(seed)."
-        )
+        raise ValueError(f"generator: it lives on {generator.device}, but the images are on {images.device}. "
+                         "Create it there: torch.Generator(device=images.device).manual_seed(seed).")
     check_solver(solver)
     if solver == "direct" and not _scipy_available():
-        raise ImportError(
-            "noisy_linear_impute(solver='direct') needs scipy; install it with "
-            "`pip install scipy`, or use solver='cg'."
-        )
+        raise ImportError("noisy_linear_impute(solver='direct') needs scipy; install it with "
+                          "`pip install scipy`, or use solver='cg'.")
     if solver == "auto":
         solver = "direct" if images.device.type == "cpu" and _scipy_available() else "cg"
     out_dtype = images.dtype
     dtype = out_dtype if out_dtype in (torch.float32, torch.float64) else torch.float32
-    n, c, h, w = images.shape
     removed = removed.to(device=images.device, dtype=torch.bool)
     rem = removed[:, None].expand(n, c, h, w).reshape(n * c, 1, h, w)
     if solver == "direct":
@@ -251,7 +219,8 @@ def _cg_solve(values: Tensor, removed: Tensor, tol: float, max_iter: int) -> Ten
     h, w = values.shape[-2:]
     rem = removed.to(dtype)
     known = 1.0 - rem
-    kernel = _neighbour_kernel(dtype, device)
+    ring = [[_DIAGONAL, _DIRECT, _DIAGONAL], [_DIRECT, 0.0, _DIRECT], [_DIAGONAL, _DIRECT, _DIAGONAL]]
+    kernel = torch.tensor(ring, dtype=dtype, device=device).view(1, 1, 3, 3)
 
     def neighbours(x: Tensor) -> Tensor:
         return F.conv2d(x, kernel, padding=1)
@@ -289,10 +258,8 @@ def _cg_solve(values: Tensor, removed: Tensor, tol: float, max_iter: int) -> Ten
         active = active & (r.flatten(1).norm(dim=1).view(-1, 1, 1, 1) > threshold)
         iterations += 1
     if bool(active.any()):
-        logger.warning(
-            "noisy_linear_impute: conjugate gradient stopped after %d iterations with %d of %d "
-            "systems above the relative tolerance %g; raise max_iter for an exact solution.",
-            iterations, int(active.sum()), active.numel(), tol,
-        )
+        logger.warning("noisy_linear_impute: conjugate gradient stopped after %d iterations with %d of %d "
+                       "systems above the relative tolerance %g; raise max_iter for an exact solution.",
+                       iterations, int(active.sum()), active.numel(), tol)
     logger.debug("noisy_linear_impute: %d conjugate gradient iterations", iterations)
     return values * known + x * rem

@@ -11,23 +11,11 @@ from torch import Tensor
 
 from ttame_attr._core.maps import minmax_scale
 from ttame_attr._core.targets import classes_per_image
-from ttame_attr.metrics._common import (
-    MapsOrExplain,
-    TargetArg,
-    check_inputs,
-    get_maps,
-    prepare_maps,
-)
+from ttame_attr.metrics._common import MapsOrExplain, TargetArg, check_inputs, get_maps, prepare_maps
 from ttame_attr.metrics._stateful import Accumulator, PerSampleResult
 
-__all__ = [
-    "EnergyPointingGame",
-    "EnergyPointingResult",
-    "PointingGame",
-    "PointingGameResult",
-    "energy_pointing_game",
-    "pointing_game",
-]
+__all__ = ["EnergyPointingGame", "EnergyPointingResult", "PointingGame", "PointingGameResult",
+           "energy_pointing_game", "pointing_game"]
 
 
 @dataclass(frozen=True)
@@ -77,49 +65,38 @@ class EnergyPointingResult(PerSampleResult):
         return cls(energy=float(proportions.mean()), proportions=proportions)
 
 
-def _check_masks(masks: Any, n: int | None) -> Tensor:
+def _check_masks(masks: Any) -> Tensor:
     """Ground-truth masks as bool ``(N, H, W)``."""
     if not isinstance(masks, Tensor):
-        raise TypeError(
-            f"masks: expected a torch.Tensor of shape (N, H, W) or (N, 1, H, W), got "
-            f"{type(masks).__name__}. Convert it with torch.as_tensor."
-        )
+        raise TypeError(f"masks: expected a torch.Tensor of shape (N, H, W) or (N, 1, H, W), got "
+                        f"{type(masks).__name__}. Convert it with torch.as_tensor.")
     if masks.dim() == 4 and masks.shape[1] == 1:
         masks = masks[:, 0]
     if masks.dim() != 3:
-        raise ValueError(
-            f"masks: expected shape (N, H, W) or (N, 1, H, W), got {tuple(masks.shape)}. Merge "
-            "several boxes/objects of one image into one mask (logical or)."
-        )
+        raise ValueError(f"masks: expected shape (N, H, W) or (N, 1, H, W), got {tuple(masks.shape)}. Merge "
+                         "several boxes/objects of one image into one mask (logical or).")
     if masks.shape[0] == 0:
         raise ValueError("masks: got an empty batch (N = 0); pass at least one mask.")
-    if n is not None and masks.shape[0] != n:
-        raise ValueError(
-            f"masks: batch size {masks.shape[0]} does not match the {n} maps. Pass one mask per "
-            "map, in the same order."
-        )
+    if min(masks.shape[1:]) == 0:
+        raise ValueError(f"masks: height and width must be at least 1, got shape {tuple(masks.shape)}.")
     if masks.is_complex():
         raise TypeError(f"masks: expected a bool or 0/1 tensor, got dtype {masks.dtype}.")
     return masks > 0.5 if masks.is_floating_point() else masks.bool()
 
 
-def _maps_at(
-    maps: MapsOrExplain, masks: Tensor, inputs: Tensor | None, target: TargetArg
-) -> Tensor:
+def _maps_at(maps: MapsOrExplain, masks: Tensor, inputs: Tensor | None, target: TargetArg) -> Tensor:
     """Maps ``(N, H, W)`` at the masks' resolution, on the masks' device."""
-    if not isinstance(maps, Tensor):
+    if callable(maps) or callable(getattr(maps, "attribute", None)):
         if inputs is None or target is None:
-            raise ValueError(
-                "maps: an explanation method was given, so `inputs` (N, C, H, W) and `target` "
-                "(the ground-truth class per image) are needed too. Pass them, or pass "
-                "precomputed maps."
-            )
+            raise ValueError("maps: an explanation method was given, so `inputs` (N, C, H, W) and `target` "
+                             "(the ground-truth class per image) are needed too. Pass them, or pass "
+                             "precomputed maps.")
         x = check_inputs(inputs)
         placeholder = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
         maps = get_maps(maps, x, classes_per_image(target, placeholder))
-    if not isinstance(maps, Tensor):
-        raise TypeError(f"maps: expected a torch.Tensor, got {type(maps).__name__}.")
-    return prepare_maps(maps.to(masks.device), masks.shape[0], (masks.shape[-2], masks.shape[-1]))
+    if isinstance(maps, Tensor):
+        maps = maps.to(masks.device)
+    return prepare_maps(maps, masks.shape[0], (masks.shape[-2], masks.shape[-1]))
 
 
 def _disk(radius: float, device: torch.device) -> Tensor:
@@ -129,13 +106,8 @@ def _disk(radius: float, device: torch.device) -> Tensor:
 
 
 @torch.no_grad()
-def pointing_game(
-    maps: MapsOrExplain,
-    masks: Tensor,
-    tolerance: float = 0.0,
-    inputs: Tensor | None = None,
-    target: TargetArg = None,
-) -> PointingGameResult:
+def pointing_game(maps: MapsOrExplain, masks: Tensor, tolerance: float = 0.0, inputs: Tensor | None = None,
+                  target: TargetArg = None) -> PointingGameResult:
     """Pointing game: a hit when the map's maximum lies inside the ground-truth mask.
 
     Maps are upsampled bilinearly to the masks' size. The maximum is the first maximal pixel
@@ -145,7 +117,8 @@ def pointing_game(
 
     Args:
         maps: maps ``(N, 1, h, w)``, ``(N, h, w)`` or ``(N, C, h, w)`` (channels averaged), or
-            an explanation method called as ``explain(inputs, target)``.
+            an explanation method called as ``explain(inputs, target)`` (or an object with
+            ``attribute(inputs, target=...)``).
         masks: ground truth, bool or 0/1 ``(N, H, W)`` or ``(N, 1, H, W)``.
         tolerance: radius in pixels around the mask that still counts as a hit (>= 0).
         inputs: images ``(N, C, H, W)``, only needed with an explanation method.
@@ -167,9 +140,9 @@ def pointing_game(
     """
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or tolerance < 0:
         raise ValueError(f"tolerance: expected a number of pixels >= 0, got {tolerance!r}.")
-    m = _check_masks(masks, None)
+    m = _check_masks(masks)
     sal = _maps_at(maps, m, inputs, target)
-    _n, _h, w = m.shape
+    w = m.shape[-1]
     idx = sal.flatten(1).argmax(dim=1)
     region = m
     if tolerance > 0:
@@ -183,20 +156,12 @@ def pointing_game(
 
 
 @torch.no_grad()
-def energy_pointing_game(
-    maps: MapsOrExplain,
-    masks: Tensor,
-    inputs: Tensor | None = None,
-    target: TargetArg = None,
-) -> EnergyPointingResult:
-    """Energy-based pointing game: share of the min-max normalised map inside the mask.
+def energy_pointing_game(maps: MapsOrExplain, masks: Tensor, inputs: Tensor | None = None,
+                         target: TargetArg = None) -> EnergyPointingResult:
+    """Energy-based pointing game: share of the min-max normalised map inside the mask (e.g. a box).
 
     Args:
-        maps: maps ``(N, 1, h, w)``, ``(N, h, w)`` or ``(N, C, h, w)`` (channels averaged), or
-            an explanation method called as ``explain(inputs, target)``.
-        masks: ground truth (e.g. boxes), bool or 0/1 ``(N, H, W)`` or ``(N, 1, H, W)``.
-        inputs: images ``(N, C, H, W)``, only needed with an explanation method.
-        target: ground-truth class per image, only with an explanation method.
+        maps, masks, inputs, target: as in :func:`pointing_game`.
 
     Returns:
         An :class:`EnergyPointingResult`; per-image ``sum(map * mask) / sum(map)``.
@@ -211,7 +176,7 @@ def energy_pointing_game(
         >>> energy_pointing_game(masks, masks).energy
         1.0
     """
-    m = _check_masks(masks, None)
+    m = _check_masks(masks)
     sal = minmax_scale(_maps_at(maps, m, inputs, target))
     inside = (sal * m).flatten(1).sum(dim=1)
     total = sal.flatten(1).sum(dim=1)
@@ -223,11 +188,7 @@ class _MaskMetric(Accumulator):
     """A stateful metric of maps against ground-truth masks (no model)."""
 
     def update(  # type: ignore[override]
-        self,
-        maps: MapsOrExplain,
-        masks: Tensor,
-        inputs: Tensor | None = None,
-        target: TargetArg = None,
+        self, maps: MapsOrExplain, masks: Tensor, inputs: Tensor | None = None, target: TargetArg = None
     ) -> Any:
         """Evaluate one batch (the functional metric's arguments), keep it, return its result."""
         return self._keep(self._metric(maps, masks, inputs=inputs, target=target, **self._options))
@@ -237,7 +198,7 @@ class PointingGame(_MaskMetric):
     """Stateful pointing game accumulated over batches; see :func:`pointing_game`.
 
     Args:
-        tolerance: radius in pixels around the mask that still counts as a hit.
+        tolerance: as in :func:`pointing_game`.
 
     Example:
         >>> metric = PointingGame(tolerance=1)

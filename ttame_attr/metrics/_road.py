@@ -15,7 +15,6 @@ from ttame_attr.metrics._common import (
     check_fractions,
     check_positive_int,
     chunks,
-    count,
     pixel_ranks,
     prepare,
     probabilities,
@@ -60,8 +59,7 @@ class ROADResult(PerSampleResult):
     lerf_top1: Tensor = field(repr=False)
 
     SETTINGS: ClassVar[tuple[str, ...]] = ("fractions",)
-    SAMPLES: ClassVar[tuple[str, ...]] = ("target", "morf_probs", "morf_top1", "lerf_probs",
-                                          "lerf_top1")
+    SAMPLES: ClassVar[tuple[str, ...]] = ("target", "morf_probs", "morf_top1", "lerf_probs", "lerf_top1")
 
     @property
     def combined(self) -> float:
@@ -69,54 +67,29 @@ class ROADResult(PerSampleResult):
         return (self.lerf_average - self.morf_average) / 2.0
 
     @classmethod
-    def from_per_sample(
-        cls,
-        fractions: Sequence[float],
-        target: Tensor,
-        morf_probs: Tensor,
-        morf_top1: Tensor,
-        lerf_probs: Tensor,
-        lerf_top1: Tensor,
-    ) -> ROADResult:
+    def from_per_sample(cls, fractions: Sequence[float], target: Tensor, morf_probs: Tensor,
+                        morf_top1: Tensor, lerf_probs: Tensor, lerf_top1: Tensor) -> ROADResult:
         """Aggregate per-sample ``(N, P)`` probabilities and top-1 classes."""
         morf_acc = (morf_top1 == target.view(-1, 1)).float().mean(dim=0)
         lerf_acc = (lerf_top1 == target.view(-1, 1)).float().mean(dim=0)
         return cls(
-            fractions=tuple(fractions),
-            morf_accuracy=morf_acc,
-            lerf_accuracy=lerf_acc,
-            morf_prob=morf_probs.mean(dim=0),
-            lerf_prob=lerf_probs.mean(dim=0),
-            morf_average=float(morf_acc.mean()),
-            lerf_average=float(lerf_acc.mean()),
-            target=target,
-            morf_probs=morf_probs,
-            lerf_probs=lerf_probs,
-            morf_top1=morf_top1,
-            lerf_top1=lerf_top1,
+            fractions=tuple(fractions), morf_accuracy=morf_acc, lerf_accuracy=lerf_acc,
+            morf_prob=morf_probs.mean(dim=0), lerf_prob=lerf_probs.mean(dim=0),
+            morf_average=float(morf_acc.mean()), lerf_average=float(lerf_acc.mean()), target=target,
+            morf_probs=morf_probs, lerf_probs=lerf_probs, morf_top1=morf_top1, lerf_top1=lerf_top1,
         )
 
 
 @torch.no_grad()
-def _road_probs(
-    model: nn.Module,
-    inputs: Tensor,
-    maps: Tensor,
-    target: Tensor,
-    fractions: Sequence[float],
-    noise_std: float,
-    generator: torch.Generator | None,
-    max_batch: int | None,
-    tol: float,
-    max_iter: int,
-    solver: str = "auto",
-) -> tuple[Tensor, Tensor]:
+def _road_probs(model: nn.Module, inputs: Tensor, maps: Tensor, target: Tensor, fractions: Sequence[float],
+                noise_std: float, generator: torch.Generator | None, max_batch: int | None, tol: float,
+                max_iter: int, solver: str) -> tuple[Tensor, Tensor]:
     """Probabilities and top-1 classes ``(N, 2, P)`` (order 0 = MoRF, 1 = LeRF)."""
     n, _, h, w = inputs.shape
     p = len(fractions)
     jobs = 2 * p
     ranks = torch.stack([pixel_ranks(maps, True), pixel_ranks(maps, False)], dim=1)  # (N, 2, HW)
-    ks = torch.tensor([count(f, h * w) for f in fractions], device=inputs.device)
+    ks = torch.tensor([round(f * (h * w)) for f in fractions], device=inputs.device)
     probs = torch.empty(n * jobs, device=inputs.device)
     top1 = torch.empty(n * jobs, dtype=torch.long, device=inputs.device)
     for part in chunks(n * jobs, max_batch if max_batch is not None else n):
@@ -124,25 +97,17 @@ def _road_probs(
         image, job = flat // jobs, flat % jobs
         order, level = job // p, job % p
         removed = ranks[image, order] < ks[level].view(-1, 1)
-        imputed = noisy_linear_impute(
-            inputs[image], removed.view(-1, h, w), noise_std, generator, tol, max_iter, solver
-        )
+        imputed = noisy_linear_impute(inputs[image], removed.view(-1, h, w), noise_std, generator, tol,
+                                      max_iter, solver)
         probs[part], top1[part] = probabilities(model, imputed, target[image])
     return probs.view(n, 2, p), top1.view(n, 2, p)
 
 
 def road(
-    model: nn.Module,
-    inputs: Tensor,
-    maps: MapsOrExplain,
-    target: TargetArg = None,
-    fractions: Sequence[float] = DEFAULT_REMOVED,
-    noise_std: float = 0.01,
-    generator: torch.Generator | None = None,
-    max_batch: int | None = None,
-    tol: float = 1e-5,
-    max_iter: int = 2000,
-    solver: str = "auto",
+    model: nn.Module, inputs: Tensor, maps: MapsOrExplain, target: TargetArg = None,
+    fractions: Sequence[float] = DEFAULT_REMOVED, noise_std: float = 0.01,
+    generator: torch.Generator | None = None, max_batch: int | None = None, tol: float = 1e-5,
+    max_iter: int = 2000, solver: str = "auto",
 ) -> ROADResult:
     """ROAD MoRF / LeRF scores with the noisy linear imputer (Rong et al., ICML 2022).
 
@@ -155,15 +120,13 @@ def road(
     is the paper's "prediction stays the same". Pass the true labels as ``target`` for ROAD's
     accuracy against labels. Mean probabilities of the target are reported too.
 
-    Expects an eval-mode model (never changes its mode; warns if it is training). Forward
-    passes and imputation run batched, under ``torch.no_grad()``, on the model's device.
+    Imputation and forward passes run batched, on the model's device; model mode, gradients
+    and ``maps`` as in :func:`average_drop_increase`.
 
     Args:
         model: the classifier.
         inputs: images ``(N, C, H, W)``; not modified.
-        maps: precomputed maps ``(N, 1, h, w)``, ``(N, h, w)`` or ``(N, C, h, w)`` (channels
-            averaged), or an explanation method ``explain(inputs, target)`` / an object with
-            ``attribute(inputs, target=...)``.
+        maps: precomputed maps or an explanation method, as in :func:`average_drop_increase`.
         target: ``None`` (predicted class), an int, or a LongTensor ``(N,)``.
         fractions: removed fractions of pixels, each in ``(0, 1]``.
         noise_std: std of the imputation noise (ROAD: 0.01); 0 disables it.
@@ -191,32 +154,22 @@ def road(
         >>> res.morf_accuracy.shape
         torch.Size([1])
     """
-    fr = check_fractions(fractions, "fractions")
+    fr = check_fractions(fractions)
     max_batch = check_positive_int(max_batch, "max_batch")
     if not isinstance(noise_std, (int, float)) or isinstance(noise_std, bool) or noise_std < 0:
         raise ValueError(f"noise_std: expected a number >= 0, got {noise_std!r}. ROAD uses 0.01.")
     check_solver(solver)
     prep = prepare(model, inputs, maps, target, "road")
-    probs, top1 = _road_probs(model, prep.inputs, prep.maps, prep.target, fr, float(noise_std),
-                              generator, max_batch, tol, max_iter, solver)
-    return ROADResult.from_per_sample(
-        fr, prep.target, probs[:, 0], top1[:, 0], probs[:, 1], top1[:, 1]
-    )
+    probs, top1 = _road_probs(model, prep.inputs, prep.maps, prep.target, fr, float(noise_std), generator,
+                              max_batch, tol, max_iter, solver)
+    return ROADResult.from_per_sample(fr, prep.target, probs[:, 0], top1[:, 0], probs[:, 1], top1[:, 1])
 
 
 class ROAD(Accumulator):
     """Stateful ROAD (MoRF and LeRF) accumulated over batches; see :func:`road`.
 
     Args:
-        model: the classifier (expected in eval mode; its mode is not changed).
-        fractions: removed fractions of pixels.
-        noise_std: std of the imputation noise (ROAD: 0.01).
-        generator: ``torch.Generator`` for reproducible noise.
-        max_batch: most images per imputation and forward pass.
-        tol: relative residual tolerance of the conjugate gradient solver.
-        max_iter: iteration cap of the conjugate gradient solver.
-        solver: imputation solver, ``"auto"``, ``"direct"`` or ``"cg"`` (see
-            :func:`noisy_linear_impute`).
+        model, fractions, noise_std, generator, max_batch, tol, max_iter, solver: as in :func:`road`.
 
     Example:
         >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 5)).eval()
@@ -227,18 +180,12 @@ class ROAD(Accumulator):
     """
 
     def __init__(
-        self,
-        model: nn.Module,
-        fractions: Sequence[float] = DEFAULT_REMOVED,
-        noise_std: float = 0.01,
-        generator: torch.Generator | None = None,
-        max_batch: int | None = None,
-        tol: float = 1e-5,
-        max_iter: int = 2000,
-        solver: str = "auto",
+        self, model: nn.Module, fractions: Sequence[float] = DEFAULT_REMOVED, noise_std: float = 0.01,
+        generator: torch.Generator | None = None, max_batch: int | None = None, tol: float = 1e-5,
+        max_iter: int = 2000, solver: str = "auto",
     ) -> None:
         super().__init__(
-            road, model, fractions=check_fractions(fractions, "fractions"), noise_std=noise_std,
-            generator=generator, max_batch=check_positive_int(max_batch, "max_batch"), tol=tol,
-            max_iter=max_iter, solver=check_solver(solver),
+            road, model, fractions=check_fractions(fractions), noise_std=noise_std, generator=generator,
+            max_batch=check_positive_int(max_batch, "max_batch"), tol=tol, max_iter=max_iter,
+            solver=check_solver(solver),
         )

@@ -24,9 +24,7 @@ class PerSampleResult:
 
     def on_cpu(self) -> Any:
         """The same result with its per-sample tensors on the CPU."""
-        return dataclasses.replace(
-            self, **{name: getattr(self, name).detach().cpu() for name in self.SAMPLES}
-        )
+        return dataclasses.replace(self, **{n: getattr(self, n).detach().cpu() for n in self.SAMPLES})
 
     @classmethod
     def concatenate(cls, results: Sequence[Any]) -> Any:
@@ -74,21 +72,17 @@ class Accumulator:
     def _keep(self, result: Any) -> Any:
         if self._results:
             first = self._results[0]
-            changed = [name for name in result.SETTINGS
-                       if not _same(getattr(result, name), getattr(first, name))]
+            changed = [n for n in result.SETTINGS if not _same(getattr(result, n), getattr(first, n))]
             if changed:
-                raise ValueError(
-                    f"inputs: this batch's {changed} differ from the earlier batches'. Use images "
-                    "of one size (or fix `steps`) so that every batch is evaluated alike."
-                )
+                raise ValueError(f"inputs: this batch's {changed} differ from the earlier batches'. Use "
+                                 "images of one size (or fix `steps`) so that every batch is evaluated "
+                                 "alike.")
         self._results.append(result.on_cpu())
         return result
 
     def compute(self) -> Any:
         """The result over every sample since construction or the last ``reset()``."""
         if not self._results:
-            raise RuntimeError(
-                f"{type(self).__name__}.compute(): no samples yet. Call update() with at least "
-                "one batch first (or reset() was called)."
-            )
+            raise RuntimeError(f"{type(self).__name__}.compute(): no samples yet. Call update() with at "
+                               "least one batch first (or reset() was called).")
         return type(self._results[0]).concatenate(self._results)

@@ -13,14 +13,5 @@ Example:
 from ttame_attr.viz._convert import to_captum_vis, to_grad_cam, to_numpy_image, to_numpy_maps
 from ttame_attr.viz._plot import figure_to_png, overlay, plot_grid, save_figure, save_overlays
 
-__all__ = [
-    "figure_to_png",
-    "overlay",
-    "plot_grid",
-    "save_figure",
-    "save_overlays",
-    "to_captum_vis",
-    "to_grad_cam",
-    "to_numpy_image",
-    "to_numpy_maps",
-]
+__all__ = ["figure_to_png", "overlay", "plot_grid", "save_figure", "save_overlays", "to_captum_vis",
+           "to_grad_cam", "to_numpy_image", "to_numpy_maps"]

@@ -22,9 +22,7 @@ def _as_tensor(value: Any, name: str) -> Tensor:
         return value.detach().to("cpu", torch.float32)
     if isinstance(value, np.ndarray):
         return torch.from_numpy(np.asarray(value, dtype=np.float32))
-    raise TypeError(
-        f"{name}: expected a torch.Tensor or a numpy array, got {type(value).__name__}."
-    )
+    raise TypeError(f"{name}: expected a torch.Tensor or a numpy array, got {type(value).__name__}.")
 
 
 def to_numpy_maps(maps: Tensor | np.ndarray, *, normalize: bool = True) -> np.ndarray:
@@ -52,36 +50,28 @@ def to_numpy_maps(maps: Tensor | np.ndarray, *, normalize: bool = True) -> np.nd
     m = _as_tensor(maps, "maps")
     if m.dim() == 4:
         if m.shape[1] != 1:
-            raise ValueError(
-                f"maps: expected one map per image (N, 1, H, W), got {tuple(m.shape)}. Select a "
-                "class first, e.g. maps[:, k:k+1]."
-            )
+            raise ValueError(f"maps: expected one map per image (N, 1, H, W), got {tuple(m.shape)}. Select a "
+                             "class first, e.g. maps[:, k:k+1].")
         m = m[:, 0]
     elif m.dim() == 2:
         m = m[None]
     elif m.dim() != 3:
-        raise ValueError(
-            f"maps: expected (N, 1, H, W), (N, H, W) or (H, W), got shape {tuple(m.shape)}."
-        )
+        raise ValueError(f"maps: expected (N, 1, H, W), (N, H, W) or (H, W), got shape {tuple(m.shape)}.")
     if normalize:
         m = minmax_scale(m)
     return np.ascontiguousarray(m.numpy(), dtype=np.float32)
 
 
-def to_numpy_image(
-    images: Tensor | np.ndarray,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-) -> np.ndarray:
+def to_numpy_image(images: Tensor | np.ndarray, mean: Sequence[float] | None = None,
+                   std: Sequence[float] | None = None) -> np.ndarray:
     """Model inputs as float32 ``(N, H, W, C)`` numpy images in [0, 1] (channels last).
 
     Args:
         images: ``(N, C, H, W)`` or ``(C, H, W)``.
-        mean: per-channel mean the images were normalised with; undone when given.
-        std: per-channel std matching ``mean``.
+        mean, std: per-channel mean and std the images were normalised with; undone when given.
 
     Returns:
-        ``(N, H, W, C)`` float32 in [0, 1] (clipped).
+        The images, clipped to [0, 1].
 
     Raises:
         ValueError: for other shapes, or ``mean``/``std`` of the wrong length.
@@ -90,17 +80,13 @@ def to_numpy_image(
     if x.dim() == 3:
         x = x[None]
     if x.dim() != 4:
-        raise ValueError(
-            f"images: expected (N, C, H, W) or (C, H, W), got shape {tuple(x.shape)}."
-        )
+        raise ValueError(f"images: expected (N, C, H, W) or (C, H, W), got shape {tuple(x.shape)}.")
     if (mean is None) != (std is None):
         raise ValueError("mean, std: give both (to undo the normalisation) or neither.")
     if mean is not None and std is not None:
         if len(mean) != x.shape[1] or len(std) != x.shape[1]:
-            raise ValueError(
-                f"mean, std: expected {x.shape[1]} values each (one per channel), got "
-                f"{len(mean)} and {len(std)}."
-            )
+            raise ValueError(f"mean, std: expected {x.shape[1]} values each (one per channel), got "
+                             f"{len(mean)} and {len(std)}.")
         m = torch.tensor(list(mean), dtype=x.dtype)[:, None, None]
         s = torch.tensor(list(std), dtype=x.dtype)[:, None, None]
         x = x * s + m
@@ -110,11 +96,8 @@ def to_numpy_image(
 def to_grad_cam(maps: Tensor | np.ndarray) -> np.ndarray:
     """Maps in the form pytorch-grad-cam's ``show_cam_on_image(img, mask)`` takes as ``mask``.
 
-    Each map is min-max scaled to [0, 1]; a constant map (all zeros, say) becomes all zeros
-    rather than a division by zero.
-
     Args:
-        maps: ``(N, 1, H, W)``, ``(N, H, W)``, ``(1, H, W)`` or ``(H, W)`` (tensor or array).
+        maps: as in :func:`to_numpy_maps` (min-max scaled; a constant map becomes all zeros).
 
     Returns:
         float32 numpy ``(H, W)`` for a single map, ``(N, H, W)`` for a batch, in [0, 1].
@@ -130,11 +113,8 @@ def to_grad_cam(maps: Tensor | np.ndarray) -> np.ndarray:
 
 
 def to_captum_vis(
-    maps: Tensor | np.ndarray,
-    images: Tensor | np.ndarray | None = None,
-    *,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
+    maps: Tensor | np.ndarray, images: Tensor | np.ndarray | None = None, *,
+    mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Maps (and images) in the layout ``captum.attr.visualization.visualize_image_attr`` reads.
 
@@ -146,10 +126,9 @@ def to_captum_vis(
     divide by zero; Captum then warns that the values are all close to 0, which is the truth.
 
     Args:
-        maps: ``(N, 1, H, W)``, ``(N, H, W)``, ``(1, H, W)`` or ``(H, W)``.
+        maps: as in :func:`to_numpy_maps`.
         images: the matching model inputs ``(N, C, H, W)`` or ``(C, H, W)``, or ``None``.
-        mean: normalisation mean of ``images``, undone when given.
-        std: normalisation std of ``images``.
+        mean, std: as in :func:`to_numpy_image`.
 
     Returns:
         ``(attr, image)``: ``attr`` float32 ``(H, W, 1)`` for one map or ``(N, H, W, 1)`` for a
@@ -175,15 +154,11 @@ def to_captum_vis(
             )
             m[i, 0, 0] = 1e-8
     attr = m[..., None]
-    image = None
-    if images is not None:
-        image = to_numpy_image(images, mean, std)
-        if image.shape[0] != attr.shape[0] or image.shape[1:3] != attr.shape[1:3]:
-            raise ValueError(
-                f"images: shape {tuple(image.shape)} (N, H, W, C) does not match the maps' "
-                f"{tuple(attr.shape[:3])} (N, H, W). Upsample the maps to the image size "
-                "(attribute(..., upsample=True)) and pass one image per map."
-            )
+    image = None if images is None else to_numpy_image(images, mean, std)
+    if image is not None and image.shape[:3] != attr.shape[:3]:
+        raise ValueError(f"images: shape {tuple(image.shape)} (N, H, W, C) does not match the maps' "
+                         f"{tuple(attr.shape[:3])} (N, H, W). Upsample the maps to the image size "
+                         "(attribute(..., upsample=True)) and pass one image per map.")
     if not batched:
         attr = attr[0]
         image = image[0] if image is not None else None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,17 +17,13 @@ if TYPE_CHECKING:
 
 __all__ = ["figure_to_png", "overlay", "plot_grid", "save_figure", "save_overlays"]
 
-logger = logging.getLogger(__name__)
-
 
 def _require_matplotlib() -> Any:
     try:
         import matplotlib
     except ImportError as err:
-        raise ImportError(
-            "ttame_attr.viz needs matplotlib for colour maps and figures; install it with "
-            "`pip install ttame-attr[plot]` (or `pip install matplotlib`)."
-        ) from err
+        raise ImportError("ttame_attr.viz needs matplotlib for colour maps and figures; install it with "
+                          "`pip install ttame-attr[plot]` (or `pip install matplotlib`).") from err
     return matplotlib
 
 
@@ -37,31 +32,24 @@ def _colormap(name: str) -> Any:
     try:
         return matplotlib.colormaps[name]
     except KeyError:
-        raise ValueError(
-            f"cmap: unknown matplotlib colour map {name!r}; try 'jet', 'inferno' or 'viridis'."
-        ) from None
+        raise ValueError(f"cmap: unknown matplotlib colour map {name!r}; try 'jet', 'inferno' or "
+                         "'viridis'.") from None
 
 
 def overlay(
-    image: Tensor | np.ndarray,
-    saliency: Tensor | np.ndarray,
-    *,
-    alpha: float = 0.5,
-    cmap: str = "jet",
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
+    image: Tensor | np.ndarray, saliency: Tensor | np.ndarray, *, alpha: float = 0.5, cmap: str = "jet",
+    mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
 ) -> np.ndarray:
     """Blend one colour-mapped saliency map over one image.
 
     Args:
-        image: ``(C, H, W)`` (or ``(1, C, H, W)``) model input; ``mean``/``std`` undo its
-            normalisation. A numpy ``(H, W, 3)`` array in [0, 1] is taken as it is.
+        image: ``(C, H, W)`` (or ``(1, C, H, W)``) model input, or a numpy ``(H, W, 3)`` array
+            in [0, 1], taken as it is.
         saliency: ``(1, H, W)``, ``(H, W)`` or ``(1, 1, H, W)`` map at the image's size; min-max
             scaled before colour mapping.
         alpha: weight of the heat map (0: image only, 1: heat map only).
         cmap: a matplotlib colour map name.
-        mean: normalisation mean of ``image``.
-        std: normalisation std of ``image``.
+        mean, std: the normalisation of ``image``, undone as in :func:`to_numpy_image`.
 
     Returns:
         ``(H, W, 3)`` float32 RGB in [0, 1].
@@ -88,24 +76,16 @@ def overlay(
     if m.shape[0] != 1:
         raise ValueError(f"saliency: expected one map, got {m.shape[0]}.")
     if m.shape[1:] != img.shape[:2]:
-        raise ValueError(
-            f"saliency: map size {m.shape[1:]} differs from the image size {img.shape[:2]}; "
-            "upsample the map (attribute(..., upsample=True))."
-        )
+        raise ValueError(f"saliency: map size {m.shape[1:]} differs from the image size {img.shape[:2]}; "
+                         "upsample the map (attribute(..., upsample=True)).")
     heat = colormap(m[0])[..., :3].astype(np.float32)
     return np.clip((1.0 - alpha) * img + alpha * heat, 0.0, 1.0).astype(np.float32)
 
 
 def plot_grid(
-    images: Tensor | np.ndarray,
-    maps: Mapping[str, Tensor | np.ndarray],
-    *,
-    titles: Sequence[str] | None = None,
-    alpha: float = 0.5,
-    cmap: str = "jet",
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-    cell_size: float = 1.8,
+    images: Tensor | np.ndarray, maps: Mapping[str, Tensor | np.ndarray], *,
+    titles: Sequence[str] | None = None, alpha: float = 0.5, cmap: str = "jet",
+    mean: Sequence[float] | None = None, std: Sequence[float] | None = None, cell_size: float = 1.8,
     contours: Tensor | np.ndarray | None = None,
 ) -> Figure:
     """A grid with one row per image: the image, then one overlay per method.
@@ -114,10 +94,7 @@ def plot_grid(
         images: ``(N, C, H, W)`` model inputs.
         maps: ``{method name: (N, 1, H, W) maps}``, one column each, in the given order.
         titles: ``N`` row labels (e.g. the predicted class), shown above the image column.
-        alpha: heat-map weight of the overlays.
-        cmap: matplotlib colour map.
-        mean: normalisation mean of ``images`` (undone for display).
-        std: normalisation std of ``images``.
+        alpha, cmap, mean, std: as in :func:`overlay`.
         cell_size: inches per cell.
         contours: optional ``(N, 1, H, W)`` binary masks (e.g. ground-truth objects) drawn as a
             white outline on every overlay.
@@ -174,22 +151,23 @@ def figure_to_png(fig: Figure, dpi: int = 100) -> bytes:
     return buffer.getvalue()
 
 
-def save_figure(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
-    """Write ``fig`` to ``path`` (format from the suffix, e.g. ``.png``); returns the path."""
+def _new_file(path: str | Path) -> Path:
+    """``path`` as a Path, its folder created."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def save_figure(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
+    """Write ``fig`` to ``path`` (format from the suffix, e.g. ``.png``); returns the path."""
+    path = _new_file(path)
     fig.savefig(path, dpi=dpi)
     return path
 
 
 def save_overlays(
-    images: Tensor | np.ndarray,
-    maps: Tensor | np.ndarray,
-    paths: Sequence[str | Path],
-    *,
-    alpha: float = 0.5,
-    cmap: str = "jet",
-    mean: Sequence[float] | None = None,
+    images: Tensor | np.ndarray, maps: Tensor | np.ndarray, paths: Sequence[str | Path], *,
+    alpha: float = 0.5, cmap: str = "jet", mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
 ) -> list[Path]:
     """Write one overlay PNG per image (the image size, no axes).
@@ -198,10 +176,7 @@ def save_overlays(
         images: ``(N, C, H, W)``.
         maps: ``(N, 1, H, W)`` at the images' size.
         paths: ``N`` output files.
-        alpha: heat-map weight.
-        cmap: matplotlib colour map.
-        mean: normalisation mean of ``images``.
-        std: normalisation std of ``images``.
+        alpha, cmap, mean, std: as in :func:`overlay`.
 
     Returns:
         The written paths.
@@ -210,14 +185,10 @@ def save_overlays(
     imgs = to_numpy_image(images, mean, std)
     m = to_numpy_maps(maps)
     if len(paths) != imgs.shape[0] or m.shape[0] != imgs.shape[0]:
-        raise ValueError(
-            f"paths: expected one path and one map per image ({imgs.shape[0]}), got "
-            f"{len(paths)} paths and {m.shape[0]} maps."
-        )
+        raise ValueError(f"paths: expected one path and one map per image ({imgs.shape[0]}), got "
+                         f"{len(paths)} paths and {m.shape[0]} maps.")
     written = []
     for img, sal, path in zip(imgs, m, paths):
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        matplotlib.image.imsave(path, overlay(img, sal, alpha=alpha, cmap=cmap))
-        written.append(path)
+        written.append(_new_file(path))
+        matplotlib.image.imsave(written[-1], overlay(img, sal, alpha=alpha, cmap=cmap))
     return written
