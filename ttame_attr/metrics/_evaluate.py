@@ -8,8 +8,8 @@ from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
+from ttame_attr._core.progress import progress_bar
 from ttame_attr.metrics._ad_ic import AverageDropIncrease
 from ttame_attr.metrics._common import (
     MapsOrExplain,
@@ -116,7 +116,7 @@ def evaluate(
     warn_if_training(model, "evaluate")
     built = _build(metrics, model)
     seen = 0
-    for batch in tqdm(loader, disable=not progress, desc="evaluate"):
+    for batch in progress_bar(loader, enabled=progress, desc="evaluate"):
         if max_batches is not None and seen >= max_batches:
             break
         inputs, labels = _split_batch(batch)
