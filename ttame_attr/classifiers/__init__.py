@@ -18,27 +18,10 @@ from ttame_attr.classifiers._reference import (
     save_reference_weights,
     write_reference_weights,
 )
-from ttame_attr.classifiers._training import (
-    ClassifierHistory,
-    augment,
-    evaluate_accuracy,
-    train_classifier,
-)
+from ttame_attr.classifiers._training import ClassifierHistory, augment, evaluate_accuracy, train_classifier
 
 __all__ = [
-    "ARCHITECTURES",
-    "RECIPES",
-    "REFERENCE_WEIGHTS",
-    "ClassifierHistory",
-    "Normalized",
-    "SmallResNet",
-    "augment",
-    "build_classifier",
-    "cache_key",
-    "evaluate_accuracy",
-    "load_or_train",
-    "load_reference_classifier",
-    "save_reference_weights",
-    "train_classifier",
-    "write_reference_weights",
+    "ARCHITECTURES", "RECIPES", "REFERENCE_WEIGHTS", "ClassifierHistory", "Normalized", "SmallResNet",
+    "augment", "build_classifier", "cache_key", "evaluate_accuracy", "load_or_train",
+    "load_reference_classifier", "save_reference_weights", "train_classifier", "write_reference_weights",
 ]

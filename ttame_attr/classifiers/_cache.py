@@ -13,9 +13,10 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
 
 from ttame_attr._core.storage import atomic_torch_save, atomic_write, safe_torch_load
-from ttame_attr.classifiers._models import ARCHITECTURES, DEFAULT_CONFIGS, build_classifier
+from ttame_attr.classifiers._models import DEFAULT_CONFIGS, build_classifier, check_arch
 from ttame_attr.classifiers._training import evaluate_accuracy, train_classifier
 from ttame_attr.data import CLASS_NAMES, SyntheticShapes
 from ttame_attr.data._synthetic import check_int
@@ -32,11 +33,10 @@ RECIPES: dict[str, dict[str, float | int]] = {
 }
 
 
-class _Rendered(torch.utils.data.Dataset):
-    """A :class:`SyntheticShapes` split rendered once and held in memory as uint8.
+class _Rendered(Dataset):
+    """A :class:`SyntheticShapes` split rendered once (about one CNN epoch's time) and kept as uint8.
 
-    Rendering once costs about as much as one epoch of the CNN, so multi-epoch training is
-    much faster from memory. Items are ``(image (3, H, W) float in [0, 1], label)``.
+    Items are ``(image (3, H, W) float in [0, 1], label)``.
     """
 
     def __init__(self, dataset: SyntheticShapes, chunk: int = 1000) -> None:
@@ -63,13 +63,12 @@ class _Rendered(torch.utils.data.Dataset):
 CACHE_FORMAT = 2
 #: The modules whose code decides the trained weights: the models, their training loop and
 #: the data they are trained on. Their source is hashed into the cache key.
-_SOURCES = (
-    "ttame_attr.classifiers._models", "ttame_attr.classifiers._training",
-    "ttame_attr.data._synthetic", "ttame_attr.training._loop", "ttame_attr.training._data",
-)
+_SOURCES = ("ttame_attr.classifiers._models", "ttame_attr.classifiers._training",
+            "ttame_attr.data._synthetic", "ttame_attr.training._loop", "ttame_attr.training._data")
 
 
 def _source_digest() -> str:
+    """SHA-256 of the source of :data:`_SOURCES`."""
     digest = hashlib.sha256()
     for name in _SOURCES:
         digest.update(inspect.getsource(importlib.import_module(name)).encode())
@@ -77,45 +76,35 @@ def _source_digest() -> str:
 
 
 def cache_key(arch: str, image_size: int, seed: int, recipe: dict) -> dict:
-    """What a cached classifier depends on: its set-up, the torch version and the source of the
-    code that builds, trains and feeds it (weights stored in float32)."""
-    return {
-        "format": CACHE_FORMAT, "arch": arch, "image_size": image_size, "seed": seed,
-        "recipe": recipe, "config": DEFAULT_CONFIGS[arch], "dtype": "float32",
-        "torch": torch.__version__, "source": _source_digest(),
-    }
+    """What a cached classifier depends on, as a dict for JSON.
+
+    Besides the arguments: the cache format, the architecture's sizes, the weights' dtype, the
+    torch version and a hash of the source of the code that builds, trains and feeds the model.
+    """
+    return {"format": CACHE_FORMAT, "arch": arch, "image_size": image_size, "seed": seed, "recipe": recipe,
+            "config": DEFAULT_CONFIGS[arch], "dtype": "float32", "torch": torch.__version__,
+            "source": _source_digest()}
 
 
 def _cache_stem(arch: str, image_size: int, seed: int, recipe: dict) -> str:
+    """The cache files' name: the set-up and a hash of :func:`cache_key`."""
     key = json.dumps(cache_key(arch, image_size, seed, recipe), sort_keys=True, default=list)
     digest = hashlib.sha256(key.encode()).hexdigest()[:10]
     return f"{arch}_{image_size}px_seed{seed}_{digest}"
 
 
-def load_or_train(
-    arch: str,
-    cache_dir: str | os.PathLike,
-    *,
-    image_size: int = 64,
-    seed: int = 0,
-    num_train: int | None = None,
-    epochs: int | None = None,
-    lr: float | None = None,
-    batch_size: int = 128,
-    num_eval: int = 2000,
-    device: str | torch.device = "cpu",
-    progress: bool = False,
-    retrain: bool = False,
-) -> tuple[nn.Module, dict]:
+def load_or_train(arch: str, cache_dir: str | os.PathLike, *, image_size: int = 64, seed: int = 0,
+                  num_train: int | None = None, epochs: int | None = None, lr: float | None = None,
+                  batch_size: int = 128, num_eval: int = 2000, device: str | torch.device = "cpu",
+                  progress: bool = False, retrain: bool = False) -> tuple[nn.Module, dict]:
     """Return a trained classifier for :class:`~ttame_attr.data.SyntheticShapes`, cached on disk.
 
     The first call trains ``build_classifier(arch)`` with :func:`train_classifier` on the
-    ``"train"`` split (rendered once into memory), measures accuracy on ``num_eval`` images of
-    the ``"val"`` and ``"test"`` splits, and writes ``<stem>.pt`` (the ``state_dict``) and
-    ``<stem>.json`` (the metrics) into ``cache_dir``; the stem encodes the architecture, image
-    size, seed and a hash of :func:`cache_key` (the recipe, the torch version and the source of
-    the code that builds and trains the model), so changed code never loads stale weights.
-    Later calls load the weights without running code from the file.
+    ``"train"`` split (rendered once into memory), measures accuracy on the ``"val"`` and
+    ``"test"`` splits, and writes ``<stem>.pt`` (the ``state_dict``) and ``<stem>.json`` (the
+    metrics) into ``cache_dir``; the stem encodes the architecture, image size, seed and a hash of
+    :func:`cache_key`, so changed code never loads stale weights. Later calls load the weights
+    without running code from the file.
 
     Args:
         arch: one of :data:`ARCHITECTURES`.
@@ -139,8 +128,7 @@ def load_or_train(
     Raises:
         ValueError: if ``arch`` is unknown or a size is invalid.
     """
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"arch: expected one of {list(ARCHITECTURES)}, got {arch!r}.")
+    check_arch(arch)
     recipe = dict(RECIPES[arch])
     for name, value in (("num_train", num_train), ("epochs", epochs), ("lr", lr)):
         if value is not None:
@@ -171,29 +159,14 @@ def load_or_train(
 def _train_and_measure(model: nn.Module, arch: str, recipe: dict, image_size: int, seed: int,
                        device: torch.device, progress: bool) -> dict:
     """Train ``model`` with ``recipe`` and measure its validation and test accuracy."""
-    train_set = _Rendered(
-        SyntheticShapes(int(recipe["num_train"]), image_size, seed=seed, split="train")
-    )
-    train_loader = torch.utils.data.DataLoader(
-        train_set, batch_size=int(recipe["batch_size"]), shuffle=True,
-        generator=torch.Generator().manual_seed(seed),
-    )
-    val, test = (
-        torch.utils.data.DataLoader(
-            SyntheticShapes(int(recipe["num_eval"]), image_size, seed=seed, split=split,
-                            return_mask=False),
-            batch_size=500,
-        )
-        for split in ("val", "test")
-    )
-    history = train_classifier(model, train_loader, val, int(recipe["epochs"]),
-                               lr=float(recipe["lr"]), device=device, progress=progress,
-                               seed=seed)
-    return {
-        "arch": arch,
-        "recipe": recipe,
-        "val_accuracy": history.val_accuracy[-1],
-        "test_accuracy": evaluate_accuracy(model, test, device),
-        "train_seconds": history.seconds,
-        "history": history.to_dict(),
-    }
+    train_set = _Rendered(SyntheticShapes(int(recipe["num_train"]), image_size, seed=seed, split="train"))
+    train_loader = DataLoader(train_set, batch_size=int(recipe["batch_size"]), shuffle=True,
+                              generator=torch.Generator().manual_seed(seed))
+    val, test = (DataLoader(SyntheticShapes(int(recipe["num_eval"]), image_size, seed=seed, split=split,
+                                            return_mask=False), batch_size=500)
+                 for split in ("val", "test"))
+    history = train_classifier(model, train_loader, val, int(recipe["epochs"]), lr=float(recipe["lr"]),
+                               device=device, progress=progress, seed=seed)
+    return {"arch": arch, "recipe": recipe, "val_accuracy": history.val_accuracy[-1],
+            "test_accuracy": evaluate_accuracy(model, test, device), "train_seconds": history.seconds,
+            "history": history.to_dict()}

@@ -1,11 +1,7 @@
 """The three small classifiers of :class:`~ttame_attr.data.SyntheticShapes`: CNN, ViT, Swin.
 
-``build_classifier`` makes a CNN (ResNet-style, NCHW stages ``layer1`` .. ``layer4``), a ViT
-(torchvision ``VisionTransformer``) or a Swin transformer (timm ``SwinTransformer``), sized to
-reach >= 95% held-out accuracy on 64x64 images after a few CPU minutes of
-:func:`~ttame_attr.classifiers.train_classifier`. Every model takes images normalised with
-:data:`~ttame_attr.data.MEAN` and :data:`~ttame_attr.data.STD`, shape ``(N, 3, H, W)``, and
-returns logits ``(N, num_classes)``.
+Each reaches >= 95% held-out accuracy on 64x64 images after a few CPU minutes of
+:func:`~ttame_attr.classifiers.train_classifier`.
 """
 
 from __future__ import annotations
@@ -20,6 +16,13 @@ __all__ = ["ARCHITECTURES", "DEFAULT_CONFIGS", "SmallResNet", "build_classifier"
 
 #: Names accepted by :func:`build_classifier`.
 ARCHITECTURES: tuple[str, ...] = ("cnn", "vit", "swin")
+#: The sizes of each architecture.
+DEFAULT_CONFIGS: dict[str, dict] = {
+    "cnn": {"width": 16, "blocks": 1},
+    "vit": {"hidden_dim": 96, "num_layers": 3, "num_heads": 4, "mlp_dim": 192, "stem": (24, 48, 96)},
+    "swin": {"embed_dim": 32, "depths": (2, 2, 2), "num_heads": (2, 4, 8), "stem": (16, 32),
+             "global_pool": "max"},
+}
 
 
 class _BasicBlock(nn.Module):
@@ -34,10 +37,8 @@ class _BasicBlock(nn.Module):
         self.relu = nn.ReLU()
         self.downsample: nn.Module = nn.Identity()
         if stride != 1 or in_channels != out_channels:
-            self.downsample = nn.Sequential(
-                nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
-                nn.BatchNorm2d(out_channels),
-            )
+            self.downsample = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
+                                            nn.BatchNorm2d(out_channels))
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
@@ -66,11 +67,8 @@ class SmallResNet(nn.Module):
     def __init__(self, num_classes: int, width: int = 16, blocks: int = 1) -> None:
         super().__init__()
         widths = [width, 2 * width, 4 * width, 8 * width]
-        self.stem = nn.Sequential(
-            nn.Conv2d(3, width, 3, 2, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU()
-        )
-        stages = []
-        in_channels = width
+        self.stem = nn.Sequential(nn.Conv2d(3, width, 3, 2, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        stages, in_channels = [], width
         for i, out_channels in enumerate(widths):
             layers = [_BasicBlock(in_channels, out_channels, 1 if i == 0 else 2)]
             layers += [_BasicBlock(out_channels, out_channels, 1) for _ in range(blocks - 1)]
@@ -86,9 +84,13 @@ class SmallResNet(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
-def build_classifier(
-    arch: str, num_classes: int = len(CLASS_NAMES), image_size: int = 64
-) -> nn.Module:
+def check_arch(arch: str) -> None:
+    """Raise ``ValueError`` unless ``arch`` is one of :data:`ARCHITECTURES`."""
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"arch: expected one of {list(ARCHITECTURES)}, got {arch!r}.")
+
+
+def build_classifier(arch: str, num_classes: int = len(CLASS_NAMES), image_size: int = 64) -> nn.Module:
     """Build an untrained small classifier for :class:`~ttame_attr.data.SyntheticShapes`.
 
     * ``"cnn"``: :class:`SmallResNet` (width 16, one block per stage), stages ``layer1`` ..
@@ -99,7 +101,7 @@ def build_classifier(
       ``(N, 1 + (H / 8) * (W / 8), 96)``: one class token, then the patch grid row by row.
     * ``"swin"``: timm ``SwinTransformer`` (needs timm) with patch 4 and window 4, embed dim 32,
       depths ``(2, 2, 2)``, heads ``(2, 4, 8)``, MLP ratio 2, global *max* pooling, and the
-      linear 4x4 patch projection ``patch_embed.proj`` replaced by two stride-2 3x3 convs.
+      linear 4x4 patch projection ``patch_embed.proj`` replaced by 3x3 convs (two of stride 2).
       Stages ``layers.{0,1,2}`` output channels-last ``(N, h, w, C)`` with ``h = H / 4, H / 8,
       H / 16`` and ``C = 32, 64, 128``.
 
@@ -114,8 +116,9 @@ def build_classifier(
             and ``"swin"`` (e.g. 32, 64).
 
     Returns:
-        The model in training mode, on CPU, taking normalised ``(N, 3, image_size, image_size)``
-        images and returning logits ``(N, num_classes)``.
+        The model in training mode, on CPU, taking images normalised with
+        :data:`~ttame_attr.data.MEAN` / :data:`~ttame_attr.data.STD`,
+        ``(N, 3, image_size, image_size)``, and returning logits ``(N, num_classes)``.
 
     Raises:
         ValueError: if ``arch`` is unknown or a size is invalid.
@@ -126,89 +129,43 @@ def build_classifier(
         >>> model(torch.zeros(1, 3, 32, 32)).shape
         torch.Size([1, 8])
     """
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"arch: expected one of {list(ARCHITECTURES)}, got {arch!r}.")
+    check_arch(arch)
     check_int("num_classes", num_classes, minimum=2)
     check_int("image_size", image_size, minimum=16)
     if arch != "cnn" and image_size % 16 != 0:
-        raise ValueError(
-            f"image_size: the {arch!r} classifier needs a multiple of 16, got {image_size}. "
-            "Use e.g. 32 or 64, or arch='cnn'."
-        )
-    return _build(arch, num_classes, image_size, **DEFAULT_CONFIGS[arch])
-
-
-# Sizes chosen so that each model reaches >= 95% on SyntheticShapes in a few CPU minutes.
-DEFAULT_CONFIGS: dict[str, dict] = {
-    "cnn": {"width": 16, "blocks": 1},
-    "vit": {
-        "hidden_dim": 96,
-        "num_layers": 3,
-        "num_heads": 4,
-        "mlp_dim": 192,
-        "stem": (24, 48, 96),
-    },
-    "swin": {
-        "embed_dim": 32,
-        "depths": (2, 2, 2),
-        "num_heads": (2, 4, 8),
-        "stem": (16, 32),
-        "global_pool": "max",
-    },
-}
-
-
-def _build(arch: str, num_classes: int, image_size: int, **cfg: object) -> nn.Module:
-    """Build ``arch`` with explicit sizes (see ``DEFAULT_CONFIGS`` for the keys)."""
+        raise ValueError(f"image_size: the {arch!r} classifier needs a multiple of 16, got {image_size}. "
+                         "Use e.g. 32 or 64, or arch='cnn'.")
+    cfg = DEFAULT_CONFIGS[arch]
     if arch == "cnn":
         return SmallResNet(num_classes=num_classes, width=cfg["width"], blocks=cfg["blocks"])
     if arch == "vit":
-        from torchvision.models.vision_transformer import ConvStemConfig, VisionTransformer
+        return _vit(num_classes, image_size, **cfg)
+    return _swin(num_classes, image_size, **cfg)
 
-        # A convolutional stem (three stride-2 3x3 convs = one 8x8 patch per token) makes the
-        # ViT train far faster on small data than a single linear patch projection.
-        stem = [ConvStemConfig(c, 3, 2) for c in cfg.get("stem", ())] or None
-        return VisionTransformer(
-            image_size=image_size,
-            patch_size=8,
-            num_layers=cfg["num_layers"],
-            num_heads=cfg["num_heads"],
-            hidden_dim=cfg["hidden_dim"],
-            mlp_dim=cfg["mlp_dim"],
-            num_classes=num_classes,
-            conv_stem_configs=stem,
-        )
+
+def _vit(num_classes: int, image_size: int, stem: tuple[int, ...], **sizes: int) -> nn.Module:
+    """A torchvision ViT with 8x8 patches embedded by stride-2 3x3 convs to ``stem`` channels."""
+    from torchvision.models.vision_transformer import ConvStemConfig, VisionTransformer
+
+    return VisionTransformer(image_size=image_size, patch_size=8, num_classes=num_classes,
+                             conv_stem_configs=[ConvStemConfig(c, 3, 2) for c in stem], **sizes)
+
+
+def _swin(num_classes: int, image_size: int, embed_dim: int, stem: tuple[int, ...], **options) -> nn.Module:
+    """A timm Swin whose 4x4 patch projection is 3x3 convs (strides 2, 1, ..., 1, 2) through ``stem``."""
     try:
         from timm.models.swin_transformer import SwinTransformer
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError(
             "build_classifier('swin') needs timm; install it with `pip install ttame-attr[timm]`."
         ) from err
-    model = SwinTransformer(
-        img_size=image_size,
-        patch_size=4,
-        window_size=4,
-        embed_dim=cfg["embed_dim"],
-        depths=tuple(cfg["depths"]),
-        num_heads=tuple(cfg["num_heads"]),
-        mlp_ratio=2.0,
-        num_classes=num_classes,
-        global_pool=cfg.get("global_pool", "avg"),
-    )
-    stem = tuple(cfg.get("stem", ()))
-    if stem:
-        # Replace the linear 4x4 patch projection by 3x3 convs with the same 4x4 stride: a
-        # stride-2 conv to stem[0] channels, stride-1 convs through stem[1:], and a stride-2
-        # projection to embed_dim. The local features make the Swin learn shapes far faster.
-        layers: list[nn.Module] = []
-        channels = 3
-        for i, width in enumerate(stem):
-            layers += [
-                nn.Conv2d(channels, width, 3, 2 if i == 0 else 1, 1, bias=False),
-                nn.BatchNorm2d(width),
-                nn.ReLU(),
-            ]
-            channels = width
-        layers.append(nn.Conv2d(channels, cfg["embed_dim"], 3, 2, 1))
-        model.patch_embed.proj = nn.Sequential(*layers)
+    model = SwinTransformer(img_size=image_size, patch_size=4, window_size=4, embed_dim=embed_dim,
+                            mlp_ratio=2.0, num_classes=num_classes, **options)
+    layers: list[nn.Module] = []
+    channels = 3
+    for i, width in enumerate(stem):
+        conv = nn.Conv2d(channels, width, 3, 2 if i == 0 else 1, 1, bias=False)
+        layers += [conv, nn.BatchNorm2d(width), nn.ReLU()]
+        channels = width
+    model.patch_embed.proj = nn.Sequential(*layers, nn.Conv2d(channels, embed_dim, 3, 2, 1))
     return model

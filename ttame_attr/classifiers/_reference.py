@@ -2,8 +2,7 @@
 
 The package ships the weights of ``build_classifier("cnn")`` trained with the recipe of
 :data:`~ttame_attr.classifiers.RECIPES` (20,000 images x 8 epochs: about 8 CPU-minutes, too long
-for a demo) as ``weights/cnn64_seed0.pt`` (float16). :func:`write_reference_weights` regenerates
-that file.
+for a demo) as ``weights/cnn64_seed0.pt`` (float16); :func:`write_reference_weights` made it.
 """
 
 from __future__ import annotations
@@ -57,6 +56,9 @@ class Normalized(nn.Module):
 def load_reference_classifier(path: str | Path = REFERENCE_WEIGHTS) -> tuple[nn.Module, dict[str, Any]]:
     """The shipped trained classifier (eval mode, float32) and its training record.
 
+    Args:
+        path: a file written by :func:`save_reference_weights`.
+
     Returns:
         ``(model, info)``; ``info`` holds ``history`` (``train_loss``, ``train_accuracy``,
         ``val_accuracy`` per epoch), ``recipe`` and ``val_accuracy``.
@@ -71,18 +73,12 @@ def load_reference_classifier(path: str | Path = REFERENCE_WEIGHTS) -> tuple[nn.
     model = build_classifier(payload["arch"], num_classes=payload["num_classes"],
                              image_size=payload["image_size"])
     model.load_state_dict({k: v.float() for k, v in payload["state_dict"].items()})
-    info = {k: v for k, v in payload.items() if k != "state_dict"}
-    return model.eval(), info
+    return model.eval(), {k: v for k, v in payload.items() if k != "state_dict"}
 
 
-def write_reference_weights(
-    path: str | Path = REFERENCE_WEIGHTS, *, seed: int = 0, image_size: int = 64,
-    cache_dir: str | Path | None = None,
-) -> Path:
-    """Train the reference classifier with ``load_or_train("cnn")`` and write it.
-
-    This is how the shipped ``weights/cnn64_seed0.pt`` was made (the recipe of
-    :data:`RECIPES`, 20,000 images x 8 epochs, about 8 CPU-minutes), stored in float16::
+def write_reference_weights(path: str | Path = REFERENCE_WEIGHTS, *, seed: int = 0, image_size: int = 64,
+                            cache_dir: str | Path | None = None) -> Path:
+    """Train the reference classifier with ``load_or_train("cnn")`` and write it in float16::
 
         python -c "from ttame_attr.classifiers import write_reference_weights as w; w()"
 
@@ -91,6 +87,9 @@ def write_reference_weights(
         seed: dataset and training seed.
         image_size: image side.
         cache_dir: ``load_or_train``'s cache folder (a temporary folder by default).
+
+    Returns:
+        The path written.
     """
     import tempfile
 
@@ -100,24 +99,28 @@ def write_reference_weights(
                                   num_classes=len(CLASS_NAMES), recipe=dict(RECIPES["cnn"]))
 
 
-def save_reference_weights(
-    model: nn.Module, info: dict[str, Any], path: str | Path, *, seed: int, image_size: int,
-    num_classes: int, recipe: dict[str, Any],
-) -> Path:
-    """Write a trained ``build_classifier("cnn")`` and its ``load_or_train`` record (float16)."""
+def save_reference_weights(model: nn.Module, info: dict[str, Any], path: str | Path, *, seed: int,
+                           image_size: int, num_classes: int, recipe: dict[str, Any]) -> Path:
+    """Write a trained ``build_classifier("cnn")`` and its ``load_or_train`` record (float16).
+
+    Args:
+        model: the trained classifier.
+        info: the record ``load_or_train`` returned (history and accuracies).
+        path: the file to write.
+        seed: the dataset seed it was trained with.
+        image_size: its image side.
+        num_classes: its number of classes.
+        recipe: its training recipe.
+
+    Returns:
+        The path written.
+    """
     history = info.get("history", {})
+    curves = ("train_loss", "train_accuracy", "val_accuracy")
     payload = {
-        "format": _FORMAT,
-        "arch": "cnn",
-        "num_classes": num_classes,
-        "image_size": image_size,
-        "seed": seed,
-        "recipe": recipe,
-        "history": {k: [float(v) for v in history.get(k, [])]
-                    for k in ("train_loss", "train_accuracy", "val_accuracy")},
-        "val_accuracy": float(info.get("val_accuracy", float("nan"))),
-        "test_accuracy": float(info.get("test_accuracy", float("nan"))),
-        "train_seconds": float(info.get("train_seconds", float("nan"))),
+        "format": _FORMAT, "arch": "cnn", "num_classes": num_classes, "image_size": image_size, "seed": seed,
+        "recipe": recipe, "history": {k: [float(v) for v in history.get(k, [])] for k in curves},
+        **{k: float(info.get(k, float("nan"))) for k in ("val_accuracy", "test_accuracy", "train_seconds")},
         "state_dict": {k: (v.detach().half() if v.is_floating_point() else v.detach())
                        for k, v in model.state_dict().items()},
     }

@@ -9,6 +9,7 @@ import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
@@ -57,36 +58,28 @@ def augment(images: Tensor, generator: torch.Generator) -> Tensor:
     flip = (torch.rand(batch, generator=generator) < 0.5).to(images.device)
     turns = torch.randint(0, 4, (batch,), generator=generator).to(images.device)
     out = torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
-    rotated = [torch.rot90(out, k, dims=(-2, -1)) for k in range(4)]
-    result = rotated[0].clone()
-    for k in range(1, 4):
-        result[turns == k] = rotated[k][turns == k]
-    return result
+    rotated = torch.stack([torch.rot90(out, k, dims=(-2, -1)) for k in range(4)])
+    return rotated[turns, torch.arange(batch, device=images.device)]
 
 
 def _unpack(batch: Sequence[Tensor], device: torch.device) -> tuple[Tensor, Tensor]:
+    """``(images, labels)`` of a batch, on ``device``."""
     if not isinstance(batch, (tuple, list)) or len(batch) < 2:
-        raise ValueError(
-            "loader batches: expected (images, labels) or (images, labels, masks), got "
-            f"{type(batch).__name__}."
-        )
+        raise ValueError("loader batches: expected (images, labels) or (images, labels, masks), got "
+                         f"{type(batch).__name__}.")
     return batch[0].to(device), batch[1].to(device)
 
 
 @torch.no_grad()
-def evaluate_accuracy(
-    model: nn.Module,
-    loader: Iterable,
-    device: str | torch.device = "cpu",
-    normalize_inputs: bool = True,
-) -> float:
+def evaluate_accuracy(model: nn.Module, loader: Iterable, device: str | torch.device = "cpu",
+                      normalize_inputs: bool = True) -> float:
     """Top-1 accuracy of ``model`` over a loader of ``(images, labels[, masks])`` batches.
 
     The model's training flag is restored afterwards.
 
     Args:
         model: classifier returning logits ``(N, K)``.
-        loader: iterable of batches with images ``(N, 3, H, W)`` in ``[0, 1]``.
+        loader: batches with images ``(N, 3, H, W)`` in ``[0, 1]``.
         device: where to run the model.
         normalize_inputs: normalise images with :data:`~ttame_attr.data.MEAN` /
             :data:`~ttame_attr.data.STD` first.
@@ -112,6 +105,8 @@ def evaluate_accuracy(
 
 @dataclass(frozen=True)
 class _Result:
+    """What one step did, for the loop's pieces."""
+
     stepped: bool
     batch_size: int
     loss: float
@@ -124,12 +119,10 @@ class _ClassifierStep:
     def __init__(self, model: nn.Module, epochs: int, steps_per_epoch: int, lr: float,
                  weight_decay: float, label_smoothing: float, augment_images: bool,
                  normalize_inputs: bool, device: torch.device, seed: int) -> None:
-        self.model, self.device = model, device
+        self.model, self.device, self.label_smoothing = model, device, label_smoothing
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            self.optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.15
-        )
-        self.label_smoothing = label_smoothing
+        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(self.optimizer, max_lr=lr, pct_start=0.15,
+                                                             total_steps=epochs * steps_per_epoch)
         self.augment, self.normalize = augment_images, normalize_inputs
         self.generator = torch.Generator().manual_seed(seed)
         self.step_count = 0
@@ -152,8 +145,7 @@ class _ClassifierStep:
         self.optimizer.step()
         self.scheduler.step()
         self.step_count += 1
-        correct = int((logits.argmax(1) == labels).sum())
-        return _Result(True, labels.numel(), float(loss.detach()), correct)
+        return _Result(True, labels.numel(), float(loss.detach()), int((logits.argmax(1) == labels).sum()))
 
 
 class _EpochLog(LoopPiece):
@@ -166,8 +158,7 @@ class _EpochLog(LoopPiece):
         self.start = time.perf_counter()
 
     def on_batch_end(self, loop: EpochLoop, result: Any) -> None:
-        self.means.add(result.batch_size, loss=result.loss,
-                       accuracy=result.correct / result.batch_size)
+        self.means.add(result.batch_size, loss=result.loss, accuracy=result.correct / result.batch_size)
 
     def on_epoch_end(self, loop: EpochLoop, record: dict[str, Any]) -> None:
         history = self.history
@@ -176,32 +167,20 @@ class _EpochLog(LoopPiece):
         self.means = RunningMeans()
         if self.val is not None:
             history.val_accuracy.append(self.val())
-        self.log("epoch %d/%d: loss %.4f, train acc %.4f, val acc %s, %.1f s", record["epoch"],
-                 loop.epochs, history.train_loss[-1], history.train_accuracy[-1],
+        self.log("epoch %d/%d: loss %.4f, train acc %.4f, val acc %s, %.1f s", record["epoch"], loop.epochs,
+                 history.train_loss[-1], history.train_accuracy[-1],
                  f"{history.val_accuracy[-1]:.4f}" if history.val_accuracy else "n/a",
                  time.perf_counter() - self.start)
 
 
-def train_classifier(
-    model: nn.Module,
-    train_loader: Iterable,
-    val_loader: Iterable | None,
-    epochs: int,
-    lr: float = 2e-3,
-    device: str | torch.device = "cpu",
-    progress: bool = False,
-    *,
-    weight_decay: float = 0.05,
-    label_smoothing: float = 0.1,
-    augment: bool = True,
-    normalize_inputs: bool = True,
-    seed: int = 0,
-) -> ClassifierHistory:
+def train_classifier(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None, epochs: int,
+                     lr: float = 2e-3, device: str | torch.device = "cpu", progress: bool = False, *,
+                     weight_decay: float = 0.05, label_smoothing: float = 0.1, augment: bool = True,
+                     normalize_inputs: bool = True, seed: int = 0) -> ClassifierHistory:
     """Train ``model`` in place with AdamW and a one-cycle schedule.
 
     Batches are ``(images, labels)`` or ``(images, labels, masks)`` with images in ``[0, 1]``
-    (as :func:`~ttame_attr.data.make_loaders` gives). Each batch is randomly flipped and rotated
-    by multiples of 90 degrees (``augment``) and normalised (``normalize_inputs``).
+    (as :func:`~ttame_attr.data.make_loaders` gives).
 
     Args:
         model: the classifier; trained in place and left in eval mode.
@@ -213,7 +192,7 @@ def train_classifier(
         progress: show a progress bar and log one INFO line per epoch (else DEBUG).
         weight_decay: AdamW weight decay.
         label_smoothing: cross-entropy label smoothing.
-        augment: apply the random flips / rotations.
+        augment: randomly flip and rotate each batch by multiples of 90 degrees.
         normalize_inputs: normalise images with :data:`~ttame_attr.data.MEAN` /
             :data:`~ttame_attr.data.STD`.
         seed: seed of the augmentation generator.
@@ -230,16 +209,15 @@ def train_classifier(
     device = torch.device(device)
     model.to(device)
     steps = len(train_loader)  # type: ignore[arg-type]
-    step = _ClassifierStep(model, epochs, steps, lr, weight_decay, label_smoothing, augment,
-                           normalize_inputs, device, seed)
+    step = _ClassifierStep(model, epochs, steps, lr, weight_decay, label_smoothing, augment, normalize_inputs,
+                           device, seed)
     history = ClassifierHistory()
-    val = (None if val_loader is None else
-           lambda: evaluate_accuracy(model, val_loader, device, normalize_inputs))
+    val = None if val_loader is None else partial(evaluate_accuracy, model, val_loader, device,
+                                                  normalize_inputs)
     log = _EpochLog(history, val, progress)
     bar = ProgressBar(progress, "classifier epoch {epoch}/{epochs}",
                       postfix=lambda r: {"loss": f"{r.loss:.3f}"})
-    source = DataOrder(train_loader, steps, None, record=False)
-    EpochLoop(step, source, epochs, steps, [bar, log]).run()
+    EpochLoop(step, DataOrder(train_loader, steps, None, record=False), epochs, steps, [bar, log]).run()
     history.seconds = time.perf_counter() - log.start
     model.eval()
     return history

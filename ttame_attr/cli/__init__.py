@@ -16,6 +16,8 @@ from ttame_attr.cli._models import SPEC_HELP
 
 __all__ = ["CLIError", "build_parser", "main"]
 
+_HEAD_HELP = "head file written by `ttame fit`"
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors (``ttame fit: error: ...``) and exit status 2."""
@@ -24,21 +26,28 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _add_model(p: argparse.ArgumentParser, pretrained: bool = True) -> None:
+def _model_parser(sub: argparse._SubParsersAction, name: str, help: str, description: str | None = None,
+                  images: tuple[str, str] | None = None) -> argparse.ArgumentParser:
+    """A subcommand reading a model (and, if ``images`` = ``(name, help)``, image paths)."""
+    p = sub.add_parser(name, help=help, description=description)
     p.add_argument("model", help=f"the classifier: {SPEC_HELP}")
-    if pretrained:
-        p.add_argument("--pretrained", action="store_true",
-                       help="load pretrained weights (downloaded by torchvision / timm)")
+    p.add_argument("--pretrained", action="store_true",
+                   help="load pretrained weights (downloaded by torchvision / timm)")
     p.add_argument("--num-classes", type=int, default=None, metavar="N",
                    help="number of classes of the model (a fresh classifier head)")
     p.add_argument("--input-size", type=int, default=None, metavar="PX",
                    help="square input side (default: the model's own, else 224)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    if images:
+        p.add_argument(images[0], nargs="+", help=images[1])
+    p.set_defaults(func=f"cmd_{name}")
+    return p
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``ttame`` argument parser (all subcommands)."""
     from ttame_attr._version import __version__
+    from ttame_attr.demo import add_arguments as add_demo_arguments
 
     parser = _Parser(prog="ttame", description="T-TAME explanations for image classifiers.")
     parser.add_argument("--version", action="version", version=f"ttame_attr {__version__}")
@@ -46,12 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    p = sub.add_parser("fit", help="train a T-TAME head on images (no labels needed)",
-                       description="Train a T-TAME head with the paper's recipe (SGD Nesterov, "
-                       "OneCycleLR, Resize/RandomCrop/flip augmentation) and save it.")
-    _add_model(p)
-    p.add_argument("data", nargs="+", help="image folder(s) (ImageFolder or flat), image files, "
-                   "or .txt list files of image paths")
+    p = _model_parser(sub, "fit", "train a T-TAME head on images (no labels needed)",
+                      "Train a T-TAME head with the paper's recipe (SGD Nesterov, OneCycleLR, "
+                      "Resize/RandomCrop/flip augmentation) and save it.",
+                      ("data", "image folder(s) (ImageFolder or flat), image files, or .txt list "
+                       "files of image paths"))
     p.add_argument("--val", nargs="+", default=None, help="validation images (loss per epoch)")
     p.add_argument("--layers", nargs="+", default=None, help="module names to read (default: the adapter's)")
     p.add_argument("--epochs", type=int, default=8, help="epochs (paper: 8)")
@@ -63,28 +71,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="resume from the checkpoint if present")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func="cmd_fit")
 
-    p = sub.add_parser("explain", help="explain images with a trained head",
-                       description="Write one overlay PNG per image and class, and the maps "
-                       "(.npy array (K, H, W) or .pt dict with maps, classes, probabilities).")
-    _add_model(p)
-    p.add_argument("images", nargs="+", help="image files, folders or .txt list files")
-    p.add_argument("--head", required=True, help="head file written by `ttame fit`")
+    p = _model_parser(sub, "explain", "explain images with a trained head",
+                      "Write one overlay PNG per image and class, and the maps (.npy array "
+                      "(K, H, W) or .pt dict with maps, classes, probabilities).",
+                      ("images", "image files, folders or .txt list files"))
+    p.add_argument("--head", required=True, help=_HEAD_HELP)
     p.add_argument("--out", default="ttame_explanations", help="output folder")
     p.add_argument("--target", type=int, default=None, help="class to explain (default: predicted)")
     p.add_argument("--top-k", type=int, default=1, help="explain the K most probable classes")
     p.add_argument("--format", choices=("npy", "pt"), default="npy", help="map file format")
     p.add_argument("--no-overlay", action="store_true", help="write the maps only")
     p.add_argument("--batch-size", type=int, default=32)
-    p.set_defaults(func="cmd_explain")
 
-    p = sub.add_parser("evaluate", help="AD/IC and ROAD of a trained head on images",
-                       description="Average Drop / Increase in Confidence at 100/50/15%% kept "
-                       "pixels and ROAD (MoRF/LeRF), for the predicted class, as a table.")
-    _add_model(p)
-    p.add_argument("data", nargs="+", help="image folders, files or .txt list files")
-    p.add_argument("--head", required=True, help="head file written by `ttame fit`")
+    p = _model_parser(sub, "evaluate", "AD/IC and ROAD of a trained head on images",
+                      "Average Drop / Increase in Confidence at 100/50/15%% kept pixels and ROAD "
+                      "(MoRF/LeRF), for the predicted class, as a table.",
+                      ("data", "image folders, files or .txt list files"))
+    p.add_argument("--head", required=True, help=_HEAD_HELP)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--limit", type=int, default=None, help="use the first N images only")
@@ -92,19 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None, help="also write the table to this JSON file")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func="cmd_evaluate")
 
-    p = sub.add_parser("layers", help="the adapter and layers T-TAME would use for a model")
-    _add_model(p)
+    p = _model_parser(sub, "layers", "the adapter and layers T-TAME would use for a model")
     p.add_argument("--layers", nargs="+", default=None, help="check these module names instead")
     p.add_argument("--adapter", default=None, help="force an adapter (cnn, vit, swin, ...)")
-    p.set_defaults(func="cmd_layers")
 
-    from ttame_attr.demo import add_arguments as add_demo_arguments
-
-    p = add_demo_arguments(sub.add_parser(
-        "demo", help="the end-to-end demo on synthetic data, with an HTML report"))
-    p.set_defaults(func="cmd_demo")
+    p = sub.add_parser("demo", help="the end-to-end demo on synthetic data, with an HTML report")
+    add_demo_arguments(p).set_defaults(func="cmd_demo")
     return parser
 
 
@@ -118,9 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ...
         0
     """
-    parser = build_parser()
     try:
-        args = parser.parse_args(list(argv) if argv is not None else None)
+        args = build_parser().parse_args(list(argv) if argv is not None else None)
     except SystemExit as exc:  # --help, --version, or a usage error (status 2, one line)
         return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -130,8 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(getattr(_commands, args.func)(args) or 0)
     except CLIError as err:
-        message = " ".join(str(err).split())
-        print(f"ttame {args.command}: error: {message}", file=sys.stderr)
+        print(f"ttame {args.command}: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"ttame {args.command}: interrupted", file=sys.stderr)

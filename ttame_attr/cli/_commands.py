@@ -3,24 +3,36 @@
 from __future__ import annotations
 
 import argparse
-import inspect
-import logging
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
 
-from ttame_attr.cli._data import eval_transform, find_images, load_batch, train_transform
+from ttame_attr import TTAME, extract_logits
+from ttame_attr.cli._data import ImageFiles, eval_transform, find_images, load_batch, train_transform
 from ttame_attr.cli._errors import CLIError
 from ttame_attr.cli._models import load_model, model_preprocessing
 
 __all__ = ["cmd_demo", "cmd_evaluate", "cmd_explain", "cmd_fit", "cmd_layers"]
 
-logger = logging.getLogger(__name__)
+
+@contextmanager
+def _user_errors(*errors: type[Exception]) -> Iterator[None]:
+    """Re-raise ``errors`` (default: TypeError, ValueError) as a :class:`CLIError`."""
+    caught = errors or (TypeError, ValueError)
+    try:
+        yield
+    except caught as err:
+        raise CLIError(str(err)) from None
 
 
 def _device(name: str | None) -> torch.device:
+    """``--device``, checked (default: cuda if available)."""
     if name is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -32,85 +44,46 @@ def _device(name: str | None) -> torch.device:
     return device
 
 
-def _model_and_preprocessing(args: argparse.Namespace) -> tuple[Any, tuple[int, int, int], Any, Any]:
-    model = load_model(args.model, pretrained=getattr(args, "pretrained", False),
-                       num_classes=getattr(args, "num_classes", None))
+def _model(args: argparse.Namespace) -> tuple[Any, tuple[int, int, int], Any, Any]:
+    """``(model, input size, mean, std)`` of the model options."""
+    model = load_model(args.model, pretrained=args.pretrained, num_classes=args.num_classes)
     size, mean, std = model_preprocessing(model)
-    if getattr(args, "input_size", None):
+    if args.input_size:
         size = (size[0], args.input_size, args.input_size)
     return model, size, mean, std
 
 
-def _explainer(model: Any, size: tuple[int, int, int], mean: Any, std: Any,
-               layers: list[str] | None) -> Any:
-    from ttame_attr import TTAME
-
-    try:
-        return TTAME(model, layers, input_size=size, normalization=(mean, std))
-    except (TypeError, ValueError) as err:
-        raise CLIError(str(err)) from None
-
-
-def _load_head(path: str, model: Any, device: torch.device) -> Any:
-    from ttame_attr import TTAME
-
-    if not Path(path).is_file():
-        raise CLIError(f"--head: no such file {path!r} (train one with `ttame fit`).")
-    try:
-        return TTAME.load(path, model, map_location=device)
-    except (TypeError, ValueError, FileNotFoundError) as err:
-        raise CLIError(str(err)) from None
+def _trained_head(args: argparse.Namespace) -> tuple[TTAME, torch.device, Any, Any]:
+    """``(explainer, device, mean, std)``: the model on ``--device`` with the head of ``--head``."""
+    device = _device(args.device)
+    model, _, mean, std = _model(args)
+    model.to(device)
+    if not Path(args.head).is_file():
+        raise CLIError(f"--head: no such file {args.head!r} (train one with `ttame fit`).")
+    with _user_errors(TypeError, ValueError, FileNotFoundError):
+        return TTAME.load(args.head, model, map_location=device), device, mean, std
 
 
-# ------------------------------------------------------------------------------------ layers
 def cmd_layers(args: argparse.Namespace) -> int:
     """Print the adapter, the chosen layers and their shapes."""
-    from ttame_attr import TTAME
-
-    model, size, _, _ = _model_and_preprocessing(args)
-
-    try:
+    model, size, _, _ = _model(args)
+    with _user_errors():
         explainer = TTAME(model, args.layers, input_size=size, adapter=args.adapter)
-    except (TypeError, ValueError) as err:
-        raise CLIError(str(err)) from None
     print(f"model      {args.model} ({type(model).__name__}), input {size}, "
           f"{explainer.num_classes} classes")
     print(f"adapter    {explainer.adapter.name}")
     print(f"map size   {explainer.map_size}")
     rows = [("layer", "layout", "(C, h, w)", "prefix tokens")]
-    for info in explainer.layer_info:
-        rows.append((info.name, info.layout, str((info.channels, info.height, info.width)),
-                     str(info.prefix_tokens)))
+    rows += [(info.name, info.layout, str((info.channels, info.height, info.width)), str(info.prefix_tokens))
+             for info in explainer.layer_info]
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
     return 0
 
 
-# ------------------------------------------------------------------------------------ fit
-def _fit_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    from ttame_attr import fit
-
-    params = inspect.signature(fit).parameters
-    kwargs: dict[str, Any] = {}
-    wants_ckpt = args.checkpoint is not None or args.resume
-    if wants_ckpt:
-        if "checkpoint_path" not in params:
-            raise CLIError(
-                "--checkpoint/--resume: this version of ttame_attr's fit() has no training "
-                "checkpoints; upgrade ttame_attr."
-            )
-        kwargs["checkpoint_path"] = args.checkpoint or str(Path(args.out).with_suffix(".ckpt"))
-        kwargs["resume"] = bool(args.resume)
-    return kwargs
-
-
 def cmd_fit(args: argparse.Namespace) -> int:
     """Train a T-TAME head for a model on a folder / list of images and save it."""
-    from torch.utils.data import DataLoader
-
-    from ttame_attr.cli._data import ImageFiles
-
     for name in ("epochs", "batch_size", "workers"):
         value = getattr(args, name)
         if value < (0 if name == "workers" else 1):
@@ -119,102 +92,87 @@ def cmd_fit(args: argparse.Namespace) -> int:
         raise CLIError(f"--lr: expected a positive learning rate, got {args.lr}.")
     files = find_images(args.data)
     val_files = find_images(args.val) if args.val else None
-    fit_kwargs = _fit_kwargs(args)
+    checkpoint = args.checkpoint or (str(Path(args.out).with_suffix(".ckpt")) if args.resume else None)
     device = _device(args.device)
     torch.manual_seed(args.seed)
-    model, size, mean, std = _model_and_preprocessing(args)
+    model, size, mean, std = _model(args)
     model.to(device)
-    explainer = _explainer(model, size, mean, std, args.layers)
+    with _user_errors():
+        explainer = TTAME(model, args.layers, input_size=size, normalization=(mean, std))
     print(f"T-TAME for {args.model}: adapter {explainer.adapter.name!r}, layers "
           f"{explainer.layers}, {len(files)} images, {args.epochs} epochs, batch {args.batch_size}, "
           f"lr {args.lr}")
-    generator = torch.Generator().manual_seed(args.seed)
-    loader = DataLoader(ImageFiles(files, train_transform(size, mean, std)),
-                        batch_size=args.batch_size, shuffle=True, drop_last=len(files) > args.batch_size,
-                        num_workers=args.workers, generator=generator)
+    loader = DataLoader(ImageFiles(files, train_transform(size, mean, std)), batch_size=args.batch_size,
+                        shuffle=True, drop_last=len(files) > args.batch_size, num_workers=args.workers,
+                        generator=torch.Generator().manual_seed(args.seed))
     val_loader = None
     if val_files:
         val_loader = DataLoader(ImageFiles(val_files, eval_transform(size, mean, std)),
                                 batch_size=args.batch_size, num_workers=args.workers)
-    try:
+    with _user_errors():
         history = explainer.fit(loader, epochs=args.epochs, lr=args.lr, val_loader=val_loader,
-                                progress=not args.quiet, **fit_kwargs)
-    except (TypeError, ValueError) as err:
-        raise CLIError(str(err)) from None
+                                progress=not args.quiet, checkpoint_path=checkpoint, resume=args.resume)
     out = explainer.save(args.out)
-    last = history[-1]
-    print(f"epoch {last.epoch}: loss {last.loss:.4f}, fidelity {last.fidelity:.3f}")
+    print(f"epoch {history[-1].epoch}: loss {history[-1].loss:.4f}, fidelity {history[-1].fidelity:.3f}")
     print(f"saved the head to {out}")
     return 0
 
 
-# ------------------------------------------------------------------------------------ explain
+def _maps_of(explainer: TTAME, x: Tensor, target: int | None, top_k: int) -> tuple[Tensor, Tensor, Tensor]:
+    """``(maps, classes, probabilities)`` of ``target``, else of the ``top_k`` predicted classes."""
+    if target is None:
+        result = explainer.explain(x, top_k=top_k)
+        return result.maps, result.classes, result.probabilities
+    maps = explainer.attribute(x, target=target)
+    probs = extract_logits(explainer.model(x)).float().softmax(1)[:, target:target + 1]
+    return maps, torch.full((x.shape[0], 1), target), probs
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
     """Explain images with a trained head: overlays (PNG) and maps (.npy or .pt)."""
     import numpy as np
 
-    from ttame_attr import extract_logits
+    from ttame_attr.viz import save_overlays
 
     if args.top_k < 1:
         raise CLIError(f"--top-k: expected a positive integer, got {args.top_k}.")
     if args.target is not None and args.top_k != 1:
         raise CLIError("--target and --top-k: give one or the other.")
     files = find_images(args.images)
-    device = _device(args.device)
-    model, size, mean, std = _model_and_preprocessing(args)
-    model.to(device)
-    explainer = _load_head(args.head, model, device)
-    size = explainer.input_size
+    explainer, device, mean, std = _trained_head(args)
     if args.target is not None and not 0 <= args.target < explainer.num_classes:
-        raise CLIError(
-            f"--target: expected a class in [0, {explainer.num_classes - 1}], got {args.target}."
-        )
+        raise CLIError(f"--target: expected a class in [0, {explainer.num_classes - 1}], got {args.target}.")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    transform = eval_transform(size, mean, std)
-    written = 0
+    transform = eval_transform(explainer.input_size, mean, std)
+    unique_stems = len(files) == len({f.stem for f in files})
     for start in range(0, len(files), args.batch_size):
         chunk = files[start:start + args.batch_size]
         x = load_batch(chunk, transform).to(device)
         with torch.no_grad():
-            if args.target is not None:
-                maps = explainer.attribute(x, target=args.target)
-                classes = torch.full((x.shape[0], 1), args.target)
-                probs = extract_logits(explainer.model(x)).float().softmax(1)[:, args.target:args.target + 1]
-            else:
-                result = explainer.explain(x, top_k=args.top_k)
-                maps, classes, probs = result.maps, result.classes, result.probabilities
+            maps, classes, probs = _maps_of(explainer, x, args.target, args.top_k)
         maps = maps.float().cpu()
         for i, path in enumerate(chunk):
-            stem = path.stem if len(files) == len({f.stem for f in files}) else f"{start + i:05d}_{path.stem}"
+            stem = path.stem if unique_stems else f"{start + i:05d}_{path.stem}"
             if args.format == "npy":
                 np.save(out / f"{stem}.npy", maps[i].numpy())
             else:
                 torch.save({"maps": maps[i].clone(), "classes": classes[i].cpu().clone(),
                             "probabilities": probs[i].float().cpu().clone()}, out / f"{stem}.pt")
-            if not args.no_overlay:
-                from ttame_attr.viz import save_overlays
-
-                for k in range(maps.shape[1]):
-                    suffix = "" if maps.shape[1] == 1 else f"_top{k + 1}"
-                    save_overlays(x[i:i + 1].cpu(), maps[i:i + 1, k:k + 1],
-                                  [out / f"{stem}{suffix}_class{int(classes[i, k])}.png"],
-                                  mean=mean, std=std)
+            for k in range(maps.shape[1] if not args.no_overlay else 0):
+                suffix = "" if maps.shape[1] == 1 else f"_top{k + 1}"
+                save_overlays(x[i:i + 1].cpu(), maps[i:i + 1, k:k + 1],
+                              [out / f"{stem}{suffix}_class{int(classes[i, k])}.png"], mean=mean, std=std)
             labels = ", ".join(f"{int(c)} ({float(p):.2f})" for c, p in zip(classes[i], probs[i]))
             print(f"{path}: {labels}")
-            written += 1
-    print(f"wrote the maps of {written} images to {out}")
+    print(f"wrote the maps of {len(files)} images to {out}")
     return 0
 
 
-# ------------------------------------------------------------------------------------ evaluate
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """AD/IC (100/50/15%) and ROAD of a trained head on a folder of images, as a table."""
     import json
 
-    from torch.utils.data import DataLoader
-
-    from ttame_attr.cli._data import ImageFiles
     from ttame_attr.metrics import ROAD, AverageDropIncrease, evaluate
 
     files = find_images(args.data)
@@ -222,21 +180,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if args.limit < 1:
             raise CLIError(f"--limit: expected a positive integer, got {args.limit}.")
         files = files[:args.limit]
-    device = _device(args.device)
-    model, size, mean, std = _model_and_preprocessing(args)
-    model.to(device)
-    explainer = _load_head(args.head, model, device)
-    size = explainer.input_size
-    loader = DataLoader(ImageFiles(files, eval_transform(size, mean, std)),
+    explainer, _, mean, std = _trained_head(args)
+    model = explainer.model
+    loader = DataLoader(ImageFiles(files, eval_transform(explainer.input_size, mean, std)),
                         batch_size=args.batch_size, num_workers=args.workers)
     metrics: dict[str, Any] = {"ad_ic": AverageDropIncrease(model, fractions=(1.0, 0.5, 0.15))}
     if not args.no_road:
         metrics["road"] = ROAD(model, generator=torch.Generator().manual_seed(args.seed))
-
-    def explain(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return explainer.attribute(x, target=target)
-
-    results = evaluate(model, loader, explain, metrics=metrics, progress=not args.quiet)
+    results = evaluate(model, loader, lambda x, target: explainer.attribute(x, target=target),
+                       metrics=metrics, progress=not args.quiet)
     adic = results["ad_ic"]
     table = {f"AD {int(f * 100)}%": adic.average_drop[f] for f in adic.fractions}
     table.update({f"IC {int(f * 100)}%": adic.increase_in_confidence[f] for f in adic.fractions})
@@ -253,12 +205,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-# ------------------------------------------------------------------------------------ demo
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the end-to-end demo and print where the report is."""
     from ttame_attr.demo import run_from_args
 
-    try:
+    with _user_errors(ValueError):
         return run_from_args(args)
-    except ValueError as err:
-        raise CLIError(str(err)) from None

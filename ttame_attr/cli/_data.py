@@ -16,6 +16,23 @@ __all__ = ["IMAGE_SUFFIXES", "ImageFiles", "eval_transform", "find_images", "loa
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 
 
+def _listed(path: Path, source: str) -> list[Path]:
+    """The image paths a list file names."""
+    listed = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        entry = Path(line.replace(",", " ").split()[0])
+        entry = entry if entry.is_absolute() else path.parent / entry
+        if not entry.is_file():
+            raise CLIError(f"data: {str(entry)!r}, listed in {source!r}, does not exist.")
+        listed.append(entry)
+    if not listed:
+        raise CLIError(f"data: the list file {source!r} names no images.")
+    return listed
+
+
 def find_images(sources: Sequence[str]) -> list[Path]:
     """Image files from paths: image files, folders (searched recursively, sorted), list files.
 
@@ -29,70 +46,41 @@ def find_images(sources: Sequence[str]) -> list[Path]:
     files: list[Path] = []
     for source in sources:
         path = Path(source)
+        suffix = path.suffix.lower()
         if not path.exists():
             raise CLIError(f"data: no such file or folder {source!r}.")
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*")
-                           if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
             if not found:
-                raise CLIError(
-                    f"data: no images ({', '.join(IMAGE_SUFFIXES)}) in the folder {source!r}."
-                )
+                raise CLIError(f"data: no images ({', '.join(IMAGE_SUFFIXES)}) in the folder {source!r}.")
             files.extend(found)
-        elif path.suffix.lower() in (".txt", ".lst", ".csv"):
-            listed = []
-            for line in path.read_text(encoding="utf-8").splitlines():
-                line = line.strip()
-                if not line or line.startswith("#"):
-                    continue
-                entry = Path(line.replace(",", " ").split()[0])
-                entry = entry if entry.is_absolute() else path.parent / entry
-                if not entry.is_file():
-                    raise CLIError(f"data: {str(entry)!r}, listed in {source!r}, does not exist.")
-                listed.append(entry)
-            if not listed:
-                raise CLIError(f"data: the list file {source!r} names no images.")
-            files.extend(listed)
-        elif path.suffix.lower() in IMAGE_SUFFIXES:
+        elif suffix in (".txt", ".lst", ".csv"):
+            files.extend(_listed(path, source))
+        elif suffix in IMAGE_SUFFIXES:
             files.append(path)
         else:
-            raise CLIError(
-                f"data: {source!r} is neither an image ({', '.join(IMAGE_SUFFIXES)}), a folder, "
-                "nor a list file (.txt)."
-            )
+            raise CLIError(f"data: {source!r} is neither an image ({', '.join(IMAGE_SUFFIXES)}), a folder, "
+                           "nor a list file (.txt).")
     return files
 
 
-def _resize_for(size: int) -> int:
-    """The paper resizes to 256 before 224 crops: keep that ratio for other input sizes."""
-    return int(round(size * 256 / 224))
+def _transform(input_size: tuple[int, int, int], mean: Sequence[float], std: Sequence[float], train: bool):
+    """Resize to 256/224 of the input side (the paper's ratio), crop (and flip), normalise."""
+    from torchvision import transforms as T
+
+    hw = tuple(input_size[1:])
+    crop = [T.RandomCrop(hw, pad_if_needed=True), T.RandomHorizontalFlip()] if train else [T.CenterCrop(hw)]
+    return T.Compose([T.Resize(round(min(hw) * 256 / 224)), *crop, T.ToTensor(), T.Normalize(mean, std)])
 
 
 def train_transform(input_size: tuple[int, int, int], mean: Sequence[float], std: Sequence[float]):
     """The paper's augmentation scaled to the model: Resize(256/224 x), RandomCrop, flip, normalise."""
-    from torchvision import transforms as T
-
-    h, w = input_size[1:]
-    return T.Compose([
-        T.Resize(_resize_for(min(h, w))),
-        T.RandomCrop((h, w), pad_if_needed=True),
-        T.RandomHorizontalFlip(),
-        T.ToTensor(),
-        T.Normalize(mean, std),
-    ])
+    return _transform(input_size, mean, std, train=True)
 
 
 def eval_transform(input_size: tuple[int, int, int], mean: Sequence[float], std: Sequence[float]):
     """Evaluation preprocessing: Resize(256/224 x), CenterCrop to the model's size, normalise."""
-    from torchvision import transforms as T
-
-    h, w = input_size[1:]
-    return T.Compose([
-        T.Resize(_resize_for(min(h, w))),
-        T.CenterCrop((h, w)),
-        T.ToTensor(),
-        T.Normalize(mean, std),
-    ])
+    return _transform(input_size, mean, std, train=False)
 
 
 class ImageFiles(Dataset):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import difflib
 import importlib
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +14,6 @@ from ttame_attr.cli._errors import CLIError
 
 __all__ = ["SPEC_HELP", "load_model", "model_preprocessing"]
 
-logger = logging.getLogger(__name__)
-
 SPEC_HELP = (
     "torchvision:NAME (e.g. torchvision:resnet50), timm:NAME (e.g. timm:vit_base_patch16_224), "
     "a Python import path module:callable returning an nn.Module, or a TorchScript file (.pt)"
@@ -24,8 +21,14 @@ SPEC_HELP = (
 
 
 def _suggest(name: str, names: list[str]) -> str:
+    """`` Did you mean ...?`` with the names closest to ``name``, or nothing."""
     close = difflib.get_close_matches(name, names, n=3)
     return f" Did you mean {', '.join(close)}?" if close else ""
+
+
+def _given(**kwargs: Any) -> dict[str, Any]:
+    """``kwargs`` without the ``None`` values."""
+    return {k: v for k, v in kwargs.items() if v is not None}
 
 
 def _torchvision(name: str, pretrained: bool, num_classes: int | None) -> nn.Module:
@@ -33,20 +36,14 @@ def _torchvision(name: str, pretrained: bool, num_classes: int | None) -> nn.Mod
 
     available = torchvision.models.list_models()
     if name not in available:
-        raise CLIError(
-            f"model: torchvision has no model {name!r}.{_suggest(name, available)} "
-            "List them with torchvision.models.list_models()."
-        )
-    kwargs: dict[str, Any] = {"weights": "DEFAULT" if pretrained else None}
-    if num_classes is not None:
-        if pretrained:
-            raise CLIError(
-                "--num-classes: torchvision's pretrained weights come with their own classifier; "
-                "drop --num-classes or --pretrained (or use a module:callable for a fine-tuned model)."
-            )
-        kwargs["num_classes"] = num_classes
+        raise CLIError(f"model: torchvision has no model {name!r}.{_suggest(name, available)} "
+                       "List them with torchvision.models.list_models().")
+    if num_classes is not None and pretrained:
+        raise CLIError("--num-classes: torchvision's pretrained weights come with their own classifier; drop "
+                       "--num-classes or --pretrained (or use a module:callable for a fine-tuned model).")
     try:
-        return torchvision.models.get_model(name, **kwargs)
+        return torchvision.models.get_model(name, weights="DEFAULT" if pretrained else None,
+                                            **_given(num_classes=num_classes))
     except Exception as err:  # network errors, bad kwargs for this model
         raise CLIError(f"model: building torchvision:{name} failed: {type(err).__name__}: {err}") from err
 
@@ -56,15 +53,11 @@ def _timm(name: str, pretrained: bool, num_classes: int | None) -> nn.Module:
         import timm
     except ImportError:
         raise CLIError(
-            "model: timm models need timm; install it with `pip install ttame-attr[timm]`."
-        ) from None
+            "model: timm models need timm; install it with `pip install ttame-attr[timm]`.") from None
     if not timm.is_model(name):
         raise CLIError(f"model: timm has no model {name!r}.{_suggest(name, timm.list_models())}")
-    kwargs: dict[str, Any] = {"pretrained": pretrained}
-    if num_classes is not None:
-        kwargs["num_classes"] = num_classes
     try:
-        return timm.create_model(name, **kwargs)
+        return timm.create_model(name, pretrained=pretrained, **_given(num_classes=num_classes))
     except Exception as err:
         raise CLIError(f"model: building timm:{name} failed: {type(err).__name__}: {err}") from err
 
@@ -72,33 +65,25 @@ def _timm(name: str, pretrained: bool, num_classes: int | None) -> nn.Module:
 def _callable(spec: str, pretrained: bool, num_classes: int | None) -> nn.Module:
     module_name, _, attr = spec.partition(":")
     try:
-        module = importlib.import_module(module_name)
+        obj: Any = importlib.import_module(module_name)
     except ImportError as err:
         raise CLIError(
             f"model: cannot import module {module_name!r} of {spec!r} ({err}). Is it on PYTHONPATH?"
         ) from None
-    obj: Any = module
     for part in attr.split("."):
         if not hasattr(obj, part):
             raise CLIError(f"model: module {module_name!r} has no attribute {attr!r}.")
         obj = getattr(obj, part)
     if isinstance(obj, nn.Module):
-        model = obj
-    elif callable(obj):
-        kwargs: dict[str, Any] = {}
-        if num_classes is not None:
-            kwargs["num_classes"] = num_classes
-        if pretrained:
-            kwargs["pretrained"] = True
-        try:
-            model = obj(**kwargs)
-        except TypeError as err:
-            raise CLIError(
-                f"model: calling {spec}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())}) "
-                f"failed: {err}"
-            ) from None
-    else:
+        return obj
+    if not callable(obj):
         raise CLIError(f"model: {spec!r} is a {type(obj).__name__}, not an nn.Module or a callable.")
+    kwargs = _given(num_classes=num_classes, pretrained=True if pretrained else None)
+    try:
+        model = obj(**kwargs)
+    except TypeError as err:
+        args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+        raise CLIError(f"model: calling {spec}({args}) failed: {err}") from None
     if not isinstance(model, nn.Module):
         raise CLIError(f"model: {spec} returned a {type(model).__name__}, expected an nn.Module.")
     return model
@@ -108,10 +93,9 @@ def _torchscript(path: Path, pretrained: bool) -> nn.Module:
     if pretrained:
         raise CLIError("--pretrained: only torchvision: and timm: models download weights.")
     try:
-        model = torch.jit.load(str(path), map_location="cpu")
+        return torch.jit.load(str(path), map_location="cpu")
     except Exception as err:
         raise CLIError(f"model: {str(path)!r} is not a TorchScript file ({type(err).__name__}).") from None
-    return model
 
 
 def load_model(spec: str, *, pretrained: bool = False, num_classes: int | None = None) -> nn.Module:
@@ -133,10 +117,9 @@ def load_model(spec: str, *, pretrained: bool = False, num_classes: int | None =
     elif sep and prefix == "timm":
         model = _timm(rest, pretrained, num_classes)
     elif spec.endswith((".pt", ".pth", ".ts", ".jit")) or Path(spec).is_file():
-        path = Path(spec)
-        if not path.is_file():
+        if not Path(spec).is_file():
             raise CLIError(f"model: no such file {spec!r}.")
-        model = _torchscript(path, pretrained)
+        model = _torchscript(Path(spec), pretrained)
     elif sep and rest and all(p.isidentifier() for p in prefix.split(".")):
         model = _callable(spec, pretrained, num_classes)
     else:
@@ -149,9 +132,8 @@ def load_model(spec: str, *, pretrained: bool = False, num_classes: int | None =
     return model.eval()
 
 
-def model_preprocessing(
-    model: nn.Module,
-) -> tuple[tuple[int, int, int], tuple[float, ...], tuple[float, ...]]:
+def model_preprocessing(model: nn.Module) -> tuple[tuple[int, int, int], tuple[float, ...],
+                                                   tuple[float, ...]]:
     """``(input_size, mean, std)`` of the model: timm's data config, else ImageNet at 224 px."""
     from ttame_attr import IMAGENET_MEAN, IMAGENET_STD
     from ttame_attr.adapters._base import _declared_input_size
@@ -166,5 +148,4 @@ def model_preprocessing(
             return size, tuple(data["mean"]), tuple(data["std"])  # type: ignore[return-value]
         except ImportError:  # pragma: no cover - timm models imply timm
             pass
-    size = _declared_input_size(model) or (3, 224, 224)
-    return size, IMAGENET_MEAN, IMAGENET_STD
+    return _declared_input_size(model) or (3, 224, 224), IMAGENET_MEAN, IMAGENET_STD

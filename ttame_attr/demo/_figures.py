@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from ttame_attr.data import CLASS_NAMES
@@ -18,8 +19,7 @@ Figure = tuple[bytes, str]
 def explanations_figure(images: Tensor, truth: Tensor, predicted: Tensor, masks: Tensor,
                         maps: dict[str, Tensor]) -> Figure:
     """Each held-out image beside every method's map of the predicted class."""
-    titles = [f"{CLASS_NAMES[int(t)]} (pred. {CLASS_NAMES[int(p)]})"
-              for t, p in zip(truth, predicted)]
+    titles = [f"{CLASS_NAMES[int(t)]} (pred. {CLASS_NAMES[int(p)]})" for t, p in zip(truth, predicted)]
     grid = plot_grid(images, maps, titles=titles, contours=masks, cell_size=2.0)
     return figure_to_png(grid, dpi=90), (
         "Each row: a held-out test image (true class, predicted class), then T-TAME's map "
@@ -34,8 +34,7 @@ def class_maps_figure(explainer: Any, image: Tensor, truth: int, pred: int) -> F
 
     with torch.no_grad():
         maps = torch.sigmoid(explainer.class_maps(image[None]))
-        maps = torch.nn.functional.interpolate(maps, size=image.shape[-2:], mode="bilinear",
-                                               align_corners=False)[0]
+        maps = F.interpolate(maps, size=image.shape[-2:], mode="bilinear", align_corners=False)[0]
     k = maps.shape[0]
     fig = MplFigure(figsize=(1.6 * (k + 1), 2.0), layout="constrained")
     axes = fig.subplots(1, k + 1)
@@ -45,8 +44,7 @@ def class_maps_figure(explainer: Any, image: Tensor, truth: int, pred: int) -> F
         axes[c + 1].imshow(maps[c].numpy(), cmap="jet", vmin=0.0, vmax=1.0)
         axes[c + 1].set_title(CLASS_NAMES[c], fontsize=8, fontweight="bold" if c == pred else None)
     for ax in axes:
-        ax.set_xticks([])
-        ax.set_yticks([])
+        ax.set(xticks=[], yticks=[])
     return figure_to_png(fig, dpi=90), (
         "The head's mask (sigmoid, common scale 0-1) for each of the 8 classes, all from one "
         "forward pass. Only the predicted class (bold) should light up the object."
@@ -65,23 +63,21 @@ def curves_figure(clf_history: dict[str, list[float]], ttame_history: Any) -> Fi
     ax1b.plot(epochs, clf_history["train_accuracy"], "s--", color="tab:green", label="train acc.")
     ax1b.plot(epochs, clf_history["val_accuracy"], "^-", color="tab:red", label="held-out acc.")
     ax1b.set_ylim(0, 1.02)
-    ax1.set_title("classifier")
     lines = ax1.get_lines() + ax1b.get_lines()
     ax1.legend(lines, [ln.get_label() for ln in lines], fontsize=7, loc="center right")
     t_epochs = range(1, len(ttame_history) + 1)
     for key, style in (("loss", "o-"), ("ce", "s-"), ("area", "^-"), ("variation", "v-")):
         ax2.plot(t_epochs, ttame_history.column(key), style, label=key)
-    for ax, key, label in ((ax2, "val_loss", "val loss"), (ax3, "val_fidelity", "held-out")):
+    for ax, key, style, label in ((ax2, "val_loss", "o--", "val loss"),
+                                  (ax3, "val_fidelity", "s--", "held-out")):
         values = ttame_history.column(key)
         if all(v is not None for v in values):
-            ax.plot(t_epochs, values, "o--" if ax is ax2 else "s--", label=label)
+            ax.plot(t_epochs, values, style, label=label)
     ax3.plot(t_epochs, ttame_history.column("fidelity"), "o-", label="train")
     ax2.set_yscale("log")
     ax3.set_ylim(0, 1.02)
-    for ax, title in ((ax1, "classifier"), (ax2, "T-TAME loss and its terms"),
-                      (ax3, "T-TAME fidelity")):
-        ax.set_title(title)
-        ax.set_xlabel("epoch")
+    for ax, title in ((ax1, "classifier"), (ax2, "T-TAME loss and its terms"), (ax3, "T-TAME fidelity")):
+        ax.set(title=title, xlabel="epoch")
     ax2.legend(fontsize=7)
     ax3.legend(fontsize=7)
     return figure_to_png(fig, dpi=90), (

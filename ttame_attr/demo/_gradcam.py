@@ -20,9 +20,8 @@ def gradcam_backend() -> str:
     return "pytorch-grad-cam"
 
 
-def gradcam_maps(
-    model: nn.Module, layer: nn.Module, inputs: Tensor, target: Tensor, backend: str | None = None
-) -> Tensor:
+def gradcam_maps(model: nn.Module, layer: nn.Module, inputs: Tensor, target: Tensor,
+                 backend: str | None = None) -> Tensor:
     """Grad-CAM maps of the ``target`` classes, upsampled to the input and scaled to [0, 1].
 
     Args:
@@ -46,9 +45,6 @@ def gradcam_maps(
     from captum.attr import LayerGradCam
 
     with torch.enable_grad():
-        attr = LayerGradCam(model, layer).attribute(
-            inputs, target=target.tolist(), relu_attributions=True
-        )
-    attr = F.interpolate(attr.detach(), size=inputs.shape[-2:], mode="bilinear",
-                         align_corners=False)
+        attr = LayerGradCam(model, layer).attribute(inputs, target=target.tolist(), relu_attributions=True)
+    attr = F.interpolate(attr.detach(), size=inputs.shape[-2:], mode="bilinear", align_corners=False)
     return minmax_scale(attr)

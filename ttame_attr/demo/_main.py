@@ -19,8 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--train-classifier", action="store_true",
-                        help="train the classifier here instead of loading the shipped one "
-                             "(rougher)")
+                        help="train the classifier here instead of loading the shipped one (rougher)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     return parser
 
@@ -35,8 +34,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         import matplotlib  # noqa: F401
     except ImportError:
         raise ValueError(
-            "demo: the report needs matplotlib; install it with `pip install ttame-attr[demo]`."
-        ) from None
+            "demo: the report needs matplotlib; install it with `pip install ttame-attr[demo]`.") from None
     config = DemoConfig.quick(args.seed) if args.quick else DemoConfig.full(args.seed)
     if args.threads is not None:
         if args.threads < 1:

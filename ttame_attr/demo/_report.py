@@ -26,6 +26,7 @@ code { background: #f5f5f5; padding: 0 3px; }
 
 
 def _img(png: bytes, alt: str) -> str:
+    """An ``<img>`` with the PNG embedded."""
     data = base64.b64encode(png).decode("ascii")
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
@@ -47,17 +48,13 @@ _COLUMNS: tuple[tuple[str, str, bool], ...] = (
 def metrics_table_rows(metrics: Mapping[str, Mapping[str, float]]) -> list[list[str]]:
     """The metrics table as text rows (header first), as printed by the demo."""
     header = ["method"] + [html.unescape(t) for t, _, _ in _COLUMNS]
-    rows = [header]
-    for method, values in metrics.items():
-        rows.append([method] + [f"{values[key]:.2f}" for _, key, _ in _COLUMNS])
-    return rows
+    return [header] + [[method] + [f"{values[key]:.2f}" for _, key, _ in _COLUMNS]
+                       for method, values in metrics.items()]
 
 
 def _metrics_html(metrics: Mapping[str, Mapping[str, float]]) -> str:
-    best = {}
-    for _, key, higher in _COLUMNS:
-        vals = [v[key] for v in metrics.values()]
-        best[key] = max(vals) if higher else min(vals)
+    """The metrics table in HTML, the best value of each column marked."""
+    best = {key: (max if higher else min)(v[key] for v in metrics.values()) for _, key, higher in _COLUMNS}
     head = "".join(f"<th>{t}</th>" for t, _, _ in _COLUMNS)
     body = []
     for method, values in metrics.items():
@@ -70,20 +67,14 @@ def _metrics_html(metrics: Mapping[str, Mapping[str, float]]) -> str:
 
 
 def _kv_table(items: Sequence[tuple[str, Any]]) -> str:
-    rows = "".join(
-        f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>" for k, v in items
-    )
+    """A two-column HTML table of ``(label, value)`` rows."""
+    rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>" for k, v in items)
     return f"<table>{rows}</table>"
 
 
-def write_report(
-    path: str | Path,
-    *,
-    summary: Sequence[tuple[str, Any]],
-    metrics: Mapping[str, Mapping[str, float]],
-    metrics_note: str,
-    figures: Mapping[str, tuple[bytes, str]],
-) -> Path:
+def write_report(path: str | Path, *, summary: Sequence[tuple[str, Any]],
+                 metrics: Mapping[str, Mapping[str, float]], metrics_note: str,
+                 figures: Mapping[str, tuple[bytes, str]]) -> Path:
     """Write ``report.html``: a summary, the metrics table and the figures with captions.
 
     Args:
@@ -109,9 +100,8 @@ def write_report(
         f"<p class='note'>{metrics_note}</p>",
     ]
     for title, (png, caption) in figures.items():
-        parts.append(f"<h2>{html.escape(title)}</h2>")
-        parts.append(_img(png, title))
-        parts.append(f"<p class='note'>{html.escape(caption)}</p>")
+        parts += [f"<h2>{html.escape(title)}</h2>", _img(png, title),
+                  f"<p class='note'>{html.escape(caption)}</p>"]
     parts.append("</body></html>")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

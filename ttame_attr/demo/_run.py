@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.utils.data import DataLoader, TensorDataset
 
 from ttame_attr._core.ttame import TTAME
 from ttame_attr.classifiers import (
@@ -30,6 +31,9 @@ from ttame_attr.metrics import average_drop_increase, pointing_game, road
 __all__ = ["DemoConfig", "DemoResult", "run_demo"]
 
 logger = logging.getLogger(__name__)
+
+Say = Callable[[str], None]
+Data = dict[str, tuple[Tensor, ...]]
 
 
 @dataclass
@@ -86,37 +90,31 @@ class DemoResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def _classifier(cfg: DemoConfig, data: dict[str, tuple[Tensor, ...]], progress: bool,
-                say: Callable[[str], None]) -> tuple[nn.Module, dict[str, Any], str]:
+def _classifier(cfg: DemoConfig, data: Data, progress: bool,
+                say: Say) -> tuple[nn.Module, dict[str, Any], str]:
     """The shipped classifier, or one trained here: ``(net, info, where it comes from)``."""
     if not cfg.train_classifier and REFERENCE_WEIGHTS.is_file() and cfg.image_size == 64:
         say(f"[2/5] loading the shipped classifier ({REFERENCE_WEIGHTS.name}; "
             "--train-classifier trains one here instead)")
         net, info = load_reference_classifier()
         return net, info, (f"shipped weights, trained on {info['recipe']['num_train']} images x "
-                           f"{info['recipe']['epochs']} epochs with "
-                           "ttame_attr.classifiers.load_or_train")
+                           f"{info['recipe']['epochs']} epochs with ttame_attr.classifiers.load_or_train")
     if not cfg.train_classifier:
         logger.warning("demo: no shipped classifier for this set-up; training one here")
-    say(f"[2/5] training the classifier here ({cfg.classifier_epochs} epochs on "
-        f"{cfg.train_images} images)")
+    say(f"[2/5] training the classifier here ({cfg.classifier_epochs} epochs on {cfg.train_images} images)")
     torch.manual_seed(cfg.seed)
     net = build_classifier("cnn", num_classes=len(CLASS_NAMES), image_size=cfg.image_size)
-    loader, val = (
-        torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*data[split][:2]),
-                                    batch_size=size, shuffle=split == "train",
-                                    generator=torch.Generator().manual_seed(cfg.seed))
-        for split, size in (("train", 128), ("val", 256))
-    )
-    history = train_classifier(net, loader, val, cfg.classifier_epochs, lr=3e-3, seed=cfg.seed,
+    train, val = (DataLoader(TensorDataset(*data[split][:2]), batch_size=size, shuffle=split == "train",
+                             generator=torch.Generator().manual_seed(cfg.seed))
+                  for split, size in (("train", 128), ("val", 256)))
+    history = train_classifier(net, train, val, cfg.classifier_epochs, lr=3e-3, seed=cfg.seed,
                                progress=progress)
     info = {"history": history.to_dict(), "val_accuracy": history.val_accuracy[-1]}
-    return net.eval(), info, (f"trained here on {cfg.train_images} images x "
-                              f"{cfg.classifier_epochs} epochs")
+    return net.eval(), info, f"trained here on {cfg.train_images} images x {cfg.classifier_epochs} epochs"
 
 
-def _method_metrics(model: nn.Module, x: Tensor, maps: Tensor, masks: Tensor,
-                    seed: int) -> dict[str, float]:
+def _method_metrics(model: nn.Module, x: Tensor, maps: Tensor, masks: Tensor, seed: int) -> dict[str, float]:
+    """AD/IC (100/50/15%), ROAD and the pointing game of one method's maps, in %."""
     adic = average_drop_increase(model, x, maps, fractions=(1.0, 0.5, 0.15))
     roads = road(model, x, maps, generator=torch.Generator().manual_seed(seed))
     values = {f"ad_{round(f * 100)}": adic.average_drop[f] for f in adic.fractions}
@@ -154,23 +152,10 @@ class _Clock:
         return result
 
 
-def _fit_ttame(cfg: DemoConfig, model: nn.Module, data: dict[str, tuple[Tensor, ...]],
-               progress: bool) -> tuple[TTAME, Any]:
-    explainer = TTAME(model, input_size=(3, cfg.image_size, cfg.image_size))
-    loader = torch.utils.data.DataLoader(data["train"][0], batch_size=cfg.batch_size,
-                                         shuffle=True, drop_last=True,
-                                         generator=torch.Generator().manual_seed(cfg.seed))
-    val_loader = torch.utils.data.DataLoader(data["val"][0], batch_size=128)
-    history = explainer.fit(loader, epochs=cfg.ttame_epochs, val_loader=val_loader,
-                            progress=progress)
-    return explainer, history
-
-
-def _explain(explainer: TTAME, model: nn.Module, net: nn.Module, x: Tensor, classes: Tensor,
+def _explain(explainer: TTAME, model: nn.Module, net: nn.Module, x: Tensor, classes: Tensor, backend: str,
              clock: _Clock) -> dict[str, Tensor]:
     """T-TAME's and Grad-CAM's maps of ``classes``, timed."""
     batches = list(zip(x.split(128), classes.split(128)))
-    backend = gradcam_backend()
     return {
         "T-TAME": clock.timed("ttame_explain", lambda: torch.cat(
             [explainer.attribute(b, target=t) for b, t in batches])),
@@ -179,12 +164,12 @@ def _explain(explainer: TTAME, model: nn.Module, net: nn.Module, x: Tensor, clas
     }
 
 
-def _summary(cfg: DemoConfig, net: nn.Module, clf_source: str, accuracy: float,
-             explainer: TTAME, seconds: dict[str, float]) -> list[tuple[str, str]]:
-    size = f"{cfg.image_size}x{cfg.image_size}"
+def _summary(cfg: DemoConfig, net: nn.Module, clf_source: str, accuracy: float, explainer: TTAME,
+             backend: str, seconds: dict[str, float]) -> list[tuple[str, str]]:
+    """The report's set-up table."""
     return [
-        ("data", f"SyntheticShapes {size}: {cfg.train_images} training, {cfg.val_images} "
-                 f"validation, {cfg.eval_images} test images (seed {cfg.seed})"),
+        ("data", f"SyntheticShapes {cfg.image_size}x{cfg.image_size}: {cfg.train_images} training, "
+                 f"{cfg.val_images} validation, {cfg.eval_images} test images (seed {cfg.seed})"),
         ("classes", ", ".join(CLASS_NAMES)),
         ("classifier", f"{type(net).__name__}, {sum(p.numel() for p in net.parameters()):,} "
                        f"parameters, {clf_source}"),
@@ -192,7 +177,7 @@ def _summary(cfg: DemoConfig, net: nn.Module, clf_source: str, accuracy: float,
         ("T-TAME", f"layers {explainer.layers}, maps {explainer.map_size}, "
                    f"{sum(p.numel() for p in explainer.head.parameters()):,} parameters, "
                    f"{cfg.ttame_epochs} epochs, batch {cfg.batch_size}"),
-        ("Grad-CAM", f"{gradcam_backend()}, layer net.layer4"),
+        ("Grad-CAM", f"{backend}, layer net.layer4"),
         ("explanation time", f"T-TAME {seconds['ttame_explain']:.2f} s, Grad-CAM "
                              f"{seconds['gradcam_explain']:.2f} s for {cfg.eval_images} images"),
         ("run time", ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()
@@ -201,13 +186,13 @@ def _summary(cfg: DemoConfig, net: nn.Module, clf_source: str, accuracy: float,
     ]
 
 
-def _say_table(metrics: dict[str, dict[str, float]], say: Callable[[str], None]) -> None:
+def _say_table(metrics: dict[str, dict[str, float]], say: Say) -> None:
+    """The metrics table, in aligned columns between blank lines."""
     rows = metrics_table_rows(metrics)
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     say("")
     for row in rows:
-        say("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
-                      for i, (cell, w) in enumerate(zip(row, widths))))
+        say("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
     say("")
 
 
@@ -216,7 +201,7 @@ def run_demo(
     config: DemoConfig | None = None,
     *,
     progress: bool = True,
-    echo: Callable[[str], None] | None = None,
+    echo: Say | None = None,
 ) -> DemoResult:
     """Run the whole demo and write ``report.html``, the PNGs and ``results.json`` to ``out_dir``.
 
@@ -242,9 +227,9 @@ def run_demo(
         torch.set_num_threads(cfg.threads)
     clock = _Clock()
     torch.manual_seed(cfg.seed)
-    sizes = {"train": cfg.train_images, "val": cfg.val_images, "test": cfg.eval_images}
     say(f"[1/5] rendering {cfg.train_images} training and {cfg.val_images + cfg.eval_images} "
         f"held-out synthetic images ({cfg.image_size}x{cfg.image_size})")
+    sizes = {"train": cfg.train_images, "val": cfg.val_images, "test": cfg.eval_images}
     data = {split: SyntheticShapes(n, cfg.image_size, cfg.seed, split).generate(range(n))
             for split, n in sizes.items()}
     clock.lap("data")
@@ -256,13 +241,17 @@ def run_demo(
     accuracy = float((test_pred == y_test).float().mean())
     say(f"      held-out accuracy {accuracy:.3f}")
     clock.lap("classifier")
-    say(f"[3/5] fitting T-TAME ({cfg.ttame_epochs} epochs, batch {cfg.batch_size}, the paper's "
-        "recipe)")
-    explainer, ttame_history = _fit_ttame(cfg, model, data, progress)
+    say(f"[3/5] fitting T-TAME ({cfg.ttame_epochs} epochs, batch {cfg.batch_size}, the paper's recipe)")
+    explainer = TTAME(model, input_size=(3, cfg.image_size, cfg.image_size))
+    loader = DataLoader(data["train"][0], batch_size=cfg.batch_size, shuffle=True, drop_last=True,
+                        generator=torch.Generator().manual_seed(cfg.seed))
+    ttame_history = explainer.fit(loader, epochs=cfg.ttame_epochs, progress=progress,
+                                  val_loader=DataLoader(data["val"][0], batch_size=128))
     explainer.save(out / "ttame_head.pt")
     clock.lap("ttame_fit")
     say(f"[4/5] explaining {cfg.eval_images} held-out images with T-TAME and Grad-CAM, scoring")
-    maps = _explain(explainer, model, net, x_test, test_pred, clock)
+    backend = gradcam_backend()
+    maps = _explain(explainer, model, net, x_test, test_pred, backend, clock)
     metrics = {name: _method_metrics(model, x_test, m, m_test, cfg.seed) for name, m in maps.items()}
     clock.lap("explain_and_metrics")
     say("[5/5] drawing the report")
@@ -280,15 +269,14 @@ def run_demo(
     seconds = clock.seconds
     seconds["total"] = round(time.perf_counter() - clock.start, 2)
     report = write_report(out / "report.html", metrics=metrics, figures=figures,
-                          summary=_summary(cfg, net, clf_source, accuracy, explainer, seconds),
+                          summary=_summary(cfg, net, clf_source, accuracy, explainer, backend, seconds),
                           metrics_note=_NOTE.format(n=cfg.eval_images))
     json_path = out / "results.json"
     json_path.write_text(json.dumps({
         "config": asdict(cfg),
-        "classifier": {"test_accuracy": accuracy, "source": clf_source,
-                       "history": clf_info["history"]},
+        "classifier": {"test_accuracy": accuracy, "source": clf_source, "history": clf_info["history"]},
         "ttame": {"layers": explainer.layers, "history": ttame_history.as_dicts()},
-        "gradcam_backend": gradcam_backend(), "metrics": metrics, "seconds": seconds,
+        "gradcam_backend": backend, "metrics": metrics, "seconds": seconds,
     }, indent=2), encoding="utf-8")
     _say_table(metrics, say)
     say(f"Report: {report.resolve()}")
