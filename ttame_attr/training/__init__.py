@@ -2,14 +2,12 @@
 
 - :func:`fit` (also :meth:`TTAME.fit <ttame_attr.TTAME.fit>`): the paper's recipe, with
   checkpoints, exact resumption, a non-finite guard and data-parallel training under torchrun.
-- :class:`TrainStep`: one optimiser step (SGD Nesterov, OneCycleLR, mixed precision), for
-  users who write their own loop; it returns a :class:`StepResult`.
+- :class:`TrainStep`: one optimiser step, for users who write their own loop.
 - :class:`TrainingHistory` / :class:`EpochStats`: what ``fit`` reports.
 - :func:`local_device`: the GPU of this process under torchrun.
 
-The loop itself (``_loop.py``) only iterates and announces events; progress, the non-finite
-guard, validation, checkpointing and the replay of the data order are small pieces that listen
-(``_progress.py``, ``_nonfinite.py``, ``_validation.py``, ``_checkpoint.py``, ``_data.py``).
+Private modules: the epoch loop (``_loop.py``) and the pieces that listen to it (progress, the
+non-finite guard, validation, checkpoints, the data order).
 """
 
 from ttame_attr.training._fit import fit
@@ -18,13 +16,5 @@ from ttame_attr.training._nonfinite import TrainingDivergedError
 from ttame_attr.training._step import StepResult, TrainStep, param_groups
 from ttame_attr.training.distributed import local_device
 
-__all__ = [
-    "EpochStats",
-    "StepResult",
-    "TrainStep",
-    "TrainingDivergedError",
-    "TrainingHistory",
-    "fit",
-    "local_device",
-    "param_groups",
-]
+__all__ = ["EpochStats", "StepResult", "TrainStep", "TrainingDivergedError", "TrainingHistory", "fit",
+           "local_device", "param_groups"]

@@ -1,10 +1,6 @@
 """The training checkpoint: one file, rewritten atomically, that a killed run resumes from.
 
-It holds the run's configuration and settings and the state of every loop piece (the head's
-weights, optimiser, schedule and gradient scaler, the loop position, the running means and
-skip counters of the epoch in progress, the finished epochs and the RNG states that replay
-the data order; see ``_data.py``). Each piece owns distinct keys, so the file is the union of
-their ``state_dict()`` s and resuming is ``load_state_dict()`` on each.
+It holds the run's configuration and settings besides the state of every stateful loop piece.
 """
 
 from __future__ import annotations
@@ -34,49 +30,32 @@ FORMAT = "ttame_attr.training"
 FORMAT_VERSION = 1
 #: File name used when ``checkpoint_path`` is a directory.
 CHECKPOINT_NAME = "ttame_training.pt"
-_REQUIRED = ("head", "optimizer", "scheduler", "scaler", "step", "epoch", "batch", "rng",
-             "settings", "config")
+_REQUIRED = ("head", "optimizer", "scheduler", "scaler", "step", "epoch", "batch", "rng", "settings",
+             "config")
 #: What must match between the interrupted run and the resumed one, besides the settings.
 _SAME_HEAD = ("layers", "num_classes", "map_size", "layer_info")
 
 
 def resolve_checkpoint_path(path: str | os.PathLike[str]) -> Path:
-    """The checkpoint file for ``checkpoint_path``: the path itself, or a file in a directory.
-
-    A path that is an existing directory, or that ends with a path separator, names a directory
-    and the file ``ttame_training.pt`` inside it is used.
-
-    Raises:
-        TypeError: if ``path`` is not a string or path.
-    """
+    """``path``, or ``ttame_training.pt`` in it when it is a directory or ends with a separator."""
     if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(
-            f"checkpoint_path: expected a file or directory path, got {type(path).__name__}."
-        )
+        raise TypeError(f"checkpoint_path: expected a file or directory path, got {type(path).__name__}.")
     text = os.fspath(path)
     p = Path(text)
-    if p.is_dir() or text.endswith((os.sep, "/")):
-        return p / CHECKPOINT_NAME
-    return p
+    return p / CHECKPOINT_NAME if p.is_dir() or text.endswith((os.sep, "/")) else p
 
 
 def read_checkpoint(path: Path) -> dict[str, Any] | None:
-    """The checkpoint at ``path``, format-checked; ``None`` (logged) when there is none yet.
-
-    Raises:
-        ValueError: for a corrupted, truncated, unsafe or foreign file.
-    """
+    """The checkpoint at ``path``, format-checked (``ValueError``); ``None`` (logged) when there is none."""
     if not path.exists():
         logger.info("T-TAME: no checkpoint at %s yet; starting from scratch.", path)
         return None
     return check_payload(
         safe_torch_load(path, map_location="cpu"), path, fmt=FORMAT, version=FORMAT_VERSION,
-        what="a T-TAME training checkpoint",
+        what="a T-TAME training checkpoint", required=_REQUIRED,
         foreign_hint="(Training checkpoints are written by fit(checkpoint_path=...); a head "
         "saved with TTAME.save is loaded with TTAME.load.) Pass another checkpoint_path to start "
-        "a new run.",
-        required=_REQUIRED,
-    )
+        "a new run.")
 
 
 class Checkpointing(LoopPiece):
@@ -93,13 +72,10 @@ class Checkpointing(LoopPiece):
         config: the explainer's configuration (a resumed run must have the same head).
         settings: the run's settings (a resumed run must use the same ones, or the schedule
             and data order would differ).
-        ctx: the distributed context.
     """
 
-    def __init__(
-        self, path: Path, every: int | None, pieces: Sequence[Any], config: dict[str, Any],
-        settings: Mapping[str, Any], ctx: dist_.DistributedContext | None = None,
-    ) -> None:
+    def __init__(self, path: Path, every: int | None, pieces: Sequence[Any], config: dict[str, Any],
+                 settings: Mapping[str, Any], ctx: dist_.DistributedContext | None = None) -> None:
         self.path, self.every, self.pieces = path, every, list(pieces)
         self.config, self.settings, self.ctx = config, dict(settings), ctx
 
@@ -111,7 +87,7 @@ class Checkpointing(LoopPiece):
     def on_epoch_end(self, loop: Any, record: dict[str, Any]) -> None:
         self.save()
 
-    def save(self) -> Path:
+    def save(self) -> None:
         """Write the checkpoint atomically (the previous one stays intact if this one fails).
 
         Raises:
@@ -132,42 +108,29 @@ class Checkpointing(LoopPiece):
                 f"T-TAME training diverged: non-finite values in {where} at step "
                 f"{payload.get('step')}. The checkpoint {str(self.path)!r} was not "
                 "overwritten and keeps the last good state; lower lr or turn off amp and resume "
-                "from it."
-            )
+                "from it.")
         if dist_.is_main_process(self.ctx):
             atomic_torch_save(payload, self.path)
-            logger.debug("T-TAME: checkpoint at step %s (epoch %d, batch %d) -> %s",
-                         payload.get("step"), payload.get("epoch", 0) + 1, payload.get("batch", 0),
-                         self.path)
-        return self.path
+            logger.debug("T-TAME: checkpoint at step %s (epoch %d, batch %d) -> %s", payload.get("step"),
+                         payload.get("epoch", 0) + 1, payload.get("batch", 0), self.path)
 
-    def check_resumable(self, payload: Mapping[str, Any]) -> None:
-        """Refuse a checkpoint written by a run with other settings or for another head.
+    def restore(self, payload: Mapping[str, Any]) -> None:
+        """Load a checked checkpoint into every piece.
 
         Raises:
-            ValueError: naming every difference.
+            ValueError: naming every difference, if it was written by a run with other settings
+                or for another head; if its states do not fit this run's head or optimiser.
         """
-        saved, now = payload["settings"], self.settings
+        saved, now, config = payload["settings"], self.settings, payload["config"]
         diffs = [f"{k}: checkpoint {saved.get(k)!r}, now {now.get(k)!r}"
                  for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
-        config = payload["config"]
         diffs += [f"{key}: checkpoint {config.get(key)!r}, now {self.config.get(key)!r}"
                   for key in _SAME_HEAD if config.get(key) != self.config.get(key)]
         if diffs:
             raise ValueError(
                 f"resume: the checkpoint {str(self.path)!r} was written by a run with other "
                 "settings, so it cannot be continued exactly: " + "; ".join(diffs) + ". Pass the "
-                "same settings as the interrupted run, or a new checkpoint_path to start over."
-            )
-
-    def restore(self, payload: Mapping[str, Any]) -> None:
-        """Load a checked checkpoint into every piece.
-
-        Raises:
-            ValueError: if it was written by another run (see :meth:`check_resumable`), or its
-                states do not fit this run's head or optimiser.
-        """
-        self.check_resumable(payload)
+                "same settings as the interrupted run, or a new checkpoint_path to start over.")
         state = dict(payload)
         for piece in self.pieces:
             try:

@@ -1,15 +1,14 @@
 """The batches of each epoch, and how a resumed run sees exactly the same ones again.
 
-The order of a shuffled ``DataLoader`` is drawn when its iterator is created (from the loader's
-or sampler's ``generator``, or from the global torch RNG when there is none), and augmentations
-draw from the global RNGs (main process) or from worker seeds that are also drawn at that
-moment. So :class:`DataOrder` records every RNG state (torch CPU and CUDA, Python ``random``,
-NumPy, the loader's and the sampler's generators) at the start of each epoch, before the
-iterator is created, and a checkpoint keeps it. Resuming in the middle of an epoch restores
-those states, creates the iterator (the permutation, worker seeds and generators come out
-identical), fetches and discards the batches already trained on, then restores the RNG states
-saved with the checkpoint before the first new batch. The skipped batches are loaded again (the
-cost of one data-loading pass over them, no model forward). Nothing of the user's loader is
+A shuffled ``DataLoader`` draws its order when its iterator is created (from the loader's or
+sampler's ``generator``, else from the global torch RNG), and augmentations draw from the global
+RNGs (main process) or from worker seeds drawn at that moment. So :class:`DataOrder` records every
+RNG state (torch CPU and CUDA, Python ``random``, NumPy, the loader's and the sampler's
+generators) at the start of each epoch, before the iterator is created, and a checkpoint keeps
+it. Resuming in the middle of an epoch restores those states, creates the iterator (the
+permutation, worker seeds and generators come out identical), fetches and discards the batches
+already trained on (one data-loading pass over them, no model forward), then restores the RNG
+states saved with the checkpoint before the first new batch. Nothing of the user's loader is
 modified.
 
 The replay is exact for loaders whose randomness comes from those generators (every torch
@@ -41,10 +40,7 @@ _IMAGE_KEYS = ("image", "images", "img", "pixel_values", "input", "inputs", "x")
 
 
 def batch_images(batch: Any, image_key: str | None = None) -> Tensor:
-    """The image tensor of a batch: a tensor, the first item of a tuple/list, or a dict entry.
-
-    Dataset labels are ignored: T-TAME learns from the model's own predictions.
-    """
+    """The image tensor of a batch: a tensor, the first item of a tuple/list, or a dict entry."""
     if isinstance(batch, Tensor):
         return batch
     if isinstance(batch, Mapping):
@@ -52,16 +48,12 @@ def batch_images(batch: Any, image_key: str | None = None) -> Tensor:
         for key in keys:
             if key in batch and isinstance(batch[key], Tensor):
                 return batch[key]
-        raise ValueError(
-            f"loader: a dict batch has no image tensor under {list(keys)} (keys: "
-            f"{list(batch)}). Pass image_key='...' naming the image entry."
-        )
+        raise ValueError(f"loader: a dict batch has no image tensor under {list(keys)} (keys: "
+                         f"{list(batch)}). Pass image_key='...' naming the image entry.")
     if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], Tensor):
         return batch[0]
-    raise TypeError(
-        "loader: expected batches that are image tensors, (images, labels) tuples or dicts with "
-        f"an image entry, got {type(batch).__name__}."
-    )
+    raise TypeError("loader: expected batches that are image tensors, (images, labels) tuples or dicts with "
+                    f"an image entry, got {type(batch).__name__}.")
 
 
 def loader_len(loader: Any) -> int | None:
@@ -75,11 +67,8 @@ def loader_len(loader: Any) -> int | None:
 def _loader_generators(loader: Any) -> dict[str, torch.Generator]:
     """The explicit generators a loader draws its order and worker seeds from."""
     found: dict[str, torch.Generator] = {}
-    candidates = (
-        ("loader", loader),
-        ("sampler", getattr(loader, "sampler", None)),
-        ("batch_sampler", getattr(getattr(loader, "batch_sampler", None), "sampler", None)),
-    )
+    candidates = (("loader", loader), ("sampler", getattr(loader, "sampler", None)),
+                  ("batch_sampler", getattr(getattr(loader, "batch_sampler", None), "sampler", None)))
     for name, owner in candidates:
         generator = getattr(owner, "generator", None)
         if isinstance(generator, torch.Generator) and all(generator is not g for g in found.values()):
@@ -88,26 +77,17 @@ def _loader_generators(loader: Any) -> dict[str, torch.Generator]:
 
 
 def capture_rng(loader: Any = None) -> dict[str, Any]:
-    """Every RNG state that decides the data order and augmentations, as plain values/tensors.
-
-    Args:
-        loader: the training loader; its ``generator`` and its sampler's ``generator`` are
-            captured when they are ``torch.Generator`` objects.
-
-    Returns:
-        A dict that :func:`torch.load` with ``weights_only=True`` can read back.
-    """
+    """Every RNG state that decides the data order and augmentations (``loader``'s generators
+    included), as values that :func:`torch.load` with ``weights_only=True`` reads back."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
     return {
         "torch": torch.get_rng_state(),
         "python": random.getstate(),
-        "numpy": [kind, torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos),
-                  int(has_gauss), float(gauss)],
+        "numpy": [kind, torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos), int(has_gauss),
+                  float(gauss)],
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
-        "generators": {
-            name: g.get_state() for name, g in _loader_generators(loader).items()
-            if g.device.type == "cpu"
-        },
+        "generators": {name: g.get_state() for name, g in _loader_generators(loader).items()
+                       if g.device.type == "cpu"},
     }
 
 
@@ -122,11 +102,9 @@ def restore_rng(state: Mapping[str, Any], loader: Any = None) -> None:
     if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
     elif cuda:
-        logger.warning(
-            "T-TAME resume: the checkpoint holds %d CUDA RNG states but %d GPUs are visible; "
-            "CUDA random numbers will not replay exactly.", len(cuda),
-            torch.cuda.device_count() if torch.cuda.is_available() else 0,
-        )
+        logger.warning("T-TAME resume: the checkpoint holds %d CUDA RNG states but %d GPUs are visible; "
+                       "CUDA random numbers will not replay exactly.", len(cuda),
+                       torch.cuda.device_count() if torch.cuda.is_available() else 0)
     generators = _loader_generators(loader)
     for name, saved in state.get("generators", {}).items():
         if name in generators:
@@ -146,14 +124,9 @@ class DataOrder(LoopPiece):
         record: keep the epoch's RNG states (only needed when checkpointing).
     """
 
-    def __init__(
-        self, loader: Any, batches_per_epoch: int, ctx: dist_.DistributedContext | None,
-        record: bool,
-    ) -> None:
-        self.loader = loader
-        self.batches_per_epoch = batches_per_epoch
-        self.ctx = ctx
-        self.record = record
+    def __init__(self, loader: Any, batches_per_epoch: int, ctx: dist_.DistributedContext | None,
+                 record: bool) -> None:
+        self.loader, self.batches_per_epoch, self.ctx, self.record = loader, batches_per_epoch, ctx, record
         self.epoch_rng: dict[str, Any] | None = None
         self._resume: dict[str, Any] | None = None
 

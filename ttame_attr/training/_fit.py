@@ -1,4 +1,4 @@
-"""``fit``: check the settings, assemble the training run from its pieces, run the epoch loop."""
+"""``fit``: check the settings, agree the set-up across ranks, assemble the pieces, run the loop."""
 
 from __future__ import annotations
 
@@ -31,39 +31,28 @@ __all__ = ["fit"]
 logger = logging.getLogger(__name__)
 
 
-def _check_settings(
-    epochs: Any, lr: Any, max_skipped_steps: Any, checkpoint_every: Any, resume: bool,
-    checkpoint_path: Any,
-) -> None:
+def _check_count(name: str, value: Any, minimum: int, expected: str) -> None:
+    """Raise unless ``value`` is ``None`` or an int (not a bool) of at least ``minimum``."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
+        raise ValueError(f"{name}: expected {expected} or None, got {value!r}.")
+
+
+def _check_settings(epochs: Any, lr: Any, max_skipped_steps: Any, checkpoint_every: Any, resume: bool,
+                    checkpoint_path: Any) -> None:
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs: expected a positive int, got {epochs!r}.")
     if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
         raise ValueError(f"lr: expected a positive learning rate, got {lr!r}.")
-    if max_skipped_steps is not None and (
-        isinstance(max_skipped_steps, bool) or not isinstance(max_skipped_steps, int)
-        or max_skipped_steps < 0
-    ):
-        raise ValueError(
-            f"max_skipped_steps: expected a non-negative int or None, got {max_skipped_steps!r}."
-        )
+    _check_count("max_skipped_steps", max_skipped_steps, 0, "a non-negative int")
     if (resume or checkpoint_every is not None) and checkpoint_path is None:
-        raise ValueError(
-            "checkpoint_path: resume=True and checkpoint_every=... need a checkpoint_path (a file "
-            "or a directory) to write the checkpoints to and resume from."
-        )
-    if checkpoint_every is not None and (
-        isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int)
-        or checkpoint_every < 1
-    ):
-        raise ValueError(
-            f"checkpoint_every: expected a positive number of steps or None, got "
-            f"{checkpoint_every!r}."
-        )
+        raise ValueError("checkpoint_path: resume=True and checkpoint_every=... need a checkpoint_path (a "
+                         "file or a directory) to write the checkpoints to and resume from.")
+    _check_count("checkpoint_every", checkpoint_every, 1, "a positive number of steps")
 
 
 @dataclass
 class _Setup:
-    """What the ranks agreed on before training: loaders, batches per epoch, the checkpoint."""
+    """What the ranks agreed on before training."""
 
     loader: Any
     val_loader: Any
@@ -72,29 +61,21 @@ class _Setup:
     checkpoint: dict[str, Any] | None
 
 
-def _local_batches(loader: Any, steps_per_epoch: int | None, ctx: Any) -> int | None:
-    n = loader_len(loader) if steps_per_epoch is None else steps_per_epoch
-    length = loader_len(loader)
-    if ctx is not None and n is not None and length is not None and length < n:
-        logger.warning("loader: steps_per_epoch=%d but rank %d has only %d batches; it runs at "
-                       "most %d", n, ctx.rank, length, length)
-        n = length
-    return n
-
-
-def _agreed_setup(
-    loader: Any, val_loader: Any, steps_per_epoch: int | None, checkpoint_file: Any,
-    resume: bool, ctx: dist_.DistributedContext | None, seed: int,
-) -> _Setup:
+def _agreed_setup(loader: Any, val_loader: Any, steps_per_epoch: int | None, checkpoint_file: Any,
+                  resume: bool, ctx: dist_.DistributedContext | None, seed: int) -> _Setup:
     """Shard the loaders, count their batches and read the checkpoint; agree across ranks."""
     error, batches, val_batches, checkpoint = None, None, None, None
     try:
         if ctx is not None:
             loader = dist_.shard_loader(loader, ctx, seed=seed, name="loader")
             if val_loader is not None:
-                val_loader = dist_.shard_loader(val_loader, ctx, seed=seed, name="val_loader",
-                                                shuffle=False)
-        batches = _local_batches(loader, steps_per_epoch, ctx)
+                val_loader = dist_.shard_loader(val_loader, ctx, seed=seed, name="val_loader", shuffle=False)
+        length = loader_len(loader)
+        batches = length if steps_per_epoch is None else steps_per_epoch
+        if ctx is not None and batches is not None and length is not None and length < batches:
+            logger.warning("loader: steps_per_epoch=%d but rank %d has only %d batches; it runs at most %d",
+                           batches, ctx.rank, length, length)
+            batches = length
         val_batches = loader_len(val_loader) if val_loader is not None else None
         checkpoint = read_checkpoint(checkpoint_file) if resume else None
     except (TypeError, ValueError) as err:
@@ -102,86 +83,58 @@ def _agreed_setup(
     step = -1 if checkpoint is None else int(checkpoint["step"])
     agreed = dist_.agree(ctx, error, batches=batches, val_batches=val_batches, step=step)
     if agreed["batches"] is None:
-        raise ValueError(
-            "steps_per_epoch: the loader has no len(); pass steps_per_epoch=... so the OneCycleLR "
-            "schedule can be laid out."
-        )
+        raise ValueError("steps_per_epoch: the loader has no len(); pass steps_per_epoch=... so the "
+                         "OneCycleLR schedule can be laid out.")
     low, high = agreed["batches"]
     if low != high and dist_.is_main_process(ctx):
-        logger.warning(
-            "loader: the ranks have between %d and %d batches per epoch; every rank runs %d so "
-            "that none waits for the others (the extra batches are skipped). Shard with a "
-            "DistributedSampler to give every rank the same number.", low, high, low,
-        )
+        logger.warning("loader: the ranks have between %d and %d batches per epoch; every rank runs %d so "
+                       "that none waits for the others (the extra batches are skipped). Shard with a "
+                       "DistributedSampler to give every rank the same number.", low, high, low)
     if low == 0:
-        raise ValueError(
-            "loader: it yields no batches (len 0). Check the dataset path and the batch size "
-            "(with drop_last=True a dataset smaller than one batch is empty)."
-        )
+        raise ValueError("loader: it yields no batches (len 0). Check the dataset path and the batch size "
+                         "(with drop_last=True a dataset smaller than one batch is empty).")
     steps = agreed["step"]
     if steps is not None and steps[0] != steps[1]:
-        raise ValueError(
-            f"checkpoint_path: the ranks disagree (values from {steps[0]} to {steps[1]}, this rank "
-            f"{step}). Every rank must resume from the same checkpoint: put checkpoint_path on a "
-            "file system that all machines see."
-        )
+        raise ValueError(f"checkpoint_path: the ranks disagree (values from {steps[0]} to {steps[1]}, this "
+                         f"rank {step}). Every rank must resume from the same checkpoint: put "
+                         "checkpoint_path on a file system that all machines see.")
     if ctx is not None and val_loader is not None and agreed["val_batches"] is None and ctx.is_main:
-        logger.warning("val_loader: it has no len(), so the ranks cannot agree on its number of "
-                       "batches; it must yield the same number on every rank or the validation "
-                       "pass hangs.")
+        logger.warning("val_loader: it has no len(), so the ranks cannot agree on its number of batches; it "
+                       "must yield the same number on every rank or the validation pass hangs.")
     val = agreed["val_batches"]
     return _Setup(loader, val_loader, low, None if val is None else val[0], checkpoint)
 
 
 def _to_device(explainer: TTAME, image_key: str | None, batch: Any) -> Tensor:
     x, _ = explainer._check_inputs(batch_images(batch, image_key))
-    return x.to(device=explainer.device, dtype=explainer.head.fusion.weight.dtype,
-                non_blocking=True)
+    return x.to(device=explainer.device, dtype=explainer.head.fusion.weight.dtype, non_blocking=True)
 
 
 def fit(
-    explainer: TTAME,
-    loader: Iterable[Any],
-    epochs: int = 8,
-    *,
-    val_loader: Iterable[Any] | None = None,
-    lr: float = 1e-3,
-    momentum: float = 0.9,
-    weight_decay: float = 5e-4,
-    nesterov: bool = True,
-    steps_per_epoch: int | None = None,
-    amp: bool | None = None,
-    progress: bool = True,
-    image_key: str | None = None,
-    checkpoint_path: str | os.PathLike[str] | None = None,
-    checkpoint_every: int | None = None,
-    resume: bool = False,
-    max_skipped_steps: int | None = 100,
-    distributed: bool | None = None,
-    seed: int = 0,
+    explainer: TTAME, loader: Iterable[Any], epochs: int = 8, *, val_loader: Iterable[Any] | None = None,
+    lr: float = 1e-3, momentum: float = 0.9, weight_decay: float = 5e-4, nesterov: bool = True,
+    steps_per_epoch: int | None = None, amp: bool | None = None, progress: bool = True,
+    image_key: str | None = None, checkpoint_path: str | os.PathLike[str] | None = None,
+    checkpoint_every: int | None = None, resume: bool = False, max_skipped_steps: int | None = 100,
+    distributed: bool | None = None, seed: int = 0,
 ) -> TrainingHistory:
-    """Train ``explainer``'s attention head on unlabelled images (the paper's recipe).
+    """Train ``explainer``'s attention head on unlabelled images with the paper's recipe.
 
-    For each batch: the frozen model predicts labels ``y`` on the clean images; the head makes
-    the ``(B, B, h, w)`` maps of the batch's labels for every image; each image is multiplied by
-    its own label's map (in ``explainer.mask_space``) and classified again; the loss
-    (:class:`~ttame_attr.TTAMELoss`) is back-propagated to the head only. SGD with Nesterov
-    momentum 0.9, weight decay 5e-4 on weights (none on biases), OneCycleLR to ``lr``
-    (:class:`~ttame_attr.TrainStep`).
+    Every batch is one :class:`~ttame_attr.TrainStep`; ``fit`` adds the epochs, validation,
+    checkpoints with exact resumption, a guard against non-finite steps and data-parallel training.
 
     Args:
         explainer: the :class:`~ttame_attr.TTAME` whose head is trained.
         loader: yields image tensors, ``(images, labels)`` tuples or dicts with an image entry
             (labels are ignored). Images as the model takes them (normalised).
         epochs: passes over ``loader`` (8 in the paper).
-        val_loader: optional; its loss terms are reported after each epoch.
+        val_loader: its loss terms are reported after each epoch.
         lr: OneCycleLR's maximum learning rate (1e-3 in the paper).
-        momentum: SGD momentum.
-        weight_decay: on weights only.
-        nesterov: Nesterov momentum.
+        momentum, weight_decay, nesterov: SGD's settings (paper: 0.9, 5e-4 on weights only,
+            Nesterov).
         steps_per_epoch: needed when ``loader`` has no ``len``.
-        amp: mixed precision: ``None`` = on CUDA only (bfloat16, else float16 with a gradient
-            scaler), ``True``/``False`` to force.
+        amp: mixed precision: ``None`` = on CUDA only, ``True``/``False`` to force. On CUDA in
+            bfloat16 where supported, else float16 with a gradient scaler; on the CPU in bfloat16.
         progress: show a tqdm progress bar.
         image_key: the image entry of dict batches (default: ``image``, ``pixel_values``, ...).
         checkpoint_path: file (or directory, then ``ttame_training.pt`` inside it) for the
@@ -200,14 +153,12 @@ def fit(
             (:attr:`EpochStats.skipped_steps`); once more than this many were skipped in the
             whole run, training stops with :class:`TrainingDivergedError`. ``None``: never stop.
             float16 overflows handled by the gradient scaler are not counted.
-        distributed: data-parallel training over ``torch.distributed`` (see the distributed
-            docs page). ``None`` (default): when a process group of several processes is
-            initialised, or torchrun's environment is present (then the group is initialised),
-            train data-parallel: the head alone is wrapped in DistributedDataParallel, the
-            loaders are sharded with a ``DistributedSampler`` unless they already shard, logged
-            terms are averaged over ranks, and only rank 0 logs and shows progress. Each step
-            equals one single-process step on the global batch (all ranks' images).
-            ``True``: the same, but an error when there is no group. ``False``: never.
+        distributed: data-parallel training (:doc:`/distributed`,
+            :mod:`ttame_attr.training.distributed`). ``None``: when a process group of several
+            processes is initialised, or torchrun's environment is present (the group is then
+            initialised). ``True``: the same, but an error when there is no group. ``False``:
+            never. Under DDP the logged terms are averaged over ranks and only rank 0 logs and
+            shows progress.
         seed: the seed of the ``DistributedSampler`` fit builds when it shards a shuffling
             loader (the same on every rank).
 
@@ -218,15 +169,22 @@ def fit(
         ValueError: for an empty loader, bad settings, or a checkpoint that cannot be resumed
             (corrupted, foreign, or from a run with other settings).
         TypeError: for batches that hold no image tensor.
-        TrainingDivergedError: after more than ``max_skipped_steps`` non-finite steps, or when
-            the head's weights became non-finite.
+        TrainingDivergedError: when training diverged beyond recovery.
+
+    Example:
+        >>> import torch, torchvision
+        >>> from ttame_attr import TTAME, fit
+        >>> explainer = TTAME(torchvision.models.resnet18(num_classes=4), input_size=(3, 32, 32))
+        >>> loader = torch.utils.data.DataLoader(torch.rand(4, 3, 32, 32), batch_size=2)
+        >>> history = fit(explainer, loader, epochs=2, progress=False)
+        >>> [stats.steps for stats in history]
+        [2, 4]
     """
     _check_settings(epochs, lr, max_skipped_steps, checkpoint_every, resume, checkpoint_path)
     path = resolve_checkpoint_path(checkpoint_path) if checkpoint_path is not None else None
     ctx = dist_.resolve_distributed(distributed, explainer.device)
     setup = _agreed_setup(loader, val_loader, steps_per_epoch, path, resume, ctx, seed)
     prepare = partial(_to_device, explainer, image_key)
-    main = dist_.is_main_process(ctx)
     with eval_mode(explainer.model), dist_.data_parallel_head(explainer.head, ctx) as head:
         step = TrainStep(explainer, epochs * setup.batches, lr=lr, momentum=momentum,
                          weight_decay=weight_decay, nesterov=nesterov, amp=amp, head=head, ctx=ctx)
@@ -236,14 +194,14 @@ def fit(
         validation = [] if setup.val_loader is None else [
             Validation(step, setup.val_loader, prepare, ctx, setup.val_batches)]
         # The order in which the pieces hear every event (see _loop.py).
-        pieces = [ProgressBar(progress and main), means, guard, *validation, history, data]
+        pieces = [ProgressBar(progress and dist_.is_main_process(ctx)), means, guard, *validation, history,
+                  data]
         if path is not None:
             settings = {"epochs": epochs, "steps_per_epoch": setup.batches, "lr": float(lr),
                         "momentum": float(momentum), "weight_decay": float(weight_decay),
                         "nesterov": bool(nesterov), "amp_dtype": str(step.precision.dtype)}
-            checkpointing = Checkpointing(path, checkpoint_every,
-                                          [step, position, means, guard, history, data],
-                                          explainer.config(), settings, ctx)
+            stateful = [step, position, means, guard, history, data]
+            checkpointing = Checkpointing(path, checkpoint_every, stateful, explainer.config(), settings, ctx)
             if setup.checkpoint is not None:
                 checkpointing.restore(setup.checkpoint)
             pieces.append(checkpointing)

@@ -8,6 +8,7 @@ from typing import Any
 
 from torch import Tensor
 
+from ttame_attr._core.loss import LossTerms
 from ttame_attr.training import distributed as dist_
 from ttame_attr.training._loop import LoopPiece
 
@@ -78,19 +79,26 @@ class RunningMeans:
             self.sums[key] = self.sums.get(key, 0.0) + v * n
         self.count += n
 
+    def add_terms(self, n: int, terms: LossTerms, fidelity: Tensor) -> None:
+        """Add the :data:`TERMS` of a batch of ``n`` images."""
+        self.add(n, loss=terms.total, ce=terms.ce, area=terms.area, variation=terms.variation,
+                 fidelity=fidelity)
+
     def mean(self, key: str) -> float:
         return self.sums.get(key, 0.0) / max(self.count, 1)
 
-    def means(self, keys: tuple[str, ...] = TERMS) -> dict[str, float]:
-        return {key: self.mean(key) for key in keys}
+    def means(self, ctx: dist_.DistributedContext | None = None) -> dict[str, float]:
+        """The means of the :data:`TERMS`; under DDP (a collective) over all ranks."""
+        sums, count = dist_.reduce_sums(self.sums, self.count, ctx)
+        return {key: sums.get(key, 0.0) / max(count, 1) for key in TERMS}
 
 
 class EpochMeans(LoopPiece):
     """The mean loss terms of the epoch in progress; under DDP, of the global batches.
 
-    State: the running sums of the epoch in progress (``meter_sums``, ``meter_count``). Under
-    DDP the saved sums are those of all ranks (:meth:`state_dict` is a collective) and only
-    rank 0 loads them back, so that the epoch-end reduction counts them once.
+    State: the running sums (``meter_sums``, ``meter_count``). Under DDP the saved sums are
+    those of all ranks (:meth:`state_dict` is a collective) and only rank 0 loads them back, so
+    that the epoch-end reduction counts them once.
     """
 
     def __init__(self, ctx: dist_.DistributedContext | None = None) -> None:
@@ -99,14 +107,10 @@ class EpochMeans(LoopPiece):
 
     def on_batch_end(self, loop: Any, result: Any) -> None:
         if result.stepped:
-            terms = result.terms
-            self.meter.add(result.batch_size, loss=terms.total, ce=terms.ce, area=terms.area,
-                           variation=terms.variation, fidelity=result.fidelity)
+            self.meter.add_terms(result.batch_size, result.terms, result.fidelity)
 
     def on_epoch_end(self, loop: Any, record: dict[str, Any]) -> None:
-        meter = self.meter
-        meter.sums, meter.count = dist_.reduce_sums(meter.sums, meter.count, self.ctx)
-        record.update(meter.means())
+        record.update(self.meter.means(self.ctx))
         self.meter = RunningMeans()
 
     def state_dict(self) -> dict[str, Any]:
@@ -127,8 +131,7 @@ class History(LoopPiece):
     """
 
     def __init__(self, epochs: int, ctx: dist_.DistributedContext | None = None) -> None:
-        self.epochs = epochs
-        self.ctx = ctx
+        self.epochs, self.ctx = epochs, ctx
         self.history = TrainingHistory()
 
     def on_epoch_end(self, loop: Any, record: dict[str, Any]) -> None:
@@ -136,11 +139,9 @@ class History(LoopPiece):
         stats = EpochStats(**{k: v for k, v in record.items() if k in known})
         self.history.epochs.append(stats)
         if dist_.is_main_process(self.ctx):
-            logger.info(
-                "T-TAME epoch %d/%d: loss %.4f (ce %.4f, area %.4f, var %.4f), fidelity %.3f",
-                stats.epoch, self.epochs, stats.loss, stats.ce, stats.area, stats.variation,
-                stats.fidelity,
-            )
+            logger.info("T-TAME epoch %d/%d: loss %.4f (ce %.4f, area %.4f, var %.4f), fidelity %.3f",
+                        stats.epoch, self.epochs, stats.loss, stats.ce, stats.area, stats.variation,
+                        stats.fidelity)
 
     def state_dict(self) -> dict[str, Any]:
         return {"history": self.history.as_dicts()}

@@ -1,15 +1,5 @@
 """The epoch loop: it iterates and announces events; the pieces listening do everything else.
 
-A :class:`LoopPiece` reacts to four events, in the order the pieces were given:
-
-- ``on_epoch_start(loop, epoch)`` before the epoch's batches are drawn;
-- ``on_batch_end(loop, result)`` after each step, with its :class:`~ttame_attr.StepResult`
-  (``loop.position.batch`` already counts the batch);
-- ``on_epoch_end(loop, record)`` after the last batch, with the epoch's record: a dict that
-  starts with ``epoch`` (1-based), ``lr`` and ``steps`` and that the pieces fill in turn
-  (``loop.position`` already points at the start of the next epoch);
-- ``on_fit_end(loop)`` when the loop ends, also on error.
-
 Each piece keeps its own state behind ``state_dict()`` / ``load_state_dict()``; a training
 checkpoint is the union of those dicts (each piece owns distinct keys) and resuming is loading
 it back into the same pieces.
@@ -25,16 +15,23 @@ __all__ = ["BatchSource", "EpochLoop", "LoopPiece", "LoopPosition"]
 
 
 class LoopPiece:
-    """Base of the loop's listeners: every event does nothing and the state is empty."""
+    """Base of the loop's listeners: every event does nothing and the state is empty.
+
+    The pieces hear each event in the order the loop was given them.
+    """
 
     def on_epoch_start(self, loop: EpochLoop, epoch: int) -> None:
         """The epoch ``epoch`` (0-based) is about to draw its batches."""
 
     def on_batch_end(self, loop: EpochLoop, result: Any) -> None:
-        """A step was taken (or skipped); ``result`` says which."""
+        """A step was taken or skipped (``result.stepped``); ``loop.position`` counts the batch."""
 
     def on_epoch_end(self, loop: EpochLoop, record: dict[str, Any]) -> None:
-        """The epoch is over; add to ``record`` what this piece reports."""
+        """The epoch is over; add to ``record`` what this piece reports.
+
+        ``record`` starts with ``epoch`` (1-based), ``lr`` and ``steps``; ``loop.position``
+        already points at the start of the next epoch.
+        """
 
     def on_fit_end(self, loop: EpochLoop) -> None:
         """The loop is over, normally or by an exception."""
@@ -49,8 +46,7 @@ class LoopPiece:
 
 @dataclass
 class LoopPosition(LoopPiece):
-    """Where the loop stands: epochs finished, and batches of the current epoch consumed
-    (trained on or skipped). State: ``epoch``, ``batch``."""
+    """Epochs finished, and batches of the current epoch consumed (trained on or skipped)."""
 
     epoch: int = 0
     batch: int = 0
@@ -83,11 +79,10 @@ class EpochLoop:
     """Runs ``epochs`` epochs of ``step`` over ``source``, announcing events to ``pieces``.
 
     Args:
-        step: called on every batch; returns a result with ``stepped`` (see
-            :class:`~ttame_attr.StepResult`).
+        step: called on every batch; returns a result with ``stepped``.
         source: gives each epoch's batches.
         epochs: the number of epochs of the run.
-        batches_per_epoch: batches in a full epoch (checkpoint pieces need it).
+        batches_per_epoch: batches in a full epoch.
         pieces: the listeners, in the order they hear every event.
         position: where to start (a resumed run's position); the loop moves it along.
         prepare: applied to each batch before the step (e.g. images to the device).
@@ -96,20 +91,10 @@ class EpochLoop:
         ValueError: if an epoch yields no batch at all.
     """
 
-    def __init__(
-        self,
-        step: Step,
-        source: BatchSource,
-        epochs: int,
-        batches_per_epoch: int,
-        pieces: Sequence[LoopPiece],
-        position: LoopPosition | None = None,
-        prepare: Callable[[Any], Any] = lambda batch: batch,
-    ) -> None:
-        self.step = step
-        self.source = source
-        self.epochs = epochs
-        self.batches_per_epoch = batches_per_epoch
+    def __init__(self, step: Step, source: BatchSource, epochs: int, batches_per_epoch: int,
+                 pieces: Sequence[LoopPiece], position: LoopPosition | None = None,
+                 prepare: Callable[[Any], Any] = lambda batch: batch) -> None:
+        self.step, self.source, self.epochs, self.batches_per_epoch = step, source, epochs, batches_per_epoch
         self.pieces = list(pieces)
         self.position = position if position is not None else LoopPosition()
         self.prepare = prepare

@@ -13,8 +13,7 @@ __all__ = ["ProgressBar", "ttame_postfix"]
 
 def ttame_postfix(result: Any) -> dict[str, str]:
     """The loss and fidelity of a T-TAME :class:`~ttame_attr.StepResult`, for the bar."""
-    return {"loss": f"{float(result.terms.total.detach()):.3f}",
-            "fid": f"{float(result.fidelity):.2f}"}
+    return {"loss": f"{float(result.terms.total.detach()):.3f}", "fid": f"{float(result.fidelity):.2f}"}
 
 
 class ProgressBar(LoopPiece):
@@ -26,20 +25,15 @@ class ProgressBar(LoopPiece):
         postfix: ``result -> {name: text}`` shown beside the bar (``None``: nothing).
     """
 
-    def __init__(
-        self, enabled: bool, desc: str = "T-TAME epoch {epoch}/{epochs}",
-        postfix: Callable[[Any], dict[str, str]] | None = ttame_postfix,
-    ) -> None:
-        self.enabled = enabled
-        self.desc = desc
-        self.postfix = postfix
+    def __init__(self, enabled: bool, desc: str = "T-TAME epoch {epoch}/{epochs}",
+                 postfix: Callable[[Any], dict[str, str]] | None = ttame_postfix) -> None:
+        self.enabled, self.desc, self.postfix = enabled, desc, postfix
         self.bar: Any = None
 
     def on_epoch_start(self, loop: Any, epoch: int) -> None:
-        self.bar = progress_bar(
-            enabled=self.enabled, total=loop.batches_per_epoch, initial=loop.position.batch,
-            desc=self.desc.format(epoch=epoch + 1, epochs=loop.epochs),
-        )
+        self.bar = progress_bar(enabled=self.enabled, total=loop.batches_per_epoch,
+                                initial=loop.position.batch,
+                                desc=self.desc.format(epoch=epoch + 1, epochs=loop.epochs))
 
     def on_batch_end(self, loop: Any, result: Any) -> None:
         self.bar.update(1)

@@ -21,16 +21,25 @@ __all__ = ["MixedPrecision", "StepResult", "TrainStep", "param_groups"]
 
 
 def param_groups(head: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Weight decay on weights, none on biases (as the paper's recipe)."""
+    """The optimiser's parameter groups: weight decay on weights, none on biases (the paper's recipe).
+
+    Args:
+        head: the module whose trainable parameters are grouped.
+        weight_decay: the decay of the weights.
+
+    Returns:
+        Two groups: the weights with ``weight_decay``, then the biases with 0.
+
+    Example:
+        >>> groups = param_groups(torch.nn.Linear(3, 2), weight_decay=5e-4)
+        >>> [(len(g["params"]), g["weight_decay"]) for g in groups]
+        [(1, 0.0005), (1, 0.0)]
+    """
     decay, no_decay = [], []
     for name, param in head.named_parameters():
-        if not param.requires_grad:
-            continue
-        (no_decay if name.endswith("bias") else decay).append(param)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
+        if param.requires_grad:
+            (no_decay if name.endswith("bias") else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 @dataclass(frozen=True)
@@ -58,14 +67,13 @@ class MixedPrecision:
 
     Args:
         device: the head's device.
-        amp: ``None``: on CUDA only; ``True`` / ``False`` to force. On CUDA it runs in bfloat16
-            where supported, else float16 with a gradient scaler; on the CPU in bfloat16.
+        amp: as :func:`~ttame_attr.fit`'s.
     """
 
     def __init__(self, device: torch.device, amp: bool | None) -> None:
         self.device = device
-        use = device.type == "cuda" if amp is None else bool(amp)
         self.dtype: torch.dtype | None = None
+        use = device.type == "cuda" if amp is None else bool(amp)
         if use:
             half = device.type == "cuda" and not torch.cuda.is_bf16_supported()
             self.dtype = torch.float16 if half else torch.bfloat16
@@ -73,13 +81,10 @@ class MixedPrecision:
 
     def autocast(self) -> AbstractContextManager[Any]:
         """The autocast context of the forward passes (a no-op without mixed precision)."""
-        if self.dtype is None:
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=self.dtype)
+        return nullcontext() if self.dtype is None else torch.autocast(self.device.type, dtype=self.dtype)
 
-    def backward_and_step(
-        self, loss: Tensor, optimizer: torch.optim.Optimizer, params: list[Tensor]
-    ) -> str | None:
+    def backward_and_step(self, loss: Tensor, optimizer: torch.optim.Optimizer,
+                          params: list[Tensor]) -> str | None:
         """Back-propagate ``loss`` to ``params`` and step; ``None``, or why it did not step.
 
         Gradients that are not finite skip the step (``"gradient"``); with float16 the
@@ -106,17 +111,16 @@ class TrainStep:
 
     For a batch ``x``: the frozen model predicts labels ``y`` on the clean images; the head
     makes the ``(B, B, h, w)`` maps of the batch's labels for every image; each image is
-    multiplied by its own label's map and classified again; the loss is back-propagated to the
-    head only and SGD (Nesterov, weight decay on weights only) steps, with OneCycleLR to
-    ``lr``. A step whose loss or gradients are not finite is skipped: the head's weights, its
-    BatchNorm statistics and the optimiser are left as they were.
+    multiplied by its own label's map (in ``explainer.mask_space``) and classified again; the
+    loss (:class:`~ttame_attr.TTAMELoss`) is back-propagated to the head only and SGD (Nesterov,
+    weight decay on weights only) steps, with OneCycleLR to ``lr``. A step whose loss or
+    gradients are not finite is skipped: the head's weights, its BatchNorm statistics and the
+    optimiser are left as they were.
 
     Args:
         explainer: the :class:`~ttame_attr.TTAME` whose head is trained.
         total_steps: the length of the OneCycleLR schedule.
-        lr, momentum, weight_decay, nesterov: the optimiser's settings (paper: 1e-3, 0.9,
-            5e-4, True).
-        amp: mixed precision (see :class:`MixedPrecision`).
+        lr, momentum, weight_decay, nesterov, amp: as :func:`~ttame_attr.fit`'s.
         head: the module that computes the maps: the explainer's head (default) or its
             DistributedDataParallel wrapper.
         ctx: the distributed context (then each step is the step of the global batch).
@@ -130,30 +134,17 @@ class TrainStep:
         True
     """
 
-    def __init__(
-        self,
-        explainer: TTAME,
-        total_steps: int,
-        *,
-        lr: float = 1e-3,
-        momentum: float = 0.9,
-        weight_decay: float = 5e-4,
-        nesterov: bool = True,
-        amp: bool | None = None,
-        head: nn.Module | None = None,
-        ctx: dist_.DistributedContext | None = None,
-    ) -> None:
+    def __init__(self, explainer: TTAME, total_steps: int, *, lr: float = 1e-3, momentum: float = 0.9,
+                 weight_decay: float = 5e-4, nesterov: bool = True, amp: bool | None = None,
+                 head: nn.Module | None = None, ctx: dist_.DistributedContext | None = None) -> None:
         self.explainer = explainer
         self.head = head if head is not None else explainer.head
         self.ctx = ctx
         self.total_steps = max(total_steps, 1)
-        self.optimizer = torch.optim.SGD(
-            param_groups(explainer.head, weight_decay), lr=lr, momentum=momentum,
-            nesterov=nesterov,
-        )
-        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            self.optimizer, max_lr=lr, total_steps=self.total_steps
-        )
+        self.optimizer = torch.optim.SGD(param_groups(explainer.head, weight_decay), lr=lr, momentum=momentum,
+                                         nesterov=nesterov)
+        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(self.optimizer, max_lr=lr,
+                                                             total_steps=self.total_steps)
         self.precision = MixedPrecision(explainer.device, amp)
         self.step_count = 0
 
@@ -190,17 +181,19 @@ class TrainStep:
     def __call__(self, x: Tensor) -> StepResult:
         """One optimiser step on images ``x`` (``(B, C, H, W)`` on the head's device)."""
         self.head.train()
-        buffers = [b.detach().clone() for b in self.explainer.head.buffers()]
+        head = self.explainer.head
+        buffers = [b.detach().clone() for b in head.buffers()]
         terms, fidelity, weight = self._forward(x)
         self.optimizer.zero_grad(set_to_none=True)
         if not dist_.all_ranks_finite(terms.total, self.ctx):  # all ranks skip together
             reason: str | None = "loss"
         else:
-            params = [p for p in self.explainer.head.parameters() if p.requires_grad]
-            loss = terms.total * weight
-            reason = self.precision.backward_and_step(loss, self.optimizer, params)
-        if reason is not None:
-            _restore_buffers(self.explainer.head, buffers)
+            params = [p for p in head.parameters() if p.requires_grad]
+            reason = self.precision.backward_and_step(terms.total * weight, self.optimizer, params)
+        if reason is not None:  # undo what the forward pass did to BatchNorm running statistics
+            with torch.no_grad():
+                for buffer, value in zip(head.buffers(), buffers):
+                    buffer.copy_(value)
             return StepResult(terms, fidelity, x.shape[0], False, reason)
         if self.step_count < self.total_steps:
             self.scheduler.step()
@@ -209,14 +202,9 @@ class TrainStep:
 
     def state_dict(self) -> dict[str, Any]:
         """The head's weights, the optimiser, schedule and scaler, and the step counter."""
-        head = self.explainer.head
-        return {
-            "head": {k: v.detach().cpu() for k, v in head.state_dict().items()},
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.precision.scaler.state_dict(),
-            "step": self.step_count,
-        }
+        return {"head": {k: v.detach().cpu() for k, v in self.explainer.head.state_dict().items()},
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": self.precision.scaler.state_dict(), "step": self.step_count}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` saved (``ValueError`` if it does not fit)."""
@@ -226,15 +214,6 @@ class TrainStep:
             self.scheduler.load_state_dict(state["scheduler"])
             self.precision.scaler.load_state_dict(state["scaler"])
         except (KeyError, RuntimeError, TypeError, ValueError) as err:
-            raise ValueError(
-                f"the saved state does not fit this run's head or optimiser "
-                f"({type(err).__name__}: {err})."
-            ) from err
+            raise ValueError(f"the saved state does not fit this run's head or optimiser "
+                             f"({type(err).__name__}: {err}).") from err
         self.step_count = int(state["step"])
-
-
-def _restore_buffers(module: nn.Module, saved: list[Tensor]) -> None:
-    """Undo what a skipped step's forward pass did to BatchNorm running statistics."""
-    with torch.no_grad():
-        for buffer, value in zip(module.buffers(), saved):
-            buffer.copy_(value)

@@ -23,11 +23,15 @@ class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
 
     :class:`torch.nn.SyncBatchNorm` runs on GPUs only; this one sums the statistics with the
     differentiable ``torch.distributed.nn`` all-reduce and so works with any backend, gloo on
-    CPUs included. It shares the parameters and running buffers of the BatchNorm it stands in
-    for (same names: ``state_dict`` keys are unchanged). Each forward sums, in float32, the
-    per-channel count, sum and sum of squares of ``x - s`` with ``s`` the running mean (the
-    same on every rank and close to the batch mean, which keeps the variance accurate). In eval
-    mode it is a plain BatchNorm with the running statistics.
+    CPUs included. Each forward sums, in float32, the per-channel count, sum and sum of squares
+    of ``x - s`` with ``s`` the running mean (the same on every rank and close to the batch mean,
+    which keeps the variance accurate). In eval mode it is a plain BatchNorm with the running
+    statistics.
+
+    Args:
+        original: the BatchNorm it stands in for; its parameters and running buffers are shared
+            (same names: ``state_dict`` keys are unchanged).
+        group: the process group of the all-reduce.
     """
 
     def __init__(self, original: nn.modules.batchnorm._BatchNorm, group: Any) -> None:
@@ -53,8 +57,7 @@ class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         dims = [0, *range(2, input.dim())]
         x = input.to(torch.promote_types(input.dtype, torch.float32))  # float32 under autocast
         c = x.shape[1]
-        shift = (self.running_mean.detach().to(x.dtype) if self.running_mean is not None
-                 else x.new_zeros(c))
+        shift = self.running_mean.detach().to(x.dtype) if self.running_mean is not None else x.new_zeros(c)
         d = x - shift.view(shape)
         stats = torch.cat([d.sum(dims), d.pow(2).sum(dims), x.new_tensor([float(x.numel() // c)])])
         stats = dist_fn.all_reduce(stats, group=self.group)
@@ -73,8 +76,7 @@ class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         self.num_batches_tracked.add_(1)
         factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
         self.running_mean.mul_(1 - factor).add_(mean.to(self.running_mean.dtype), alpha=factor)
-        self.running_var.mul_(1 - factor).add_(unbiased_var.to(self.running_var.dtype),
-                                               alpha=factor)
+        self.running_var.mul_(1 - factor).add_(unbiased_var.to(self.running_var.dtype), alpha=factor)
 
 
 @contextmanager
@@ -105,8 +107,7 @@ def data_parallel_head(head: nn.Module, ctx: DistributedContext | None) -> Itera
         ddp_params = inspect.signature(DistributedDataParallel).parameters
         no_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in ddp_params
                    else {"broadcast_buffers": False})
-        yield DistributedDataParallel(head, device_ids=[device] if device.type == "cuda" else None,
-                                      **no_sync)
+        yield DistributedDataParallel(head, device_ids=[device] if device.type == "cuda" else None, **no_sync)
     finally:
         for parent, child_name, original in reversed(swapped):
             setattr(parent, child_name, original)

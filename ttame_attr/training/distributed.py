@@ -1,16 +1,14 @@
 """Data-parallel training of the T-TAME head with ``torch.distributed`` (DDP under torchrun).
 
-- **Same result as one process on the global batch.** With ``W`` ranks of ``B`` images each, a
-  step is the step one process would take on the ``W * B`` images together: every rank
-  computes the maps of *all* the global batch's labels for its own images, each rank's loss is
-  weighted by its share of the global batch, and the head's BatchNorm layers use the
-  statistics of the global batch (:class:`SyncBatchNorm`, which also works with gloo on CPUs).
-- Only the attention head is wrapped in DistributedDataParallel; the frozen backbone is not.
-- Loaders are sharded with :class:`~torch.utils.data.DistributedSampler` (:func:`shard_loader`).
-- The ranks agree on the set-up in one all-reduce (:func:`agree`): every rank runs the same
-  number of steps and resumes from the same step, and an error found on any rank stops them
-  all, so no rank ever waits for a collective the others will not reach. Each step, they take
-  the same decision to skip a non-finite loss (:func:`all_ranks_finite`).
+With ``W`` ranks of ``B`` images each, a step is the step one process would take on the ``W * B``
+images together: every rank computes the maps of *all* the global batch's labels for its own
+images (:func:`gather_labels`), each rank's loss is weighted by its share of the global batch,
+and the head's BatchNorm layers use the statistics of the global batch (:class:`SyncBatchNorm`).
+Only the attention head is wrapped in DistributedDataParallel (:func:`data_parallel_head`), not
+the frozen backbone; loaders are sharded with a ``DistributedSampler`` (:func:`shard_loader`).
+The ranks agree on the set-up in one all-reduce (:func:`agree`) and take every decision to skip
+a non-finite loss together (:func:`all_ranks_finite`), so no rank ever waits for a collective
+the others will not reach.
 """
 
 from __future__ import annotations
@@ -30,20 +28,9 @@ from torch import Tensor
 from ttame_attr.training._sharding import set_loader_epoch, shard_loader
 from ttame_attr.training._sync_bn import SyncBatchNorm, data_parallel_head
 
-__all__ = [
-    "DistributedContext",
-    "SyncBatchNorm",
-    "agree",
-    "all_ranks_finite",
-    "data_parallel_head",
-    "gather_labels",
-    "is_main_process",
-    "local_device",
-    "reduce_sums",
-    "resolve_distributed",
-    "set_loader_epoch",
-    "shard_loader",
-]
+__all__ = ["DistributedContext", "SyncBatchNorm", "agree", "all_ranks_finite", "data_parallel_head",
+           "gather_labels", "is_main_process", "local_device", "reduce_sums", "resolve_distributed",
+           "set_loader_epoch", "shard_loader"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,14 +47,12 @@ class DistributedContext:
         backend: ``"nccl"``, ``"gloo"``, ...
         comm_device: where small bookkeeping tensors go for collectives (the CUDA device for
             NCCL, the CPU for gloo).
-        initialized_here: whether :func:`resolve_distributed` created the default group.
     """
 
     rank: int
     world_size: int
     backend: str
     comm_device: torch.device
-    initialized_here: bool = False
 
     @property
     def is_main(self) -> bool:
@@ -76,15 +61,15 @@ class DistributedContext:
 
 
 def is_main_process(ctx: DistributedContext | None) -> bool:
-    """``True`` on rank 0 and in single-process runs: the process that logs and writes files."""
+    """``ctx.is_main``, or ``True`` in a single-process run (``ctx`` is ``None``)."""
     return ctx is None or ctx.is_main
 
 
 def local_device() -> torch.device:
     """The device of this process under torchrun: ``cuda:LOCAL_RANK`` when CUDA is there, else CPU.
 
-    Move the model there *before* building the :class:`~ttame_attr.TTAME`, so the head is
-    created on the same device.
+    Move the model there *before* building the :class:`~ttame_attr.TTAME`, so the head is created
+    on the same device.
 
     Example:
         >>> import torch
@@ -102,49 +87,43 @@ def _init_from_torchrun(distributed: bool | None, device: torch.device) -> bool:
     value = os.environ.get("WORLD_SIZE")
     if value is None:
         if distributed:
-            raise ValueError(
-                "distributed=True: no process group is initialised and WORLD_SIZE is not set. "
-                "Launch the script with torchrun (e.g. `torchrun --nproc_per_node=8 "
-                "train.py`) or call torch.distributed.init_process_group() before fit."
-            )
+            raise ValueError("distributed=True: no process group is initialised and WORLD_SIZE is not set. "
+                             "Launch the script with torchrun (e.g. `torchrun --nproc_per_node=8 train.py`) "
+                             "or call torch.distributed.init_process_group() before fit.")
         return False
     try:
         world = int(value)
     except ValueError as err:
-        raise ValueError(
-            f"WORLD_SIZE: the environment variable must be an integer, got {value!r}."
-        ) from err
+        raise ValueError(f"WORLD_SIZE: the environment variable must be an integer, got {value!r}.") from err
     if world <= 1:
         return False
     missing = [name for name in _TORCHRUN_VARS if name not in os.environ]
     if missing:
-        raise ValueError(
-            f"WORLD_SIZE={world} is set but {missing} are not: fit cannot join the process "
-            "group. Launch with torchrun, or call torch.distributed.init_process_group() "
-            "yourself before fit."
-        )
+        raise ValueError(f"WORLD_SIZE={world} is set but {missing} are not: fit cannot join the process "
+                         "group. Launch with torchrun, or call torch.distributed.init_process_group() "
+                         "yourself before fit.")
     backend = "nccl" if device.type == "cuda" and dist.is_nccl_available() else "gloo"
     options: dict[str, Any] = {}
     if backend == "nccl" and "device_id" in inspect.signature(dist.init_process_group).parameters:
         options["device_id"] = device  # bind NCCL to the head's GPU (torch >= 2.3)
     dist.init_process_group(backend=backend, **options)
     if dist.get_rank() == 0:
-        logger.info("fit: initialised a %s process group of %d processes from torchrun's "
-                    "environment", backend, dist.get_world_size())
+        logger.info("fit: initialised a %s process group of %d processes from torchrun's environment",
+                    backend, dist.get_world_size())
     return True
 
 
-def resolve_distributed(
-    distributed: bool | None, device: torch.device
-) -> DistributedContext | None:
+def resolve_distributed(distributed: bool | None, device: torch.device) -> DistributedContext | None:
     """Decide whether :func:`~ttame_attr.fit` trains data-parallel, and set the group up.
 
-    - ``None`` (automatic): use the default process group when one is initialised with more
-      than one process; otherwise, when torchrun's environment is present (``WORLD_SIZE`` > 1
-      with ``RANK``, ``MASTER_ADDR``, ``MASTER_PORT``), initialise it (NCCL for a CUDA head,
-      gloo otherwise; logged). Without ``WORLD_SIZE``: a plain single-process run.
-    - ``True``: the same, but an error when there is neither a group nor torchrun's environment.
-    - ``False``: never distribute; each process trains its own head.
+    When no default process group is initialised but torchrun's environment is present
+    (``WORLD_SIZE`` > 1 with ``RANK``, ``MASTER_ADDR``, ``MASTER_PORT``), the group is initialised
+    (NCCL for a CUDA head, gloo otherwise; logged).
+
+    Args:
+        distributed: ``fit``'s argument: ``None`` (automatic), ``True`` (an error without a group
+            or torchrun's environment) or ``False`` (each process trains its own head).
+        device: the head's device.
 
     Returns:
         A :class:`DistributedContext`, or ``None`` for a single-process run (also a group of one).
@@ -155,58 +134,46 @@ def resolve_distributed(
             environment, or an NCCL group with a head on the CPU.
     """
     if distributed is not None and not isinstance(distributed, bool):
-        raise TypeError(
-            f"distributed: expected None (automatic), True or False, got {distributed!r}."
-        )
+        raise TypeError(f"distributed: expected None (automatic), True or False, got {distributed!r}.")
     available = dist.is_available()
     if distributed is False:
         if available and dist.is_initialized() and dist.get_world_size() > 1:
-            logger.info("fit: distributed=False: rank %d trains its own head, nothing is "
-                        "synchronised", dist.get_rank())
+            logger.info("fit: distributed=False: rank %d trains its own head, nothing is synchronised",
+                        dist.get_rank())
         return None
     if not available:
         if distributed:
-            raise ValueError(
-                "distributed=True: this PyTorch build has no torch.distributed. Use a build with "
-                "distributed support or pass distributed=None/False."
-            )
+            raise ValueError("distributed=True: this PyTorch build has no torch.distributed. Use a build "
+                             "with distributed support or pass distributed=None/False.")
         return None
-    initialized_here = False
-    if not dist.is_initialized():
-        initialized_here = _init_from_torchrun(distributed, device)
-        if not initialized_here:
-            return None
+    if not dist.is_initialized() and not _init_from_torchrun(distributed, device):
+        return None
     if dist.get_world_size() <= 1:
         return None
     backend = str(dist.get_backend())
     if device.type != "cuda" and backend == "nccl":
-        raise ValueError(
-            f"model: the process group uses NCCL, which needs CUDA tensors, but the explainer is "
-            f"on {device}. Move the model to its process's GPU, torch.device('cuda', "
-            "int(os.environ['LOCAL_RANK'])), before building TTAME, or use the gloo backend for "
-            "CPU training."
-        )
+        raise ValueError(f"model: the process group uses NCCL, which needs CUDA tensors, but the explainer "
+                         f"is on {device}. Move the model to its process's GPU, torch.device('cuda', "
+                         "int(os.environ['LOCAL_RANK'])), before building TTAME, or use the gloo backend "
+                         "for CPU training.")
     comm_device = device if device.type == "cuda" and backend != "gloo" else torch.device("cpu")
-    return DistributedContext(dist.get_rank(), dist.get_world_size(), backend, comm_device,
-                              initialized_here)
+    return DistributedContext(dist.get_rank(), dist.get_world_size(), backend, comm_device)
 
 
-# ---------------------------------------------------------------------- agreement between ranks
-def agree(
-    ctx: DistributedContext | None, error: Exception | None, **values: int | None
-) -> dict[str, tuple[int, int] | None]:
+def agree(ctx: DistributedContext | None, error: Exception | None,
+          **values: int | None) -> dict[str, tuple[int, int] | None]:
     """Agree on the set-up in one all-reduce: any rank's error, and each value's range.
 
     Args:
-        ctx: the distributed context (``None``: this process alone).
-        error: this rank's set-up error, if any.
+        ctx: ``None``: this process alone.
+        error: this rank's set-up error, if any; raised once every rank knows of it.
         **values: integers each rank knows (``None`` for unknown).
 
     Returns:
         ``{name: (minimum, maximum)}`` over ranks, ``None`` where some rank does not know it.
 
     Raises:
-        The rank's own error, or on the other ranks a ``ValueError`` naming the failed ranks.
+        ValueError: on the ranks without an error of their own, naming the ranks that failed.
     """
     if ctx is None:
         if error is not None:
@@ -215,9 +182,8 @@ def agree(
     world = ctx.world_size
     flat = [0] * world
     flat[ctx.rank] = int(error is not None)
-    for value in values.values():
-        flat += [int(value is None), 0 if value is None else int(value),
-                 0 if value is None else -int(value)]
+    for value in values.values():  # unknown, maximum, -minimum
+        flat += [1, 0, 0] if value is None else [0, int(value), -int(value)]
     t = torch.tensor(flat, dtype=torch.int64, device=ctx.comm_device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     got = t.tolist()
@@ -265,9 +231,8 @@ def gather_labels(labels: Tensor, ctx: DistributedContext | None) -> tuple[Tenso
     return everything, sum(counts[: ctx.rank]), ctx.world_size * n / sum(counts)
 
 
-def reduce_sums(
-    sums: Mapping[str, float], count: int, ctx: DistributedContext | None
-) -> tuple[dict[str, float], int]:
+def reduce_sums(sums: Mapping[str, float], count: int,
+                ctx: DistributedContext | None) -> tuple[dict[str, float], int]:
     """Sum running totals (and their sample count) over ranks, for global means."""
     if ctx is None:
         return dict(sums), count
