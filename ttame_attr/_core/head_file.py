@@ -41,7 +41,7 @@ def _is_safetensors(path: Path) -> bool:
     return len(head) == 9 and head[8:9] == b"{" and not head.startswith(b"PK")
 
 
-def _import_safetensors() -> Any:
+def _safetensors() -> Any:
     try:
         import safetensors.torch
     except ImportError as err:
@@ -49,33 +49,17 @@ def _import_safetensors() -> Any:
             "path: reading or writing .safetensors files needs the safetensors package: "
             "pip install safetensors (or save to a .pt file)."
         ) from err
-    return safetensors.torch
-
-
-def _save_head_safetensors(explainer: TTAME, path: Path) -> Path:
-    st = _import_safetensors()
-    tensors = {k: v.detach().cpu().contiguous() for k, v in explainer.state_dict().items()}
-    metadata = {
-        "format": FORMAT,
-        "format_version": str(FORMAT_VERSION),
-        "config": json.dumps(explainer.config()),
-    }
-    return atomic_write(path, lambda tmp: st.save_file(tensors, tmp, metadata=metadata))
+    return safetensors
 
 
 def _read_safetensors(path: Path) -> dict[str, Any]:
-    _import_safetensors()
-    from safetensors import safe_open
-
     try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
+        with _safetensors().safe_open(str(path), framework="pt", device="cpu") as f:
             metadata = f.metadata() or {}
             state_dict = {key: f.get_tensor(key) for key in f.keys()}
     except Exception as err:  # safetensors raises its own error types for bad files
-        raise ValueError(
-            f"path: {str(path)!r} is not a readable safetensors file (truncated or corrupted?): "
-            f"{err}"
-        ) from err
+        raise ValueError(f"path: {str(path)!r} is not a readable safetensors file (truncated or "
+                         f"corrupted?): {err}") from err
     try:
         config = json.loads(metadata["config"])
         version = int(metadata.get("format_version", "0"))
@@ -84,12 +68,8 @@ def _read_safetensors(path: Path) -> dict[str, Any]:
             f"path: {str(path)!r} is a safetensors file without T-TAME metadata; it was not "
             "written by TTAME.save. For a bare state_dict use TTAME.load_state_dict."
         ) from err
-    return {
-        "format": metadata.get("format"),
-        "format_version": version,
-        "config": config,
-        "state_dict": state_dict,
-    }
+    return {"format": metadata.get("format"), "format_version": version, "config": config,
+            "state_dict": state_dict}
 
 
 def save_head(explainer: TTAME, path: str | Path) -> Path:
@@ -109,14 +89,14 @@ def save_head(explainer: TTAME, path: str | Path) -> Path:
             f"explainer: the head holds non-finite weights ({', '.join(bad[:5])}); refusing to "
             f"save them to {str(path)!r}. Retrain (lower lr) or load a good checkpoint."
         )
+    state = {k: v.detach().cpu().contiguous() for k, v in explainer.state_dict().items()}
     if path.suffix == ".safetensors":
-        return _save_head_safetensors(explainer, path)
-    payload = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "config": explainer.config(),
-        "state_dict": {k: v.detach().cpu() for k, v in explainer.state_dict().items()},
-    }
+        metadata = {"format": FORMAT, "format_version": str(FORMAT_VERSION),
+                    "config": json.dumps(explainer.config())}
+        return atomic_write(path, lambda tmp: _safetensors().torch.save_file(state, tmp,
+                                                                             metadata=metadata))
+    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": explainer.config(),
+               "state_dict": state}
     return atomic_torch_save(payload, path)
 
 
