@@ -19,7 +19,7 @@ from ttame_attr.adapters._hooks import (
     record_output_versions,
 )
 
-__all__ = ["FeatureExtractor", "check_images", "input_size_error"]
+__all__ = ["FeatureExtractor", "input_size_error"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,46 +30,6 @@ def input_size_error(input_size: tuple[int, int, int], err: Exception) -> ValueE
         f"input_size: the model failed on a dry run with an input of size {input_size} "
         f"({type(err).__name__}: {err}). Pass the input_size=(C, H, W) the model expects."
     )
-
-
-def check_images(inputs: Any, channels: int) -> tuple[Tensor, bool]:
-    """``inputs`` as a checked ``(N, C, H, W)`` floating tensor, and whether it came as a 1-tuple.
-
-    Raises:
-        TypeError, ValueError: naming what is wrong with ``inputs`` and how to fix it.
-    """
-    is_tuple = isinstance(inputs, tuple)
-    if is_tuple:
-        if len(inputs) != 1:
-            raise ValueError(
-                f"inputs: T-TAME explains single-input image models; got a tuple of "
-                f"{len(inputs)} tensors. Pass one (N, C, H, W) tensor (or a 1-tuple)."
-            )
-        inputs = inputs[0]
-    if not isinstance(inputs, Tensor):
-        raise TypeError(f"inputs: expected a (N, C, H, W) tensor, got {type(inputs).__name__}.")
-    if inputs.dim() != 4:
-        hint = " Add a batch dimension with x.unsqueeze(0)." if inputs.dim() == 3 else ""
-        raise ValueError(
-            f"inputs: expected a 4-D (N, C, H, W) batch, got shape {tuple(inputs.shape)}.{hint}"
-        )
-    if not inputs.is_floating_point():
-        raise TypeError(
-            f"inputs: expected a floating-point image tensor, got dtype {inputs.dtype}. "
-            "Convert it with x.float() (and normalise it as the model expects)."
-        )
-    if inputs.device.type == "meta":
-        raise ValueError(
-            "inputs: the tensor is on the meta device and holds no values; pass real images."
-        )
-    if inputs.shape[0] == 0:
-        raise ValueError("inputs: the batch is empty (N = 0).")
-    if inputs.shape[1] != channels:
-        raise ValueError(
-            f"inputs: expected {channels} channels, got {inputs.shape[1]} "
-            f"(shape {tuple(inputs.shape)}). Images must be (N, {channels}, H, W)."
-        )
-    return inputs, is_tuple
 
 
 class FeatureExtractor:

@@ -13,9 +13,10 @@ from captum.attr import Attribution
 from captum.log import log_usage
 from torch import Tensor, nn
 
-from ttame_attr._core.features import FeatureExtractor, check_images
+from ttame_attr._core.features import FeatureExtractor
 from ttame_attr._core.head import AttentionHead
 from ttame_attr._core.head_file import load_head, save_head
+from ttame_attr._core.images import check_images
 from ttame_attr._core.loss import TTAMELoss
 from ttame_attr._core.maps import Scale, check_map_options, resize_maps, scale_maps, target_size
 from ttame_attr._core.masking import Masker
@@ -194,7 +195,12 @@ class TTAME(Attribution):
 
     # ------------------------------------------------------------------ forward machinery
     def _check_inputs(self, inputs: Any) -> tuple[Tensor, bool]:
-        return check_images(inputs, self._input_size[0])
+        """The checked image batch, and whether it came as a (Captum-style) 1-tuple."""
+        is_tuple = isinstance(inputs, tuple)
+        if is_tuple and len(inputs) != 1:
+            raise ValueError(f"inputs: T-TAME explains single-input image models; got a tuple of "
+                             f"{len(inputs)} tensors. Pass one (N, C, H, W) tensor (or a 1-tuple).")
+        return check_images(inputs[0] if is_tuple else inputs, channels=self._input_size[0]), is_tuple
 
     def _to_model(self, x: Tensor) -> Tensor:
         """Images on the model's device and in its floating-point dtype (e.g. float64 -> float32)."""

@@ -12,12 +12,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ttame_attr._core.images import check_images
 from ttame_attr._core.outputs import forward_logits
 from ttame_attr._core.targets import classes_per_image
 from ttame_attr._typing import TargetType
 
 __all__ = [
-    "ExplainFn", "MapsOrExplain", "Prepared", "TargetArg", "check_fractions", "check_inputs",
+    "ExplainFn", "MapsOrExplain", "Prepared", "TargetArg", "check_fractions",
     "check_positive_int", "chunks", "clean_forward", "get_maps", "make_baseline", "model_device",
     "pixel_ranks", "prepare", "prepare_maps", "probabilities", "warn_if_training",
 ]
@@ -31,27 +32,6 @@ MapsOrExplain = Tensor | ExplainFn | Any
 #: ``None`` (the model's prediction), one class for all images, or one class per image
 #: (the forms of :func:`ttame_attr._core.targets.parse_target`, one class per image).
 TargetArg = TargetType
-
-
-def check_inputs(inputs: Any, name: str = "inputs") -> Tensor:
-    """Check that ``inputs`` is a non-empty floating ``(N, C, H, W)`` tensor."""
-    if not isinstance(inputs, Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor of shape (N, C, H, W), got "
-                        f"{type(inputs).__name__}. Convert the images with torch.as_tensor / torchvision "
-                        "transforms first.")
-    if inputs.dim() != 4:
-        raise ValueError(f"{name}: expected a 4-D tensor of shape (N, C, H, W), got shape "
-                         f"{tuple(inputs.shape)}. Use inputs.unsqueeze(0) for a single image.")
-    if inputs.shape[0] == 0:
-        raise ValueError(f"{name}: got an empty batch (N = 0, shape {tuple(inputs.shape)}). Pass at least "
-                         "one image; skip empty batches before calling the metric.")
-    if min(inputs.shape[1:]) == 0:
-        raise ValueError(f"{name}: channels, height and width must be at least 1, got shape "
-                         f"{tuple(inputs.shape)}. Pass (N, C, H, W) images.")
-    if not inputs.is_floating_point():
-        raise TypeError(f"{name}: expected a floating point tensor, got dtype {inputs.dtype}. Convert it "
-                        "with inputs.float() (and scale to the range the model expects).")
-    return inputs
 
 
 def check_fractions(values: Any) -> tuple[float, ...]:
@@ -223,7 +203,7 @@ def prepare(model: nn.Module, inputs: Any, maps_or_explain: MapsOrExplain, targe
             where: str) -> Prepared:
     """Check the arguments, run the clean forward pass, resolve the target, get the maps."""
     warn_if_training(model, where)
-    x = check_inputs(inputs)
+    x = check_images(inputs)
     # detached: nothing below builds a graph, even if the caller's tensor requires grad
     x = x.detach().to(model_device(model, x.device))
     clean = clean_forward(model, x)

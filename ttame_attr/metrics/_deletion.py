@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ttame_attr._core.images import check_images
 from ttame_attr.metrics._common import (
     MapsOrExplain,
     TargetArg,
-    check_inputs,
     check_positive_int,
     chunks,
     make_baseline,
@@ -84,7 +84,7 @@ def gaussian_blur(images: Tensor, kernel_size: int = 11, sigma: float = 5.0) -> 
         raise ValueError(f"kernel_size: expected an odd positive integer, got {kernel_size!r}.")
     if not isinstance(sigma, (int, float)) or sigma <= 0:
         raise ValueError(f"sigma: expected a positive number, got {sigma!r}.")
-    check_inputs(images, "images")
+    check_images(images, "images")
     c = images.shape[1]
     ax = torch.arange(kernel_size, dtype=torch.float64) - (kernel_size - 1) / 2
     g = torch.exp(-(ax**2) / (2.0 * sigma**2))

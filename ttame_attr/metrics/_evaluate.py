@@ -9,11 +9,11 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from ttame_attr._core.images import check_images
 from ttame_attr._core.progress import progress_bar
 from ttame_attr.metrics._ad_ic import AverageDropIncrease
 from ttame_attr.metrics._common import (
     MapsOrExplain,
-    check_inputs,
     clean_forward,
     get_maps,
     model_device,
@@ -120,7 +120,7 @@ def evaluate(
         if max_batches is not None and seen >= max_batches:
             break
         inputs, labels = _split_batch(batch)
-        x = check_inputs(inputs).to(model_device(model, inputs.device))
+        x = check_images(inputs).to(model_device(model, inputs.device))
         if target == "label":
             if labels is None:
                 raise ValueError("target: 'label' needs batches (inputs, labels, ...); this batch has no "

@@ -9,9 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ttame_attr._core.images import check_images
 from ttame_attr._core.maps import minmax_scale
 from ttame_attr._core.targets import classes_per_image
-from ttame_attr.metrics._common import MapsOrExplain, TargetArg, check_inputs, get_maps, prepare_maps
+from ttame_attr.metrics._common import MapsOrExplain, TargetArg, get_maps, prepare_maps
 from ttame_attr.metrics._stateful import Accumulator, PerSampleResult
 
 __all__ = ["EnergyPointingGame", "EnergyPointingResult", "PointingGame", "PointingGameResult",
@@ -91,7 +92,7 @@ def _maps_at(maps: MapsOrExplain, masks: Tensor, inputs: Tensor | None, target: 
             raise ValueError("maps: an explanation method was given, so `inputs` (N, C, H, W) and `target` "
                              "(the ground-truth class per image) are needed too. Pass them, or pass "
                              "precomputed maps.")
-        x = check_inputs(inputs)
+        x = check_images(inputs)
         placeholder = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
         maps = get_maps(maps, x, classes_per_image(target, placeholder))
     if isinstance(maps, Tensor):
