@@ -188,10 +188,8 @@ class TTAME(Attribution):
         return self.head.fusion.weight.device
 
     def __repr__(self) -> str:
-        return (
-            f"TTAME(model={type(self.model).__name__}, adapter={self._adapter.name!r}, "
-            f"layers={self.layers}, num_classes={self._num_classes}, map_size={self._map_size})"
-        )
+        return (f"TTAME(model={type(self.model).__name__}, adapter={self._adapter.name!r}, "
+                f"layers={self.layers}, num_classes={self._num_classes}, map_size={self._map_size})")
 
     # ------------------------------------------------------------------ forward machinery
     def _check_inputs(self, inputs: Any) -> tuple[Tensor, bool]:
@@ -281,12 +279,8 @@ class TTAME(Attribution):
         Returns:
             An :class:`Explanation` with ``maps`` of shape ``(N, top_k, H, W)``.
         """
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or not (
-            1 <= top_k <= self._num_classes
-        ):
-            raise ValueError(
-                f"top_k: expected an int in [1, {self._num_classes}], got {top_k!r}."
-            )
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= self._num_classes:
+            raise ValueError(f"top_k: expected an int in [1, {self._num_classes}], got {top_k!r}.")
         check_map_options(scale, "bilinear")
         x, _ = self._check_inputs(inputs)
         x = self._to_model(x)

@@ -9,12 +9,7 @@ Built-in adapters, registered explicitly here (no import side effects elsewhere)
 
 from ttame_attr.adapters._base import BackboneAdapter, LayerInfo, Layout, guess_layout, to_nchw
 from ttame_attr.adapters._cnn import CNNAdapter, find_resolution_stages
-from ttame_attr.adapters._hooks import (
-    ModuleCall,
-    capture_features,
-    named_modules_or_error,
-    probe_modules,
-)
+from ttame_attr.adapters._hooks import ModuleCall, capture_features, named_modules_or_error, probe_modules
 from ttame_attr.adapters._registry import (
     get_adapter,
     list_adapters,
@@ -26,22 +21,8 @@ from ttame_attr.adapters._swin import SwinAdapter
 from ttame_attr.adapters._vit import ViTAdapter
 
 __all__ = [
-    "BackboneAdapter",
-    "CNNAdapter",
-    "LayerInfo",
-    "Layout",
-    "ModuleCall",
-    "SwinAdapter",
-    "ViTAdapter",
-    "capture_features",
-    "find_resolution_stages",
-    "get_adapter",
-    "guess_layout",
-    "list_adapters",
-    "named_modules_or_error",
-    "probe_modules",
-    "register_adapter",
-    "resolve_adapter",
-    "to_nchw",
+    "BackboneAdapter", "CNNAdapter", "LayerInfo", "Layout", "ModuleCall", "SwinAdapter", "ViTAdapter",
+    "capture_features", "find_resolution_stages", "get_adapter", "guess_layout", "list_adapters",
+    "named_modules_or_error", "probe_modules", "register_adapter", "resolve_adapter", "to_nchw",
     "unregister_adapter",
 ]

@@ -14,6 +14,8 @@ __all__ = ["BackboneAdapter", "LayerInfo", "Layout"]
 #: How a captured feature tensor is laid out.
 Layout = Literal["nchw", "nhwc", "tokens"]
 
+_FORMS = {"nchw": "(N, C, h, w)", "nhwc": "(N, h, w, C)", "tokens": "(N, L, C)"}
+
 
 @dataclass(frozen=True)
 class LayerInfo:
@@ -60,7 +62,7 @@ class BackboneAdapter(ABC):
     @classmethod
     @abstractmethod
     def matches(cls, model: nn.Module) -> bool:
-        """Whether this adapter is the right one for ``model`` (used for automatic selection)."""
+        """Whether this adapter is the right one for ``model``."""
 
     @abstractmethod
     def default_layers(self, input_size: tuple[int, int, int]) -> list[str]:
@@ -98,8 +100,7 @@ class BackboneAdapter(ABC):
         if guess is None:
             raise ValueError(
                 f"layers: cannot lay the {length} tokens of {name!r} out on a patch grid for an "
-                f"input of size {input_hw}. Choose a layer whose tokens are the patch tokens."
-            )
+                f"input of size {input_hw}. Choose a layer whose tokens are the patch tokens.")
         return guess[1]
 
     def input_size(self) -> tuple[int, int, int] | None:
@@ -110,7 +111,17 @@ class BackboneAdapter(ABC):
         return f"{type(self).__name__}(model={type(self.model).__name__})"
 
 
+def is_torchvision_model(model: nn.Module, class_name: str) -> bool:
+    """Whether ``model`` is an instance of ``torchvision.models.<class_name>``."""
+    try:
+        import torchvision.models
+    except ImportError:  # pragma: no cover - torchvision is a core dependency
+        return False
+    return isinstance(model, getattr(torchvision.models, class_name))
+
+
 def _pair(value: object) -> tuple[int, int] | None:
+    """``value`` as ``(h, w)`` when it is an int or a pair of ints."""
     if isinstance(value, int) and not isinstance(value, bool):
         return (value, value)
     if isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, int) for v in value):
@@ -119,17 +130,12 @@ def _pair(value: object) -> tuple[int, int] | None:
 
 
 def _declared_input_size(model: nn.Module) -> tuple[int, int, int] | None:
-    """The input size the model was built for, read from the model itself.
-
-    In order: the image size of a timm-style ``patch_embed`` (what the model was actually built
-    for, also when it was constructed directly or with ``img_size=`` overriding its pretrained
-    config), timm's ``pretrained_cfg["input_size"]``, torchvision ViT's ``image_size``.
-    """
+    """The ``(C, H, W)`` the model was built for: ``patch_embed``, else timm config, else ``image_size``."""
     cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None)
     cfg_size = cfg.get("input_size") if isinstance(cfg, dict) else None
     embed = getattr(model, "patch_embed", None)
     embed_hw = _pair(getattr(embed, "img_size", None)) if isinstance(embed, nn.Module) else None
-    if embed_hw is not None:
+    if embed_hw is not None:  # what the model was built for, also when `img_size=` overrode its config
         if cfg_size is not None:
             channels = int(cfg_size[0])
         else:  # the first convolution reads the image (also in hybrid CNN + ViT models)
@@ -140,9 +146,7 @@ def _declared_input_size(model: nn.Module) -> tuple[int, int, int] | None:
         c, h, w = (int(v) for v in cfg_size)
         return (c, h, w)
     image_hw = _pair(getattr(model, "image_size", None))
-    if image_hw is not None:
-        return (3, *image_hw)
-    return None
+    return None if image_hw is None else (3, *image_hw)
 
 
 def to_nchw(feature: Tensor, layout: Layout, grid: tuple[int, int] | None = None) -> Tensor:
@@ -153,17 +157,19 @@ def to_nchw(feature: Tensor, layout: Layout, grid: tuple[int, int] | None = None
         layout: how ``feature`` is laid out.
         grid: ``(h, w)`` patch grid, required for ``"tokens"``; the patch tokens are the last
             ``h * w`` tokens (class, distillation and register tokens come first and are dropped).
+
+    Returns:
+        The ``(N, C, h, w)`` view of ``feature``.
+
+    Raises:
+        ValueError: for an unknown layout, a shape that does not fit it, or a missing or bad grid.
     """
     if layout not in ("nchw", "nhwc", "tokens"):
         raise ValueError(f"layout: expected 'nchw', 'nhwc' or 'tokens', got {layout!r}.")
     expected = 3 if layout == "tokens" else 4
     if feature.dim() != expected:
-        form = "(N, L, C)" if layout == "tokens" else "(N, C, h, w)" if layout == "nchw" else (
-            "(N, h, w, C)")
-        raise ValueError(
-            f"feature: a {layout!r} feature must be {expected}-D {form}, got shape "
-            f"{tuple(feature.shape)}."
-        )
+        raise ValueError(f"feature: a {layout!r} feature must be {expected}-D {_FORMS[layout]}, got shape "
+                         f"{tuple(feature.shape)}.")
     if layout == "nchw":
         return feature
     if layout == "nhwc":
@@ -173,20 +179,28 @@ def to_nchw(feature: Tensor, layout: Layout, grid: tuple[int, int] | None = None
     n, length, c = feature.shape
     h, w = grid
     if not (isinstance(h, int) and isinstance(w, int) and h > 0 and w > 0 and h * w <= length):
-        raise ValueError(
-            f"grid: expected a patch grid (h, w) of positive ints with h * w <= {length} tokens, "
-            f"got {grid!r}."
-        )
+        raise ValueError(f"grid: expected a patch grid (h, w) of positive ints with h * w <= {length} "
+                         f"tokens, got {grid!r}.")
     return feature[:, length - h * w :, :].reshape(n, h, w, c).permute(0, 3, 1, 2)
 
 
-def guess_layout(
-    shape: tuple[int, ...], input_hw: tuple[int, int], prefer: Layout = "nchw"
-) -> Layout | None:
-    """Whether a 4-D output ``shape`` looks NCHW or channels-last, or ``None`` if neither.
+def guess_layout(shape: tuple[int, ...], input_hw: tuple[int, int], prefer: Layout = "nchw") -> Layout | None:
+    """Whether a 4-D output ``shape`` looks NCHW or channels-last.
 
     A spatial size must fit in the input and have the input's aspect ratio as closely as the
-    other reading; ``prefer`` breaks ties (e.g. ``(N, 7, 7, 7)``).
+    other reading.
+
+    Args:
+        shape: the output's shape.
+        input_hw: ``(H, W)`` of the model's input.
+        prefer: ``"nchw"`` or ``"nhwc"``, the answer when both readings fit equally well
+            (e.g. ``(N, 7, 7, 7)``).
+
+    Returns:
+        ``"nchw"``, ``"nhwc"``, or ``None`` if neither reading fits.
+
+    Raises:
+        ValueError: if ``input_hw`` or ``prefer`` is invalid.
     """
     _check_hw(input_hw)
     if prefer not in ("nchw", "nhwc"):
@@ -210,19 +224,14 @@ def guess_layout(
 
 
 def _check_hw(input_hw: tuple[int, int]) -> None:
-    if not (
-        isinstance(input_hw, (tuple, list)) and len(input_hw) == 2
-        and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in input_hw)
-    ):
+    """Raise ValueError unless ``input_hw`` is two positive ints."""
+    if not (isinstance(input_hw, (tuple, list)) and len(input_hw) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in input_hw)):
         raise ValueError(f"input_hw: expected (H, W), two positive ints, got {input_hw!r}.")
 
 
-def module_depth(name: str) -> int:
-    """Nesting depth of a module name (``"layer4"`` is 1, ``"layer4.2.conv1"`` is 3)."""
-    return name.count(".") + 1 if name else 0
-
-
-def infer_token_grid(length: int, input_hw: tuple[int, int], max_prefix: int = 8):
+def infer_token_grid(length: int, input_hw: tuple[int, int],
+                     max_prefix: int = 8) -> tuple[int, tuple[int, int]] | None:
     """Guess ``(prefix, (h, w))`` for ``length`` tokens of an ``input_hw`` image, or ``None``.
 
     The patch tokens are taken to be the last ``h * w`` tokens, with ``h / w`` equal to the
@@ -230,12 +239,11 @@ def infer_token_grid(length: int, input_hw: tuple[int, int], max_prefix: int = 8
     """
     _check_hw(input_hw)
     H, W = input_hw
-    for prefix in range(0, max_prefix + 1):
+    for prefix in range(max_prefix + 1):
         n = length - prefix
         if n <= 0:
             break
-        # h * w = n and h / w = H / W  =>  h = sqrt(n * H / W)
-        h = round((n * H / W) ** 0.5)
+        h = round((n * H / W) ** 0.5)  # h * w = n and h / w = H / W
         if h > 0 and n % h == 0:
             w = n // h
             if abs(h / w - H / W) < 1e-6 * max(1.0, H / W) or (h * W == w * H):

@@ -6,25 +6,15 @@ transformers and MLP mixers whose stages return tokens ``(N, L, C)`` are read on
 
 from __future__ import annotations
 
-import logging
-
 import torch
 from torch import Tensor, nn
 
 from ttame_attr._core.outputs import extract_logits
-from ttame_attr.adapters._base import (
-    BackboneAdapter,
-    Layout,
-    guess_layout,
-    infer_token_grid,
-    module_depth,
-)
+from ttame_attr.adapters._base import BackboneAdapter, Layout, guess_layout, infer_token_grid
 from ttame_attr.adapters._hooks import ModuleCall, probe_modules
 from ttame_attr.adapters._registry import register_adapter
 
 __all__ = ["CNNAdapter", "feature_geometry", "find_resolution_stages"]
-
-logger = logging.getLogger(__name__)
 
 _POOLING_HEADS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 
@@ -33,9 +23,13 @@ _POOLING_HEADS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 DRY_RUN_BATCH = 2
 
 
-def feature_geometry(
-    shape: tuple[int, ...], input_hw: tuple[int, int], batch: int | None = None
-) -> tuple[Layout, int, int, int] | None:
+def _depth(name: str) -> int:
+    """Nesting depth of a module name (``"layer4"`` is 1, ``"layer4.2.conv1"`` is 3)."""
+    return name.count(".") + 1 if name else 0
+
+
+def feature_geometry(shape: tuple[int, ...], input_hw: tuple[int, int],
+                     batch: int | None = None) -> tuple[Layout, int, int, int] | None:
     """Read ``(layout, channels, h, w)`` off an output shape, or ``None`` if it is no feature map.
 
     4-D outputs are NCHW or channels-last (:func:`~ttame_attr.adapters.guess_layout`); 3-D
@@ -52,18 +46,12 @@ def feature_geometry(
         layout = guess_layout(shape, input_hw)
         if layout is None:
             return None
-        if layout == "nchw":
-            c, h, w = shape[1], shape[2], shape[3]
-        else:
-            h, w, c = shape[1], shape[2], shape[3]
+        c, h, w = shape[1:] if layout == "nchw" else (shape[3], shape[1], shape[2])
     elif len(shape) == 3:
         found = infer_token_grid(shape[1], input_hw)
-        if found is None:
+        if found is None or found[0] >= found[1][0] * found[1][1]:  # more prefix than patch tokens
             return None
-        prefix, (h, w) = found
-        if prefix >= h * w:
-            return None
-        layout, c = "tokens", shape[2]
+        layout, c, (h, w) = "tokens", shape[2], found[1]
     else:
         return None
     if (h, w) != (H, W) and (2 * h > H or 2 * w > W):
@@ -72,22 +60,12 @@ def feature_geometry(
 
 
 def _is_block(module: nn.Module) -> bool:
-    """A block of the network: a module with a child that has parameters of its own.
-
-    Excludes leaves and leaf-like wrappers such as timm's ``BatchNormAct2d``, whose children
-    (activation, dropout) hold no weights.
-    """
+    """A module with a child that has weights (unlike leaf-like wrappers: timm's ``BatchNormAct2d``)."""
     return any(next(child.parameters(), None) is not None for child in module.children())
 
 
 def _block_run(calls: list[ModuleCall], count: int) -> list[str]:
-    """The last ``count`` blocks of a run of sibling blocks with one output shape.
-
-    Siblings are the integer-named children of one parent (``blocks.0``, ``blocks.1``, ...),
-    as in isotropic networks (ViT-like token mixers) whose blocks all share one resolution. Of
-    the runs with at least ``count`` blocks, the one with the shallowest parent wins (ties: the
-    one that ends last).
-    """
+    """The last ``count`` of a run of sibling blocks (``blocks.0``, ``blocks.1``, ...) of one shape."""
     runs: dict[tuple[str, tuple[int, ...]], list[ModuleCall]] = {}
     for call in calls:
         parent, _, last = call.name.rpartition(".")
@@ -96,34 +74,29 @@ def _block_run(calls: list[ModuleCall], count: int) -> list[str]:
     long_runs = [run for run in runs.values() if len(run) >= count]
     if not long_runs:
         return []
-    best = min(long_runs, key=lambda run: (module_depth(run[0].name), -run[-1].order))
+    # Of the runs long enough, the one with the shallowest parent wins (ties: the one that ends last).
+    best = min(long_runs, key=lambda run: (_depth(run[0].name), -run[-1].order))
     return [c.name for c in sorted(best, key=lambda c: c.order)[-count:]]
 
 
-def find_resolution_stages(
-    calls: list[ModuleCall],
-    input_hw: tuple[int, int],
-    num_classes: int | None,
-    count: int = 3,
-    *,
-    batch: int | None = None,
-) -> list[str]:
+def find_resolution_stages(calls: list[ModuleCall], input_hw: tuple[int, int], num_classes: int | None,
+                           count: int = 3, *, batch: int | None = None) -> list[str]:
     """Pick the modules that end the last ``count`` resolution stages of a network.
 
-    Feature maps are NCHW, channels-last or token outputs (see :func:`feature_geometry`). For
-    every spatial resolution ``(h, w)``, the candidate is the shallowest module with that output
-    (ties: the one that finished last), so whole stages such as ``layer3`` win over the blocks
-    and layers inside them; a block (a module with weighted children, at most one level deeper) that
+    Feature maps are NCHW, channels-last or token outputs (see :func:`feature_geometry`); attention
+    weights (square, rows summing to 1), adaptive pooling layers (classifier heads), outputs with
+    ``num_classes`` channels (class-score maps such as SqueezeNet's) and 1x1 maps are skipped.
+    For every spatial resolution ``(h, w)``, the candidate is the shallowest module with that
+    output (ties: the one that finished last), so whole stages such as ``layer3`` win over the
+    blocks inside them; a block (a module with weighted children, at most one level deeper) that
     finishes later with the same channels and size then takes its place (PiT's ``pos_drop``
     gives way to ``transformers.0``, LeViT's ``stem`` to ``stages.0``). The last stages are the
-    ``count`` smallest resolutions. Attention weights (square, rows summing to 1) are skipped.
-    Adaptive pooling layers (classifier heads), outputs with ``num_classes`` channels
-    (class-score maps such as SqueezeNet's) and 1x1 maps are skipped. When the network has fewer
-    than ``count`` resolutions but a run of at least ``count`` sibling blocks with one output
-    shape (an isotropic network), the last ``count`` blocks are returned instead.
+    ``count`` smallest resolutions. A network with fewer resolutions but a run of at least
+    ``count`` sibling blocks with one output shape (an isotropic network) gets its last ``count``
+    blocks instead.
 
     Args:
-        calls: the dry run's module outputs (:func:`~ttame_attr.adapters._probe.probe_modules`).
+        calls: the dry run's module outputs (:func:`~ttame_attr.adapters.probe_modules`).
         input_hw: ``(H, W)`` of the dry run's input.
         num_classes: the model's number of classes, if known.
         count: how many stages to return.
@@ -138,30 +111,17 @@ def find_resolution_stages(
         if geometry is None or call.attention or isinstance(call.module, _POOLING_HEADS):
             continue
         _, c, h, w = geometry
-        if h * w <= 1 or (num_classes is not None and c == num_classes):
-            continue
-        valid.append((call, (c, h, w)))
+        if h * w > 1 and (num_classes is None or c != num_classes):
+            valid.append((call, (c, h, w)))
     best: dict[tuple[int, int], tuple[ModuleCall, tuple[int, int, int]]] = {}
     for call, chw in valid:
-        key = chw[1:]
-        current = best.get(key)
-        if (
-            current is None
-            or module_depth(call.name) < module_depth(current[0].name)
-            or (
-                module_depth(call.name) == module_depth(current[0].name)
-                and call.order > current[0].order
-            )
-        ):
-            best[key] = (call, chw)
+        current = best.get(chw[1:])
+        if current is None or (_depth(call.name), -call.order) < (_depth(current[0].name), -current[0].order):
+            best[chw[1:]] = (call, chw)
     for call, chw in valid:
         current, current_chw = best[chw[1:]]
-        if (
-            call.order > current.order
-            and chw == current_chw
-            and module_depth(call.name) <= module_depth(current.name) + 1
-            and _is_block(call.module)
-        ):
+        if (call.order > current.order and chw == current_chw
+                and _depth(call.name) <= _depth(current.name) + 1 and _is_block(call.module)):
             best[chw[1:]] = (call, chw)
     if len(best) < count:
         run = _block_run([call for call, _ in valid], count)
@@ -170,8 +130,7 @@ def find_resolution_stages(
     # The last stages are the smallest resolutions (large maps that show up late, such as
     # attention matrices, are not stages), returned in the order the network computes them.
     smallest = sorted(best.items(), key=lambda item: (item[0][0] * item[0][1], -item[1][0].order))
-    stages = sorted((call for _, (call, _) in smallest[:count]), key=lambda c: c.order)
-    return [c.name for c in stages]
+    return [c.name for c in sorted((call for _, (call, _) in smallest[:count]), key=lambda c: c.order)]
 
 
 @register_adapter("cnn", priority=-100)
@@ -202,8 +161,7 @@ class CNNAdapter(BackboneAdapter):
             raise ValueError(
                 f"layers: could not find any feature map in {type(self.model).__name__} "
                 f"(no module returns an image-like tensor for an input of size {input_size}). "
-                "Pass `layers=[...]` with the names of the modules to read."
-            )
+                "Pass `layers=[...]` with the names of the modules to read.")
         return layers
 
     def layout(self, name: str, output: Tensor, input_hw: tuple[int, int]) -> Layout:
@@ -213,17 +171,17 @@ class CNNAdapter(BackboneAdapter):
                 f"layers: the output of {name!r} has shape {tuple(output.shape)}, which is not a "
                 "feature map (N, C, h, w) or (N, h, w, C), nor tokens (N, L, C) that fill a patch "
                 "grid of the input. Choose a layer that returns an image-like tensor, or pass "
-                "adapter='vit' for a transformer whose grid the model declares."
-            )
+                "adapter='vit' for a transformer whose grid the model declares.")
         return geometry[0]
 
     def _dry_run(self, input_size: tuple[int, int, int]) -> tuple[list[ModuleCall], int | None]:
+        """The module calls of a zero-input forward pass, and the number of classes if read."""
         param = next(self.model.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
         dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-        x = torch.zeros(DRY_RUN_BATCH, *input_size, device=device, dtype=dtype)
         outputs: list[object] = []
-        calls = probe_modules(self.model, x, outputs=outputs)
+        calls = probe_modules(self.model, torch.zeros(DRY_RUN_BATCH, *input_size, device=device, dtype=dtype),
+                              outputs=outputs)
         try:
             logits = extract_logits(outputs[0])
         except (TypeError, ValueError):

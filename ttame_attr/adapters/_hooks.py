@@ -19,16 +19,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = [
-    "ModuleCall",
-    "StopForward",
-    "as_tensor_output",
-    "capture_features",
-    "forward_hooks",
-    "named_modules_or_error",
-    "probe_modules",
-    "record_output_versions",
-]
+__all__ = ["ModuleCall", "StopForward", "as_tensor_output", "capture_features", "forward_hooks",
+           "named_modules_or_error", "probe_modules", "record_output_versions"]
 
 #: ``hook(name, module, output)``: what :func:`forward_hooks` calls after each hooked module.
 Hook = Callable[[str, nn.Module, Any], None]
@@ -49,18 +41,12 @@ def as_tensor_output(output: object) -> Tensor | None:
 
 @contextmanager
 def forward_hooks(modules: Mapping[str, nn.Module], hook: Hook) -> Iterator[None]:
-    """Call ``hook(name, module, output)`` after each of ``modules`` runs, for the block.
-
-    The hooks are removed when the block exits, also on error.
-    """
+    """Call ``hook(name, module, output)`` after each of ``modules`` runs, for the block."""
     handles = []
-
-    def bind(name: str) -> Callable[[nn.Module, Any, Any], None]:
-        return lambda module, args, output: hook(name, module, output)
-
     try:
         for name, module in modules.items():
-            handles.append(module.register_forward_hook(bind(name)))
+            handles.append(module.register_forward_hook(
+                lambda module, args, output, name=name: hook(name, module, output)))
         yield
     finally:
         for handle in handles:
@@ -69,8 +55,7 @@ def forward_hooks(modules: Mapping[str, nn.Module], hook: Hook) -> Iterator[None
 
 def named_modules_or_error(model: nn.Module, names: Iterable[str]) -> dict[str, nn.Module]:
     """Look up modules by name, with an error that lists the closest valid names."""
-    found = {}
-    modules: dict[str, nn.Module] | None = None
+    found, modules = {}, None
     for name in names:
         if not isinstance(name, str):
             raise TypeError(f"layers: expected module names (str), got {type(name).__name__}.")
@@ -82,38 +67,31 @@ def named_modules_or_error(model: nn.Module, names: Iterable[str]) -> dict[str, 
                 continue
             except AttributeError:
                 pass
-        if modules is None:
-            modules = dict(model.named_modules())
+        modules = dict(model.named_modules()) if modules is None else modules
         if name not in modules or not name:
-            valid = [n for n in modules if n]
-            close = difflib.get_close_matches(name, valid, n=5, cutoff=0.5)
+            close = difflib.get_close_matches(name, [n for n in modules if n], n=5, cutoff=0.5)
             hint = f" Closest valid names: {', '.join(map(repr, close))}." if close else ""
             raise ValueError(
                 f"layers: {type(model).__name__} has no module named {name!r}.{hint} "
                 "Names are those of `model.named_modules()`; run `ttame layers` or see "
-                "`TTAME(model).layers` for the defaults."
-            )
+                "`TTAME(model).layers` for the defaults.")
         found[name] = modules[name]
     return found
 
 
 @contextmanager
-def capture_features(
-    model: nn.Module,
-    names: Iterable[str],
-    *,
-    clone: Iterable[str] = (),
-    stop_after: str | None = None,
-) -> Iterator[dict[str, Tensor]]:
+def capture_features(model: nn.Module, names: Iterable[str], *, clone: Iterable[str] = (),
+                     stop_after: str | None = None) -> Iterator[dict[str, Tensor]]:
     """Capture the outputs of the named modules while the ``with`` block runs.
 
     Captured tensors keep their autograd history; they are the module's own output (no copy)
-    unless named in ``clone`` (needed when the model changes the tensor in place afterwards).
+    unless named in ``clone``.
 
     Args:
         model: the network to hook.
         names: module names (``model.named_modules()``) to capture.
-        clone: names whose output must be cloned when captured.
+        clone: names whose output must be cloned when captured, because the model changes it in
+            place afterwards.
         stop_after: raise :class:`StopForward` right after this module runs, to skip the rest of
             the forward pass when only features are needed. The caller catches it.
 
@@ -127,10 +105,8 @@ def capture_features(
     def hook(name: str, module: nn.Module, output: Any) -> None:
         tensor = as_tensor_output(output)
         if tensor is None:
-            raise TypeError(
-                f"layers: module {name!r} returned {type(output).__name__}, not a tensor; "
-                "choose a module that outputs a feature tensor."
-            )
+            raise TypeError(f"layers: module {name!r} returned {type(output).__name__}, not a tensor; "
+                            "choose a module that outputs a feature tensor.")
         store[name] = tensor.clone() if name in clone else tensor
         if name == stop_after and len(store) == len(modules):
             raise StopForward
@@ -169,9 +145,7 @@ def _looks_like_attention(tensor: Tensor) -> bool:
     return bool(torch.allclose(sums, torch.ones_like(sums), atol=1e-3))
 
 
-def probe_modules(
-    model: nn.Module, x: Tensor, *, outputs: list[object] | None = None
-) -> list[ModuleCall]:
+def probe_modules(model: nn.Module, x: Tensor, *, outputs: list[object] | None = None) -> list[ModuleCall]:
     """Run ``model(x)`` without gradients and record each module's last output shape.
 
     The model's ``.training`` flags are not touched: callers put it in eval mode if they need to.
@@ -191,12 +165,10 @@ def probe_modules(
     def hook(name: str, module: nn.Module, output: Any) -> None:
         tensor = as_tensor_output(output)
         if tensor is not None:
-            calls[name] = ModuleCall(
-                name, module, tuple(tensor.shape), next(finished), _looks_like_attention(tensor)
-            )
+            calls[name] = ModuleCall(name, module, tuple(tensor.shape), next(finished),
+                                     _looks_like_attention(tensor))
 
-    modules = {name: module for name, module in model.named_modules() if name}
-    with forward_hooks(modules, hook), torch.no_grad():
+    with forward_hooks({name: m for name, m in model.named_modules() if name}, hook), torch.no_grad():
         output = model(x)
     if outputs is not None:
         outputs.append(output)

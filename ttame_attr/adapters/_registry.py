@@ -31,8 +31,9 @@ def register_adapter(name: str, *, priority: int = 0) -> Callable[[A], A]:
             every model, has the lowest priority (-100).
 
     Raises:
-        ValueError: if ``name`` is already registered (unregister nothing silently).
-        TypeError: if the decorated object is not a ``BackboneAdapter`` subclass.
+        ValueError: if ``name`` is already registered.
+        TypeError: if ``name`` is not a non-empty string, or the decorated object is not a
+            ``BackboneAdapter`` subclass.
 
     Example:
         >>> from ttame_attr import BackboneAdapter, register_adapter, list_adapters
@@ -53,18 +54,15 @@ def register_adapter(name: str, *, priority: int = 0) -> Callable[[A], A]:
 
     def decorator(cls: A) -> A:
         if not (isinstance(cls, type) and issubclass(cls, BackboneAdapter)):
-            raise TypeError(
-                f"register_adapter({name!r}): expected a subclass of BackboneAdapter, got {cls!r}."
-            )
+            raise TypeError(f"register_adapter({name!r}): expected a subclass of BackboneAdapter, "
+                            f"got {cls!r}.")
         if name in _REGISTRY:
             raise ValueError(
                 f"register_adapter: an adapter named {name!r} is already registered "
                 f"({_REGISTRY[name].__qualname__}). Choose another name, or call "
-                f"ttame_attr.adapters.unregister_adapter({name!r}) first."
-            )
+                f"ttame_attr.adapters.unregister_adapter({name!r}) first.")
         cls.name = name
-        _REGISTRY[name] = cls
-        _PRIORITY[name] = priority
+        _REGISTRY[name], _PRIORITY[name] = cls, priority
         return cls
 
     return decorator
@@ -77,8 +75,7 @@ def unregister_adapter(name: str) -> None:
         ValueError: if no adapter has that name.
     """
     get_adapter(name)
-    del _REGISTRY[name]
-    del _PRIORITY[name]
+    del _REGISTRY[name], _PRIORITY[name]
 
 
 def list_adapters() -> list[str]:
@@ -100,26 +97,32 @@ def get_adapter(name: str) -> type[BackboneAdapter]:
         raise ValueError(
             f"adapter: unknown adapter {name!r}; registered adapters are "
             f"{', '.join(map(repr, list_adapters()))}.{hint} Register your own with "
-            "@ttame_attr.register_adapter(name)."
-        ) from None
+            "@ttame_attr.register_adapter(name).") from None
 
 
-def resolve_adapter(
-    model: nn.Module, adapter: str | BackboneAdapter | type[BackboneAdapter] | None
-) -> BackboneAdapter:
+def resolve_adapter(model: nn.Module,
+                    adapter: str | BackboneAdapter | type[BackboneAdapter] | None) -> BackboneAdapter:
     """Turn the ``adapter`` argument of :class:`~ttame_attr.TTAME` into an adapter bound to ``model``.
 
-    ``None`` picks the first registered adapter (by priority) that matches the model.
+    Args:
+        model: the model to bind the adapter to.
+        adapter: ``None`` (the first registered adapter, by priority, that matches the model), a
+            registered name, a :class:`BackboneAdapter` subclass, or an instance bound to ``model``.
+
+    Returns:
+        The adapter instance.
+
+    Raises:
+        ValueError: for an unknown name or an instance bound to another model.
+        TypeError: for any other ``adapter``.
     """
     if adapter is None:
         for name in list_adapters():
-            cls = _REGISTRY[name]
-            if cls.matches(model):
+            if _REGISTRY[name].matches(model):
                 logger.info("TTAME: using the %r adapter for %s", name, type(model).__name__)
-                return cls(model)
+                return _REGISTRY[name](model)
         raise ValueError(  # pragma: no cover - the cnn adapter matches every model
-            f"adapter: no registered adapter matches {type(model).__name__}; pass adapter=..."
-        )
+            f"adapter: no registered adapter matches {type(model).__name__}; pass adapter=...")
     if isinstance(adapter, str):
         return get_adapter(adapter)(model)
     if isinstance(adapter, type) and issubclass(adapter, BackboneAdapter):
@@ -128,11 +131,9 @@ def resolve_adapter(
         if adapter.model is not model:
             raise ValueError(
                 "adapter: the BackboneAdapter instance is bound to another model; pass the adapter "
-                "class or its registered name instead."
-            )
+                "class or its registered name instead.")
         return adapter
     raise TypeError(
         "adapter: expected None, a registered name "
         f"({', '.join(map(repr, list_adapters()))}), a BackboneAdapter subclass or instance, "
-        f"got {type(adapter).__name__}."
-    )
+        f"got {type(adapter).__name__}.")

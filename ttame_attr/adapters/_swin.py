@@ -4,22 +4,10 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ttame_attr.adapters._base import BackboneAdapter, Layout, guess_layout
+from ttame_attr.adapters._base import BackboneAdapter, Layout, guess_layout, is_torchvision_model
 from ttame_attr.adapters._registry import register_adapter
 
 __all__ = ["SwinAdapter"]
-
-
-def _is_torchvision_swin(model: nn.Module) -> bool:
-    try:
-        from torchvision.models import SwinTransformer
-    except ImportError:  # pragma: no cover
-        return False
-    return isinstance(model, SwinTransformer)
-
-
-def _is_timm_swin(model: nn.Module) -> bool:
-    return "Swin" in type(model).__name__ and isinstance(getattr(model, "layers", None), nn.Sequential)
 
 
 @register_adapter("swin", priority=10)
@@ -34,16 +22,14 @@ class SwinAdapter(BackboneAdapter):
 
     @classmethod
     def matches(cls, model: nn.Module) -> bool:
-        return _is_torchvision_swin(model) or _is_timm_swin(model)
+        return is_torchvision_model(model, "SwinTransformer") or (
+            "Swin" in type(model).__name__ and isinstance(getattr(model, "layers", None), nn.Sequential))
 
     def default_layers(self, input_size: tuple[int, int, int]) -> list[str]:
-        if _is_torchvision_swin(self.model):
-            features = self.model.features
+        if is_torchvision_model(self.model, "SwinTransformer"):
             # Stages are the odd entries: 0 is the patch embedding, then stage / merge pairs.
-            stages = [f"features.{i}" for i in range(1, len(features), 2)]
-            return stages[-3:]
-        layers = self.model.layers
-        return [f"layers.{i}" for i in range(max(0, len(layers) - 3), len(layers))]
+            return [f"features.{i}" for i in range(1, len(self.model.features), 2)][-3:]
+        return [f"layers.{i}" for i in range(len(self.model.layers))][-3:]
 
     def layout(self, name: str, output: Tensor, input_hw: tuple[int, int]) -> Layout:
         if output.dim() == 3:
@@ -51,13 +37,11 @@ class SwinAdapter(BackboneAdapter):
         if output.dim() != 4:
             raise ValueError(
                 f"layers: the output of {name!r} has shape {tuple(output.shape)}; the swin adapter "
-                "expects (N, h, w, C) stage outputs."
-            )
+                "expects (N, h, w, C) stage outputs.")
         # Stage outputs are channels-last; a user may also pick an NCHW layer (after `permute`).
         layout = guess_layout(tuple(output.shape), input_hw, prefer="nhwc")
         if layout is None:
             raise ValueError(
                 f"layers: the output of {name!r} has shape {tuple(output.shape)}, which is not a "
-                "feature map (N, h, w, C) or (N, C, h, w)."
-            )
+                "feature map (N, h, w, C) or (N, C, h, w).")
         return layout

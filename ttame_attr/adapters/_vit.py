@@ -4,28 +4,15 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ttame_attr.adapters._base import BackboneAdapter, Layout
+from ttame_attr.adapters._base import BackboneAdapter, Layout, is_torchvision_model
 from ttame_attr.adapters._registry import register_adapter
 
 __all__ = ["ViTAdapter"]
 
 
 def _is_torchvision_vit(model: nn.Module) -> bool:
-    try:
-        from torchvision.models import VisionTransformer
-    except ImportError:  # pragma: no cover - torchvision is a core dependency
-        return False
-    return isinstance(model, VisionTransformer)
-
-
-def _is_timm_vit(model: nn.Module) -> bool:
-    blocks = getattr(model, "blocks", None)
-    return (
-        hasattr(model, "patch_embed")
-        and hasattr(model, "num_prefix_tokens")
-        and isinstance(blocks, (nn.Sequential, nn.ModuleList))
-        and len(blocks) > 0
-    )
+    """Whether ``model`` is torchvision's ``VisionTransformer``."""
+    return is_torchvision_model(model, "VisionTransformer")
 
 
 @register_adapter("vit", priority=10)
@@ -44,46 +31,39 @@ class ViTAdapter(BackboneAdapter):
 
     @classmethod
     def matches(cls, model: nn.Module) -> bool:
-        return _is_torchvision_vit(model) or _is_timm_vit(model)
+        blocks = getattr(model, "blocks", None)
+        return _is_torchvision_vit(model) or (
+            hasattr(model, "patch_embed") and hasattr(model, "num_prefix_tokens")
+            and isinstance(blocks, (nn.Sequential, nn.ModuleList)) and len(blocks) > 0)
 
     def default_layers(self, input_size: tuple[int, int, int]) -> list[str]:
-        model = self.model
-        if _is_torchvision_vit(model):
-            blocks = list(model.encoder.layers.named_children())
-            return [f"encoder.layers.{name}.ln_1" for name, _ in blocks[-3:]]
-        blocks = model.blocks
-        names = []
-        for i in range(max(0, len(blocks) - 3), len(blocks)):
-            block = blocks[i]
-            names.append(f"blocks.{i}.norm1" if hasattr(block, "norm1") else f"blocks.{i}")
-        return names
+        if _is_torchvision_vit(self.model):
+            layers = list(self.model.encoder.layers.named_children())[-3:]
+            return [f"encoder.layers.{name}.ln_1" for name, _ in layers]
+        blocks = self.model.blocks
+        return [f"blocks.{i}.norm1" if hasattr(blocks[i], "norm1") else f"blocks.{i}"
+                for i in range(len(blocks))[-3:]]
 
     def layout(self, name: str, output: Tensor, input_hw: tuple[int, int]) -> Layout:
         if output.dim() == 4:
             # Some blocks (or user-chosen layers) already give (N, h, w, C) or (N, C, h, w).
             grid = self.grid(input_hw)
-            if grid is not None and tuple(output.shape[1:3]) == grid:
-                return "nhwc"
-            return "nchw"
+            return "nhwc" if grid is not None and tuple(output.shape[1:3]) == grid else "nchw"
         if output.dim() != 3:
             raise ValueError(
                 f"layers: the output of {name!r} has shape {tuple(output.shape)}; the vit adapter "
-                "expects tokens (N, L, C). Choose a transformer block or one of its norms."
-            )
+                "expects tokens (N, L, C). Choose a transformer block or one of its norms.")
         return "tokens"
 
     def prefix_tokens(self, name: str) -> int:
-        if _is_torchvision_vit(self.model):
-            return 1
-        return int(getattr(self.model, "num_prefix_tokens", 0))
+        return 1 if _is_torchvision_vit(self.model) else int(getattr(self.model, "num_prefix_tokens", 0))
 
     def grid(self, input_hw: tuple[int, int]) -> tuple[int, int] | None:
-        model = self.model
         H, W = input_hw
-        if _is_torchvision_vit(model):
-            p = int(model.patch_size)
+        if _is_torchvision_vit(self.model):
+            p = int(self.model.patch_size)
             return (H // p, W // p)
-        embed = getattr(model, "patch_embed", None)
+        embed = getattr(self.model, "patch_embed", None)
         if embed is None:
             return None
         dynamic = getattr(embed, "dynamic_feat_size", None)
@@ -91,6 +71,4 @@ class ViTAdapter(BackboneAdapter):
             h, w = dynamic((H, W))
             return (int(h), int(w))
         grid = getattr(embed, "grid_size", None)
-        if grid is not None:
-            return (int(grid[0]), int(grid[1]))
-        return None
+        return None if grid is None else (int(grid[0]), int(grid[1]))

@@ -5,22 +5,7 @@ distractors and clutter, plus the ground-truth mask of that shape. Small classif
 it are in :mod:`ttame_attr.classifiers`.
 """
 
-from ttame_attr.data._synthetic import (
-    CLASS_NAMES,
-    DISTRACTOR_NAMES,
-    MEAN,
-    STD,
-    SyntheticShapes,
-    make_loaders,
-    normalize,
-)
+from ttame_attr.data._render import CLASS_NAMES, DISTRACTOR_NAMES
+from ttame_attr.data._synthetic import MEAN, STD, SyntheticShapes, make_loaders, normalize
 
-__all__ = [
-    "CLASS_NAMES",
-    "DISTRACTOR_NAMES",
-    "MEAN",
-    "STD",
-    "SyntheticShapes",
-    "make_loaders",
-    "normalize",
-]
+__all__ = ["CLASS_NAMES", "DISTRACTOR_NAMES", "MEAN", "STD", "SyntheticShapes", "make_loaders", "normalize"]

@@ -16,25 +16,14 @@ from torch import Tensor
 __all__ = ["CLASS_NAMES", "DISTRACTOR_NAMES", "N_PARAMS", "render"]
 
 #: Shapes that define the classes; the label of an image is the index of its class object here.
-CLASS_NAMES: tuple[str, ...] = (
-    "disc",
-    "square",
-    "triangle",
-    "cross",
-    "star",
-    "ring",
-    "frame",
-    "heart",
-)
-
+CLASS_NAMES: tuple[str, ...] = ("disc", "square", "triangle", "cross", "star", "ring", "frame", "heart")
 #: Shapes used for distractors only; none of them ever defines a class.
 DISTRACTOR_NAMES: tuple[str, ...] = ("ellipse", "crescent", "ell")
 
 # Geometry of the scene. Sizes are object diameters as a fraction of the image side.
 _CLASS_SCALE = (0.15, 0.40)
 _DISTRACTOR_SCALE = (0.12, 0.30)
-_MIN_DISTRACTORS = 2
-_MAX_DISTRACTORS = 4
+_MIN_DISTRACTORS, _MAX_DISTRACTORS = 2, 4
 _MAX_LINES = 6
 _POSITION_CANDIDATES = 8
 _NOISE_GRID = 4
@@ -43,9 +32,7 @@ _PIXEL_NOISE = 0.02
 # Layout of the per-item vector of uniform numbers in [0, 1).
 _OBJ_FIELDS = 8  # type, scale, angle, hue, sat, val, shade direction, shade strength
 _N_OBJ = 1 + _MAX_DISTRACTORS
-_P_LABEL = 0
-_P_NDIST = 1
-_P_OBJ = 2
+_P_LABEL, _P_NDIST, _P_OBJ = 0, 1, 2
 _P_CLASS_POS = _P_OBJ + _N_OBJ * _OBJ_FIELDS
 _P_DIST_POS = _P_CLASS_POS + 2
 _P_NOISE = _P_DIST_POS + _MAX_DISTRACTORS * _POSITION_CANDIDATES * 2
@@ -64,16 +51,7 @@ def _hsv_to_rgb(h: Tensor, s: Tensor, v: Tensor) -> Tensor:
 
 
 def _inside(kind: str, u: Tensor, v: Tensor) -> Tensor:
-    """Boolean occupancy of a shape in its local frame, where the shape fits the unit disc.
-
-    Args:
-        kind: a name from :data:`CLASS_NAMES` or :data:`DISTRACTOR_NAMES`.
-        u: local x coordinates, any shape.
-        v: local y coordinates, same shape as ``u``.
-
-    Returns:
-        Boolean tensor of the shape of ``u``.
-    """
+    """Boolean occupancy of shape ``kind`` at local coordinates ``(u, v)``; the shape fits the unit disc."""
     au, av = u.abs(), v.abs()
     rho2 = u * u + v * v
     if kind == "disc":
@@ -106,10 +84,20 @@ def _inside(kind: str, u: Tensor, v: Tensor) -> Tensor:
     if kind == "crescent":
         return (rho2 <= 1.0) & ((u - 0.5) ** 2 + v * v >= 0.8**2)
     if kind == "ell":
-        return ((u >= -0.8) & (u <= -0.3) & (av <= 0.85)) | (
-            (v >= 0.35) & (v <= 0.85) & (au <= 0.8)
-        )
+        return ((u >= -0.8) & (u <= -0.3) & (av <= 0.85)) | ((v >= 0.35) & (v <= 0.85) & (au <= 0.8))
     raise ValueError(f"unknown shape kind {kind!r}")
+
+
+def _linear_interpolation_matrix(grid: int, size: int) -> Tensor:
+    """``(size, grid)`` weights of linear interpolation from ``grid`` knots spanning the image."""
+    pos = torch.linspace(0.0, grid - 1.0, size)
+    left = pos.floor().clamp(max=grid - 2)
+    frac = pos - left
+    weights = torch.zeros(size, grid)
+    rows = torch.arange(size)
+    weights[rows, left.long()] = 1.0 - frac
+    weights[rows, left.long() + 1] = frac
+    return weights
 
 
 def _background(params: Tensor, size: int, xs: Tensor, ys: Tensor) -> Tensor:
@@ -120,10 +108,8 @@ def _background(params: Tensor, size: int, xs: Tensor, ys: Tensor) -> Tensor:
     smooth = torch.einsum("hg,bcgk,wk->bchw", interp, grid, interp)
     grad_p = params[:, _P_GRADIENT:_P_NLINES]
     direction = grad_p[:, 0] * 2.0 * math.pi
-    ramp = (
-        (xs - size / 2) * torch.cos(direction).view(batch, 1, 1)
-        + (ys - size / 2) * torch.sin(direction).view(batch, 1, 1)
-    ) / size + 0.5  # (B, H, W), roughly in [0, 1]
+    ramp = ((xs - size / 2) * torch.cos(direction).view(batch, 1, 1)
+            + (ys - size / 2) * torch.sin(direction).view(batch, 1, 1)) / size + 0.5  # (B, H, W) ~ [0, 1]
     colour_a = (0.15 + 0.55 * grad_p[:, 1:4]).view(batch, 3, 1, 1)
     colour_b = (0.15 + 0.55 * grad_p[:, 4:7]).view(batch, 3, 1, 1)
     gradient = colour_a + (colour_b - colour_a) * ramp.unsqueeze(1)
@@ -134,66 +120,49 @@ def _lines(params: Tensor, image: Tensor, size: int) -> Tensor:
     """Thin random lines over ``image``, rasterised by sampling points along each segment."""
     batch = params.shape[0]
     n_lines = (params[:, _P_NLINES] * (_MAX_LINES + 1)).long().clamp(max=_MAX_LINES)
+    live = torch.arange(_MAX_LINES).view(1, -1, 1) < n_lines.view(-1, 1, 1)  # (B, L, 1)
     line_p = params[:, _P_LINES:].view(batch, _MAX_LINES, 7)
     steps = torch.linspace(0.0, 1.0, 2 * size).view(1, 1, -1)
+    n_steps = steps.shape[-1]
     p0, p1 = line_p[..., 0:2] * size, line_p[..., 2:4] * size  # (B, L, 2)
     px = (p0[..., 0:1] + steps * (p1[..., 0:1] - p0[..., 0:1])).long().clamp(0, size - 1)
     py = (p0[..., 1:2] + steps * (p1[..., 1:2] - p0[..., 1:2])).long().clamp(0, size - 1)
     flat = (py * size + px).view(batch, -1)  # (B, L * S) pixel indices
-    active = (
-        (torch.arange(_MAX_LINES).view(1, -1, 1) < n_lines.view(-1, 1, 1))
-        .expand(batch, _MAX_LINES, steps.shape[-1])
-        .reshape(batch, -1)
-    )
+    active = live.expand(batch, _MAX_LINES, n_steps).reshape(batch, -1)
     on_line = torch.zeros(batch, size * size)
     on_line.scatter_reduce_(1, flat, active.to(torch.float32), reduce="amax")
-    line_colour = (0.1 + 0.8 * line_p[..., 4:7]) * (
-        torch.arange(_MAX_LINES).view(1, -1, 1) < n_lines.view(-1, 1, 1)
-    )
-    colour_src = line_colour.unsqueeze(2).expand(batch, _MAX_LINES, steps.shape[-1], 3)
+    line_colour = (0.1 + 0.8 * line_p[..., 4:7]) * live
+    colour_src = line_colour.unsqueeze(2).expand(batch, _MAX_LINES, n_steps, 3)
     colour_src = colour_src.reshape(batch, -1, 3).transpose(1, 2)  # (B, 3, L * S)
     colour_map = torch.zeros(batch, 3, size * size)
-    colour_map.scatter_reduce_(
-        2, flat.unsqueeze(1).expand(batch, 3, flat.shape[1]), colour_src, reduce="amax"
-    )
+    colour_map.scatter_reduce_(2, flat.unsqueeze(1).expand(batch, 3, flat.shape[1]), colour_src,
+                               reduce="amax")
     on_line = on_line.view(batch, 1, size, size) > 0
     return torch.where(on_line, 0.5 * image + 0.5 * colour_map.view(batch, 3, size, size), image)
 
 
 def _place(params: Tensor, obj: Tensor, size: int) -> tuple[Tensor, Tensor]:
-    """Centres ``(B, N_OBJ, 2)`` and radii ``(B, N_OBJ)`` of the class object (slot 0) and the
-    distractors, each distractor at the candidate position that overlaps the others least."""
+    """Centres ``(B, N_OBJ, 2)`` and radii ``(B, N_OBJ)``; distractors where they overlap others least."""
     batch = params.shape[0]
     class_radius = size * (_CLASS_SCALE[0] + (_CLASS_SCALE[1] - _CLASS_SCALE[0]) * obj[:, 0, 1]) / 2
     class_centre = class_radius.unsqueeze(-1) + params[:, _P_CLASS_POS:_P_DIST_POS] * (
-        size - 2 * class_radius
-    ).unsqueeze(-1)
-    dist_radius = (
-        size
-        * (_DISTRACTOR_SCALE[0] + (_DISTRACTOR_SCALE[1] - _DISTRACTOR_SCALE[0]) * obj[:, 1:, 1])
-        / 2
-    )  # (B, D)
-    candidates = params[:, _P_DIST_POS:_P_NOISE].view(
-        batch, _MAX_DISTRACTORS, _POSITION_CANDIDATES, 2
-    )
-    placed_centres = [class_centre]
-    placed_radii = [class_radius]
+        size - 2 * class_radius).unsqueeze(-1)
+    dist_scale = _DISTRACTOR_SCALE[0] + (_DISTRACTOR_SCALE[1] - _DISTRACTOR_SCALE[0]) * obj[:, 1:, 1]
+    dist_radius = size * dist_scale / 2  # (B, D)
+    candidates = params[:, _P_DIST_POS:_P_NOISE].view(batch, _MAX_DISTRACTORS, _POSITION_CANDIDATES, 2)
+    centres, radii = [class_centre], [class_radius]
     for d in range(_MAX_DISTRACTORS):
         r = dist_radius[:, d]
         # Centres may leave the image by up to half a radius: distractors can be cut by the edge.
         cand = -0.5 * r.view(batch, 1, 1) + candidates[:, d] * (size + r).view(batch, 1, 1)
         overlap = torch.zeros(batch, _POSITION_CANDIDATES)
-        for weight, (c, rr) in enumerate(zip(placed_centres, placed_radii)):
+        for slot, (c, rr) in enumerate(zip(centres, radii)):
             dist = (cand - c.unsqueeze(1)).norm(dim=-1)
             # Overlap with the class object (slot 0) costs more than overlap between distractors.
-            scale = 3.0 if weight == 0 else 1.0
-            overlap += scale * (rr.unsqueeze(1) + r.unsqueeze(1) - dist).clamp_min(0.0)
-        best = overlap.argmin(dim=1)
-        placed_centres.append(cand[torch.arange(batch), best])
-        placed_radii.append(r)
-    centres = torch.stack(placed_centres, dim=1)  # (B, N_OBJ, 2)
-    radii = torch.cat([class_radius.unsqueeze(1), dist_radius], dim=1)  # (B, N_OBJ)
-    return centres, radii
+            overlap += (3.0 if slot == 0 else 1.0) * (rr.unsqueeze(1) + r.unsqueeze(1) - dist).clamp_min(0.0)
+        centres.append(cand[torch.arange(batch), overlap.argmin(dim=1)])
+        radii.append(r)
+    return torch.stack(centres, dim=1), torch.cat([class_radius.unsqueeze(1), dist_radius], dim=1)
 
 
 def _occupancy(labels: Tensor, dist_kind: Tensor, present: Tensor, u: Tensor, v: Tensor) -> Tensor:
@@ -223,56 +192,41 @@ def render(params: Tensor, pixel_noise: Tensor, size: int) -> tuple[Tensor, Tens
     Returns:
         ``(images (B, 3, H, W), labels (B,), masks (B, 1, H, W))``.
     """
-    batch = params.shape[0]
-    num_classes = len(CLASS_NAMES)
+    batch, num_classes, n_kinds_d = params.shape[0], len(CLASS_NAMES), len(DISTRACTOR_NAMES)
     labels = torch.clamp((params[:, _P_LABEL] * num_classes).long(), max=num_classes - 1)
     coords = torch.arange(size, dtype=torch.float32) + 0.5  # pixel centres, in pixels
     ys, xs = coords.view(1, size, 1), coords.view(1, 1, size)
     image = _lines(params, _background(params, size, xs, ys), size)
 
     obj = params[:, _P_OBJ:_P_CLASS_POS].view(batch, _N_OBJ, _OBJ_FIELDS)
-    n_dist = _MIN_DISTRACTORS + (
-        params[:, _P_NDIST] * (_MAX_DISTRACTORS - _MIN_DISTRACTORS + 1)
-    ).long().clamp(max=_MAX_DISTRACTORS - _MIN_DISTRACTORS)
+    spread = _MAX_DISTRACTORS - _MIN_DISTRACTORS
+    n_dist = _MIN_DISTRACTORS + (params[:, _P_NDIST] * (spread + 1)).long().clamp(max=spread)
     centres, radii = _place(params, obj, size)
     angles = obj[:, :, 2] * 2.0 * math.pi
     colours = _hsv_to_rgb(obj[:, :, 3], 0.55 + 0.45 * obj[:, :, 4], 0.55 + 0.45 * obj[:, :, 5])
-    n_kinds_d = len(DISTRACTOR_NAMES)
     dist_kind = (obj[:, 1:, 0] * n_kinds_d).long().clamp(max=n_kinds_d - 1)
     present = torch.cat([torch.ones(batch, 1, dtype=torch.bool),
                          torch.arange(_MAX_DISTRACTORS).view(1, -1) < n_dist.view(-1, 1)], dim=1)
 
     # Local (rotated, radius-normalised) frame of every object: (B, N_OBJ, H, W).
-    cos_a = torch.cos(angles).view(batch, _N_OBJ, 1, 1)
-    sin_a = torch.sin(angles).view(batch, _N_OBJ, 1, 1)
-    rel_x = xs.unsqueeze(0) - centres[:, :, 0].view(batch, _N_OBJ, 1, 1)
-    rel_y = ys.unsqueeze(0) - centres[:, :, 1].view(batch, _N_OBJ, 1, 1)
-    inv_r = 1.0 / radii.view(batch, _N_OBJ, 1, 1)
+    def per_object(t: Tensor) -> Tensor:
+        return t.view(batch, _N_OBJ, 1, 1)
+
+    cos_a, sin_a = per_object(torch.cos(angles)), per_object(torch.sin(angles))
+    rel_x = xs.unsqueeze(0) - per_object(centres[:, :, 0])
+    rel_y = ys.unsqueeze(0) - per_object(centres[:, :, 1])
+    inv_r = 1.0 / per_object(radii)
     u = (rel_x * cos_a + rel_y * sin_a) * inv_r
     v = (-rel_x * sin_a + rel_y * cos_a) * inv_r
     occupancy = _occupancy(labels, dist_kind, present, u, v)
 
     # Soft shading across each object so that fills are not flat.
     shade_dir = obj[:, :, 6] * 2.0 * math.pi
-    shade = 1.0 + 0.25 * obj[:, :, 7].view(batch, _N_OBJ, 1, 1) * (
-        u * torch.cos(shade_dir).view(batch, _N_OBJ, 1, 1)
-        + v * torch.sin(shade_dir).view(batch, _N_OBJ, 1, 1)
-    )
+    shade = 1.0 + 0.25 * per_object(obj[:, :, 7]) * (
+        u * per_object(torch.cos(shade_dir)) + v * per_object(torch.sin(shade_dir)))
     # Distractors first (last slot lowest), the class object last, on top of everything.
-    for slot in list(range(_N_OBJ - 1, 0, -1)) + [0]:
+    for slot in [*range(_N_OBJ - 1, 0, -1), 0]:
         fill = colours[:, slot].view(batch, 3, 1, 1) * shade[:, slot].unsqueeze(1)
         image = torch.where(occupancy[:, slot].unsqueeze(1), fill, image)
     image = (image + _PIXEL_NOISE * pixel_noise).clamp(0.0, 1.0)
     return image.contiguous(), labels, occupancy[:, :1].to(torch.float32)
-
-
-def _linear_interpolation_matrix(grid: int, size: int) -> Tensor:
-    """``(size, grid)`` weights of linear interpolation from ``grid`` knots spanning the image."""
-    pos = torch.linspace(0.0, grid - 1.0, size)
-    left = pos.floor().clamp(max=grid - 2)
-    frac = pos - left
-    weights = torch.zeros(size, grid)
-    rows = torch.arange(size)
-    weights[rows, left.long()] = 1.0 - frac
-    weights[rows, left.long() + 1] = frac
-    return weights

@@ -1,39 +1,14 @@
-"""A seeded synthetic localisation dataset: one class-defining shape among distractors.
-
-Every image holds exactly one *class object* whose shape is the label, a few *distractor* objects
-drawn from a separate family of shapes that never defines a class, and a cluttered background
-(smooth colour noise, a colour gradient and thin random lines). Class object and distractors draw
-their colours from the same distribution, so colour says nothing about the class; the class
-object is the only thing in the image that does. A binary ground-truth mask of the class object
-comes with every image, which makes the dataset a localisation benchmark for explanation maps.
-
-Item ``i`` is a pure function of ``(seed, split, offset + i)``: its random parameters come from a
-``torch.Generator`` seeded with a hash of those numbers, and the image is rendered with batched
-tensor operations, so a batch renders to bit-identical images whatever its size or order.
-"""
+"""The seeded :class:`SyntheticShapes` dataset, its normalisation and its loaders."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from ttame_attr.data._render import CLASS_NAMES, DISTRACTOR_NAMES, N_PARAMS, render
-
-__all__ = [
-    "CLASS_NAMES",
-    "DISTRACTOR_NAMES",
-    "MEAN",
-    "STD",
-    "SyntheticShapes",
-    "make_loaders",
-    "normalize",
-]
-
-logger = logging.getLogger(__name__)
+from ttame_attr.data._render import CLASS_NAMES, N_PARAMS, render
 
 #: Per-channel mean of the images (in ``[0, 1]``), measured on 4,096 training images of seed 0 at
 #: 64x64. Use with :data:`STD` (e.g. via :func:`normalize`) before feeding a classifier.
@@ -42,7 +17,6 @@ MEAN: tuple[float, float, float] = (0.4292, 0.4301, 0.4305)
 STD: tuple[float, float, float] = (0.1178, 0.1173, 0.1177)
 
 _SPLITS: dict[str, int] = {"train": 0, "val": 1, "test": 2}
-
 _MASK64 = (1 << 64) - 1
 
 
@@ -59,6 +33,15 @@ def _item_seed(seed: int, stream: int, index: int) -> int:
     return _mix64(_mix64(_mix64(seed) ^ stream) ^ index) & ((1 << 63) - 1)
 
 
+def check_int(name: str, value: object, minimum: int | None) -> int:
+    """``value`` if it is an int (not a bool) of at least ``minimum``, else TypeError/ValueError."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name}: expected an int, got {type(value).__name__} ({value!r}).")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name}: expected an int >= {minimum}, got {value}.")
+    return value
+
+
 class SyntheticShapes(Dataset):
     """Seeded synthetic dataset of one class-defining shape among distractors and clutter.
 
@@ -68,21 +51,22 @@ class SyntheticShapes(Dataset):
       :data:`MEAN`, :data:`STD` and :func:`normalize`), or whatever ``transform`` returns;
     * ``label``: ``int`` in ``[0, num_classes)``, the index in :attr:`class_names` of the shape of
       the class object;
-    * ``mask``: float32 tensor ``(1, H, W)`` holding 1.0 on the pixels of the class object and 0.0
-      elsewhere (returned only when ``return_mask=True``; otherwise the item is
-      ``(image, label)``).
+    * ``mask``: float32 tensor ``(1, H, W)``, 1.0 on the pixels of the class object and 0.0
+      elsewhere (left out, giving ``(image, label)``, when ``return_mask=False``).
 
     The class object is a rotated shape from :data:`CLASS_NAMES` (disc, square, triangle, cross,
     star, ring, frame, heart) with diameter 0.15-0.4 of the image side, placed fully inside the
     image and drawn on top. Two to four distractors from :data:`DISTRACTOR_NAMES` (elongated
     ellipse, crescent, L shape; diameter 0.12-0.3) are placed to avoid it where possible, so they
-    overlap it at most partially. All objects take colours from the same distribution. Every
-    class shape has a mirror symmetry and all objects are rotated uniformly, so flips and
-    90-degree rotations of an image never change its label.
+    overlap it at most partially. The background is smooth colour noise, a colour gradient and
+    thin random lines. All objects take colours from the same distribution, so only the shape of
+    the class object tells the class. Every class shape has a mirror symmetry and all objects are
+    rotated uniformly, so flips and 90-degree rotations of an image never change its label.
 
-    Item ``i`` depends only on ``(seed, split, offset + i)``. ``__getitems__`` renders a whole
-    batch at once (PyTorch's ``DataLoader`` uses it automatically), which gives the same tensors
-    as rendering the items one by one; thousands of images per second on one CPU core.
+    Item ``i`` depends only on ``(seed, split, offset + i)``: its random numbers come from a
+    generator seeded with a hash of them. ``__getitems__`` renders a whole batch at once
+    (PyTorch's ``DataLoader`` uses it automatically) with the same tensors as rendering the items
+    one by one; thousands of images per second on one CPU core.
 
     Args:
         num_samples: number of items (``len(dataset)``), >= 1.
@@ -96,8 +80,7 @@ class SyntheticShapes(Dataset):
         transform: optional callable applied to each image tensor ``(3, H, W)``. It sees the
             image only, not the mask, so use it for photometric changes or normalisation, not
             for geometric ones.
-        return_mask: when ``True`` (default) items are ``(image, label, mask)``, otherwise
-            ``(image, label)``.
+        return_mask: whether items include the mask.
 
     Raises:
         TypeError: if an argument has the wrong type.
@@ -115,46 +98,32 @@ class SyntheticShapes(Dataset):
     mean: tuple[float, float, float] = MEAN
     std: tuple[float, float, float] = STD
 
-    def __init__(
-        self,
-        num_samples: int,
-        image_size: int = 64,
-        seed: int = 0,
-        split: str = "train",
-        offset: int = 0,
-        transform: Callable[[Tensor], Tensor] | None = None,
-        return_mask: bool = True,
-    ) -> None:
+    def __init__(self, num_samples: int, image_size: int = 64, seed: int = 0, split: str = "train",
+                 offset: int = 0, transform: Callable[[Tensor], Tensor] | None = None,
+                 return_mask: bool = True) -> None:
         self.num_samples = check_int("num_samples", num_samples, minimum=1)
         self.image_size = check_int("image_size", image_size, minimum=16)
         self.seed = check_int("seed", seed, minimum=None)
         self.offset = check_int("offset", offset, minimum=0)
         if not isinstance(split, str) or split not in _SPLITS:
-            raise ValueError(
-                f"split: expected one of {sorted(_SPLITS)}, got {split!r}. Use `offset` to take "
-                "different items from the same split."
-            )
-        self.split = split
+            raise ValueError(f"split: expected one of {sorted(_SPLITS)}, got {split!r}. Use `offset` to take "
+                             "different items from the same split.")
         if transform is not None and not callable(transform):
-            raise TypeError(
-                f"transform: expected a callable taking a (3, H, W) tensor or None, got "
-                f"{type(transform).__name__}."
-            )
-        self.transform = transform
+            raise TypeError("transform: expected a callable taking a (3, H, W) tensor or None, got "
+                            f"{type(transform).__name__}.")
         if not isinstance(return_mask, bool):
             raise TypeError(f"return_mask: expected a bool, got {type(return_mask).__name__}.")
-        self.return_mask = return_mask
+        self.split, self.transform, self.return_mask = split, transform, return_mask
 
     def __len__(self) -> int:
         return self.num_samples
 
     def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(num_samples={self.num_samples}, image_size={self.image_size}, "
-            f"seed={self.seed}, split={self.split!r}, offset={self.offset})"
-        )
+        return (f"{type(self).__name__}(num_samples={self.num_samples}, image_size={self.image_size}, "
+                f"seed={self.seed}, split={self.split!r}, offset={self.offset})")
 
     def _check_index(self, index: int) -> int:
+        """``index`` as an int in ``[0, len(self))``."""
         if isinstance(index, bool) or not isinstance(index, int):
             try:
                 index = int(index)  # numpy / 0-d tensor indices
@@ -163,15 +132,11 @@ class SyntheticShapes(Dataset):
         if index < 0:
             index += self.num_samples
         if not 0 <= index < self.num_samples:
-            raise IndexError(
-                f"index {index} out of range for a dataset of {self.num_samples} items."
-            )
+            raise IndexError(f"index {index} out of range for a dataset of {self.num_samples} items.")
         return index
 
     def generate(self, indices: Sequence[int]) -> tuple[Tensor, Tensor, Tensor]:
-        """Render several items at once, as batched tensors.
-
-        ``transform`` is not applied here.
+        """Render several items at once, as batched tensors, without ``transform``.
 
         Args:
             indices: item indices in ``[-len(self), len(self))``.
@@ -187,43 +152,35 @@ class SyntheticShapes(Dataset):
         checked = [self._check_index(i) for i in indices]
         if not checked:
             raise ValueError("indices: expected at least one index, got an empty sequence.")
-        stream = _SPLITS[self.split]
+        size, stream = self.image_size, _SPLITS[self.split]
         params = torch.empty(len(checked), N_PARAMS)
-        noise = torch.empty(len(checked), 3, self.image_size, self.image_size)
+        noise = torch.empty(len(checked), 3, size, size)
         generator = torch.Generator()
         for row, index in enumerate(checked):
             generator.manual_seed(_item_seed(self.seed, stream, self.offset + index))
             params[row] = torch.rand(N_PARAMS, generator=generator)
-            noise[row] = torch.randn(3, self.image_size, self.image_size, generator=generator)
-        return render(params, noise, self.image_size)
+            noise[row] = torch.randn(3, size, size, generator=generator)
+        return render(params, noise, size)
 
     def __getitem__(self, index: int) -> tuple[Tensor, int, Tensor] | tuple[Tensor, int]:
-        images, labels, masks = self.generate([index])
-        return self._pack(images[0], labels[0], masks[0])
+        return self.__getitems__([index])[0]
 
     def __getitems__(self, indices: Sequence[int]) -> list[tuple]:
         images, labels, masks = self.generate(indices)
-        return [self._pack(im, lab, m) for im, lab, m in zip(images, labels, masks)]
-
-    def _pack(self, image: Tensor, label: Tensor, mask: Tensor) -> tuple:
         if self.transform is not None:
-            image = self.transform(image)
+            images = [self.transform(image) for image in images]
         if self.return_mask:
-            return image, int(label), mask
-        return image, int(label)
+            return [(image, int(label), mask) for image, label, mask in zip(images, labels, masks)]
+        return [(image, int(label)) for image, label in zip(images, labels)]
 
 
-def normalize(
-    images: Tensor,
-    mean: Sequence[float] = MEAN,
-    std: Sequence[float] = STD,
-) -> Tensor:
-    """Normalise images in ``[0, 1]`` channel-wise: ``(x - mean) / std``. Returns a new tensor.
+def normalize(images: Tensor, mean: Sequence[float] = MEAN, std: Sequence[float] = STD) -> Tensor:
+    """Normalise images in ``[0, 1]`` channel-wise into a new tensor: ``(x - mean) / std``.
 
     Args:
         images: tensor ``(3, H, W)`` or ``(N, 3, H, W)``.
-        mean: three per-channel means (default :data:`MEAN`).
-        std: three per-channel standard deviations (default :data:`STD`).
+        mean: three per-channel means.
+        std: three per-channel standard deviations.
 
     Returns:
         Tensor of the same shape as ``images``.
@@ -233,26 +190,15 @@ def normalize(
     """
     if not isinstance(images, Tensor) or images.dim() not in (3, 4) or images.shape[-3] != 3:
         shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
-        raise ValueError(
-            f"images: expected a tensor of shape (3, H, W) or (N, 3, H, W), got {shape}."
-        )
+        raise ValueError(f"images: expected a tensor of shape (3, H, W) or (N, 3, H, W), got {shape}.")
     m = torch.as_tensor(mean, dtype=images.dtype, device=images.device).view(3, 1, 1)
     s = torch.as_tensor(std, dtype=images.dtype, device=images.device).view(3, 1, 1)
     return (images - m) / s
 
 
-def make_loaders(
-    num_train: int = 20000,
-    num_val: int = 2000,
-    num_test: int = 2000,
-    *,
-    image_size: int = 64,
-    seed: int = 0,
-    batch_size: int = 128,
-    return_mask: bool = False,
-    num_workers: int = 0,
-    shuffle_train: bool = True,
-) -> tuple[DataLoader, DataLoader, DataLoader]:
+def make_loaders(num_train: int = 20000, num_val: int = 2000, num_test: int = 2000, *, image_size: int = 64,
+                 seed: int = 0, batch_size: int = 128, return_mask: bool = False, num_workers: int = 0,
+                 shuffle_train: bool = True) -> tuple[DataLoader, DataLoader, DataLoader]:
     """Train, validation and test loaders over disjoint :class:`SyntheticShapes` splits.
 
     Images come out in ``[0, 1]``; normalise them with :func:`normalize` before a classifier
@@ -277,26 +223,10 @@ def make_loaders(
         ValueError: if a size or ``batch_size`` is not a positive int.
     """
     check_int("batch_size", batch_size, minimum=1)
-    datasets = [
+    train, val, test = (
         SyntheticShapes(n, image_size=image_size, seed=seed, split=split, return_mask=return_mask)
-        for n, split in ((num_train, "train"), (num_val, "val"), (num_test, "test"))
-    ]
-    generator = torch.Generator().manual_seed(seed)
-    train = DataLoader(
-        datasets[0],
-        batch_size=batch_size,
-        shuffle=shuffle_train,
-        generator=generator,
-        num_workers=num_workers,
-    )
-    val = DataLoader(datasets[1], batch_size=batch_size, num_workers=num_workers)
-    test = DataLoader(datasets[2], batch_size=batch_size, num_workers=num_workers)
-    return train, val, test
-
-
-def check_int(name: str, value: object, minimum: int | None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name}: expected an int, got {type(value).__name__} ({value!r}).")
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name}: expected an int >= {minimum}, got {value}.")
-    return value
+        for n, split in ((num_train, "train"), (num_val, "val"), (num_test, "test")))
+    return (DataLoader(train, batch_size=batch_size, shuffle=shuffle_train, num_workers=num_workers,
+                       generator=torch.Generator().manual_seed(seed)),
+            DataLoader(val, batch_size=batch_size, num_workers=num_workers),
+            DataLoader(test, batch_size=batch_size, num_workers=num_workers))
