@@ -167,10 +167,9 @@ def test_evaluate_prints_the_table(trained_head, image_dir, tmp_path, capsys):
 def _ad_ic_by_hand(head, files) -> dict[str, float]:
     """AD/IC recomputed from the paper's formulas with NumPy, on the CLI's preprocessing
     (Resize(round(32 * 256 / 224)), CenterCrop(32), ImageNet normalisation)."""
+    import cli_tiny_models
     from PIL import Image
     from torchvision import transforms as T
-
-    import cli_tiny_models
 
     model = cli_tiny_models.tiny_cnn().eval()
     explainer = TTAME.load(head, model)
