@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import inspect
 import json
+import logging
 
 import numpy as np
 import pytest
 import torch
 
-from ttame_attr import TTAME, fit
+from ttame_attr import TTAME
 from ttame_attr.cli import main
 
 CNN = "cli_tiny_models:tiny_cnn"
@@ -82,17 +82,37 @@ def test_fit_from_a_list_file(tmp_path, image_dir, capsys):
     assert "4 images" in stdout and "saved the head" in stdout
 
 
-def test_fit_checkpoint_and_resume(tmp_path, image_dir, capsys):
+def test_fit_checkpoint_and_resume(tmp_path, image_dir, capsys, caplog):
     ckpt = tmp_path / "train.ckpt"
+    head = tmp_path / "h.pt"
     argv = ["fit", CNN, str(image_dir), *SIZE, "--epochs", "1", "--batch-size", "4",
-            "--out", str(tmp_path / "h.pt"), "--checkpoint", str(ckpt), "--resume", "-q"]
-    rc, _, err = run(capsys, *argv)
-    if "checkpoint_path" in inspect.signature(fit).parameters:
-        assert rc == 0 and ckpt.exists()
-        rc, _, _ = run(capsys, *argv)  # resumes from the finished run
-        assert rc == 0
-    else:
-        assert_usage_error(rc, err, "--checkpoint/--resume")
+            "--out", str(head), "--checkpoint", str(ckpt), "--resume", "-q"]
+    rc, out1, err = run(capsys, *argv)
+    assert rc == 0, err
+    # The first run (no checkpoint yet) trains and leaves a finished training checkpoint:
+    # 8 images, batch 4, drop_last -> 2 steps in the one epoch.
+    payload = torch.load(ckpt, weights_only=True)
+    assert payload["format"] == "ttame_attr.training"
+    assert (payload["epoch"], payload["batch"], payload["step"]) == (1, 0, 2)
+    trained = torch.load(head, weights_only=True)["state_dict"]
+    assert trained.keys() == payload["head"].keys()
+    for k, v in trained.items():
+        assert torch.equal(v, payload["head"][k]), k
+    # Mark the checkpoint's weights, so a run that retrains instead of resuming is told apart.
+    payload["head"] = {k: v + 0.5 if v.is_floating_point() else v
+                       for k, v in payload["head"].items()}
+    torch.save(payload, ckpt)
+    caplog.set_level(logging.INFO, logger="ttame_attr")
+    rc, out2, err = run(capsys, *argv)  # resumes from the finished run: no step left to take
+    assert rc == 0, err
+    assert any("resuming from" in r.getMessage() and "epoch 2, batch 0 (step 2)" in r.getMessage()
+               for r in caplog.records), caplog.text
+    resumed = torch.load(head, weights_only=True)["state_dict"]
+    for k, v in payload["head"].items():
+        assert torch.equal(resumed[k], v), k  # the checkpoint's head, not a retrained one
+    # The final line reports the restored history of the first run.
+    last = [line for line in out1.splitlines() if line.startswith("epoch 1:")]
+    assert len(last) == 1 and last[0] in out2.splitlines()
 
 
 def test_explain_writes_npy_maps_and_overlays(trained_head, image_dir, tmp_path, capsys):
@@ -137,7 +157,51 @@ def test_evaluate_prints_the_table(trained_head, image_dir, tmp_path, capsys):
     assert "ROAD" not in out
     table = json.loads(report.read_text())
     assert table["images"] == 4
-    assert all(0.0 <= v <= 100.0 for v in table["metrics"].values())
+    expected = _ad_ic_by_hand(trained_head, sorted(image_dir.rglob("*.png"))[:4])
+    assert table["metrics"].keys() == expected.keys()
+    for key, value in expected.items():
+        assert table["metrics"][key] == pytest.approx(value, rel=1e-4, abs=1e-4), key
+        assert f"{key.ljust(7)}  {value:8.2f}" in out.splitlines()
+
+
+def _ad_ic_by_hand(head, files) -> dict[str, float]:
+    """AD/IC recomputed from the paper's formulas with NumPy, on the CLI's preprocessing
+    (Resize(round(32 * 256 / 224)), CenterCrop(32), ImageNet normalisation)."""
+    import cli_tiny_models
+    from PIL import Image
+    from torchvision import transforms as T
+
+    model = cli_tiny_models.tiny_cnn().eval()
+    explainer = TTAME.load(head, model)
+    prep = T.Compose([T.Resize(37), T.CenterCrop(32), T.ToTensor(),
+                      T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+    x = torch.stack([prep(Image.open(f).convert("RGB")) for f in files])
+    with torch.no_grad():
+        clean = model(x).softmax(1)
+    target = clean.argmax(1)
+    maps = explainer.attribute(x, target=target).detach().reshape(len(files), -1, 32, 32)
+    table: dict[str, float] = {}
+    drops: dict[int, list[float]] = {100: [], 50: [], 15: []}
+    ups: dict[int, list[bool]] = {100: [], 50: [], 15: []}
+    for i in range(len(files)):
+        m = maps[i].mean(0).numpy().astype(np.float64).ravel()
+        normed = (m - m.min()) / (m.max() - m.min())
+        order = np.argsort(-normed, kind="stable")
+        y = float(clean[i, target[i]])
+        for pct in drops:
+            keep = np.zeros(32 * 32)
+            top = order[:round(pct / 100 * 32 * 32)]
+            keep[top] = normed[top]
+            masked = x[i:i + 1] * torch.from_numpy(keep.reshape(1, 1, 32, 32)).float()
+            with torch.no_grad():
+                o = float(model(masked).softmax(1)[0, target[i]])
+            drops[pct].append(100.0 * max(0.0, y - o) / y)
+            ups[pct].append(o > y)
+    for pct in drops:
+        table[f"AD {pct}%"] = float(np.mean(drops[pct]))
+    for pct in drops:
+        table[f"IC {pct}%"] = 100.0 * float(np.mean(ups[pct]))
+    return table
 
 
 def test_evaluate_with_road(trained_head, image_dir, capsys):

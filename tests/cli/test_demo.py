@@ -7,11 +7,26 @@ import json
 import subprocess
 import sys
 
+import numpy as np
+import pytest
+import torch
+
 from ttame_attr.demo import DemoConfig, run_demo
 from ttame_attr.demo._report import metrics_table_rows
 
 
-def test_tiny_demo_writes_report_pngs_and_json(tmp_path):
+def test_tiny_demo_writes_report_pngs_and_json(tmp_path, monkeypatch):
+    from ttame_attr.demo import _classifier
+
+    trained: list[torch.nn.Module] = []
+    real_train = _classifier.train_classifier_here
+
+    def keep_the_classifier(*args, **kwargs):  # the real training; only keeps the network
+        net, info = real_train(*args, **kwargs)
+        trained.append(net)
+        return net, info
+
+    monkeypatch.setattr(_classifier, "train_classifier_here", keep_the_classifier)
     cfg = DemoConfig(image_size=32, train_images=64, val_images=32, eval_images=4, show_images=2,
                      train_classifier=True, classifier_epochs=1, ttame_epochs=1, batch_size=16,
                      seed=1)
@@ -29,14 +44,73 @@ def test_tiny_demo_writes_report_pngs_and_json(tmp_path):
         "class_maps.png", "explanations.png", "training_curves.png"]
     assert all(p.read_bytes()[:4] == b"\x89PNG" for p in result.pngs)
     data = json.loads(result.json_path.read_text())
-    assert set(data["metrics"]) == {"T-TAME", next(k for k in data["metrics"] if k != "T-TAME")}
-    for values in data["metrics"].values():
-        assert set(values) == {"ad_100", "ad_50", "ad_15", "ic_100", "ic_50", "ic_15",
-                               "road_morf", "road_lerf", "pointing_game"}
-        assert all(0.0 <= v <= 100.0 for v in values.values())
+    assert set(data["metrics"]) == {"T-TAME", "Grad-CAM (pytorch-grad-cam)"}
+    # Recompute the numbers from the classifier, the saved head and the test images.
+    expected = _metrics_by_hand(trained[0], tmp_path / "out" / "ttame_head.pt", cfg)
+    assert data["classifier"]["test_accuracy"] == pytest.approx(expected.pop("accuracy"))
+    for method, values in expected.items():
+        assert data["metrics"][method].keys() == values.keys()
+        for key, value in values.items():
+            assert data["metrics"][method][key] == pytest.approx(value, rel=1e-4, abs=1e-4), (
+                method, key)
     assert len(data["ttame"]["history"]) == 1
     assert (tmp_path / "out" / "ttame_head.pt").is_file()
     assert any(line.startswith("Report: ") and line.endswith("report.html") for line in lines)
+
+
+def _metrics_by_hand(net, head, cfg) -> dict:
+    """The demo's test-set numbers, recomputed outside the demo: accuracy, AD/IC (paper's
+    formulas, NumPy) and the pointing game (first maximal pixel inside the shape) of the
+    saved T-TAME head's maps and of pytorch-grad-cam's Grad-CAM on ``net.layer4``. ROAD is
+    recomputed with ``road`` (checked on its own in tests/metrics/test_road.py) on these
+    maps, so the demo must score the right maps with the right model and seed."""
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    from ttame_attr import TTAME
+    from ttame_attr.data import MEAN, STD, SyntheticShapes
+    from ttame_attr.demo._classifier import Normalized
+    from ttame_attr.metrics import road
+
+    n, size = cfg.eval_images, cfg.image_size
+    x, y, shapes = SyntheticShapes(n, size, cfg.seed, "test").generate(range(n))
+    model = Normalized(net, MEAN, STD).eval()
+    with torch.no_grad():
+        clean = model(x).softmax(1)
+    pred = clean.argmax(1)
+    ttame_maps = TTAME.load(head, model).attribute(x, target=pred).detach()
+    with GradCAM(model=model, target_layers=[net.layer4]) as cam:
+        cam_maps = torch.from_numpy(cam(input_tensor=x, targets=[ClassifierOutputTarget(int(t))
+                                                                 for t in pred])).float()[:, None]
+    out: dict = {"accuracy": float((pred == y).float().mean())}
+    for method, maps in (("T-TAME", ttame_maps), ("Grad-CAM (pytorch-grad-cam)", cam_maps)):
+        values: dict[str, float] = {}
+        drops, ups, hits = {100: [], 50: [], 15: []}, {100: [], 50: [], 15: []}, []
+        for i in range(n):
+            m = maps[i, 0].numpy().astype(np.float64).ravel()
+            hits.append(bool(shapes[i, 0].numpy().ravel()[int(np.argmax(m))] > 0.5))
+            span = m.max() - m.min()
+            normed = (m - m.min()) / span if span > 0 else np.zeros_like(m)
+            order = np.argsort(-normed, kind="stable")
+            y_clean = float(clean[i, pred[i]])
+            for pct in drops:
+                keep = np.zeros(size * size)
+                top = order[:round(pct / 100 * size * size)]
+                keep[top] = normed[top]
+                masked = x[i:i + 1] * torch.from_numpy(keep.reshape(1, 1, size, size)).float()
+                with torch.no_grad():
+                    o = float(model(masked).softmax(1)[0, pred[i]])
+                drops[pct].append(100.0 * max(0.0, y_clean - o) / y_clean)
+                ups[pct].append(o > y_clean)
+        for pct in drops:
+            values[f"ad_{pct}"] = float(np.mean(drops[pct]))
+            values[f"ic_{pct}"] = 100.0 * float(np.mean(ups[pct]))
+        roads = road(model, x, maps, generator=torch.Generator().manual_seed(cfg.seed))
+        values["road_morf"] = 100.0 * roads.morf_average
+        values["road_lerf"] = 100.0 * roads.lerf_average
+        values["pointing_game"] = 100.0 * float(np.mean(hits))
+        out[method] = values
+    return out
 
 
 def test_metrics_table_rows_formats_every_column():

@@ -110,12 +110,23 @@ def test_tuple_in_tuple_out(explainer, images) -> None:
 
 
 def test_no_grad_and_inference_mode(explainer, images) -> None:
-    ref = explainer.attribute(images, target=1)
+    # References built without attribute(): own hooks + full fusion, bilinear resize, sigmoid.
+    full = nn.functional.interpolate(_manual_full_maps(explainer, images), size=(32, 32),
+                                     mode="bilinear", align_corners=False).sigmoid()
     with torch.no_grad():
-        torch.testing.assert_close(explainer.attribute(images, target=1), ref)
+        predicted = explainer.model(images).argmax(1)
+    ref = full[:, 3:4]
+    ref_predicted = full[torch.arange(4), predicted][:, None]
+    assert not torch.allclose(ref, ref_predicted)  # class 3 is predicted for no image
+    torch.testing.assert_close(explainer.attribute(images, target=3), ref, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():
+        torch.testing.assert_close(explainer.attribute(images, target=3), ref,
+                                   rtol=1e-5, atol=1e-6)
     with torch.inference_mode():
-        torch.testing.assert_close(explainer.attribute(images), explainer.attribute(images))
-        torch.testing.assert_close(explainer.attribute(images, target=1), ref)
+        torch.testing.assert_close(explainer.attribute(images), ref_predicted,
+                                   rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(explainer.attribute(images, target=3), ref,
+                                   rtol=1e-5, atol=1e-6)
 
 
 def test_gradients_flow_when_inputs_require_grad(explainer, images) -> None:

@@ -116,8 +116,8 @@ def run_all(
     """Entry point of each spawned process (``torch.multiprocessing.start_processes``).
 
     ``device``, ``amp`` and ``only_main`` are for ``gpu_check.py`` (two ranks sharing one GPU);
-    ``port``: a free TCP port for the last scenario (fit initialising the group from torchrun's
-    environment variables); ``None`` skips it.
+    ``port``: the TCP port of the store for the last scenario (fit initialising the group from
+    torchrun's environment variables), ``0`` for one the system picks; ``None`` skips it.
     """
     start = time.perf_counter()
     from ttame_attr import fit
@@ -209,11 +209,23 @@ def run_all(
         result["err_empty"] = _error(lambda: fit(make_explainer(), empty, epochs=1, progress=False))
 
         # 6. No process group, but torchrun's environment: fit initialises the group itself.
+        #    As under torchrun, the store is served by someone else (torchrun's agent; here
+        #    rank 0, before fit) and every rank joins it as a client. Rank 0's server is bound
+        #    from the moment its port is chosen, and the port reaches rank 1 over the group
+        #    still open: no window in which another process could take a "free" port.
         if port is not None:
+            agent_store = None
+            chosen: list[Any] = [None]
+            if rank == 0:
+                agent_store = dist.TCPStore("127.0.0.1", port, None, is_master=True,
+                                            wait_for_workers=False)
+                chosen = [agent_store.port]
+            dist.broadcast_object_list(chosen, src=0)
             dist.destroy_process_group()
             os.environ.update(
                 RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
-                MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+                MASTER_ADDR="127.0.0.1", MASTER_PORT=str(chosen[0]),
+                TORCHELASTIC_USE_AGENT_STORE="True",
             )
             auto = make_explainer(head_seed=rank)
             auto_history = fit(auto, DataLoader(TensorDataset(x[:8]), batch_size=2), epochs=1,
@@ -224,7 +236,9 @@ def run_all(
                 "backend": str(dist.get_backend()),
                 "steps": auto_history[0].steps,
                 "state": _head_state(auto),
+                "port": int(chosen[0]),
             }
+            del agent_store  # (rank 0) the server outlives fit's process group
         result["seconds"]["all"] = time.perf_counter() - start
         result["messages"] = [(r.levelname, r.getMessage()) for r in records]
     except Exception:

@@ -6,7 +6,6 @@ start-ups once); the tests below check what each rank wrote.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -43,10 +42,9 @@ def one_thread() -> Iterator[None]:
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     out = tmp_path_factory.mktemp("ddp")
-    with socket.socket() as sock:  # a free port for the torchrun-environment scenario
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    run_ranks(run_all, (WORLD, str(out / "init"), str(out), "cpu", False, False, port))
+    # port 0: in the torchrun-environment scenario rank 0's store binds a port the system picks
+    # and hands it to rank 1 (no free-port probe that another process could race).
+    run_ranks(run_all, (WORLD, str(out / "init"), str(out), "cpu", False, False, 0))
     return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
 
 
@@ -200,6 +198,7 @@ def test_fit_initialises_the_group_from_torchrun_environment(ranks: list[dict]) 
     a, b = ranks[0]["auto"], ranks[1]["auto"]
     assert a["initialised"] and b["initialised"]
     assert (a["world"], a["backend"], a["steps"]) == (2, "gloo", 2)  # 8 images, 2 ranks of 2
+    assert a["port"] == b["port"] > 0  # both joined the store rank 0 bound
     for key in a["state"]:  # heads built with different seeds end identical
         assert torch.equal(a["state"][key], b["state"][key]), key
     assert any("initialised a gloo process group of 2 processes" in m
