@@ -16,17 +16,16 @@ from ttame_attr.demo._report import metrics_table_rows
 
 
 def test_tiny_demo_writes_report_pngs_and_json(tmp_path, monkeypatch):
-    from ttame_attr.demo import _classifier
+    from ttame_attr.demo import _run
 
     trained: list[torch.nn.Module] = []
-    real_train = _classifier.train_classifier_here
+    real_train = _run.train_classifier
 
-    def keep_the_classifier(*args, **kwargs):  # the real training; only keeps the network
-        net, info = real_train(*args, **kwargs)
-        trained.append(net)
-        return net, info
+    def keep_the_classifier(model, *args, **kwargs):  # the real training; only keeps the network
+        trained.append(model)
+        return real_train(model, *args, **kwargs)
 
-    monkeypatch.setattr(_classifier, "train_classifier_here", keep_the_classifier)
+    monkeypatch.setattr(_run, "train_classifier", keep_the_classifier)
     cfg = DemoConfig(image_size=32, train_images=64, val_images=32, eval_images=4, show_images=2,
                      train_classifier=True, classifier_epochs=1, ttame_epochs=1, batch_size=16,
                      seed=1)
@@ -68,8 +67,8 @@ def _metrics_by_hand(net, head, cfg) -> dict:
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     from ttame_attr import TTAME
+    from ttame_attr.classifiers import Normalized
     from ttame_attr.data import MEAN, STD, SyntheticShapes
-    from ttame_attr.demo._classifier import Normalized
     from ttame_attr.metrics import road
 
     n, size = cfg.eval_images, cfg.image_size

@@ -136,15 +136,15 @@ def good_target(draw, n: int):
     values = draw(st.lists(cls, min_size=n, max_size=n))
     if kind == "list":
         return values
-    if kind == "tuple":
-        return tuple(values)
+    if kind == "tuple":  # Captum's form: one class for every image
+        return (values[0],)
     if kind == "tensor":
         return torch.tensor(values, dtype=draw(st.sampled_from([torch.int64, torch.int32])))
     return torch.tensor(values[0])
 
 
-TARGET_FAULTS = ["int_range", "list_length", "list_range", "list_items", "tensor_shape",
-                 "tensor_range", "tensor_dtype", "type"]
+TARGET_FAULTS = ["int_range", "list_length", "list_range", "list_items", "tuple_length",
+                 "tensor_shape", "tensor_range", "tensor_dtype", "type"]
 
 
 @st.composite
@@ -162,7 +162,9 @@ def bad_target(draw, kind: str, n: int):
         values: list = draw(st.lists(cls, min_size=n, max_size=n))
         values[draw(st.integers(0, n - 1))] = draw(
             out_of_range if kind == "list_range" else st.sampled_from([1.0, True, "1"]))
-        return values, (ValueError, "target")
+        return values, (ValueError if kind == "list_range" else TypeError, "target")
+    if kind == "tuple_length":
+        return tuple(draw(st.lists(cls, min_size=2, max_size=3))), (ValueError, "target")
     if kind == "tensor_shape":
         shape = draw(st.sampled_from([(n + 1,), (n, 1), (1, n, 1)]))
         return torch.zeros(shape, dtype=torch.long), (ValueError, "target")
@@ -413,25 +415,18 @@ def test_pointing_games(data, game) -> None:
     _refusals(data, call, good, faults)
 
 
-# ------------------------------------------------------------------------ known bugs
-# Found by the properties above and left out of their strategies; strict, so that a fix shows.
-@pytest.mark.xfail(strict=True, raises=IndexError,
-                   reason="bug: prepare_maps lets (N, 0, h, w) maps through to m[:, 0]")
+# ------------------------------------------------------------------------ found bugs
+# Found by the properties above (each failed before its fix).
 def test_maps_without_channels_are_refused_with_value_error() -> None:
     with pytest.raises(ValueError, match="^maps:"):
         average_drop_increase(MODEL, _tensor((2, 3, 4, 4), torch.float32), torch.rand(2, 0, 4, 4))
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError,
-                   reason="bug: _check_masks accepts masks of spatial size 0; F.interpolate fails")
 def test_masks_without_pixels_are_refused_with_value_error() -> None:
     with pytest.raises(ValueError, match="^masks:"):
         pointing_game(torch.rand(2, 4, 4), torch.zeros(2, 0, 4, dtype=torch.bool))
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="bug: a non-callable non-tensor is taken for an explanation method "
-                          "(documented: TypeError for non-tensor maps)")
 def test_pointing_game_refuses_non_tensor_maps_with_type_error() -> None:
     with pytest.raises(TypeError, match="^maps:"):
         pointing_game([[0.5, 0.5], [0.5, 0.5]], torch.ones(1, 2, 2, dtype=torch.bool))

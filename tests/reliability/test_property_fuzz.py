@@ -274,8 +274,6 @@ def test_to_nchw_fuzz(data, layout):
                      f"grid {bad!r}")
 
 
-@pytest.mark.xfail(strict=True, reason="bug: `h, w = grid` fails before the grid check, with "
-                                       "'not enough values to unpack' (no argument named)")
 def test_to_nchw_names_grid_of_wrong_length():
     for bad in [(2,), (1, 2, 2)]:
         _refused(lambda bad=bad: to_nchw(torch.zeros(1, 4, 2), "tokens", bad), ValueError, "grid",
@@ -299,10 +297,10 @@ def _layout_oracle(shape, input_hw, prefer):
     if not deviation:
         return {None}
     if len(deviation) == 2 and deviation["nchw"] == deviation["nhwc"]:
-        # Documented: ``prefer`` breaks the tie. Readings that are each other's reciprocal
-        # (e.g. (N, 3, 4, 3) on a square input) get the reading with the float-rounding edge
-        # instead: see test_guess_layout_prefer_breaks_reciprocal_ties.
-        return {prefer, "nchw", "nhwc"}
+        # Documented: ``prefer`` breaks the tie (also for readings that are each other's
+        # reciprocal, e.g. (N, 3, 4, 3) on a square input:
+        # test_guess_layout_prefer_breaks_reciprocal_ties).
+        return {prefer}
     return {min(deviation, key=deviation.get)}
 
 
@@ -323,8 +321,6 @@ def test_guess_layout_fuzz(shape, input_hw, prefer):
                  repr(bad))
 
 
-@pytest.mark.xfail(strict=True, reason="bug: abs(log(4/3)) != abs(log(3/4)) in floats, so the "
-                                       "documented tie-break by `prefer` is skipped")
 def test_guess_layout_prefer_breaks_reciprocal_ties():
     # (N, 3, 4, 3) on a square input reads as 4x3 (nchw) or 3x4 (nhwc): equally far from square.
     assert guess_layout((1, 3, 4, 3), (16, 16), "nhwc") == "nhwc"

@@ -177,6 +177,8 @@ def to_nchw(feature: Tensor, layout: Layout, grid: tuple[int, int] | None = None
     if grid is None:
         raise ValueError("grid: a token layout needs the patch grid `grid=(h, w)`.")
     n, length, c = feature.shape
+    if not isinstance(grid, (tuple, list)) or len(grid) != 2:
+        raise ValueError(f"grid: expected a patch grid (h, w) of two positive ints, got {grid!r}.")
     h, w = grid
     if not (isinstance(h, int) and isinstance(w, int) and h > 0 and w > 0 and h * w <= length):
         raise ValueError(f"grid: expected a patch grid (h, w) of positive ints with h * w <= {length} "
@@ -213,7 +215,8 @@ def guess_layout(shape: tuple[int, ...], input_hw: tuple[int, int], prefer: Layo
     for layout, (h, w) in (("nchw", (b, c)), ("nhwc", (a, b))):
         if h > 0 and w > 0 and h * w > 1 and h <= H and w <= W:
             # log of the ratio between this reading's aspect ratio and the input's
-            error = abs(math.log((h * W) / (w * H)))
+            # (as max / min, so that readings that are each other's reciprocal tie exactly)
+            error = math.log(max(h * W, w * H) / min(h * W, w * H))
             if error < math.log(1.5):
                 candidates[layout] = error
     if not candidates:
