@@ -172,6 +172,17 @@ def test_damaged_checkpoint_bytes_give_value_error(tmp_path_factory, data):
         safe_torch_load(path)
 
 
+def test_a_changed_byte_inside_tensor_data_is_refused(tmp_path):
+    path = atomic_torch_save({"w": torch.arange(64.0)}, tmp_path / "c.pt")
+    raw = bytearray(path.read_bytes())
+    start = raw.find(torch.arange(64.0).numpy().tobytes()[:16])  # the tensor's stored bytes
+    assert start > 0
+    raw[start + 20] ^= 0x01  # one bit of one float: torch.load alone would read 5.0 as 5.000...
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="checksum"):
+        safe_torch_load(path)
+
+
 def test_atomic_save_keeps_previous_file_when_writing_fails(tmp_path):
     path = atomic_torch_save({"v": torch.ones(2)}, tmp_path / "c.pt")
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
+import zipfile
+import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -73,6 +75,7 @@ def safe_torch_load(path: str | Path, map_location: Any = None) -> Any:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"path: no checkpoint file at {str(path)!r}.")
+    _check_zip_crcs(path)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
@@ -92,6 +95,19 @@ def safe_torch_load(path: str | Path, map_location: Any = None) -> Any:
             f"path: {str(path)!r} is not a readable checkpoint (truncated or corrupted?): "
             f"{type(err).__name__}: {err}"
         ) from err
+
+
+def _check_zip_crcs(path: Path) -> None:
+    """Refuse a torch zip file whose members fail their CRC-32 (``torch.load`` does not check
+    them, so a changed byte inside tensor data would load as a different value)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, zlib.error):
+        return  # not a readable zip: torch.load gives the error below (or reads an old pickle)
+    if bad is not None:
+        raise ValueError(f"path: {str(path)!r} is not a readable checkpoint (corrupted: the "
+                         f"checksum of {bad!r} does not match).")
 
 
 def check_payload(
