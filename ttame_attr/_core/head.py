@@ -32,6 +32,7 @@ class FeatureBranch(nn.Module):
         mode (batch statistics) the straightforward computation runs.
         """
         if self.training or self.bn.running_mean is None or self.bn.running_var is None:
+            x = x.to(self.conv.weight.dtype)  # the float32 head on a low-precision backbone
             return F.relu(self.bn(self.conv(x)) + x)
         weight, bias = self.fused_weight_bias()
         return F.relu(F.conv2d(x, weight.to(x.dtype), bias.to(x.dtype)), inplace=True)
@@ -47,7 +48,8 @@ class FeatureBranch(nn.Module):
         ``BN(conv(x)) + x = s * (W x + b - mean) + beta + x`` with ``s = gamma / sqrt(var + eps)``,
         so ``W' = diag(s) W + I`` and ``b' = s * (b - mean) + beta``. Under ``torch.no_grad()`` the
         result is cached until a parameter or statistic changes (their version counters move on
-        every in-place update: optimiser steps, ``load_state_dict``, ``.to()``).
+        every in-place update: optimiser steps, ``load_state_dict``, ``.to()``); a call that
+        needs gradients never uses the cache.
 
         Returns:
             ``W'`` of shape ``(C, C, 1, 1)`` and ``b'`` of shape ``(C,)``, in the parameters' dtype.
@@ -55,9 +57,11 @@ class FeatureBranch(nn.Module):
         bn, conv = self.bn, self.conv
         assert bn.running_mean is not None and bn.running_var is not None
         tracked = self._fold_inputs()
+        # A fold computed without gradients must not serve a call that needs them.
+        cacheable = not (torch.is_grad_enabled() and any(t.requires_grad for t in tracked))
         key = tuple((t.data_ptr(), t._version) for t in tracked) + (bn.eps,)
         cached = self.__dict__.get("_fused_cache")
-        if cached is not None and cached[0] == key:
+        if cacheable and cached is not None and cached[0] == key:
             return cached[1], cached[2]
         scale = torch.rsqrt(bn.running_var + bn.eps)
         if bn.weight is not None:
@@ -68,9 +72,7 @@ class FeatureBranch(nn.Module):
         weight = conv.weight * scale[:, None, None, None]
         weight.view(weight.shape[0], weight.shape[1]).diagonal().add_(1.0)
         bias = shift if conv.bias is None else conv.bias * scale + shift
-        if torch.is_grad_enabled() and any(t.requires_grad for t in tracked):
-            self.__dict__.pop("_fused_cache", None)
-        else:
+        if cacheable:
             self.__dict__["_fused_cache"] = (key, weight, bias)
         return weight, bias
 

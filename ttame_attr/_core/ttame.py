@@ -78,8 +78,8 @@ class TTAME(Attribution):
             (timm ``pretrained_cfg``, torchvision ViT ``image_size``), else ``(3, 224, 224)``.
         adapter: ``None`` (automatic), a registered name (``"cnn"``, ``"vit"``, ``"swin"``), or a
             :class:`~ttame_attr.BackboneAdapter` subclass.
-        max_map_size: the maps have the size of the largest feature map, capped at this (56 in
-            the paper).
+        max_map_size: the maps have the size of the largest feature map, its longer side capped
+            at this (56 in the paper) and the aspect ratio kept.
         normalization: ``(mean, std)`` of the model's input normalisation, or ``"imagenet"``;
             read from timm's ``pretrained_cfg`` when ``None``. Used to mask images in pixel space.
         mask_space: where :meth:`fit` multiplies images by the mask: ``"input"`` (the tensor the
@@ -143,10 +143,14 @@ class TTAME(Attribution):
             )
         self._num_classes = out_classes
         largest = max(self._layer_infos, key=lambda i: i.height * i.width)
-        self._map_size = (min(largest.height, max_map_size), min(largest.width, max_map_size))
+        shrink = min(1.0, max_map_size / max(largest.height, largest.width))  # keep the ratio
+        self._map_size = (max(1, round(largest.height * shrink)), max(1, round(largest.width * shrink)))
+        self._dtype = dtype
+        # float32 weights whatever the model's dtype: float16 gradients cannot be unscaled and
+        # bfloat16 SGD steps lose small updates (autocast runs the head in low precision).
         self.head = AttentionHead(
             [info.channels for info in self._layer_infos], self._num_classes, self._map_size
-        ).to(device=device, dtype=dtype)
+        ).to(device=device)
         self.head.eval()
         self.loss_fn = loss if loss is not None else TTAMELoss()
         self.history: Any = None
@@ -200,9 +204,9 @@ class TTAME(Attribution):
                              f"{len(inputs)} tensors. Pass one (N, C, H, W) tensor (or a 1-tuple).")
         return check_images(inputs[0] if is_tuple else inputs, channels=self._input_size[0]), is_tuple
 
-    def _to_model(self, x: Tensor) -> Tensor:
+    def _to_model(self, x: Tensor, non_blocking: bool = False) -> Tensor:
         """Images on the model's device and in its floating-point dtype (e.g. float64 -> float32)."""
-        return x.to(device=self.device, dtype=self.head.fusion.weight.dtype)
+        return x.to(device=self.device, dtype=self._dtype, non_blocking=non_blocking)
 
     # ------------------------------------------------------------------ public API
     @log_usage()
@@ -303,16 +307,8 @@ class TTAME(Attribution):
             features, _ = self.extractor(self._to_model(x), need_logits=False)
             return self.head(features, None)
 
-    def fit(self, loader: Any, epochs: int = 8, **kwargs: Any) -> Any:
-        """Train the attention head on ``loader`` with the paper's recipe.
-
-        See :func:`ttame_attr.fit` for every option; this is ``fit(self, loader, epochs, ...)``.
-
-        Returns:
-            The :class:`~ttame_attr.TrainingHistory`, also stored as ``self.history``.
-        """
-        self.history = fit(self, loader, epochs=epochs, **kwargs)
-        return self.history
+    #: ``explainer.fit(loader, ...)`` is :func:`ttame_attr.fit` (one definition of the options).
+    fit = fit
 
     # ------------------------------------------------------------------ masking (training)
     def mask_images(self, x: Tensor, masks: Tensor) -> Tensor:

@@ -107,7 +107,7 @@ def _agreed_setup(loader: Any, val_loader: Any, steps_per_epoch: int | None, che
 
 def _to_device(explainer: TTAME, image_key: str | None, batch: Any) -> Tensor:
     x, _ = explainer._check_inputs(batch_images(batch, image_key))
-    return x.to(device=explainer.device, dtype=explainer.head.fusion.weight.dtype, non_blocking=True)
+    return explainer._to_model(x, non_blocking=True)
 
 
 def fit(
@@ -120,8 +120,10 @@ def fit(
 ) -> TrainingHistory:
     """Train ``explainer``'s attention head on unlabelled images with the paper's recipe.
 
-    Every batch is one :class:`~ttame_attr.TrainStep`; ``fit`` adds the epochs, validation,
-    checkpoints with exact resumption, a guard against non-finite steps and data-parallel training.
+    Called as ``explainer.fit(loader, ...)`` (the method is this function) or
+    ``ttame_attr.fit(explainer, loader, ...)``. Every batch is one :class:`~ttame_attr.TrainStep`;
+    ``fit`` adds the epochs, validation, checkpoints with exact resumption, a guard against
+    non-finite steps and data-parallel training.
 
     Args:
         explainer: the :class:`~ttame_attr.TTAME` whose head is trained.
@@ -163,7 +165,8 @@ def fit(
             loader (the same on every rank).
 
     Returns:
-        A :class:`TrainingHistory` with one :class:`EpochStats` per epoch.
+        A :class:`TrainingHistory` with one :class:`EpochStats` per epoch, also stored as
+        ``explainer.history``.
 
     Raises:
         ValueError: for an empty loader, bad settings, or a checkpoint that cannot be resumed
@@ -207,4 +210,5 @@ def fit(
             pieces.append(checkpointing)
         EpochLoop(step, data, epochs, setup.batches, pieces, position, prepare).run()
     explainer.head.eval()
+    explainer.history = history.history
     return history.history
