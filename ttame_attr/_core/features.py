@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from ttame_attr._core.modes import eval_mode
 from ttame_attr._core.outputs import extract_logits
-from ttame_attr.adapters._base import BackboneAdapter, LayerInfo, to_nchw
+from ttame_attr.adapters._base import BackboneAdapter, LayerInfo
 from ttame_attr.adapters._hooks import (
     StopForward,
     capture_features,
@@ -112,12 +112,11 @@ class FeatureExtractor:
     def _describe(adapter: BackboneAdapter, name: str, feature: Tensor, version: int,
                   hw: tuple[int, int]) -> LayerInfo:
         layout = adapter.layout(name, feature, hw)
-        grid = adapter.token_grid(name, feature.shape[1], hw) if layout == "tokens" else None
-        nchw = to_nchw(feature, layout, grid)
+        nchw = adapter.convert(name, feature, layout, hw)
         info = LayerInfo(
             name=name, layout=layout, channels=int(nchw.shape[1]), height=int(nchw.shape[2]),
             width=int(nchw.shape[3]),
-            prefix_tokens=int(feature.shape[1] - grid[0] * grid[1]) if grid is not None else 0,
+            prefix_tokens=int(feature.shape[1] - nchw.shape[2] * nchw.shape[3]) if layout == "tokens" else 0,
             inplace_modified=feature._version != version,
         )
         if info.inplace_modified:
@@ -150,10 +149,5 @@ class FeatureExtractor:
                         f"{err}). It was set up for {self.input_size[1:]}; resize the images."
                     ) from err
                 raise
-        features = []
-        for info in self.infos:
-            raw = store[info.name]
-            grid = (self.adapter.token_grid(info.name, raw.shape[1], hw)
-                    if info.layout == "tokens" else None)
-            features.append(to_nchw(raw, info.layout, grid))
+        features = [self.adapter.convert(info.name, store[info.name], info.layout, hw) for info in self.infos]
         return features, logits

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ttame_attr.adapters._base import BackboneAdapter
+from ttame_attr.adapters._base import IMAGENET_MEAN, IMAGENET_STD, BackboneAdapter, Normalization
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -23,11 +23,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-#: ``(mean, std)``, one value per channel.
-Normalization = tuple[tuple[float, ...], tuple[float, ...]]
 
 
 def model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
@@ -78,18 +73,26 @@ def resolve_input_size(
 
 
 def resolve_normalization(
-    normalization: Any, model: nn.Module, channels: int
+    normalization: Any, adapter: BackboneAdapter, channels: int
 ) -> Normalization | None:
-    """``(mean, std)`` from ``normalization``, or timm's ``pretrained_cfg`` when it is ``None``.
+    """``(mean, std)`` from ``normalization``, or what the model declares when it is ``None``.
+
+    ``normalization`` may be ``"imagenet"``, a pair ``(mean, std)`` or an image processor (any
+    object with ``image_mean`` and ``image_std``, such as a Hugging Face ``AutoImageProcessor``).
+    With ``None`` the adapter tells (:meth:`~ttame_attr.BackboneAdapter.normalization`: timm's
+    config, ImageNet's for torchvision classifiers; logged).
 
     Raises:
         TypeError, ValueError: for a malformed normalisation.
     """
     if normalization is None:
-        cfg = getattr(model, "pretrained_cfg", None)
-        if not (isinstance(cfg, dict) and "mean" in cfg and "std" in cfg):
+        declared = adapter.normalization()
+        if declared is None:
             return None
-        mean, std = tuple(map(float, cfg["mean"])), tuple(map(float, cfg["std"]))
+        logger.info("TTAME: the model's inputs are taken to be normalised with mean %s, std %s (%s); "
+                    "pass normalization=... or mask_space='input' if they are not", declared[0],
+                    declared[1], type(adapter.model).__name__)
+        mean, std = declared
     elif isinstance(normalization, str):
         if normalization.lower() != "imagenet":
             raise ValueError(
@@ -97,13 +100,15 @@ def resolve_normalization(
             )
         mean, std = IMAGENET_MEAN, IMAGENET_STD
     else:
+        if hasattr(normalization, "image_mean") and hasattr(normalization, "image_std"):
+            normalization = (normalization.image_mean, normalization.image_std)
         try:
             mean, std = normalization
             mean, std = tuple(map(float, mean)), tuple(map(float, std))
         except (TypeError, ValueError) as err:
             raise TypeError(
-                "normalization: expected None, 'imagenet' or a pair (mean, std) of per-channel "
-                f"sequences, got {normalization!r}."
+                "normalization: expected None, 'imagenet', a pair (mean, std) of per-channel "
+                f"sequences or an image processor with image_mean/image_std, got {normalization!r}."
             ) from err
     if any(s <= 0 for s in std):
         raise ValueError(f"normalization: std must be positive, got {std}.")
@@ -131,5 +136,6 @@ def resolve_mask_space(
             "or normalization='imagenet'."
         )
     if mask_space == "auto":
-        return "pixel" if normalization is not None and adapter.name != "vit" else "input"
+        # The paper masks CNN inputs in [0, 1] pixels and ViT inputs as the model takes them.
+        return "pixel" if normalization is not None and adapter.family != "vit" else "input"
     return mask_space

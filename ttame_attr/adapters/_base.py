@@ -9,7 +9,7 @@ from typing import ClassVar, Literal
 
 from torch import Tensor, nn
 
-__all__ = ["BackboneAdapter", "LayerInfo", "Layout"]
+__all__ = ["BackboneAdapter", "LayerInfo", "Layout", "Normalization"]
 
 #: How a captured feature tensor is laid out.
 Layout = Literal["nchw", "nhwc", "tokens"]
@@ -55,9 +55,15 @@ class BackboneAdapter(ABC):
 
     #: Registry name, set by :func:`ttame_attr.register_adapter`.
     name: ClassVar[str] = ""
+    #: ``"cnn"``, ``"vit"`` or ``"swin"``: the paper's family of the model, which decides the
+    #: default masking space (ViT inputs are masked as the model takes them, others in pixels).
+    family: str = "cnn"
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
+        #: Why each default layer was chosen (``{name: reason}``), filled by :meth:`default_layers`
+        #: where the adapter says (``ttame layers`` shows it).
+        self.reasons: dict[str, str] = {}
 
     @classmethod
     @abstractmethod
@@ -75,10 +81,6 @@ class BackboneAdapter(ABC):
     def layout(self, name: str, output: Tensor, input_hw: tuple[int, int]) -> Layout:
         """Layout of the output of layer ``name`` (NCHW unless a subclass says otherwise)."""
         return "nchw"
-
-    def prefix_tokens(self, name: str) -> int:
-        """Number of non-patch tokens (class, distillation, registers) before the patch tokens."""
-        return 0
 
     def grid(self, input_hw: tuple[int, int]) -> tuple[int, int] | None:
         """Patch grid ``(h, w)`` for an input of size ``input_hw`` (token layouts), if known."""
@@ -107,8 +109,58 @@ class BackboneAdapter(ABC):
         """The ``(C, H, W)`` input size the model declares, if it declares one."""
         return _declared_input_size(self.model)
 
+    def normalization(self) -> Normalization | None:
+        """The ``(mean, std)`` the model's inputs are normalised with, when the model tells.
+
+        timm models: their ``pretrained_cfg``; torchvision classifiers: ImageNet's (every one of
+        their weights is trained on ImageNet-normalised images).
+        """
+        return declared_normalization(self.model)
+
+    def convert(self, name: str, output: Tensor, layout: Layout, input_hw: tuple[int, int]) -> Tensor:
+        """The captured ``output`` of layer ``name`` as ``(N, C, h, w)`` (a view where possible).
+
+        The default lays tokens out on :meth:`token_grid` and permutes channels-last maps;
+        adapters whose models store tokens in another order override it.
+        """
+        grid = self.token_grid(name, output.shape[1], input_hw) if layout == "tokens" else None
+        return to_nchw(output, layout, grid)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model={type(self.model).__name__})"
+
+
+#: ``(mean, std)``, one value per channel.
+Normalization = tuple[tuple[float, ...], tuple[float, ...]]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def is_torchvision_classifier(model: nn.Module) -> bool:
+    """Whether ``model`` is one of torchvision's classifier classes (``torchvision.models.ResNet``,
+    ``VisionTransformer``, ...), not one of their building blocks."""
+    import torchvision.models
+
+    cls = getattr(torchvision.models, type(model).__name__, None)
+    return isinstance(cls, type) and type(model) is cls and type(model).__module__.startswith(
+        "torchvision.models")
+
+
+def is_timm_model(model: nn.Module) -> bool:
+    """Whether ``model`` is a timm model (a classifier with ``forward_features``, not a block)."""
+    return type(model).__module__.startswith("timm.") and callable(
+        getattr(model, "forward_features", None)) and hasattr(model, "num_classes")
+
+
+def declared_normalization(model: nn.Module) -> Normalization | None:
+    """timm's ``pretrained_cfg`` mean and std; ImageNet's for torchvision classifiers; else ``None``."""
+    cfg = getattr(model, "pretrained_cfg", None)
+    if isinstance(cfg, dict) and "mean" in cfg and "std" in cfg:
+        return tuple(map(float, cfg["mean"])), tuple(map(float, cfg["std"]))
+    if is_torchvision_classifier(model):
+        return IMAGENET_MEAN, IMAGENET_STD
+    return None
 
 
 def is_torchvision_model(model: nn.Module, class_name: str) -> bool:

@@ -1,10 +1,10 @@
 """Forward hooks on the user's model, registered for one block and removed on exit.
 
-Every hook the package puts on a model goes through :func:`forward_hooks`: capturing the
+Every hook the package puts on a model is here: :func:`forward_hooks` serves capturing the
 features T-TAME reads (:func:`capture_features`), the dry runs that find layers
 (:func:`probe_modules`) and the check for outputs changed in place
-(:func:`record_output_versions`). The hooks live for the ``with`` block only, also when it
-raises.
+(:func:`record_output_versions`); :func:`capture_inputs` sees what a wrapped backbone receives.
+The hooks live for the ``with`` block only, also when it raises.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ModuleCall", "StopForward", "as_tensor_output", "capture_features", "forward_hooks",
-           "named_modules_or_error", "probe_modules", "record_output_versions"]
+__all__ = ["ModuleCall", "StopForward", "as_tensor_output", "capture_features", "capture_inputs",
+           "forward_hooks", "named_modules_or_error", "probe_modules", "record_output_versions"]
 
 #: ``hook(name, module, output)``: what :func:`forward_hooks` calls after each hooked module.
 Hook = Callable[[str, nn.Module, Any], None]
@@ -51,6 +51,17 @@ def forward_hooks(modules: Mapping[str, nn.Module], hook: Hook) -> Iterator[None
     finally:
         for handle in handles:
             handle.remove()
+
+
+@contextmanager
+def capture_inputs(module: nn.Module) -> Iterator[list[Any]]:
+    """The first positional input of each call of ``module`` while the block runs."""
+    seen: list[Any] = []
+    handle = module.register_forward_pre_hook(lambda m, args: seen.append(args[0] if args else None))
+    try:
+        yield seen
+    finally:
+        handle.remove()
 
 
 def named_modules_or_error(model: nn.Module, names: Iterable[str]) -> dict[str, nn.Module]:

@@ -10,6 +10,7 @@ from typing import TypeVar
 from torch import nn
 
 from ttame_attr.adapters._base import BackboneAdapter
+from ttame_attr.adapters._nested import NestedAdapter, find_backbone
 
 __all__ = ["get_adapter", "list_adapters", "register_adapter", "resolve_adapter", "unregister_adapter"]
 
@@ -104,9 +105,14 @@ def resolve_adapter(model: nn.Module,
                     adapter: str | BackboneAdapter | type[BackboneAdapter] | None) -> BackboneAdapter:
     """Turn the ``adapter`` argument of :class:`~ttame_attr.TTAME` into an adapter bound to ``model``.
 
+    A model wrapped in another module (a normalising ``forward``, ``nn.Sequential``, a
+    LightningModule-style holder) is read through its backbone: the torchvision, timm or
+    transformers classifier inside it, or the shallowest submodule a specific adapter matches
+    (:func:`~ttame_attr.adapters.find_backbone`); the layer names then carry the wrapper's prefix.
+
     Args:
         model: the model to bind the adapter to.
-        adapter: ``None`` (the first registered adapter, by priority, that matches the model), a
+        adapter: ``None`` (the first registered adapter, by priority, that matches the backbone), a
             registered name, a :class:`BackboneAdapter` subclass, or an instance bound to ``model``.
 
     Returns:
@@ -116,24 +122,28 @@ def resolve_adapter(model: nn.Module,
         ValueError: for an unknown name or an instance bound to another model.
         TypeError: for any other ``adapter``.
     """
-    if adapter is None:
-        for name in list_adapters():
-            if _REGISTRY[name].matches(model):
-                logger.info("TTAME: using the %r adapter for %s", name, type(model).__name__)
-                return _REGISTRY[name](model)
-        raise ValueError(  # pragma: no cover - the cnn adapter matches every model
-            f"adapter: no registered adapter matches {type(model).__name__}; pass adapter=...")
-    if isinstance(adapter, str):
-        return get_adapter(adapter)(model)
-    if isinstance(adapter, type) and issubclass(adapter, BackboneAdapter):
-        return adapter(model)
     if isinstance(adapter, BackboneAdapter):
         if adapter.model is not model:
             raise ValueError(
                 "adapter: the BackboneAdapter instance is bound to another model; pass the adapter "
                 "class or its registered name instead.")
         return adapter
-    raise TypeError(
-        "adapter: expected None, a registered name "
-        f"({', '.join(map(repr, list_adapters()))}), a BackboneAdapter subclass or instance, "
-        f"got {type(adapter).__name__}.")
+    if adapter is None:
+        specific = [_REGISTRY[n] for n in list_adapters() if n != "cnn"]
+        backbone, prefix = find_backbone(model, lambda m: any(cls.matches(m) for cls in specific))
+        cls = next(_REGISTRY[n] for n in list_adapters() if _REGISTRY[n].matches(backbone))
+    elif isinstance(adapter, str) or (isinstance(adapter, type) and issubclass(adapter, BackboneAdapter)):
+        cls = get_adapter(adapter) if isinstance(adapter, str) else adapter
+        backbone, prefix = find_backbone(model, cls.matches)
+    else:
+        raise TypeError(
+            "adapter: expected None, a registered name "
+            f"({', '.join(map(repr, list_adapters()))}), a BackboneAdapter subclass or instance, "
+            f"got {type(adapter).__name__}.")
+    bound = cls(backbone)
+    if prefix:
+        logger.info("TTAME: reading %s inside %s at %r with the %r adapter", type(backbone).__name__,
+                    type(model).__name__, prefix, cls.name)
+        return NestedAdapter(model, bound, prefix)
+    logger.info("TTAME: using the %r adapter for %s", cls.name, type(model).__name__)
+    return bound

@@ -20,6 +20,8 @@ class SwinAdapter(BackboneAdapter):
     that return tokens ``(N, L, C)`` are laid out on the grid as well.
     """
 
+    family = "swin"
+
     @classmethod
     def matches(cls, model: nn.Module) -> bool:
         return is_torchvision_model(model, "SwinTransformer") or (

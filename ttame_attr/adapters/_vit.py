@@ -29,6 +29,8 @@ class ViTAdapter(BackboneAdapter):
     the T-TAME paper.
     """
 
+    family = "vit"
+
     @classmethod
     def matches(cls, model: nn.Module) -> bool:
         blocks = getattr(model, "blocks", None)
@@ -54,9 +56,6 @@ class ViTAdapter(BackboneAdapter):
                 f"layers: the output of {name!r} has shape {tuple(output.shape)}; the vit adapter "
                 "expects tokens (N, L, C). Choose a transformer block or one of its norms.")
         return "tokens"
-
-    def prefix_tokens(self, name: str) -> int:
-        return 1 if _is_torchvision_vit(self.model) else int(getattr(self.model, "num_prefix_tokens", 0))
 
     def grid(self, input_hw: tuple[int, int]) -> tuple[int, int] | None:
         H, W = input_hw
