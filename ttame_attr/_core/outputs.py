@@ -17,8 +17,9 @@ def extract_logits(output: Any) -> Tensor:
     """Return the ``(N, K)`` logits held in a model's output.
 
     Accepts a tensor, an object with a ``.logits`` attribute (Hugging Face style), a mapping with
-    one of the keys ``logits``, ``output``, ``out``, ``pred``, ``preds`` or ``scores``, or a tuple
-    / list whose first element is the logits (e.g. Inception's auxiliary outputs).
+    one of the keys ``logits``, ``output``, ``out``, ``pred``, ``preds`` or ``scores`` (or with a
+    single 2-D tensor under any key), or a tuple / list whose first element is the logits (e.g.
+    Inception's auxiliary outputs).
 
     Args:
         output: the value returned by ``model(x)``.
@@ -57,7 +58,9 @@ def _find_tensor(output: Any) -> Tensor | None:
             value = output.get(key)
             if isinstance(value, Tensor):
                 return value
-        return None
+        # A mapping holding one 2-D tensor under another name (PPLCNet's `last_hidden_state`).
+        tables = [v for v in output.values() if isinstance(v, Tensor) and v.dim() == 2]
+        return tables[0] if len(tables) == 1 else None
     if isinstance(output, (tuple, list)) and output:
         return _find_tensor(output[0])
     return None

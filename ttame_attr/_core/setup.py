@@ -73,7 +73,7 @@ def resolve_input_size(
 
 
 def resolve_normalization(
-    normalization: Any, adapter: BackboneAdapter, channels: int
+    normalization: Any, adapter: BackboneAdapter, input_size: tuple[int, int, int]
 ) -> Normalization | None:
     """``(mean, std)`` from ``normalization``, or what the model declares when it is ``None``.
 
@@ -86,7 +86,7 @@ def resolve_normalization(
         TypeError, ValueError: for a malformed normalisation.
     """
     if normalization is None:
-        declared = adapter.normalization()
+        declared = adapter.normalization(input_size)
         if declared is None:
             return None
         logger.info("TTAME: the model's inputs are taken to be normalised with mean %s, std %s (%s); "
@@ -112,6 +112,7 @@ def resolve_normalization(
             ) from err
     if any(s <= 0 for s in std):
         raise ValueError(f"normalization: std must be positive, got {std}.")
+    channels = input_size[0]
     if len(mean) != channels or len(std) != channels:
         raise ValueError(
             f"normalization: expected {channels} channel means/stds for the model's {channels} "

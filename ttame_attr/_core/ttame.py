@@ -128,7 +128,7 @@ class TTAME(Attribution):
         self._input_size = resolve_input_size(input_size, self._adapter, model)
         if not isinstance(max_map_size, int) or max_map_size < 1:
             raise ValueError(f"max_map_size: expected a positive int, got {max_map_size!r}.")
-        self.normalization = resolve_normalization(normalization, self._adapter, self._input_size[0])
+        self.normalization = resolve_normalization(normalization, self._adapter, self._input_size)
         self.mask_space = resolve_mask_space(mask_space, self.normalization, self._adapter)
         device, dtype = model_device_dtype(model)
         self.extractor, logits = FeatureExtractor.build(

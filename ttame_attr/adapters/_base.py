@@ -109,10 +109,11 @@ class BackboneAdapter(ABC):
         """The ``(C, H, W)`` input size the model declares, if it declares one."""
         return _declared_input_size(self.model)
 
-    def normalization(self) -> Normalization | None:
+    def normalization(self, input_size: tuple[int, int, int] | None = None) -> Normalization | None:
         """The ``(mean, std)`` the model's inputs are normalised with, when the model tells.
 
-        timm models: their ``pretrained_cfg``; torchvision classifiers: ImageNet's (every one of
+        ``input_size`` is the ``(C, H, W)`` the explainer runs at (adapters that probe the model
+        need it). timm models: their ``pretrained_cfg``; torchvision classifiers: ImageNet's (every one of
         their weights is trained on ImageNet-normalised images).
         """
         return declared_normalization(self.model)

@@ -14,9 +14,18 @@ from ttame_attr.adapters._base import BackboneAdapter, Layout, guess_layout, inf
 from ttame_attr.adapters._hooks import ModuleCall, probe_modules
 from ttame_attr.adapters._registry import register_adapter
 
-__all__ = ["CNNAdapter", "feature_geometry", "find_resolution_stages"]
+__all__ = ["CNNAdapter", "feature_geometry", "find_resolution_stages", "is_not_a_stage"]
 
-_POOLING_HEADS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+#: Modules whose output is never a feature map to read: pooling heads, padding (its output is
+#: its input with a border), pass-throughs and dropout.
+_NOT_STAGES = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
+               nn.AvgPool1d, nn.MaxPool1d, nn.Flatten, nn.Identity, nn.modules.dropout._DropoutNd,
+               nn.ZeroPad2d, nn.ConstantPad2d, nn.ReflectionPad2d, nn.ReplicationPad2d, nn.CircularPad2d)
+
+
+def is_not_a_stage(module: nn.Module) -> bool:
+    """Pooling, padding, identity and dropout modules (timm's ``DropPath`` too) are no stages."""
+    return isinstance(module, _NOT_STAGES) or type(module).__name__ in ("DropPath", "StochasticDepth")
 
 #: Batch size of the dry run: outputs whose first dimension differs (windows or heads folded
 #: into the batch, e.g. TNT's inner tokens or window attention) are not feature maps.
@@ -37,6 +46,7 @@ def feature_geometry(shape: tuple[int, ...], input_hw: tuple[int, int],
     image's aspect ratio, after at most a few prefix tokens (class, distillation, registers).
     A map must have the input's size or be at least 2x smaller in both directions: this keeps
     out attention matrices ``(N, heads, L, L)``, which otherwise look like large square maps.
+    Pooled outputs ``(N, C, 1)`` and ``(N, C)`` are no feature maps.
     ``batch``, when given, must match ``N``.
     """
     if batch is not None and (not shape or shape[0] != batch):
@@ -48,6 +58,8 @@ def feature_geometry(shape: tuple[int, ...], input_hw: tuple[int, int],
             return None
         c, h, w = shape[1:] if layout == "nchw" else (shape[3], shape[1], shape[2])
     elif len(shape) == 3:
+        if shape[2] <= 1:  # (N, C, 1): a pooled output, not C tokens of one channel
+            return None
         found = infer_token_grid(shape[1], input_hw)
         if found is None or found[0] >= found[1][0] * found[1][1]:  # more prefix than patch tokens
             return None
@@ -84,8 +96,9 @@ def find_resolution_stages(calls: list[ModuleCall], input_hw: tuple[int, int], n
     """Pick the modules that end the last ``count`` resolution stages of a network.
 
     Feature maps are NCHW, channels-last or token outputs (see :func:`feature_geometry`); attention
-    weights (square, rows summing to 1), adaptive pooling layers (classifier heads), outputs with
-    ``num_classes`` channels (class-score maps such as SqueezeNet's) and 1x1 maps are skipped.
+    weights (square, rows summing to 1), pooling, padding, identity and dropout modules
+    (:func:`is_not_a_stage`), outputs with ``num_classes`` channels (class-score maps such as
+    SqueezeNet's) and 1x1 maps are skipped.
     For every spatial resolution ``(h, w)``, the candidate is the shallowest module with that
     output (ties: the one that finished last), so whole stages such as ``layer3`` win over the
     blocks inside them; a block (a module with weighted children, at most one level deeper) that
@@ -108,7 +121,7 @@ def find_resolution_stages(calls: list[ModuleCall], input_hw: tuple[int, int], n
     valid: list[tuple[ModuleCall, tuple[int, int, int]]] = []
     for call in calls:
         geometry = feature_geometry(call.shape, input_hw, batch)
-        if geometry is None or call.attention or isinstance(call.module, _POOLING_HEADS):
+        if geometry is None or call.attention or is_not_a_stage(call.module):
             continue
         _, c, h, w = geometry
         if h * w > 1 and (num_classes is None or c != num_classes):
@@ -154,9 +167,14 @@ class CNNAdapter(BackboneAdapter):
         if type(self.model).__name__ == "VGG" and isinstance(features, nn.Sequential):
             pools = [f"features.{i}" for i, m in enumerate(features) if isinstance(m, nn.MaxPool2d)]
             if len(pools) >= 3:
+                self.reasons = {p: "one of VGG's last three max-pools (the paper's)" for p in pools[-3:]}
                 return pools[-3:]
         calls, num_classes = self._dry_run(input_size)
         layers = find_resolution_stages(calls, input_size[1:], num_classes, batch=DRY_RUN_BATCH)
+        shapes = {call.name: call.shape for call in calls}
+        for name in layers:
+            _, c, h, w = feature_geometry(shapes[name], input_size[1:], DRY_RUN_BATCH) or (0, 0, 0, 0)
+            self.reasons[name] = f"ends the {h}x{w} stage (one of the last three resolutions; {c} channels)"
         if not layers:
             raise ValueError(
                 f"layers: could not find any feature map in {type(self.model).__name__} "

@@ -99,14 +99,14 @@ class NestedAdapter(BackboneAdapter):
     def input_size(self) -> tuple[int, int, int] | None:
         return self.inner.input_size()
 
-    def normalization(self) -> Normalization | None:
+    def normalization(self, input_size: tuple[int, int, int] | None = None) -> Normalization | None:
         """The backbone's normalisation, if the wrapper hands it the input unchanged.
 
         A wrapper that transforms the input first (a normalising ``forward``) takes images in
         another space, presumably pixels: then ``None``, and masking the input masks pixels.
         """
-        declared = self.inner.normalization()
-        size = self.inner.input_size()
+        declared = self.inner.normalization(input_size)
+        size = input_size or self.inner.input_size()
         if declared is None or size is None:
             return declared
         backbone = self.model.get_submodule(self.prefix)
