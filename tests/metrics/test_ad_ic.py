@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ttame_attr.metrics import ADICResult, AverageDropIncrease, average_drop_increase
+from ttame_attr.metrics import ADICResult, AverageDropIncrease, average_drop_increase, kept_mask
 
 
 class MeanModel(nn.Module):
@@ -120,18 +120,38 @@ def test_baseline_value_replaces_zero() -> None:
     assert res.masked_probs[0, 0].item() == pytest.approx(expected, rel=1e-5)
 
 
-def test_explicit_target_and_channel_maps_and_upsampling() -> None:
+def _oracle_masked_probs(model, x, low, target, fractions):
+    """The paper's steps by hand: channel mean, min-max at map size, bilinear upsample,
+    keep at or above the (1 - f) quantile (torch.quantile), multiply, softmax of ``target``."""
+    m = low.mean(1)
+    flat = m.flatten(1)
+    m = ((flat - flat.min(1, keepdim=True).values)
+         / (flat.max(1, keepdim=True).values - flat.min(1, keepdim=True).values)).view_as(m)
+    up = F.interpolate(m[:, None], size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+    columns = []
+    for f in fractions:
+        q = torch.quantile(up.flatten(1), 1 - f, dim=1)[:, None, None]
+        mask = (up * (up >= q))[:, None]
+        columns.append(model(x * mask).softmax(1)[torch.arange(x.shape[0]), target])
+    return torch.stack(columns, 1)
+
+
+def test_explicit_target_channel_maps_minmax_at_map_size_then_upsampled() -> None:
     torch.manual_seed(0)
     model = MeanModel().eval()
     x = torch.rand(2, 3, 8, 8)
     low = torch.rand(2, 3, 4, 4)
     res = average_drop_increase(model, x, low, target=1)
-    manual = F.interpolate(low.mean(1, keepdim=True), size=(8, 8), mode="bilinear")
-    ref = average_drop_increase(model, x, manual, target=torch.tensor([1, 1]))
     assert res.target.tolist() == [1, 1]
-    assert torch.allclose(res.masked_probs, ref.masked_probs)
-    three_d = average_drop_increase(model, x, manual[:, 0], target=[1, 1])
-    assert torch.allclose(three_d.masked_probs, ref.masked_probs)
+    with torch.no_grad():
+        expected = _oracle_masked_probs(model, x, low, torch.tensor([1, 1]), res.fractions)
+    torch.testing.assert_close(res.masked_probs, expected)
+    # minmax before upsampling is not minmax after it (bilinear never reaches the corners' extremes)
+    after = average_drop_increase(model, x, F.interpolate(low.mean(1, keepdim=True), size=(8, 8),
+                                                          mode="bilinear"), target=1)
+    assert not torch.allclose(after.masked_probs, res.masked_probs)
+    three_d = average_drop_increase(model, x, low.mean(1), target=[1, 1])
+    torch.testing.assert_close(three_d.masked_probs, res.masked_probs)
 
 
 def test_explain_fn_gets_predicted_target_with_grad_and_a_copy() -> None:
@@ -205,12 +225,59 @@ def test_stateful_equals_functional_over_split_batches() -> None:
         metric.compute()
 
 
-def test_ties_use_earliest_pixels() -> None:
-    # Constant map: normalised to zeros, so every mask is empty whatever pixels are "kept";
-    # a two-level map with ties keeps the earliest pixels among equals.
+def test_rank_keep_ties_use_earliest_pixels() -> None:
+    # keep="rank": exactly round(f * H * W) pixels; a two-level map keeps the earliest of equals.
+    model = MeanModel().eval()
+    x = torch.tensor([[1.0, 2.0, 3.0, 4.0]]).view(1, 1, 2, 2)
+    maps = torch.tensor([[1.0, 1.0, 1.0, 0.0]]).view(1, 1, 2, 2)
+    res = average_drop_increase(model, x, maps, fractions=(0.25,), keep="rank")
+    # k = 1: only pixel 0 (value 1, mask 1) kept -> mean = 1/4
+    assert res.masked_probs[0, 0].item() == pytest.approx(prob([1.0, 0, 0, 0], [1] * 4, 0))
+
+
+def test_quantile_keep_keeps_every_tie_at_the_threshold() -> None:
+    # keep="quantile" (default): the 0.75 quantile of [0, 1, 1, 1] is 1; all three ones are kept.
     model = MeanModel().eval()
     x = torch.tensor([[1.0, 2.0, 3.0, 4.0]]).view(1, 1, 2, 2)
     maps = torch.tensor([[1.0, 1.0, 1.0, 0.0]]).view(1, 1, 2, 2)
     res = average_drop_increase(model, x, maps, fractions=(0.25,))
-    # k = 1: only pixel 0 (value 1, mask 1) kept -> mean = 1/4
-    assert res.masked_probs[0, 0].item() == pytest.approx(prob([1.0, 0, 0, 0], [1] * 4, 0))
+    assert res.masked_probs[0, 0].item() == pytest.approx(prob([1.0, 2.0, 3.0, 0.0], [1] * 4, 0))
+
+
+def test_kept_mask_matches_torch_quantile_on_random_maps() -> None:
+    maps = torch.rand(5, 13, 11, generator=torch.Generator().manual_seed(4))
+    for f in (1.0, 0.5, 0.15, 0.01):
+        q = torch.quantile(maps.flatten(1), 1 - f, dim=1)[:, None, None]
+        torch.testing.assert_close(kept_mask(maps, f), maps * (maps >= q))
+        kept = (kept_mask(maps, f, keep="rank") > 0).flatten(1).sum(1)
+        assert kept.tolist() == [round(f * 143)] * 5
+
+
+def test_pixel_space_masking_blackens_the_unnormalised_image() -> None:
+    # With a normalisation, masked = normalise(pixels * mask): a removed pixel becomes the
+    # normalised value of black, (0 - mean) / std, not 0.
+    mean, std = (0.5, 0.25, 0.1), (0.2, 0.5, 0.25)
+    seen = []
+
+    class Spy(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append(x.clone())
+            return torch.stack([x.mean((1, 2, 3)), -x.mean((1, 2, 3))], 1)
+
+    pixels = torch.rand(1, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    m, s = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+    x = (pixels - m) / s
+    maps = torch.zeros(1, 1, 4, 4)
+    maps[..., :2] = 1.0  # left half 1, right half 0
+    average_drop_increase(Spy(), x, maps, fractions=(1.0,), normalization=(mean, std))
+    masked = seen[-1]
+    torch.testing.assert_close(masked[..., :2], x[..., :2])
+    torch.testing.assert_close(masked[..., 2:], (-m / s).expand(1, 3, 4, 2))
+    average_drop_increase(Spy(), x, maps, fractions=(1.0,), normalization=(mean, std), mask_space="input")
+    assert (seen[-1][..., 2:] == 0).all()  # mask_space="input": the normalised tensor is zeroed
+    with pytest.raises(ValueError, match="normalization"):
+        average_drop_increase(Spy(), x, maps, mask_space="pixel")
+    with pytest.raises(ValueError, match="keep"):
+        average_drop_increase(Spy(), x, maps, keep="top")
+    with pytest.raises(ValueError, match="mask_space"):
+        AverageDropIncrease(Spy(), mask_space="pixels")

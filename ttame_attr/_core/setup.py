@@ -16,6 +16,7 @@ __all__ = [
     "IMAGENET_STD",
     "Normalization",
     "model_device_dtype",
+    "parse_normalization",
     "resolve_input_size",
     "resolve_mask_space",
     "resolve_normalization",
@@ -72,28 +73,15 @@ def resolve_input_size(
     return size  # type: ignore[return-value]
 
 
-def resolve_normalization(
-    normalization: Any, adapter: BackboneAdapter, input_size: tuple[int, int, int]
-) -> Normalization | None:
-    """``(mean, std)`` from ``normalization``, or what the model declares when it is ``None``.
-
-    ``normalization`` may be ``"imagenet"``, a pair ``(mean, std)`` or an image processor (any
-    object with ``image_mean`` and ``image_std``, such as a Hugging Face ``AutoImageProcessor``).
-    With ``None`` the adapter tells (:meth:`~ttame_attr.BackboneAdapter.normalization`: timm's
-    config, ImageNet's for torchvision classifiers; logged).
+def parse_normalization(normalization: Any, channels: int | None = None) -> Normalization:
+    """``(mean, std)`` as float tuples from ``"imagenet"``, a pair ``(mean, std)`` or an image
+    processor (any object with ``image_mean`` and ``image_std``, such as a Hugging Face
+    ``AutoImageProcessor``); ``channels``, when given, is the number of values each must have.
 
     Raises:
         TypeError, ValueError: for a malformed normalisation.
     """
-    if normalization is None:
-        declared = adapter.normalization(input_size)
-        if declared is None:
-            return None
-        logger.info("TTAME: the model's inputs are taken to be normalised with mean %s, std %s (%s); "
-                    "pass normalization=... or mask_space='input' if they are not", declared[0],
-                    declared[1], type(adapter.model).__name__)
-        mean, std = declared
-    elif isinstance(normalization, str):
+    if isinstance(normalization, str):
         if normalization.lower() != "imagenet":
             raise ValueError(
                 f"normalization: expected None, 'imagenet' or (mean, std), got {normalization!r}."
@@ -112,13 +100,34 @@ def resolve_normalization(
             ) from err
     if any(s <= 0 for s in std):
         raise ValueError(f"normalization: std must be positive, got {std}.")
-    channels = input_size[0]
-    if len(mean) != channels or len(std) != channels:
+    if len(mean) != len(std) or (channels is not None and len(mean) != channels):
+        expected = channels if channels is not None else len(mean)
         raise ValueError(
-            f"normalization: expected {channels} channel means/stds for the model's {channels} "
-            f"input channels, got {len(mean)}."
+            f"normalization: expected {expected} channel means and {expected} stds (one per input "
+            f"channel), got {len(mean)} and {len(std)}."
         )
     return mean, std
+
+
+def resolve_normalization(
+    normalization: Any, adapter: BackboneAdapter, input_size: tuple[int, int, int]
+) -> Normalization | None:
+    """``(mean, std)`` from ``normalization`` (:func:`parse_normalization`), or what the model
+    declares when it is ``None`` (:meth:`~ttame_attr.BackboneAdapter.normalization`: timm's
+    config, ImageNet's for torchvision classifiers; logged).
+
+    Raises:
+        TypeError, ValueError: for a malformed normalisation.
+    """
+    if normalization is None:
+        declared = adapter.normalization(input_size)
+        if declared is None:
+            return None
+        logger.info("TTAME: the model's inputs are taken to be normalised with mean %s, std %s (%s); "
+                    "pass normalization=... or mask_space='input' if they are not", declared[0],
+                    declared[1], type(adapter.model).__name__)
+        normalization = declared
+    return parse_normalization(normalization, input_size[0])
 
 
 def resolve_mask_space(

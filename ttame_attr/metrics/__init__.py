@@ -7,7 +7,9 @@ Captum-style ``attribute(inputs, target=...)``. Each metric has a functional for
 small result dataclass and a stateful form with ``update()`` / ``compute()`` / ``reset()``.
 
 - :func:`average_drop_increase` / :class:`AverageDropIncrease`: Average Drop and Increase in
-  Confidence at kept fractions (T-TAME paper protocol: 100%, 50%, 15%).
+  Confidence at kept fractions, with the T-TAME paper's protocol (100%, 50%, 15% by per-image
+  quantiles, maps min-max scaled at their own resolution, masking in pixel space when the
+  normalisation is known; given a TTAME explainer, its pre-sigmoid maps).
 - :func:`road` / :class:`ROAD`: ROAD MoRF and LeRF with the noisy linear imputer
   (:func:`noisy_linear_impute`).
 - :func:`deletion`, :func:`insertion` / :class:`Deletion`, :class:`Insertion`: RISE curves
@@ -20,7 +22,7 @@ gets a logged warning). They run under ``torch.no_grad()`` on the model's device
 modify the inputs, the maps or the model.
 """
 
-from ttame_attr.metrics._ad_ic import ADICResult, AverageDropIncrease, average_drop_increase
+from ttame_attr.metrics._ad_ic import ADICResult, AverageDropIncrease, average_drop_increase, kept_mask
 from ttame_attr.metrics._deletion import CurveResult, Deletion, Insertion, deletion, gaussian_blur, insertion
 from ttame_attr.metrics._evaluate import METRIC_NAMES, evaluate
 from ttame_attr.metrics._imputation import noisy_linear_impute
@@ -38,5 +40,5 @@ __all__ = [
     "METRIC_NAMES", "ROAD", "ADICResult", "AverageDropIncrease", "CurveResult", "Deletion",
     "EnergyPointingGame", "EnergyPointingResult", "Insertion", "PointingGame", "PointingGameResult",
     "ROADResult", "average_drop_increase", "deletion", "energy_pointing_game", "evaluate", "gaussian_blur",
-    "insertion", "noisy_linear_impute", "pointing_game", "road",
+    "insertion", "kept_mask", "noisy_linear_impute", "pointing_game", "road",
 ]

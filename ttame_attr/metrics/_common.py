@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ttame_attr._core.images import check_images
+from ttame_attr._core.maps import minmax_scale
 from ttame_attr._core.outputs import forward_logits
 from ttame_attr._core.targets import classes_per_image
 from ttame_attr._typing import TargetType
@@ -145,11 +146,12 @@ def get_maps(maps_or_explain: MapsOrExplain, inputs: Tensor, target: Tensor) -> 
     return result
 
 
-def prepare_maps(maps: Tensor, n: int, size: tuple[int, int]) -> Tensor:
+def prepare_maps(maps: Tensor, n: int, size: tuple[int, int], minmax: bool = False) -> Tensor:
     """Bring maps to float32 ``(N, H, W)`` at ``size`` on their device; never modifies ``maps``.
 
     ``(N, C, h, w)`` maps with ``C > 1`` are averaged over channels (after min-max normalisation
-    this equals summing them); other resolutions are upsampled bilinearly
+    this equals summing them); with ``minmax`` each map is then min-max scaled to ``[0, 1]`` at
+    its own resolution (the paper's AD/IC); other resolutions are upsampled bilinearly
     (``align_corners=False``). Signed values are kept (take ``.abs()`` first if the magnitude
     is what counts).
     """
@@ -170,6 +172,8 @@ def prepare_maps(maps: Tensor, n: int, size: tuple[int, int]) -> Tensor:
         m = m.unsqueeze(1)
     elif m.shape[1] > 1:
         m = m.mean(dim=1, keepdim=True)
+    if minmax:
+        m = minmax_scale(m)
     if tuple(m.shape[-2:]) != tuple(size):
         m = F.interpolate(m, size=size, mode="bilinear", align_corners=False)
     return m[:, 0]
@@ -196,12 +200,13 @@ class Prepared:
     inputs: Tensor  # (N, C, H, W), the caller's tensor (or a moved copy), never modified
     clean_probs: Tensor  # (N, K) softmax of the clean images
     target: Tensor  # (N,) long
-    maps: Tensor  # (N, H, W) float32, upsampled, not normalised
+    maps: Tensor  # (N, H, W) float32, upsampled (min-max scaled first if asked)
 
 
 def prepare(model: nn.Module, inputs: Any, maps_or_explain: MapsOrExplain, target: TargetArg,
-            where: str) -> Prepared:
-    """Check the arguments, run the clean forward pass, resolve the target, get the maps."""
+            where: str, minmax: bool = False) -> Prepared:
+    """Check the arguments, run the clean forward pass, resolve the target, get the maps
+    (:func:`prepare_maps`, with ``minmax``)."""
     warn_if_training(model, where)
     x = check_images(inputs)
     # detached: nothing below builds a graph, even if the caller's tensor requires grad
@@ -209,7 +214,7 @@ def prepare(model: nn.Module, inputs: Any, maps_or_explain: MapsOrExplain, targe
     clean = clean_forward(model, x)
     tgt = classes_per_image(target, clean.argmax(dim=1), clean.shape[1])
     raw = get_maps(maps_or_explain, x, tgt)
-    maps = prepare_maps(raw.to(x.device), x.shape[0], (x.shape[-2], x.shape[-1]))
+    maps = prepare_maps(raw.to(x.device), x.shape[0], (x.shape[-2], x.shape[-1]), minmax)
     return Prepared(inputs=x, clean_probs=clean, target=tgt, maps=maps)
 
 

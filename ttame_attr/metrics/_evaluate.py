@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from ttame_attr._core.images import check_images
 from ttame_attr._core.progress import progress_bar
+from ttame_attr._core.ttame import TTAME
 from ttame_attr.metrics._ad_ic import AverageDropIncrease
 from ttame_attr.metrics._common import (
     MapsOrExplain,
@@ -33,7 +34,8 @@ METRIC_NAMES: tuple[str, ...] = tuple(_FACTORIES)
 MetricArg = str | Any
 
 
-def _build(metrics: Sequence[MetricArg] | Mapping[str, Any], model: nn.Module) -> dict[str, Any]:
+def _build(metrics: Sequence[MetricArg] | Mapping[str, Any], model: nn.Module,
+           normalization: Any) -> dict[str, Any]:
     if isinstance(metrics, Mapping):
         items = list(metrics.items())
     elif isinstance(metrics, (str, bytes)):
@@ -48,7 +50,8 @@ def _build(metrics: Sequence[MetricArg] | Mapping[str, Any], model: nn.Module) -
             if metric not in _FACTORIES:
                 raise ValueError(f"metrics: unknown metric name {metric!r}; valid names are "
                                  f"{list(METRIC_NAMES)}, or pass a metric object with update()/compute().")
-            metric = _FACTORIES[metric](model)
+            options = {"normalization": normalization} if metric == "ad_ic" else {}
+            metric = _FACTORIES[metric](model, **options)
         elif not (callable(getattr(metric, "update", None)) and callable(getattr(metric, "compute", None))):
             raise TypeError(f"metrics: {name!r} is a {type(metric).__name__}, expected a metric name or an "
                             "object with update(inputs, maps, target) and compute() (e.g. ROAD(model)).")
@@ -75,11 +78,14 @@ def evaluate(
     target: Literal["predicted", "label"] = "predicted",
     progress: bool = False,
     max_batches: int | None = None,
+    normalization: Any = None,
 ) -> dict[str, Any]:
     """Evaluate an explanation method with several metrics over a data loader.
 
     Each batch is explained once (with the target below) and the same maps are passed to every
-    metric. The model is expected in eval mode and its mode is never changed.
+    metric. A :class:`~ttame_attr.TTAME` explainer is, besides, passed itself to AD/IC, which
+    takes the paper's maps from it (pre-sigmoid, at map size: one more forward pass). The model
+    is expected in eval mode and its mode is never changed.
 
     Args:
         model: the classifier.
@@ -94,6 +100,10 @@ def evaluate(
             ``"label"`` (the second element of each batch).
         progress: show a tqdm progress bar.
         max_batches: stop after this many batches (all by default).
+        normalization: ``(mean, std)`` (or ``"imagenet"``, an image processor) of the inputs,
+            for the ``"ad_ic"`` built by name, which then masks in pixel space as the paper
+            does (default: the explainer's, for a TTAME explainer; else the inputs as given).
+            Give it to compare methods alike: masked pixels black for every method.
 
     Returns:
         ``{name: result}``, each metric's ``compute()`` result.
@@ -114,7 +124,10 @@ def evaluate(
     if target not in ("predicted", "label"):
         raise ValueError(f"target: expected 'predicted' or 'label', got {target!r}.")
     warn_if_training(model, "evaluate")
-    built = _build(metrics, model)
+    explainer = explain if isinstance(explain, TTAME) else None
+    if normalization is None and explainer is not None:
+        normalization = explainer.normalization
+    built = _build(metrics, model, normalization)
     seen = 0
     for batch in progress_bar(loader, enabled=progress, desc="evaluate"):
         if max_batches is not None and seen >= max_batches:
@@ -130,7 +143,8 @@ def evaluate(
             tgt = clean_forward(model, x).argmax(dim=1)
         maps = get_maps(explain, x, tgt)
         for metric in built.values():
-            metric.update(x, maps, tgt)
+            paper = explainer is not None and isinstance(metric, AverageDropIncrease)
+            metric.update(x, explainer if paper else maps, tgt)
         seen += 1
     if seen == 0:
         raise ValueError("loader: yielded no batches; nothing to evaluate.")
