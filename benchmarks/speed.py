@@ -45,7 +45,12 @@ Usage::
     python benchmarks/speed.py --threads 1           # CPU, on a machine shared with others
     python benchmarks/speed.py --device cuda         # fp32 and bf16 autocast tables
     python benchmarks/speed.py --quick               # smoke test (batch 2, 1 repetition; CUDA 2)
-    python benchmarks/speed.py --models resnet50 --reps 5 --json out.json
+    python benchmarks/speed.py --models resnet50 --reps 5 --out /tmp/speed
+
+Writes ``speed.json`` (the run: command line, date, machine, versions, git commit; the settings;
+every row; ``ratios.<model>.<precision>.<row>``) and ``speed.md`` (the table, between
+``<!-- table: ratios -->`` and ``<!-- /table -->``) into ``--out``: ``benchmarks/results/`` by
+default, a temporary folder with ``--quick``.
 """
 
 from __future__ import annotations
@@ -70,6 +75,9 @@ from torch import Tensor, nn
 # The package measured: this checkout, or another source tree named by TTAME_BENCH_SRC (to
 # measure an older version side by side with the same script).
 sys.path.insert(0, os.environ.get("TTAME_BENCH_SRC") or str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _results import default_out, run_header, run_info, write_results  # noqa: E402
 
 from ttame_attr._core.modes import eval_mode  # noqa: E402
 from ttame_attr._core.outputs import extract_logits  # noqa: E402
@@ -457,8 +465,46 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--clock", choices=("wall", "cpu"), default=None,
                         help="wall time, or this process's CPU time (default: CUDA wall, CPU cpu)")
     parser.add_argument("--quick", action="store_true", help="smoke test: batch 2, 1 repetition")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="folder of speed.json and speed.md (default benchmarks/results/; "
+                             "--quick: a temp dir)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.out = args.out or default_out(args.quick, "speed")
+    return args
+
+
+def markdown_rows(rows: list[Row]) -> str:
+    """The rows as a Markdown table."""
+    lines = ["| model | precision | row (A / B) | median | min..max | reps | goal | verdict |",
+             "|---|---|---|---:|---:|---:|---:|---|"]
+    for r in rows:
+        spread = f"{r.low:.2f}..{r.high:.2f}" if r.reps > 1 else ""
+        goal = f"<= {r.goal:.2f}" if r.goal is not None else ""
+        note = ""
+        if r.extra:
+            note = f" ({r.extra['fit_peak_mib']:.0f} / {r.extra['floor_peak_mib']:.0f} MiB)"
+        lines.append(f"| {r.model} | {r.precision} | {r.row} | {r.ratio:.3f}{note} | {spread} | "
+                     f"{r.reps} | {goal} | {r.verdict} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_speed_results(args: argparse.Namespace, run: dict[str, Any], header: str,
+                        settings: dict[str, Any], rows: list[Row]) -> list[Path]:
+    ratios: dict[str, dict[str, dict[str, float]]] = {}
+    for r in rows:
+        ratios.setdefault(r.model, {}).setdefault(r.precision, {})[r.row] = r.ratio
+    payload = {"run": run, "header": header, "settings": settings,
+               "rows": [dict(vars(r), verdict=r.verdict) for r in rows], "ratios": ratios}
+    text = (
+        "# Speed and memory ratios: `benchmarks/speed.py`\n\n" + run_header(run)
+        + f"\n{header}\n\nRatio of medians, A over B, repetitions interleaved (A B, B A, ...); "
+        "min..max: the ratios of single repetitions.\n\n"
+        + f"<!-- table: ratios -->\n{markdown_rows(rows)}<!-- /table -->\n"
+    )
+    if args.json is not None:
+        args.json.write_text(json.dumps(payload, indent=2))
+    return write_results(args.out, "speed", payload, text)
 
 
 @contextlib.contextmanager
@@ -482,6 +528,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
+    run = run_info("speed.py", argv)
     cuda = device.type == "cuda"
     clock = args.clock or ("wall" if cuda else "cpu")
     if clock == "cpu" and cuda:
@@ -521,12 +568,13 @@ def main(argv: list[str] | None = None) -> int:
                       flush=True)
     print("\nAll rows (ratio of medians, A over B, interleaved repetitions):")
     print(format_table(rows))
-    if args.json is not None:
-        payload = {
-            "header": header,
-            "rows": [dict(vars(r), verdict=r.verdict) for r in rows],
-        }
-        args.json.write_text(json.dumps(payload, indent=2))
+    settings = {"device": str(device), "batch": batch, "reps": reps, "warmup": warmup,
+                "min_sample": min_sample, "clock": clock, "precision": precision,
+                "channels_last": args.channels_last, "models": args.models, "skip": args.skip,
+                "memory": not args.no_memory, "quick": args.quick,
+                "package_measured": os.environ.get("TTAME_BENCH_SRC") or "this checkout"}
+    paths = write_speed_results(args, run, header, settings, rows)
+    print(f"wrote {', '.join(map(str, paths))}")
     return 0
 
 

@@ -18,9 +18,14 @@ nothing): it gets ``input_size=(3, 299, 299)``, as its documentation demands.
 
 Usage::
 
-    python benchmarks/zoo.py                       # everything
+    python benchmarks/zoo.py                       # everything -> benchmarks/results/zoo.json, zoo.md
     python benchmarks/zoo.py --torchvision-only --filter resnet
-    python benchmarks/zoo.py --timm-only --limit 5 --json zoo.json
+    python benchmarks/zoo.py --timm-only --limit 5 --out /tmp/zoo
+    python benchmarks/zoo.py --quick               # 2 cheapest torchvision + 2 timm models, to a temp dir
+
+``zoo.json`` holds the run (command line, date, machine, versions, git commit: ``_results.py``),
+the coverage per zoo (``coverage.torchvision.fraction`` is e.g. ``"80/80"``) and every model's
+outcome; ``zoo.md`` the same as tables (``<!-- table: coverage -->``, ``failures``, ``models``).
 """
 
 from __future__ import annotations
@@ -44,6 +49,9 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _results import default_out, run_header, run_info, write_results  # noqa: E402
 
 from ttame_attr._core.ttame import TTAME  # noqa: E402
 
@@ -270,28 +278,23 @@ def timm_jobs(pattern: str | None) -> list[tuple[str, str, Any, Any]]:
     return jobs
 
 
-def _versions() -> dict[str, str]:
-    versions = {"torch": torch.__version__}
-    for package in ("torchvision", "timm", "captum"):
-        try:
-            versions[package] = __import__(package).__version__
-        except ImportError:
-            versions[package] = "missing"
-    return versions
-
-
 def _row(cells: list[str], widths: list[int]) -> str:
     return "  ".join(c.ljust(w) for c, w in zip(cells, widths))
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--torchvision-only", action="store_true")
     group.add_argument("--timm-only", action="store_true")
     parser.add_argument("--limit", type=int, default=None, help="at most this many models per zoo")
     parser.add_argument("--filter", default=None, help="substring or glob on model names")
-    parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="folder of zoo.json and zoo.md (default benchmarks/results/; "
+                             "--quick: a temp dir)")
+    parser.add_argument("--json", type=Path, default=None, help="also write zoo.json's content here")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: the 2 cheapest torchvision models and 2 timm models")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (2)")
     parser.add_argument("--cheap-first", action="store_true",
                         help="run torchvision models by increasing GFLOPs (from their metadata)")
@@ -300,21 +303,67 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="where the models run (cpu, cuda)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log tracebacks")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.limit = min(args.limit or 2, 2)
+        args.cheap_first = True
+    args.out = args.out or default_out(args.quick, "zoo")
+    return args
 
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.ERROR,
-                        format="%(name)s: %(message)s")
-    torch.set_num_threads(args.threads)
 
+def select_jobs(args: argparse.Namespace) -> list[tuple[str, str, Any, Any]]:
     jobs = []
     if not args.timm_only:
         jobs += torchvision_jobs(args.filter, args.cheap_first)[: args.limit]
     if not args.torchvision_only:
         jobs += timm_jobs(args.filter)[: args.limit]
-
     if args.shard:
         k, n = (int(v) for v in args.shard.split("/"))
         jobs = jobs[k::n]
+    return jobs
 
+
+def coverage(results: list[Result]) -> dict[str, dict[str, Any]]:
+    """Per zoo: models ok, models run, ``"ok/total"`` and the percentage."""
+    out = {}
+    for source in ("torchvision", "timm"):
+        mine = [r for r in results if r.source == source]
+        if mine:
+            ok = sum(r.status == "ok" for r in mine)
+            out[source] = {"ok": ok, "total": len(mine), "fraction": f"{ok}/{len(mine)}",
+                           "percent": round(100 * ok / len(mine), 1)}
+    return out
+
+
+def zoo_markdown(payload: dict[str, Any]) -> str:
+    """``zoo.md``: how it was run, the coverage, the failures and every model."""
+    cov = "| zoo | ok | models | coverage |\n|---|---:|---:|---:|\n" + "".join(
+        f"| {zoo} | {c['ok']} | {c['total']} | {c['percent']:.1f}% |\n"
+        for zoo, c in payload["coverage"].items())
+    fails = "| zoo | model | status | error |\n|---|---|---|---|\n" + "".join(
+        f"| {r['source']} | {r['model']} | {r['status']} | {r['error'].replace('|', '/')} |\n"
+        for r in payload["results"] if r["status"] != "ok")
+    models = ("| zoo | model | adapter | layers | map | input | status | s |\n"
+              "|---|---|---|---|---|---|---|---:|\n") + "".join(
+        f"| {r['source']} | {r['model']} | {r['adapter']} | {', '.join(r['layers'])} | "
+        f"{'x'.join(map(str, r['map_size']))} | {'x'.join(map(str, r['input_size']))} | "
+        f"{r['status']} | {r['seconds']:.1f} |\n" for r in payload["results"])
+    return (
+        "# Zero-config coverage: `benchmarks/zoo.py`\n\n" + run_header(payload["run"])
+        + f"\nDevice {payload['device']}, {payload['threads']} threads, "
+        f"{payload['total_seconds']:.0f} s.\n\n"
+        + f"<!-- table: coverage -->\n{cov}<!-- /table -->\n\nFailures:\n\n"
+        + f"<!-- table: failures -->\n{fails}<!-- /table -->\n\nEvery model:\n\n"
+        + f"<!-- table: models -->\n{models}<!-- /table -->\n"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.ERROR,
+                        format="%(name)s: %(message)s")
+    torch.set_num_threads(args.threads)
+    run = run_info("zoo.py", argv)
+    jobs = select_jobs(args)
     widths = [34, 11, 5, 58, 7, 48, 7]
     header = ["model", "source", "adap", "layers", "map", "status", "sec"]
     print(_row(header, widths), flush=True)
@@ -333,21 +382,21 @@ def main(argv: list[str] | None = None) -> int:
     total = time.perf_counter() - start
 
     print()
-    for source in ("torchvision", "timm"):
-        mine = [r for r in results if r.source == source]
-        if mine:
-            ok = sum(r.status == "ok" for r in mine)
-            print(f"coverage {source}: {ok}/{len(mine)} = {100 * ok / len(mine):.1f}%")
+    cov = coverage(results)
+    for source, c in cov.items():
+        print(f"coverage {source}: {c['fraction']} = {c['percent']:.1f}%")
     failures = [r for r in results if r.status != "ok"]
     for r in failures:
         print(f"FAILED {r.source}/{r.model}: {r.error}")
     print(f"total time: {total:.0f} s ({len(results)} models, device {args.device}, "
           f"{args.threads} threads, torch {torch.__version__})")
+    payload = {"run": run, "coverage": cov, "total_seconds": round(total, 1),
+               "threads": args.threads, "device": args.device,
+               "results": [asdict(r) for r in results]}
+    paths = write_results(args.out, "zoo", payload, zoo_markdown(payload))
     if args.json is not None:
-        args.json.write_text(json.dumps(
-            {"total_seconds": round(total, 1), "threads": args.threads, "device": args.device,
-             "versions": _versions(),
-             "results": [asdict(r) for r in results]}, indent=1))
+        args.json.write_text(json.dumps(payload, indent=1))
+    print(f"wrote {', '.join(map(str, paths))}")
     return 1 if failures else 0
 
 

@@ -40,20 +40,42 @@ def make_eval_set(pixel_model: nn.Module, data: Any, n: int, batch: int = 250) -
     return EvalSet(images, labels, masks, predicted)
 
 
-def compute_maps(method: Explainer, evalset: EvalSet) -> tuple[Tensor, float]:
-    """Maps ``(N, 1, H, W)`` of the predicted classes, and the seconds per image."""
-    n = evalset.images.shape[0]
+def explain_images(method: Explainer, images: Tensor, targets: Tensor) -> Tensor:
+    """Maps ``(n, 1, H, W)`` of ``method`` for ``targets``, in batches of ``method.batch_size``."""
     out = []
-    start = time.perf_counter()
-    for i in range(0, n, method.batch_size):
-        x = evalset.images[i:i + method.batch_size]
-        t = evalset.predicted[i:i + method.batch_size]
-        maps = method.explain(x, t).detach().float().cpu()
+    for i in range(0, images.shape[0], method.batch_size):
+        x = images[i:i + method.batch_size]
+        maps = method.explain(x, targets[i:i + method.batch_size]).detach().float().cpu()
         if maps.shape != (x.shape[0], 1, *x.shape[-2:]):
             raise RuntimeError(f"{method.name} returned maps of shape {tuple(maps.shape)}")
         out.append(maps)
-    seconds = (time.perf_counter() - start) / n
-    return torch.cat(out), seconds
+    return torch.cat(out)
+
+
+def compute_maps_interleaved(
+    methods: list[Explainer], evalset: EvalSet, chunk: int = 20
+) -> dict[str, tuple[Tensor, float]]:
+    """``{name: (maps (N, 1, H, W) of the predicted classes, seconds per image)}``.
+
+    The methods are timed in one interleaved pass: the images are cut into chunks of ``chunk``
+    and every method explains a chunk before any method moves to the next one; the order of the
+    methods rotates by one from chunk to chunk, so that none always runs first (or right after
+    another). Load from other processes, and drifting clock speeds, then hit every method alike.
+    One untimed call per method on the first image comes first (lazy set-up, first-call costs).
+    """
+    n = evalset.images.shape[0]
+    for method in methods:
+        explain_images(method, evalset.images[:1], evalset.predicted[:1])
+    parts: dict[str, list[Tensor]] = {m.name: [] for m in methods}
+    seconds = dict.fromkeys(parts, 0.0)
+    for r, start in enumerate(range(0, n, chunk)):
+        x, t = evalset.images[start:start + chunk], evalset.predicted[start:start + chunk]
+        k = r % max(len(methods), 1)
+        for method in methods[k:] + methods[:k]:
+            begin = time.perf_counter()
+            parts[method.name].append(explain_images(method, x, t))
+            seconds[method.name] += time.perf_counter() - begin
+    return {name: (torch.cat(parts[name]), seconds[name] / n) for name in parts}
 
 
 def evaluate_maps(

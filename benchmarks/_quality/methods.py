@@ -42,6 +42,7 @@ __all__ = [
     "PytorchGradCAM",
     "TTAMEMethod",
     "cam_target_layer",
+    "method_sources",
 ]
 
 
@@ -279,3 +280,24 @@ class RISE(Explainer):
     def describe(self) -> dict[str, Any]:
         return {"n_masks": self.n_masks, "cells": self.cells, "p": self.p,
                 "removed_pixels": "black (0 in pixel space)"}
+
+
+# ---------------------------------------------------------------- what the map cache hashes
+def method_sources(method: Explainer | type[Explainer]) -> tuple[Any, ...]:
+    """The objects whose source (``inspect.getsource``) is hashed into the cache key of
+    ``method`` (an instance or its class).
+
+    Every method: :class:`Explainer`, :class:`PixelModel` and :func:`ttame_attr.data.normalize`
+    (the loop that batches images, ``_quality.evaluation.explain_images``, is added by the
+    caller). Then its own class, and for the pytorch-grad-cam methods the functions that choose
+    and reshape the target layer. The libraries' own code enters the key through their versions.
+    """
+    own: dict[type, tuple[Any, ...]] = {
+        TTAMEMethod: (TTAMEMethod,),
+        PytorchGradCAM: (PytorchGradCAM, cam_target_layer, _token_grid, vit_reshape_transform,
+                         swin_reshape_transform, _silence_score_cam_progress),
+        CaptumIG: (CaptumIG,),
+        RISE: (RISE,),
+    }
+    kind = method if isinstance(method, type) else type(method)
+    return (Explainer, PixelModel, normalize, *own[kind])

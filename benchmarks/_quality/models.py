@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from _quality.cache import base_key, key_digest, package_digest, source_digest
 from ttame_attr import TTAME
 from ttame_attr.data import MEAN, STD, SyntheticShapes, normalize
 
@@ -22,7 +23,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TTAMEConfig:
-    """How the T-TAME head of one backbone is trained (recorded in ``results.json``).
+    """How the T-TAME head of one backbone is trained (recorded in ``quality.json``).
 
     The recipe is the paper's (SGD Nesterov, momentum 0.9, weight decay 5e-4 on weights,
     OneCycleLR, batch 32, loss 1.5 CE + 2 area + 0.01 variation) except where noted in
@@ -36,20 +37,18 @@ class TTAMEConfig:
     batch_size: int = 32
     layers: tuple[str, ...] | None = None  # None: the adapter's default
     mask_space: str = "auto"
-    seed: int = 0
-
-    def key(self, fingerprint: str) -> str:
-        blob = json.dumps({**asdict(self), "model": fingerprint}, sort_keys=True).encode()
-        return hashlib.sha1(blob).hexdigest()[:12]
+    seed: int = 0  # initialisation, shuffling and the training images (dataset seed)
 
 
 def fingerprint(model: nn.Module) -> str:
-    """A short hash of a model's weights."""
-    h = hashlib.sha1()
+    """A hash of a model's weights: SHA-256 of the state_dict's names, dtypes, shapes and bytes
+    (first 16 hex digits)."""
+    h = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:12]
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def get_classifier(
@@ -59,12 +58,14 @@ def get_classifier(
     quick: bool,
     seed: int = 0,
     recipe: dict[str, Any] | None = None,
+    retrain: bool = False,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """A trained classifier in eval mode and facts about it (accuracy, training time).
 
     Full runs use :func:`ttame_attr.classifiers.load_or_train` (cached under ``cache_dir``). Quick runs
     train a tiny model for a few steps (smoke test only: its accuracy is near chance).
-    ``recipe`` overrides ``num_train``, ``epochs`` or ``lr`` of the data package's recipe.
+    ``recipe`` overrides ``num_train``, ``epochs`` or ``lr`` of the data package's recipe;
+    ``retrain`` trains again even when ``load_or_train`` holds the classifier.
     """
     if quick:
         from ttame_attr.classifiers import build_classifier, train_classifier
@@ -79,7 +80,8 @@ def get_classifier(
     from ttame_attr.classifiers import load_or_train
 
     result = load_or_train(
-        arch, cache_dir, image_size=image_size, seed=seed, num_eval=1000, **(recipe or {})
+        arch, cache_dir, image_size=image_size, seed=seed, num_eval=1000, retrain=retrain,
+        **(recipe or {}),
     )
     if isinstance(result, tuple):
         model, info = result[0], result[1]
@@ -100,37 +102,21 @@ def ttame_loader(cfg: TTAMEConfig, image_size: int, offset: int = 0) -> DataLoad
     return DataLoader(data, batch_size=cfg.batch_size, shuffle=True, generator=g, drop_last=True)
 
 
-def get_ttame(
-    model: nn.Module,
-    arch: str,
-    cfg: TTAMEConfig,
-    cache_dir: Path,
-    image_size: int,
-    use_cache: bool = True,
-) -> tuple[TTAME, dict[str, Any]]:
-    """A T-TAME explainer fitted with ``cfg`` (loaded from ``cache_dir`` when cached)."""
-    kwargs: dict[str, Any] = {
-        "input_size": (3, image_size, image_size),
-        "normalization": (MEAN, STD),
-        "mask_space": cfg.mask_space,
-    }
-    adapter = {"cnn": "cnn", "vit": "vit", "swin": "swin"}[arch]
-    path = cache_dir / f"ttame_{arch}_{cfg.key(fingerprint(model))}.pt"
-    meta_path = path.with_suffix(".json")
-    if use_cache and path.exists() and meta_path.exists():
-        explainer = TTAME.load(path, model, **kwargs)
-        meta = json.loads(meta_path.read_text())
-        meta["cached"] = True
-        return explainer, meta
+def _ttame_kwargs(cfg: TTAMEConfig, image_size: int) -> dict[str, Any]:
+    return {"input_size": (3, image_size, image_size), "normalization": (MEAN, STD),
+            "mask_space": cfg.mask_space}
+
+
+def fit_head(model: nn.Module, arch: str, cfg: TTAMEConfig, image_size: int) -> tuple[TTAME, dict]:
+    """A T-TAME explainer of ``model`` trained with ``cfg``, and facts about the training."""
     torch.manual_seed(cfg.seed)
-    explainer = TTAME(
-        model, list(cfg.layers) if cfg.layers else None, adapter=adapter, **kwargs
-    )
+    explainer = TTAME(model, list(cfg.layers) if cfg.layers else None, adapter=arch,
+                      **_ttame_kwargs(cfg, image_size))
     start = time.perf_counter()
     history = explainer.fit(
         ttame_loader(cfg, image_size), epochs=cfg.epochs, lr=cfg.lr, progress=False
     )
-    meta = {
+    return explainer, {
         "config": asdict(cfg),
         "layers": explainer.layers,
         "map_size": list(explainer.map_size),
@@ -138,9 +124,53 @@ def get_ttame(
         "train_seconds": time.perf_counter() - start,
         "history": history.as_dicts(),
     }
-    if use_cache:
+
+
+def head_key(cfg: TTAMEConfig, arch: str, model_fingerprint: str, image_size: int) -> dict[str, Any]:
+    """Key of a cached T-TAME head: format, dtype and library versions (:func:`base_key`), the
+    SHA-256 of the whole ``ttame_attr`` package source (:func:`package_digest`: the training
+    code is all in it) and of the source of :class:`TTAMEConfig`, :func:`ttame_loader`,
+    :func:`_ttame_kwargs` and :func:`fit_head`, the config (seed included), the classifier's
+    weights, the image size and the normalisation."""
+    return {
+        **base_key("ttame-head"), "package_source": package_digest(),
+        "source": source_digest(TTAMEConfig, ttame_loader, _ttame_kwargs, fit_head),
+        "config": asdict(cfg), "arch": arch, "model": model_fingerprint,
+        "image_size": image_size, "normalization": [list(MEAN), list(STD)],
+    }
+
+
+def _same_key(a: Any, b: Any) -> bool:
+    return json.dumps(a, sort_keys=True, default=list) == json.dumps(b, sort_keys=True, default=list)
+
+
+def get_ttame(
+    model: nn.Module,
+    arch: str,
+    cfg: TTAMEConfig,
+    cache_dir: Path,
+    image_size: int,
+    read_cache: bool = True,
+    write_cache: bool = True,
+) -> tuple[TTAME, dict[str, Any]]:
+    """A T-TAME explainer fitted with ``cfg``: loaded from ``cache_dir`` when an entry with
+    exactly :func:`head_key` is there (and ``read_cache``), else trained (and written there when
+    ``write_cache``; a stale entry of the same name is overwritten)."""
+    key = head_key(cfg, arch, fingerprint(model), image_size)
+    path = cache_dir / f"ttame_{arch}_{key_digest(key)}.pt"
+    meta_path = path.with_suffix(".json")
+    if read_cache and path.exists() and meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        if _same_key(meta.get("cache_key"), key):
+            explainer = TTAME.load(path, model, **_ttame_kwargs(cfg, image_size))
+            meta["cached"] = True
+            return explainer, meta
+        logger.warning("T-TAME head %s is stale (its key differs): training again", path)
+    explainer, meta = fit_head(model, arch, cfg, image_size)
+    meta["cache_key"] = key
+    if write_cache:
         cache_dir.mkdir(parents=True, exist_ok=True)
         explainer.save(path)
-        meta_path.write_text(json.dumps(meta, indent=1))
+        meta_path.write_text(json.dumps(meta, indent=1, default=list))
     meta["cached"] = False
     return explainer, meta

@@ -31,12 +31,19 @@ GOAL_KEYS: tuple[str, ...] = (
 )
 
 
-def _fmt(key: str, value: float) -> str:
+def _fmt(key: str, value: float | None) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
     if key.startswith(("ad_", "ic_")):
         return f"{value:.2f}"
     return f"{value:.3f}"
+
+
+def _cell(key: str, res: dict[str, Any]) -> str:
+    """``mean ± std`` (just the mean for one seed)."""
+    std = res.get("std", {}).get(key)
+    text = _fmt(key, res[key])
+    return text if std is None else f"{text} ± {_fmt(key, std)}"
 
 
 def ranks(methods: dict[str, dict[str, Any]], key: str, higher: bool) -> dict[str, int]:
@@ -55,53 +62,107 @@ def goal_status(methods: dict[str, dict[str, Any]], method: str = "T-TAME") -> d
     return {k: ranks(methods, k, higher[k])[method] for k in GOAL_KEYS if method in methods}
 
 
-def markdown_table(backbone: str, result: dict[str, Any]) -> str:
-    """A Markdown table of every method's metrics (best of each column in bold)."""
+def metrics_table(result: dict[str, Any]) -> str:
+    """The metrics table of one backbone: ``mean ± std`` over seeds per method and column;
+    **bold**: claimed first (lead beyond the spread), *italic*: best mean within the spread;
+    ``s / image`` marked ``*`` where the maps came from the map cache."""
     methods: dict[str, dict[str, Any]] = result["methods"]
+    claims = result.get("first", {})
     header = "| method | " + " | ".join(title for _, title, _ in COLUMNS) + " | s / image |"
-    rule = "|---|" + "---:|" * (len(COLUMNS) + 1)
-    lines = [header, rule]
-    best = {key: ranks(methods, key, hi) for key, _, hi in COLUMNS}
+    lines = [header, "|---|" + "---:|" * (len(COLUMNS) + 1)]
     for name, res in methods.items():
         cells = []
         for key, _, _ in COLUMNS:
-            text = _fmt(key, res[key])
-            cells.append(f"**{text}**" if best[key][name] == 1 else text)
-        sec = res["seconds_per_image"]
-        cells.append(f"{sec:.4f}")
+            text, claim = _cell(key, res), claims.get(key, {})
+            if name in claim.get("tied_best", [claim.get("best")]):
+                text = f"**{text}**" if claim.get("claimed") else f"*{text}*"
+            cells.append(text)
+        mark = "" if res.get("timing", "interleaved") == "interleaved" else "*"
+        cells.append(f"{res['seconds_per_image']:.4f}{mark}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    info = result.get("classifier", {})
-    acc = info.get("test_accuracy", info.get("accuracy"))
-    title = f"### {backbone}: {result['n_images']} held-out images"
-    if acc is not None:
-        title += f", classifier accuracy {100 * float(acc):.1f}%"
-    notes = (
-        "\nAD/IC: Average Drop / Increase in Confidence (%) keeping the top 100/50/15% of the "
-        "min-max normalised map (soft values), removed pixels black. ROAD: mean share of images "
-        "whose prediction survives removing 10-90% of pixels (noisy linear imputation), most / "
-        "least relevant first. Deletion/insertion AUC of the class probability. PG: pointing "
-        "game (map maximum inside the object mask); PG ±4px: the same with the usual tolerance "
-        "(Zhang et al.: 15 px at 224 px, scaled to 64 px); Energy PG: share of the map inside "
-        "the mask. Bold: best in column.\n"
+    return "\n".join(lines) + "\n"
+
+
+def road_table(result: dict[str, Any]) -> str:
+    """The ROAD MoRF curve of each method (mean over seeds) per removed fraction."""
+    methods = result["methods"]
+    fractions = next(iter(methods.values())).get("road_fractions", [])
+    text = ("| method | " + " | ".join(f"{round(100 * f)}%" for f in fractions) + " |\n"
+            "|---|" + "---:|" * len(fractions) + "\n")
+    for name, res in methods.items():
+        text += f"| {name} | " + " | ".join(f"{v:.3f}" for v in res["road_morf_curve"]) + " |\n"
+    return text
+
+
+METRIC_NOTES = (
+    "AD/IC: Average Drop / Increase in Confidence (%) keeping the top 100/50/15% of the "
+    "min-max normalised map (soft values), removed pixels black. ROAD: mean share of images "
+    "whose prediction survives removing 10-90% of pixels (noisy linear imputation), most / "
+    "least relevant first. Deletion/insertion AUC of the class probability. PG: pointing "
+    "game (map maximum inside the object mask); PG ±4px: the same with the usual tolerance "
+    "(Zhang et al.: 15 px at 224 px, scaled to 64 px); Energy PG: share of the map inside "
+    "the mask."
+)
+
+
+def _claims_note(result: dict[str, Any]) -> str:
+    seeds = result.get("seeds", [0])
+    spread = (
+        f"Cells: mean ± sample standard deviation (n - 1) over the {len(seeds)} seeds. "
+        if len(seeds) > 1 else "One seed: no spread, so no method is claimed first. "
     )
-    curves = [m for m in methods.values() if "road_morf_curve" in m]
-    if curves:
-        fractions = next(iter(methods.values())).get("road_fractions", [])
-        notes += (
-            "\nROAD MoRF curve (share of predictions unchanged; chance is 1 / classes):\n\n"
-            "| method | " + " | ".join(f"{round(100 * f)}%" for f in fractions) + " |\n"
-            "|---|" + "---:|" * len(fractions) + "\n"
-        )
-        for name, res in methods.items():
-            notes += f"| {name} | " + " | ".join(f"{v:.3f}" for v in res["road_morf_curve"]) + " |\n"
-    status = goal_status(methods)
-    if status:
-        lost = [f"{k} (rank {r})" for k, r in status.items() if r != 1]
-        notes += (
-            "\nT-TAME first on every goal metric.\n" if not lost else
-            "\nT-TAME not first on: " + ", ".join(lost) + ".\n"
-        )
-    return "\n".join([title, "", *lines]) + "\n" + notes
+    return (
+        spread + "**Bold**: first, its lead over the second best mean larger than the sum of "
+        "the two standard deviations; *italic*: best mean (ties: all of them), the lead within "
+        "that spread (no claim). s / image: mean over seeds of the seconds per image, every method timed in "
+        "one interleaved pass over the images (chunk by chunk, rotating order); * maps loaded "
+        "from the map cache: the time was measured in the run that computed them, not "
+        "interleaved with the other rows."
+    )
+
+
+def _goal_note(result: dict[str, Any]) -> str:
+    claims = result.get("first", {})
+    status = goal_status(result["methods"])
+    if not status:
+        return ""
+    first = [k for k in status if claims.get(k, {}).get("first") == "T-TAME"]
+    within = [k for k in status if k not in first and status[k] == 1]
+    lost = [f"{k} (rank {r})" for k, r in status.items() if r != 1]
+    parts = [f"first on {', '.join(first) or 'none'}"]
+    if within:
+        parts.append(f"best mean within the spread on {', '.join(within)}")
+    if lost:
+        parts.append(f"not best on {', '.join(lost)}")
+    return "T-TAME on the goal metrics: " + "; ".join(parts) + "."
+
+
+def title(backbone: str, result: dict[str, Any]) -> str:
+    seeds = result.get("seeds", [0])
+    text = f"### {backbone}: {result['n_images']} held-out images x {len(seeds)} seed" + (
+        "s" if len(seeds) > 1 else "") + f" ({', '.join(map(str, seeds))})"
+    acc = result.get("eval_accuracy", {}).get("mean")
+    if acc is not None:
+        text += f", classifier accuracy {100 * float(acc):.1f}% on them"
+    return text
+
+
+def _marked(name: str, table: str, marked: bool) -> str:
+    return f"<!-- table: {name} -->\n{table}<!-- /table -->\n" if marked else table
+
+
+def markdown_table(backbone: str, result: dict[str, Any], marked: bool = False) -> str:
+    """One backbone's section: title, metrics table, notes, ROAD MoRF curve, goal status.
+
+    ``marked``: the two tables between ``<!-- table: <backbone> -->`` (and
+    ``<backbone>-road``) and ``<!-- /table -->``, the names ``readme_figures.py`` finds them by.
+    """
+    return "\n".join([
+        title(backbone, result), "", _marked(backbone, metrics_table(result), marked),
+        METRIC_NOTES, "", _claims_note(result), "",
+        "ROAD MoRF curve (share of predictions unchanged; chance is 1 / classes):", "",
+        _marked(f"{backbone}-road", road_table(result), marked), _goal_note(result), "",
+    ])
 
 
 def _overlay(image: Tensor, heat: Tensor) -> Any:
