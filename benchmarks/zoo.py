@@ -1,7 +1,9 @@
-"""Zero-config coverage of T-TAME over the torchvision and timm model zoos.
+"""Zero-config coverage of T-TAME over the torchvision, timm and transformers model zoos.
 
-For every torchvision classification model and a sample of timm models across families (random
-weights), with no configuration at all:
+For every torchvision classification model, a sample of timm models across families and every
+image-classification architecture of the installed transformers (random weights; transformers
+models from the small configs of ``_hf_models.py``, each at its own ``config.image_size``), with
+no configuration at all:
 
 1. ``TTAME(model)``: the adapter, the layers and the head are chosen from the model alone;
 2. one ``fit`` step on a loader with one batch of 2 random images (``epochs=1``);
@@ -15,6 +17,10 @@ Input size: TTAME reads it from the model (timm ``pretrained_cfg``, torchvision 
 ``image_size``); torchvision CNNs and Swins declare none and get the 224x224 default. The one
 exception is torchvision ``inception_v3``, which needs 299x299 (at 224 its last stages shrink to
 nothing): it gets ``input_size=(3, 299, 299)``, as its documentation demands.
+
+A transformers architecture that classifies no pixel image (``_hf_models.NOT_PIXEL_CLASSIFIERS``:
+token inputs, latents without a spatial layout, missing packages) or whose own forward pass fails
+on its small config is listed as ``excluded`` with the reason and left out of the coverage.
 
 Usage::
 
@@ -141,6 +147,10 @@ TIMM_SAMPLE: list[str] = [
 ]
 
 
+class Excluded(Exception):
+    """A model the zoo cannot hold T-TAME to: its own forward pass fails, or it takes no pixels."""
+
+
 @dataclass
 class Result:
     """One model's outcome."""
@@ -222,6 +232,9 @@ def check_model(
         if problems:
             result.status = "fail"
             result.error = "; ".join(problems)
+    except Excluded as why:
+        result.status = "excluded"
+        result.error = str(why)
     except Exception as err:  # noqa: BLE001 - the benchmark records every failure
         result.status = "error"
         result.error = f"{type(err).__name__}: {err}".replace("\n", " ")[:400]
@@ -278,6 +291,42 @@ def timm_jobs(pattern: str | None) -> list[tuple[str, str, Any, Any]]:
     return jobs
 
 
+def transformers_jobs(pattern: str | None) -> list[tuple[str, str, Any, Any]]:
+    """Every image-classification class of the installed transformers, at its small config."""
+    import _hf_models as hf
+
+    jobs = []
+    for model_type, class_name in hf.classifier_classes():
+        label = f"{model_type}/{class_name}"
+        if pattern and not fnmatch.fnmatch(label, pattern) and pattern not in label:
+            continue
+
+        def build(model_type: str = model_type, class_name: str = class_name) -> nn.Module:
+            if model_type in hf.NOT_PIXEL_CLASSIFIERS:
+                raise Excluded(hf.NOT_PIXEL_CLASSIFIERS[model_type])
+            try:
+                model = hf.build(model_type, class_name)
+            except Exception as err:  # noqa: BLE001 - the architecture's own failure
+                raise Excluded(f"does not build from a small config ({type(err).__name__}: {err})") from err
+            return _own_forward_runs(model)
+
+        jobs.append((label, "transformers", build, None))
+    return jobs
+
+
+def _own_forward_runs(model: nn.Module) -> nn.Module:
+    """``model``, after checking that its own forward pass runs at its declared input size."""
+    from ttame_attr.adapters import HFAdapter
+
+    size = HFAdapter(model).input_size() or (3, 224, 224)
+    try:
+        with torch.no_grad():
+            model(torch.zeros(2, *size))
+    except Exception as err:  # noqa: BLE001
+        raise Excluded(f"its own forward fails at {size} ({type(err).__name__}: {err})") from err
+    return model
+
+
 def _row(cells: list[str], widths: list[int]) -> str:
     return "  ".join(c.ljust(w) for c, w in zip(cells, widths))
 
@@ -287,6 +336,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--torchvision-only", action="store_true")
     group.add_argument("--timm-only", action="store_true")
+    group.add_argument("--transformers-only", action="store_true")
     parser.add_argument("--limit", type=int, default=None, help="at most this many models per zoo")
     parser.add_argument("--filter", default=None, help="substring or glob on model names")
     parser.add_argument("--out", type=Path, default=None,
@@ -294,7 +344,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "--quick: a temp dir)")
     parser.add_argument("--json", type=Path, default=None, help="also write zoo.json's content here")
     parser.add_argument("--quick", action="store_true",
-                        help="smoke run: the 2 cheapest torchvision models and 2 timm models")
+                        help="smoke run: the 2 cheapest torchvision models, 2 timm and 2 transformers models")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (2)")
     parser.add_argument("--cheap-first", action="store_true",
                         help="run torchvision models by increasing GFLOPs (from their metadata)")
@@ -312,10 +362,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def select_jobs(args: argparse.Namespace) -> list[tuple[str, str, Any, Any]]:
     jobs = []
-    if not args.timm_only:
+    only = args.torchvision_only or args.timm_only or args.transformers_only
+    if args.torchvision_only or not only:
         jobs += torchvision_jobs(args.filter, args.cheap_first)[: args.limit]
-    if not args.torchvision_only:
+    if args.timm_only or not only:
         jobs += timm_jobs(args.filter)[: args.limit]
+    if args.transformers_only or not only:
+        jobs += transformers_jobs(args.filter)[: args.limit]
     if args.shard:
         k, n = (int(v) for v in args.shard.split("/"))
         jobs = jobs[k::n]
@@ -323,25 +376,30 @@ def select_jobs(args: argparse.Namespace) -> list[tuple[str, str, Any, Any]]:
 
 
 def coverage(results: list[Result]) -> dict[str, dict[str, Any]]:
-    """Per zoo: models ok, models run, ``"ok/total"`` and the percentage."""
+    """Per zoo: models ok, models run (the excluded left out), ``"ok/total"``, the percentage
+    and how many were excluded."""
     out = {}
-    for source in ("torchvision", "timm"):
-        mine = [r for r in results if r.source == source]
+    for source in ("torchvision", "timm", "transformers"):
+        mine = [r for r in results if r.source == source and r.status != "excluded"]
+        excluded = sum(r.source == source and r.status == "excluded" for r in results)
         if mine:
             ok = sum(r.status == "ok" for r in mine)
             out[source] = {"ok": ok, "total": len(mine), "fraction": f"{ok}/{len(mine)}",
-                           "percent": round(100 * ok / len(mine), 1)}
+                           "percent": round(100 * ok / len(mine), 1), "excluded": excluded}
     return out
 
 
 def zoo_markdown(payload: dict[str, Any]) -> str:
     """``zoo.md``: how it was run, the coverage, the failures and every model."""
-    cov = "| zoo | ok | models | coverage |\n|---|---:|---:|---:|\n" + "".join(
-        f"| {zoo} | {c['ok']} | {c['total']} | {c['percent']:.1f}% |\n"
+    cov = "| zoo | ok | models | coverage | excluded |\n|---|---:|---:|---:|---:|\n" + "".join(
+        f"| {zoo} | {c['ok']} | {c['total']} | {c['percent']:.1f}% | {c['excluded']} |\n"
         for zoo, c in payload["coverage"].items())
     fails = "| zoo | model | status | error |\n|---|---|---|---|\n" + "".join(
         f"| {r['source']} | {r['model']} | {r['status']} | {r['error'].replace('|', '/')} |\n"
-        for r in payload["results"] if r["status"] != "ok")
+        for r in payload["results"] if r["status"] not in ("ok", "excluded"))
+    excluded = "| zoo | model | why |\n|---|---|---|\n" + "".join(
+        f"| {r['source']} | {r['model']} | {r['error'].replace('|', '/')} |\n"
+        for r in payload["results"] if r["status"] == "excluded")
     models = ("| zoo | model | adapter | layers | map | input | status | s |\n"
               "|---|---|---|---|---|---|---|---:|\n") + "".join(
         f"| {r['source']} | {r['model']} | {r['adapter']} | {', '.join(r['layers'])} | "
@@ -352,7 +410,9 @@ def zoo_markdown(payload: dict[str, Any]) -> str:
         + f"\nDevice {payload['device']}, {payload['threads']} threads, "
         f"{payload['total_seconds']:.0f} s.\n\n"
         + f"<!-- table: coverage -->\n{cov}<!-- /table -->\n\nFailures:\n\n"
-        + f"<!-- table: failures -->\n{fails}<!-- /table -->\n\nEvery model:\n\n"
+        + f"<!-- table: failures -->\n{fails}<!-- /table -->\n\n"
+        + "Excluded (no pixel classifier, or the model's own forward fails; not counted):\n\n"
+        + f"<!-- table: excluded -->\n{excluded}<!-- /table -->\n\nEvery model:\n\n"
         + f"<!-- table: models -->\n{models}<!-- /table -->\n"
     )
 
@@ -384,10 +444,13 @@ def main(argv: list[str] | None = None) -> int:
     print()
     cov = coverage(results)
     for source, c in cov.items():
-        print(f"coverage {source}: {c['fraction']} = {c['percent']:.1f}%")
-    failures = [r for r in results if r.status != "ok"]
+        print(f"coverage {source}: {c['fraction']} = {c['percent']:.1f}% ({c['excluded']} excluded)")
+    failures = [r for r in results if r.status not in ("ok", "excluded")]
     for r in failures:
         print(f"FAILED {r.source}/{r.model}: {r.error}")
+    for r in results:
+        if r.status == "excluded":
+            print(f"excluded {r.source}/{r.model}: {r.error}")
     print(f"total time: {total:.0f} s ({len(results)} models, device {args.device}, "
           f"{args.threads} threads, torch {torch.__version__})")
     payload = {"run": run, "coverage": cov, "total_seconds": round(total, 1),
