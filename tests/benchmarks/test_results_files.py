@@ -35,18 +35,22 @@ def test_zoo_coverage_and_markdown() -> None:
     zoo = _load("zoo")
     results = [zoo.Result("a", "torchvision"), zoo.Result("b", "torchvision", status="error",
                                                           error="ValueError: x | y"),
-               zoo.Result("c", "timm")]
+               zoo.Result("c", "timm"),
+               zoo.Result("d", "torchvision", status="excluded", error="takes no pixel_values")]
     cov = zoo.coverage(results)
-    assert cov["torchvision"] == {"ok": 1, "total": 2, "fraction": "1/2", "percent": 50.0}
-    assert cov["timm"]["fraction"] == "1/1"
+    assert cov["torchvision"] == {"ok": 1, "total": 2, "fraction": "1/2", "percent": 50.0,
+                                  "excluded": 1}
+    assert cov["timm"]["fraction"] == "1/1" and cov["timm"]["excluded"] == 0
     from _results import run_info
 
     payload = {"run": run_info("zoo.py", []), "coverage": cov, "total_seconds": 1.0, "threads": 1,
                "device": "cpu", "results": [vars(r) for r in results]}
     text = zoo.zoo_markdown(payload)
-    assert "| torchvision | 1 | 2 | 50.0% |" in rf.md_section(text, "coverage")
-    assert "| torchvision | b | error | ValueError: x / y |" in rf.md_section(text, "failures")
-    assert len(rf.md_section(text, "models").splitlines()) == 2 + 3
+    assert "| torchvision | 1 | 2 | 50.0% | 1 |" in rf.md_section(text, "coverage")
+    failures = rf.md_section(text, "failures")
+    assert "| torchvision | b | error | ValueError: x / y |" in failures and "| d |" not in failures
+    assert "| torchvision | d | takes no pixel_values |" in rf.md_section(text, "excluded")
+    assert len(rf.md_section(text, "models").splitlines()) == 2 + 4
     args = zoo.parse_args(["--quick"])
     assert args.limit == 2 and args.cheap_first and args.out != ROOT / "benchmarks" / "results"
     assert zoo.parse_args([]).out == ROOT / "benchmarks" / "results"
