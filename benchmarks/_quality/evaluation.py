@@ -89,8 +89,10 @@ def evaluate_maps(
     seed: int = 0,
     pg_tolerance: float = 4.0,
     road_max_iter: int = 2000,
+    adic_maps: Tensor | None = None,
 ) -> dict[str, Any]:
-    """All metrics for one method's maps, as a flat JSON-ready dict."""
+    """All metrics for one method's maps, as a flat JSON-ready dict; AD/IC read ``adic_maps``
+    when given (T-TAME's pre-sigmoid maps at map size, as the authors evaluate them)."""
     gen = torch.Generator().manual_seed(seed)  # the same ROAD noise for every method
     # One ROAD object per removed fraction: the imputation solver iterates until the hardest
     # system of a chunk converges (90% removed needs ~4x the iterations of 10%), so chunks of one
@@ -115,7 +117,7 @@ def evaluate_maps(
         m = maps[i:i + batch]
         for name, metric in metrics.items():
             start = time.perf_counter()
-            metric.update(x, m, t)
+            metric.update(x, adic_maps[i:i + batch] if name == "ad_ic" and adic_maps is not None else m, t)
             seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
         gt = evalset.masks[i:i + batch]
         pg.update(m, gt)

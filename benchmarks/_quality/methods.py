@@ -74,6 +74,10 @@ class Explainer:
     def explain(self, images: Tensor, target: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def adic_maps(self, images: Tensor, target: Tensor) -> Tensor | None:
+        """The maps AD/IC should read when they differ from :meth:`explain`'s (else ``None``)."""
+        return None
+
     def close(self) -> None:
         """Release hooks or other resources."""
 
@@ -94,6 +98,12 @@ class TTAMEMethod(Explainer):
     @torch.no_grad()
     def explain(self, images: Tensor, target: Tensor) -> Tensor:
         return self.explainer.attribute(normalize(images), target=target, scale="raw")
+
+    @torch.no_grad()
+    def adic_maps(self, images: Tensor, target: Tensor) -> Tensor:
+        """The authors' AD/IC map: pre-sigmoid, at the head's map size (min-max there)."""
+        return torch.cat([self.explainer.attribute(normalize(x), target=t, scale="raw", upsample=False)
+                          for x, t in zip(images.split(self.batch_size), target.split(self.batch_size))])
 
     def describe(self) -> dict[str, Any]:
         return {"layers": self.explainer.layers, "map_size": list(self.explainer.map_size),

@@ -219,7 +219,8 @@ def _evaluate(bb: Backbone, args: Namespace, seed: int, evalset: E.EvalSet,
         start = time.perf_counter()
         res = E.evaluate_maps(bb.pixel_model, evalset, maps[m.name],
                               deletion_steps=args.deletion_steps, seed=seed,
-                              road_max_iter=args.road_max_iter)
+                              road_max_iter=args.road_max_iter,
+                              adic_maps=m.adic_maps(evalset.images, evalset.predicted))
         res.update(seconds_per_image=seconds[m.name], timing=timing[m.name],
                    settings=m.describe())
         results[m.name] = res

@@ -95,8 +95,9 @@ def road_table(result: dict[str, Any]) -> str:
 
 
 METRIC_NOTES = (
-    "AD/IC: Average Drop / Increase in Confidence (%) keeping the top 100/50/15% of the "
-    "min-max normalised map (soft values), removed pixels black. ROAD: mean share of images "
+    "AD/IC: Average Drop / Increase in Confidence (%) keeping the pixels at or above the "
+    "0/50/85% quantiles of the min-max normalised map (soft values), removed pixels black (the "
+    "paper's protocol; T-TAME's pre-sigmoid map min-max scaled at its own size). ROAD: mean share of images "
     "whose prediction survives removing 10-90% of pixels (noisy linear imputation), most / "
     "least relevant first. Deletion/insertion AUC of the class probability. PG: pointing "
     "game (map maximum inside the object mask); PG ±4px: the same with the usual tolerance "

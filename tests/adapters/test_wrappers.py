@@ -71,7 +71,8 @@ def _resnet() -> nn.Module:
 def test_forward_normalising_wrapper_reads_the_backbone_on_normalised_pixels() -> None:
     net = _resnet()
     bare, wrapped = TTAME(net, input_size=(3, 64, 64)), TTAME(NormalisingWrapper(net), input_size=(3, 64, 64))
-    assert wrapped.layers == [f"net.{name}" for name in bare.layers] == ["net.layer2", "net.layer3", "net.layer4"]
+    assert wrapped.layers == [f"net.{name}" for name in bare.layers]
+    assert wrapped.layers == ["net.layer2", "net.layer3", "net.layer4"]
     assert wrapped.adapter.name == bare.adapter.name == "cnn"
     assert bare.normalization == (MEAN, STD)  # a torchvision classifier takes ImageNet-normalised input
     assert wrapped.normalization is None  # the wrapper takes pixels: nothing to undo before masking

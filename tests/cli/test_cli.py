@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
 import numpy as np
 import pytest
@@ -53,6 +54,31 @@ def test_layers_torchvision_spec_with_num_classes(capsys):
     rc, out, _ = run(capsys, "layers", "torchvision:resnet18", "--num-classes", "3", "--input-size", "64")
     assert rc == 0
     assert "layer4" in out and "3 classes" in out
+
+
+def layer_rows(out: str) -> dict[str, tuple[str, ...]]:
+    """``{layer: (layout, (C, h, w), prefix tokens, why)}`` of the ``ttame layers`` table."""
+    rows = [re.match(r"^(\S+)\s+(nchw|nhwc|tokens)\s+(\(\d+, \d+, \d+\))\s+(\d+)\s+(.+)$", line)
+            for line in out.splitlines()]
+    return {m.group(1): m.groups()[1:] for m in rows if m}
+
+
+def test_layers_tell_why_each_layer_was_chosen(capsys):
+    rc, out, _ = run(capsys, "layers", "torchvision:resnet18", "--num-classes", "3", "--input-size", "64")
+    assert rc == 0
+    assert out.splitlines()[3].split() == ["layer", "layout", "(C,", "h,", "w)", "prefix", "tokens", "why"]
+    rows = layer_rows(out)
+    assert list(rows) == ["layer2", "layer3", "layer4"]
+    # 64 px: resnet18's stages end at 8x8, 4x4, 2x2 with 128, 256, 512 channels.
+    for (_, shape, _, why), (side, channels) in zip(rows.values(), [(8, 128), (4, 256), (2, 512)]):
+        assert shape == f"({channels}, {side}, {side})"
+        assert why == f"ends the {side}x{side} stage (one of the last three resolutions; {channels} channels)"
+
+
+def test_layers_given_by_the_user_say_so(capsys):
+    rc, out, _ = run(capsys, "layers", CNN, *SIZE, "--layers", "2", "4")
+    assert rc == 0
+    assert [row[3] for row in layer_rows(out).values()] == ["given by --layers"] * 2
 
 
 def test_layers_explicit_layers_and_bad_layer(capsys):

@@ -73,7 +73,8 @@ def test_masked_pixels_are_black_for_a_torchvision_cnn(setup) -> None:
     spy = Spy(model).eval()
     average_drop_increase(spy, x, explainer, fractions=(0.15,))
     masked = spy.seen[-1]
-    pixels = masked * torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) + torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std, mean = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    pixels = masked * std + mean
     removed = (pixels.abs() < 1e-5).all(dim=1)  # black in all three channels
     assert 0.80 <= removed.float().mean().item() <= 0.90  # 85% removed, pixel for pixel
     black = (-torch.tensor(IMAGENET_MEAN) / torch.tensor(IMAGENET_STD)).view(1, 3, 1).expand(6, 3, 32 * 32)

@@ -27,19 +27,30 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _model_parser(sub: argparse._SubParsersAction, name: str, help: str, description: str | None = None,
-                  images: tuple[str, str] | None = None) -> argparse.ArgumentParser:
-    """A subcommand reading a model (and, if ``images`` = ``(name, help)``, image paths)."""
+                  images: tuple[str, str] | None = None, skip_list: str = "") -> argparse.ArgumentParser:
+    """A subcommand reading a model (and, if ``images`` = ``(name, help)``, image paths that
+    ``--skip-unreadable`` may skip; ``skip_list`` tells where the skipped ones are listed)."""
     p = sub.add_parser(name, help=help, description=description)
     p.add_argument("model", help=f"the classifier: {SPEC_HELP}")
     p.add_argument("--pretrained", action="store_true",
-                   help="load pretrained weights (downloaded by torchvision / timm)")
+                   help="load pretrained weights (downloaded by torchvision / timm; passed as "
+                        "pretrained=True to a module:callable; hf: models always load their weights, so "
+                        "it changes nothing there)")
     p.add_argument("--num-classes", type=int, default=None, metavar="N",
-                   help="number of classes of the model (a fresh classifier head)")
+                   help="number of classes of the model (a fresh classifier head; num_labels for hf:)")
+    p.add_argument("--weights", default=None, metavar="FILE",
+                   help="load this state dict into the model, e.g. a fine-tuned one: .pt/.pth (read without "
+                        "running code) or .safetensors; nested under 'state_dict'/'model_state_dict'/'model' "
+                        "and 'module.'/'model.' prefixes are handled; keys and shapes must match "
+                        "(--num-classes N for a fine-tuned head)")
     p.add_argument("--input-size", type=int, default=None, metavar="PX",
                    help="square input side (default: the model's own, else 224)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     if images:
         p.add_argument(images[0], nargs="+", help=images[1])
+        p.add_argument("--skip-unreadable", action="store_true",
+                       help="skip images that cannot be read instead of stopping at the first one "
+                            f"(counted and listed at the end{skip_list})")
     p.set_defaults(func=f"cmd_{name}")
     return p
 
@@ -59,8 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
                       "Train a T-TAME head with the paper's recipe (SGD Nesterov, OneCycleLR, "
                       "Resize/RandomCrop/flip augmentation) and save it.",
                       ("data", "image folder(s) (ImageFolder or flat), image files, or .txt list "
-                       "files of image paths"))
-    p.add_argument("--val", nargs="+", default=None, help="validation images (loss per epoch)")
+                       "files of image paths"),
+                      " and in --out with the suffix .skipped.txt, e.g. head.skipped.txt")
+    p.add_argument("--val", nargs="+", default=None,
+                   help="validation images (loss per epoch; --skip-unreadable applies to them too)")
     p.add_argument("--layers", nargs="+", default=None, help="module names to read (default: the adapter's)")
     p.add_argument("--epochs", type=int, default=8, help="epochs (paper: 8)")
     p.add_argument("--batch-size", type=int, default=32, help="batch size (paper: 32)")
@@ -75,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _model_parser(sub, "explain", "explain images with a trained head",
                       "Write one overlay PNG per image and class, and the maps (.npy array "
                       "(K, H, W) or .pt dict with maps, classes, probabilities).",
-                      ("images", "image files, folders or .txt list files"))
+                      ("images", "image files, folders or .txt list files"), " and in OUT/skipped.txt")
     p.add_argument("--head", required=True, help=_HEAD_HELP)
     p.add_argument("--out", default="ttame_explanations", help="output folder")
     p.add_argument("--target", type=int, default=None, help="class to explain (default: predicted)")
@@ -87,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _model_parser(sub, "evaluate", "AD/IC and ROAD of a trained head on images",
                       "Average Drop / Increase in Confidence at 100/50/15%% kept pixels and ROAD "
                       "(MoRF/LeRF), for the predicted class, as a table.",
-                      ("data", "image folders, files or .txt list files"))
+                      ("data", "image folders, files or .txt list files"), " and under 'skipped' in --json")
     p.add_argument("--head", required=True, help=_HEAD_HELP)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=0)

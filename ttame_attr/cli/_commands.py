@@ -11,10 +11,9 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader
 
 from ttame_attr import TTAME, extract_logits
-from ttame_attr.cli._data import ImageFiles, eval_transform, find_images, load_batch, train_transform
+from ttame_attr.cli._data import eval_transform, find_images, image_loader, load_batch, train_transform
 from ttame_attr.cli._errors import CLIError
 from ttame_attr.cli._models import load_model, model_preprocessing
 
@@ -44,10 +43,36 @@ def _device(name: str | None) -> torch.device:
     return device
 
 
+def _check_counts(args: argparse.Namespace, *names: str) -> None:
+    """Integer options that must be positive (``workers``: non-negative)."""
+    for name in names:
+        value = getattr(args, name)
+        if value < (0 if name == "workers" else 1):
+            kind = "a non-negative integer" if name == "workers" else "a positive integer"
+            raise CLIError(f"--{name.replace('_', '-')}: expected {kind}, got {value}.")
+
+
+def _report_skipped(skipped: dict[Path, str], listing: Path | None, shown: int = 10) -> None:
+    """Print how many unreadable images were skipped, the first ``shown``, and write them all
+    (one absolute path a line, a list file ``ttame`` reads) to ``listing``."""
+    print(f"skipped {len(skipped)} unreadable image{'' if len(skipped) == 1 else 's'}"
+          + (":" if skipped else ""))
+    for path, reason in list(skipped.items())[:shown]:
+        print(f"  {path} ({reason})")
+    if len(skipped) > shown:
+        print(f"  ... and {len(skipped) - shown} more" + (f", all listed in {listing}" if listing else ""))
+    if listing is not None:
+        lines = [f"# {len(skipped)} unreadable images skipped by ttame", *(str(p.resolve()) for p in skipped)]
+        listing.parent.mkdir(parents=True, exist_ok=True)
+        listing.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        print(f"wrote the list of skipped images to {listing}")
+
+
 def _model(args: argparse.Namespace) -> tuple[Any, tuple[int, int, int], Any, Any]:
     """``(model, input size, mean, std)`` of the model options."""
-    model = load_model(args.model, pretrained=args.pretrained, num_classes=args.num_classes)
-    size, mean, std = model_preprocessing(model)
+    model, processor = load_model(args.model, pretrained=args.pretrained, num_classes=args.num_classes,
+                                  weights=args.weights)
+    size, mean, std = model_preprocessing(model, processor)
     if args.input_size:
         size = (size[0], args.input_size, args.input_size)
     return model, size, mean, std
@@ -73,10 +98,14 @@ def cmd_layers(args: argparse.Namespace) -> int:
           f"{explainer.num_classes} classes")
     print(f"adapter    {explainer.adapter.name}")
     print(f"map size   {explainer.map_size}")
-    rows = [("layer", "layout", "(C, h, w)", "prefix tokens")]
-    rows += [(info.name, info.layout, str((info.channels, info.height, info.width)), str(info.prefix_tokens))
-             for info in explainer.layer_info]
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    reasons = explainer.adapter.reasons
+    rows = [("layer", "layout", "(C, h, w)", "prefix tokens", "why")]
+    for info in explainer.layer_info:
+        why = ("given by --layers" if args.layers else
+               reasons.get(info.name, f"a default of the {explainer.adapter.name} adapter (no reason given)"))
+        rows.append((info.name, info.layout, str((info.channels, info.height, info.width)),
+                     str(info.prefix_tokens), why))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
     return 0
@@ -84,10 +113,7 @@ def cmd_layers(args: argparse.Namespace) -> int:
 
 def cmd_fit(args: argparse.Namespace) -> int:
     """Train a T-TAME head for a model on a folder / list of images and save it."""
-    for name in ("epochs", "batch_size", "workers"):
-        value = getattr(args, name)
-        if value < (0 if name == "workers" else 1):
-            raise CLIError(f"--{name.replace('_', '-')}: expected a positive integer, got {value}.")
+    _check_counts(args, "epochs", "batch_size", "workers")
     if not (args.lr > 0 and math.isfinite(args.lr)):
         raise CLIError(f"--lr: expected a positive learning rate, got {args.lr}.")
     files = find_images(args.data)
@@ -102,19 +128,22 @@ def cmd_fit(args: argparse.Namespace) -> int:
     print(f"T-TAME for {args.model}: adapter {explainer.adapter.name!r}, layers "
           f"{explainer.layers}, {len(files)} images, {args.epochs} epochs, batch {args.batch_size}, "
           f"lr {args.lr}")
-    loader = DataLoader(ImageFiles(files, train_transform(size, mean, std)), batch_size=args.batch_size,
-                        shuffle=True, drop_last=len(files) > args.batch_size, num_workers=args.workers,
-                        generator=torch.Generator().manual_seed(args.seed))
+    loader = image_loader(files, train_transform(size, mean, std), skip=args.skip_unreadable,
+                          batch_size=args.batch_size, shuffle=True, drop_last=len(files) > args.batch_size,
+                          num_workers=args.workers, generator=torch.Generator().manual_seed(args.seed))
     val_loader = None
     if val_files:
-        val_loader = DataLoader(ImageFiles(val_files, eval_transform(size, mean, std)),
-                                batch_size=args.batch_size, num_workers=args.workers)
+        val_loader = image_loader(val_files, eval_transform(size, mean, std), skip=args.skip_unreadable,
+                                  option="--val", batch_size=args.batch_size, num_workers=args.workers)
     with _user_errors():
         history = explainer.fit(loader, epochs=args.epochs, lr=args.lr, val_loader=val_loader,
                                 progress=not args.quiet, checkpoint_path=checkpoint, resume=args.resume)
     out = explainer.save(args.out)
     print(f"epoch {history[-1].epoch}: loss {history[-1].loss:.4f}, fidelity {history[-1].fidelity:.3f}")
     print(f"saved the head to {out}")
+    if args.skip_unreadable:
+        skipped = {**loader.skipped, **(val_loader.skipped if val_loader is not None else {})}
+        _report_skipped(skipped, out.with_suffix(".skipped.txt"))
     return 0
 
 
@@ -128,16 +157,31 @@ def _maps_of(explainer: TTAME, x: Tensor, target: int | None, top_k: int) -> tup
     return maps, torch.full((x.shape[0], 1), target), probs
 
 
-def cmd_explain(args: argparse.Namespace) -> int:
-    """Explain images with a trained head: overlays (PNG) and maps (.npy or .pt)."""
+def _write_maps(args: argparse.Namespace, out: Path, stem: str, x: Tensor, maps: Tensor, classes: Tensor,
+                probs: Tensor, mean: Any, std: Any) -> None:
+    """The map file and the overlays of one image (``x``: ``(1, C, H, W)``, ``maps``: ``(K, H, W)``)."""
     import numpy as np
 
     from ttame_attr.viz import save_overlays
 
+    if args.format == "npy":
+        np.save(out / f"{stem}.npy", maps.numpy())
+    else:
+        torch.save({"maps": maps.clone(), "classes": classes.cpu().clone(),
+                    "probabilities": probs.float().cpu().clone()}, out / f"{stem}.pt")
+    for k in range(maps.shape[0] if not args.no_overlay else 0):
+        suffix = "" if maps.shape[0] == 1 else f"_top{k + 1}"
+        save_overlays(x.cpu(), maps[None, k:k + 1], [out / f"{stem}{suffix}_class{int(classes[k])}.png"],
+                      mean=mean, std=std)
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    """Explain images with a trained head: overlays (PNG) and maps (.npy or .pt)."""
     if args.top_k < 1:
         raise CLIError(f"--top-k: expected a positive integer, got {args.top_k}.")
     if args.target is not None and args.top_k != 1:
         raise CLIError("--target and --top-k: give one or the other.")
+    _check_counts(args, "batch_size")
     files = find_images(args.images)
     explainer, device, mean, std = _trained_head(args)
     if args.target is not None and not 0 <= args.target < explainer.num_classes:
@@ -146,26 +190,26 @@ def cmd_explain(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     transform = eval_transform(explainer.input_size, mean, std)
     unique_stems = len(files) == len({f.stem for f in files})
+    skipped: dict[Path, str] = {}
     for start in range(0, len(files), args.batch_size):
         chunk = files[start:start + args.batch_size]
-        x = load_batch(chunk, transform).to(device)
+        x, kept, unreadable = load_batch(chunk, transform, skip=args.skip_unreadable)
+        skipped.update(unreadable)
+        if x is None:
+            continue
+        x = x.to(device)
         with torch.no_grad():
             maps, classes, probs = _maps_of(explainer, x, args.target, args.top_k)
         maps = maps.float().cpu()
-        for i, path in enumerate(chunk):
-            stem = path.stem if unique_stems else f"{start + i:05d}_{path.stem}"
-            if args.format == "npy":
-                np.save(out / f"{stem}.npy", maps[i].numpy())
-            else:
-                torch.save({"maps": maps[i].clone(), "classes": classes[i].cpu().clone(),
-                            "probabilities": probs[i].float().cpu().clone()}, out / f"{stem}.pt")
-            for k in range(maps.shape[1] if not args.no_overlay else 0):
-                suffix = "" if maps.shape[1] == 1 else f"_top{k + 1}"
-                save_overlays(x[i:i + 1].cpu(), maps[i:i + 1, k:k + 1],
-                              [out / f"{stem}{suffix}_class{int(classes[i, k])}.png"], mean=mean, std=std)
+        for i, position in enumerate(kept):
+            path = chunk[position]
+            stem = path.stem if unique_stems else f"{start + position:05d}_{path.stem}"
+            _write_maps(args, out, stem, x[i:i + 1], maps[i], classes[i], probs[i], mean, std)
             labels = ", ".join(f"{int(c)} ({float(p):.2f})" for c, p in zip(classes[i], probs[i]))
             print(f"{path}: {labels}")
-    print(f"wrote the maps of {len(files)} images to {out}")
+    print(f"wrote the maps of {len(files) - len(skipped)} images to {out}")
+    if args.skip_unreadable:
+        _report_skipped(skipped, out / "skipped.txt")
     return 0
 
 
@@ -175,6 +219,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     from ttame_attr.metrics import ROAD, AverageDropIncrease, evaluate
 
+    _check_counts(args, "batch_size", "workers")
     files = find_images(args.data)
     if args.limit is not None:
         if args.limit < 1:
@@ -182,8 +227,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         files = files[:args.limit]
     explainer, _, mean, std = _trained_head(args)
     model = explainer.model
-    loader = DataLoader(ImageFiles(files, eval_transform(explainer.input_size, mean, std)),
-                        batch_size=args.batch_size, num_workers=args.workers)
+    loader = image_loader(files, eval_transform(explainer.input_size, mean, std), skip=args.skip_unreadable,
+                          batch_size=args.batch_size, num_workers=args.workers)
     metrics: dict[str, Any] = {"ad_ic": AverageDropIncrease(model, fractions=(1.0, 0.5, 0.15))}
     if not args.no_road:
         metrics["road"] = ROAD(model, generator=torch.Generator().manual_seed(args.seed))
@@ -196,12 +241,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         table["ROAD MoRF"] = 100.0 * results["road"].morf_average
         table["ROAD LeRF"] = 100.0 * results["road"].lerf_average
     width = max(len(k) for k in table)
-    print(f"{len(files)} images, head {args.head}")
+    images = len(files) - len(loader.skipped)
+    print(f"{images} images, head {args.head}")
     print(f"{'metric'.ljust(width)}  value (%)")
     for key, value in table.items():
         print(f"{key.ljust(width)}  {value:8.2f}")
+    if args.skip_unreadable:
+        _report_skipped(loader.skipped, None)
     if args.json:
-        Path(args.json).write_text(json.dumps({"images": len(files), "metrics": table}, indent=2))
+        report = {"images": images, "metrics": table, "skipped": [str(p) for p in loader.skipped]}
+        Path(args.json).write_text(json.dumps(report, indent=2))
     return 0
 
 

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from ttame_attr.cli._errors import CLIError
 
-__all__ = ["IMAGE_SUFFIXES", "ImageFiles", "eval_transform", "find_images", "load_batch", "train_transform"]
+__all__ = ["IMAGE_SUFFIXES", "ImageFiles", "ReadableBatches", "Unreadable", "collate_readable",
+           "eval_transform", "find_images", "image_loader", "load_batch", "train_transform",
+           "unreadable_message"]
+
+logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 
@@ -83,34 +89,139 @@ def eval_transform(input_size: tuple[int, int, int], mean: Sequence[float], std:
     return _transform(input_size, mean, std, train=False)
 
 
+def unreadable_message(option: str, path: Path, reason: str) -> str:
+    """The error for an image that cannot be read, with the fix."""
+    return (f"{option}: cannot read the image {str(path)!r} ({reason}). Remove it, or pass "
+            "--skip-unreadable to skip unreadable images.")
+
+
+class Unreadable(NamedTuple):
+    """What :class:`ImageFiles` returns for a file PIL cannot read (``report_unreadable=True``)."""
+
+    index: int
+    reason: str
+
+
 class ImageFiles(Dataset):
     """Images read from files with PIL, as ``(image, index)`` pairs (labels are not needed).
 
     Args:
         files: image paths.
         transform: PIL image -> ``(C, H, W)`` tensor.
+        report_unreadable: return an :class:`Unreadable` for a file that cannot be read instead
+            of raising (what :func:`image_loader` does, so that worker processes report the file
+            to the main process instead of failing).
+        option: the option the files came from, for messages.
+
+    Raises:
+        CLIError: (``__getitem__``) for an unreadable file unless ``report_unreadable``.
     """
 
-    def __init__(self, files: Sequence[Path], transform) -> None:
+    def __init__(self, files: Sequence[Path], transform, report_unreadable: bool = False,
+                 option: str = "data") -> None:
         self.files = list(files)
         self.transform = transform
+        self.report_unreadable = report_unreadable
+        self.option = option
 
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+    def __getitem__(self, index: int) -> tuple[Tensor, int] | Unreadable:
         from PIL import Image
 
         path = self.files[index]
         try:
             with Image.open(path) as img:
                 image = img.convert("RGB")
-        except OSError as err:
-            raise CLIError(f"data: cannot read the image {str(path)!r} ({err}).") from None
+        except Exception as err:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ValueError, ...
+            reason = f"{type(err).__name__}: {err}"
+            if self.report_unreadable:
+                return Unreadable(index, reason)
+            raise CLIError(unreadable_message(self.option, path, reason)) from None
         return self.transform(image), index
 
 
-def load_batch(files: Sequence[Path], transform) -> Tensor:
-    """All ``files`` as one ``(N, C, H, W)`` tensor."""
-    dataset = ImageFiles(files, transform)
-    return torch.stack([dataset[i][0] for i in range(len(dataset))])
+def collate_readable(items: list[Any]) -> tuple[Tensor | None, Tensor, list[Unreadable]]:
+    """``(images or None, indices, unreadable)`` of a batch of :class:`ImageFiles` items."""
+    good = [item for item in items if not isinstance(item, Unreadable)]
+    bad = [item for item in items if isinstance(item, Unreadable)]
+    images = torch.stack([image for image, _ in good]) if good else None
+    return images, torch.tensor([index for _, index in good], dtype=torch.long), bad
+
+
+class ReadableBatches:
+    """A loader of :class:`ImageFiles` that stops at an unreadable image or skips it.
+
+    Iterates the ``DataLoader`` (``collate_fn=collate_readable``) and yields ``(images,
+    indices)`` batches, which :meth:`TTAME.fit <ttame_attr.TTAME.fit>` and
+    :func:`ttame_attr.metrics.evaluate` accept. Unreadable files come back from the worker
+    processes with their batch. With ``skip=False`` the first one raises a :class:`CLIError`
+    naming it; with ``skip=True`` it is logged once, recorded in :attr:`skipped` and left out (a
+    batch with no readable image is dropped). ``len()`` and the loader's generators and sampler are
+    the ``DataLoader``'s (the training loop replays a resumed epoch from them).
+
+    Args:
+        loader: the ``DataLoader``.
+        skip: skip unreadable images instead of stopping.
+        option: the option the images came from, for messages (``data``, ``--val``).
+    """
+
+    def __init__(self, loader: DataLoader, skip: bool, option: str = "data") -> None:
+        self.loader, self.skip, self.option = loader, skip, option
+        self.files: list[Path] = loader.dataset.files  # type: ignore[attr-defined]
+        self._skipped: dict[int, str] = {}
+
+    @property
+    def skipped(self) -> dict[Path, str]:
+        """``{path: reason}`` of every image skipped so far, in the order of the files."""
+        return {self.files[i]: self._skipped[i] for i in sorted(self._skipped)}
+
+    generator = property(lambda self: self.loader.generator)
+    sampler = property(lambda self: self.loader.sampler)
+    batch_sampler = property(lambda self: self.loader.batch_sampler)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        yielded = 0
+        for images, indices, bad in self.loader:
+            for item in bad:
+                path = self.files[item.index]
+                if not self.skip:
+                    raise CLIError(unreadable_message(self.option, path, item.reason))
+                if item.index not in self._skipped:
+                    logger.warning("%s: skipping the unreadable image %s (%s)", self.option, path,
+                                   item.reason)
+                    self._skipped[item.index] = item.reason
+            if images is not None:
+                yielded += 1
+                yield images, indices
+        if not yielded and self._skipped:
+            path, reason = next(iter(self.skipped.items()))
+            raise CLIError(f"{self.option}: none of the {len(self.files)} images could be read (e.g. "
+                           f"{str(path)!r}: {reason}).")
+
+
+def image_loader(files: Sequence[Path], transform, *, skip: bool, option: str = "data",
+                 **loader_kwargs: Any) -> ReadableBatches:
+    """A :class:`ReadableBatches` over ``files`` (``loader_kwargs`` go to the ``DataLoader``)."""
+    dataset = ImageFiles(files, transform, report_unreadable=True, option=option)
+    return ReadableBatches(DataLoader(dataset, collate_fn=collate_readable, **loader_kwargs), skip, option)
+
+
+def load_batch(files: Sequence[Path], transform, skip: bool = False,
+               option: str = "images") -> tuple[Tensor | None, list[int], dict[Path, str]]:
+    """``(images, kept, skipped)``: the readable ``files`` as one ``(N, C, H, W)`` tensor (``None``
+    if none is), their positions in ``files``, and ``{path: reason}`` of the unreadable ones.
+
+    Raises:
+        CLIError: for an unreadable file unless ``skip``.
+    """
+    dataset = ImageFiles(files, transform, report_unreadable=skip, option=option)
+    items = [dataset[i] for i in range(len(dataset))]
+    skipped = {dataset.files[item.index]: item.reason for item in items if isinstance(item, Unreadable)}
+    good = [item for item in items if not isinstance(item, Unreadable)]
+    images = torch.stack([image for image, _ in good]) if good else None
+    return images, [index for _, index in good], skipped

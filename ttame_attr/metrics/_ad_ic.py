@@ -118,8 +118,9 @@ def _masking(mask_space: Any, normalization: Any, explainer: Any, channels: int)
     if mask_space == "input" or (mask_space == "auto" and normalization is None):
         return None
     if normalization is None:
-        raise ValueError("mask_space: 'pixel' needs the inputs' normalisation; pass normalization=(mean, std) "
-                         "or normalization='imagenet' (or a TTAME explainer, which knows it).")
+        raise ValueError("mask_space: 'pixel' needs the inputs' normalisation; pass "
+                         "normalization=(mean, std) or normalization='imagenet' (or a TTAME explainer, "
+                         "which knows it).")
     return parse_normalization(normalization, channels)
 
 
