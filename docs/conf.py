@@ -35,7 +35,7 @@ add_module_names = False
 nitpicky = False
 
 exclude_patterns = ["_build", "make_figures.py"]
-html_theme = "alabaster"
+html_theme = "furo"  # a maintained theme whose content column fits the code blocks
 html_static_path = ["_static"]
 html_title = f"ttame_attr {release}"
 
@@ -43,6 +43,7 @@ html_title = f"ttame_attr {release}"
 # are in scope; give the doctest builder the same names.
 doctest_global_setup = """
 import torch
+from torch import nn
 from ttame_attr import *
 from ttame_attr.adapters import *
 from ttame_attr.metrics import *
@@ -50,6 +51,7 @@ from ttame_attr.data import *
 from ttame_attr.classifiers import *
 from ttame_attr.training import *
 from ttame_attr.viz import *
+from ttame_attr.export import *
 from ttame_attr.cli import main
 torch.manual_seed(0)
 """
