@@ -57,9 +57,12 @@ class FeatureBranch(nn.Module):
         bn, conv = self.bn, self.conv
         assert bn.running_mean is not None and bn.running_var is not None
         tracked = self._fold_inputs()
+        # Under torch.export / torch.compile the tensors are fake (no data pointer): no cache,
+        # and the fold becomes part of the graph (constant-folded by the compilers).
+        tracing = torch.compiler.is_compiling()
         # A fold computed without gradients must not serve a call that needs them.
-        cacheable = not (torch.is_grad_enabled() and any(t.requires_grad for t in tracked))
-        key = tuple((t.data_ptr(), t._version) for t in tracked) + (bn.eps,)
+        cacheable = not tracing and not (torch.is_grad_enabled() and any(t.requires_grad for t in tracked))
+        key = tuple((t.data_ptr(), t._version) for t in tracked) + (bn.eps,) if cacheable else None
         cached = self.__dict__.get("_fused_cache")
         if cacheable and cached is not None and cached[0] == key:
             return cached[1], cached[2]
@@ -69,8 +72,10 @@ class FeatureBranch(nn.Module):
         shift = -bn.running_mean * scale
         if bn.bias is not None:
             shift = shift + bn.bias
-        weight = conv.weight * scale[:, None, None, None]
-        weight.view(weight.shape[0], weight.shape[1]).diagonal().add_(1.0)
+        # + I out of place: an in-place add on a view survives torch.export's graph and breaks
+        # its decomposition for ONNX ("expected an entirely functional graph").
+        eye = torch.eye(conv.weight.shape[0], dtype=conv.weight.dtype, device=conv.weight.device)
+        weight = conv.weight * scale[:, None, None, None] + eye[:, :, None, None]
         bias = shift if conv.bias is None else conv.bias * scale + shift
         if cacheable:
             self.__dict__["_fused_cache"] = (key, weight, bias)

@@ -19,14 +19,33 @@ from ttame_attr._core.storage import (
     nonfinite_entries,
     safe_torch_load,
 )
+from ttame_attr._version import __version__
 
 if TYPE_CHECKING:
     from ttame_attr._core.ttame import TTAME
 
-__all__ = ["load_head", "save_head"]
+__all__ = ["head_config", "load_head", "save_head"]
 
 FORMAT = "ttame_attr.head"
 FORMAT_VERSION = 1
+
+
+def head_config(explainer: TTAME) -> dict[str, Any]:
+    """What :meth:`TTAME.save` stores besides the weights: plain Python values only."""
+    norm = explainer.normalization
+    return {
+        "package_version": __version__,
+        "model_class": type(explainer.model).__name__,
+        "adapter": explainer.adapter.name,
+        "layers": explainer.layers,
+        "layer_info": [[i.name, i.layout, i.channels, i.height, i.width, i.prefix_tokens]
+                       for i in explainer.layer_info],
+        "num_classes": explainer.num_classes,
+        "input_size": list(explainer.input_size),
+        "map_size": list(explainer.map_size),
+        "normalization": [list(norm[0]), list(norm[1])] if norm is not None else None,
+        "mask_space": explainer.mask_space,
+    }
 
 
 def _is_safetensors(path: Path) -> bool:
@@ -134,7 +153,14 @@ def load_head(
         "mask_space": config.get("mask_space", "auto"),
     }
     options.update(kwargs)
-    explainer = cls(model, config["layers"], **options)
+    try:
+        explainer = cls(model, config["layers"], **options)
+    except ValueError as err:  # e.g. a layer of the saved head that this model does not have
+        raise ValueError(
+            f"model: the checkpoint {str(path)!r} (trained on a {config['model_class']}, layers "
+            f"{config['layers']}) does not fit this {type(model).__name__}: {err} Load it with the "
+            "model it was trained for."
+        ) from err
     problems = []
     if explainer.num_classes != config["num_classes"]:
         problems.append(

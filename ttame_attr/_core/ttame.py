@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from ttame_attr._core.features import FeatureExtractor
 from ttame_attr._core.head import AttentionHead
-from ttame_attr._core.head_file import load_head, save_head
+from ttame_attr._core.head_file import head_config, load_head, save_head
 from ttame_attr._core.images import check_images
 from ttame_attr._core.loss import TTAMELoss
 from ttame_attr._core.maps import Scale, check_map_options, resize_maps, scale_maps, target_size
@@ -31,9 +31,10 @@ from ttame_attr._core.setup import (
 )
 from ttame_attr._core.targets import parse_target
 from ttame_attr._typing import TargetType
-from ttame_attr._version import __version__
 from ttame_attr.adapters._base import BackboneAdapter, LayerInfo
 from ttame_attr.adapters._registry import resolve_adapter
+from ttame_attr.export._export import export_onnx, export_program
+from ttame_attr.export._module import as_module
 from ttame_attr.training._fit import fit
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "TTAME", "Explanation"]
@@ -310,6 +311,11 @@ class TTAME(Attribution):
     #: ``explainer.fit(loader, ...)`` is :func:`ttame_attr.fit` (one definition of the options).
     fit = fit
 
+    # ------------------------------------------------------------------ production (ttame_attr.export)
+    as_module = as_module
+    export_program = export_program
+    export_onnx = export_onnx
+
     # ------------------------------------------------------------------ masking (training)
     def mask_images(self, x: Tensor, masks: Tensor) -> Tensor:
         """Multiply images by masks in the configured :attr:`mask_space`.
@@ -326,26 +332,8 @@ class TTAME(Attribution):
         return masker(x, masks)
 
     # ------------------------------------------------------------------ persistence
-    def config(self) -> dict[str, Any]:
-        """What :meth:`save` stores besides the weights: plain Python values only."""
-        return {
-            "package_version": __version__,
-            "model_class": type(self.model).__name__,
-            "adapter": self._adapter.name,
-            "layers": self.layers,
-            "layer_info": [
-                [i.name, i.layout, i.channels, i.height, i.width, i.prefix_tokens]
-                for i in self._layer_infos
-            ],
-            "num_classes": self._num_classes,
-            "input_size": list(self._input_size),
-            "map_size": list(self._map_size),
-            "normalization": (
-                [list(self.normalization[0]), list(self.normalization[1])]
-                if self.normalization is not None else None
-            ),
-            "mask_space": self.mask_space,
-        }
+    #: What :meth:`save` stores besides the weights (:func:`~ttame_attr._core.head_file.head_config`).
+    config = head_config
 
     def state_dict(self) -> dict[str, Tensor]:
         """The head's weights (``AttentionHead.state_dict()``)."""

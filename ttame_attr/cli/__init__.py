@@ -1,4 +1,4 @@
-"""The ``ttame`` command line: fit, explain, evaluate, layers, demo.
+"""The ``ttame`` command line: fit, explain, evaluate, export, layers, demo.
 
 Run ``ttame --help`` or ``ttame COMMAND --help``. User errors (unknown model specs, missing
 paths, bad options) exit with status 2 and one line on stderr.
@@ -109,6 +109,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None, help="also write the table to this JSON file")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    p = _model_parser(sub, "export", "the model and its head as one graph: prediction and explanation",
+                      "Write the classifier with a trained head as one ONNX file (ONNX Runtime runs it "
+                      "without torch) or torch.export program (.pt2) returning logits, the top-k classes "
+                      "and their maps, for any batch size.")
+    p.add_argument("--head", required=True, help=_HEAD_HELP)
+    p.add_argument("--out", required=True, help="the file to write (.onnx or .pt2)")
+    p.add_argument("--format", choices=("onnx", "pt2"), default=None,
+                   help="default: from the suffix of --out (.onnx or .pt2)")
+    p.add_argument("--top-k", type=int, default=1, help="explain the K most probable classes (default 1)")
+    p.add_argument("--scale", choices=("sigmoid", "raw", "minmax"), default="sigmoid",
+                   help="map values: sigmoid masks in [0, 1] (default), raw scores, or per-map min-max")
+    p.add_argument("--map-size", action="store_true",
+                   help="maps at the head's map size instead of the input size (smaller outputs)")
+    p.add_argument("--static-batch", action="store_true",
+                   help="fix the batch size at 1 (default: any batch size)")
 
     p = _model_parser(sub, "layers", "the adapter and layers T-TAME would use for a model")
     p.add_argument("--layers", nargs="+", default=None, help="check these module names instead")

@@ -1,4 +1,4 @@
-"""The subcommands of ``ttame``: fit, explain, evaluate, layers, demo."""
+"""The subcommands of ``ttame``: fit, explain, evaluate, export, layers, demo."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from ttame_attr.cli._data import eval_transform, find_images, image_loader, load
 from ttame_attr.cli._errors import CLIError
 from ttame_attr.cli._models import load_model, model_preprocessing
 
-__all__ = ["cmd_demo", "cmd_evaluate", "cmd_explain", "cmd_fit", "cmd_layers"]
+__all__ = ["cmd_demo", "cmd_evaluate", "cmd_explain", "cmd_export", "cmd_fit", "cmd_layers"]
 
 
 @contextmanager
@@ -251,6 +251,41 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         report = {"images": images, "metrics": table, "skipped": [str(p) for p in loader.skipped]}
         Path(args.json).write_text(json.dumps(report, indent=2))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write the model with its head as one ONNX file or torch.export program."""
+    import json
+
+    from ttame_attr.export import ExportError
+
+    out = Path(args.out)
+    fmt = args.format or {".onnx": "onnx", ".pt2": "pt2"}.get(out.suffix.lower())
+    if fmt is None:
+        raise CLIError(f"--out: cannot tell the format from {str(out)!r}; name it .onnx or .pt2, or pass "
+                       "--format onnx|pt2.")
+    _check_counts(args, "top_k")
+    explainer, device, mean, std = _trained_head(args)
+    example = torch.rand(1 if args.static_batch else 2, *explainer.input_size, device=device)
+    options = {"top_k": args.top_k, "scale": args.scale, "upsample": not args.map_size,
+               "dynamic_batch": not args.static_batch}
+    with _user_errors(ValueError, ImportError, ExportError):
+        if fmt == "onnx":
+            meta = {"ttame_attr.normalization": json.dumps([list(mean), list(std)]),
+                    "ttame_attr.model_spec": args.model}
+            explainer.export_onnx(out, example, metadata=meta, **options)
+        else:
+            program = explainer.export_program(example, **options)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            torch.export.save(program, out)
+    batch = "1" if args.static_batch else "any"
+    size = "x".join(map(str, explainer.map_size if args.map_size else explainer.input_size[1:]))
+    print(f"wrote {out} ({fmt}, {out.stat().st_size / 2**20:.1f} MB)")
+    print(f"input   images ({batch}, {', '.join(map(str, explainer.input_size))}) float32, normalised with "
+          f"mean {tuple(round(m, 4) for m in mean)} std {tuple(round(s, 4) for s in std)}")
+    print(f"outputs logits ({batch}, {explainer.num_classes}), classes ({batch}, {args.top_k}) int64, "
+          f"maps ({batch}, {args.top_k}, {size}) {args.scale}")
     return 0
 
 
