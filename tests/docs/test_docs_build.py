@@ -25,11 +25,11 @@ def test_html_builds_without_warnings(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     html = tmp_path / "html"
     for page in ("index", "installation", "quickstart", "how_it_works", "adapters", "training",
-                 "evaluation", "distributed", "cli", "api", "changelog"):
+                 "evaluation", "distributed", "cli", "production", "api", "changelog"):
         assert (html / f"{page}.html").is_file(), page
     api = (html / "api.html").read_text(encoding="utf-8")
     for name in ("TTAME", "average_drop_increase", "SyntheticShapes", "to_captum_vis",
-                 "register_adapter", "run_demo"):
+                 "register_adapter", "run_demo", "ExplainedModel", "ExportError"):
         assert name in api
     assert (html / "_images" / "ttame_diagram.png").is_file()
 
@@ -40,5 +40,5 @@ def test_doctests_pass(tmp_path):
     assert proc.returncode == 0, report[-4000:] + proc.stderr[-2000:]
     assert "0 failures in tests" in report
     # The pages' own examples ran (not only the docstrings').
-    for page in ("quickstart", "adapters", "evaluation", "how_it_works", "cli"):
+    for page in ("quickstart", "adapters", "evaluation", "how_it_works", "cli", "production"):
         assert f"Document: {page}\n" in report
