@@ -112,7 +112,9 @@ def aggregate_backbone(pieces: list[dict[str, Any]], classifier: dict[str, Any])
         "first_rule": FIRST_RULE,
         "std_rule": STD_RULE,
         "pieces": {str(p["seed"]): {"from_cache": p.get("from_cache", False),
+                                    "computed": p.get("computed"),
                                     "seconds": p["seconds"], "timed_together": p["timed_together"]}
                    for p in pieces},
+        "clean": all(p.get("computed", {}).get("read_cache") is False for p in pieces),
         "seconds": sum(p["seconds"] for p in pieces),
     }

@@ -40,6 +40,7 @@ from _quality.cache import (
     tensor_digest,
 )
 from _quality.models import TTAMEConfig, fingerprint, get_classifier, get_ttame, head_key
+from _results import run_info
 from ttame_attr.data import SyntheticShapes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -205,10 +206,19 @@ def run_piece(bb: Backbone, args: Namespace, seed: int, cfg: TTAMEConfig | None
     piece = {"arch": bb.arch, "seed": seed, "n_images": args.n_images, "image_size": bb.image_size,
              "eval_images": eval_meta, "eval_accuracy": acc, "ttame": ttame_meta,
              "methods": results, "timed_together": [n for n, t in timing.items() if t == "interleaved"],
-             "seconds": time.perf_counter() - start, "cache_key": key_digest(key)}
+             "seconds": time.perf_counter() - start, "cache_key": key_digest(key),
+             "computed": _provenance(args)}
     figure_maps = {name: maps[name][: args.figure_images].contiguous() for name in results}
     save_entry(path, key, {"result": json.dumps(piece), "figure_maps": figure_maps})
     return {**piece, "from_cache": False}, figure_maps, evalset
+
+
+def _provenance(args: Namespace) -> dict[str, Any]:
+    """How a piece was computed: whether caches were read (False in a ``--no-cache`` run), when,
+    by which command and at which commit; kept with the piece when a later run loads it."""
+    run = run_info("quality.py", sys.argv[1:])
+    return {"read_cache": bool(args.read_cache), "date": run["date"], "command": run["command"],
+            "git": run["git"]}
 
 
 def _evaluate(bb: Backbone, args: Namespace, seed: int, evalset: E.EvalSet,

@@ -145,7 +145,22 @@ def title(backbone: str, result: dict[str, Any]) -> str:
     acc = result.get("eval_accuracy", {}).get("mean")
     if acc is not None:
         text += f", classifier accuracy {100 * float(acc):.1f}% on them"
-    return text
+    return text + "\n\n" + provenance(result)
+
+
+def provenance(result: dict[str, Any]) -> str:
+    """One line on how each seed's piece was computed: clean (no cache read) or not, and when."""
+    parts = []
+    for seed, piece in result.get("pieces", {}).items():
+        done = piece.get("computed") or {}
+        how = {False: "clean (no cache read)", True: "caches read"}.get(done.get("read_cache"),
+                                                                          "not recorded")
+        commit = ((done.get("git") or {}).get("commit") or "")[:12]
+        parts.append(f"seed {seed}: {how}" + (f", {done['date']}, commit {commit}"
+                                               if done.get("date") else ""))
+    verdict = "Every piece computed without reading a cache" if result.get("clean") else (
+        "Not a clean run: some pieces read a cache or do not say")
+    return f"{verdict} ({'; '.join(parts)})."
 
 
 def _marked(name: str, table: str, marked: bool) -> str:

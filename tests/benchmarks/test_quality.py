@@ -140,6 +140,10 @@ def test_results_json_records_the_run_and_the_spread(quick_run: tuple[Path, str]
             assert values["timing"] == "interleaved"
         assert all(c["first"] is None for c in res["first"].values())  # ...so no claim
         assert res["pieces"]["0"]["from_cache"] is False
+        # A run that may read caches is not clean, even where it found nothing to read.
+        assert res["pieces"]["0"]["computed"]["read_cache"] is True and res["clean"] is False
+        assert res["pieces"]["0"]["computed"]["git"] == run["git"]
+    assert "Not a clean run: some pieces read a cache" in (out / "cnn.md").read_text()
     assert report["tables"]["cnn"] in (out / "quality.md").read_text()
     assert "<!-- table: cnn -->" in (out / "quality.md").read_text()
 
@@ -183,6 +187,15 @@ def test_no_cache_recomputes_heads_maps_and_pieces(quick_run: tuple[Path, str], 
                 "--cache", str(out / "_cache_quick"))
     assert "piece cached" not in proc.stdout and "(maps from the map cache)" not in proc.stdout
     assert "[cnn seed 0] T-TAME head (trained" in proc.stdout
+    res = json.loads((tmp_path / "quality.json").read_text())["backbones"]["cnn"]
+    assert res["clean"] is True and res["pieces"]["0"]["computed"]["read_cache"] is False
+    assert "Every piece computed without reading a cache (seed 0: clean" in (tmp_path / "cnn.md").read_text()
+    # The clean piece, aggregated by a later run that reads it from the cache, stays clean.
+    later = _run("--backbones", "cnn", "--out", str(tmp_path / "later"), "--cache", str(out / "_cache_quick"))
+    _require_unchanged_package()
+    assert "piece cached" in later.stdout
+    res = json.loads((tmp_path / "later" / "quality.json").read_text())["backbones"]["cnn"]
+    assert res["clean"] is True and res["pieces"]["0"]["from_cache"] is True
     # Another figure size changes the piece's key but not the maps': the baselines' maps come
     # from the map cache, T-TAME's head from the head cache, and the table marks their timings.
     again = _run("--backbones", "cnn", "--figure-images", "2", "--out", str(tmp_path / "again"),
@@ -191,6 +204,7 @@ def test_no_cache_recomputes_heads_maps_and_pieces(quick_run: tuple[Path, str], 
     assert again.stdout.count("(maps from the map cache)") == len(METHODS) - 1
     assert "[cnn seed 0] T-TAME head (cached" in again.stdout
     res = json.loads((tmp_path / "again" / "quality.json").read_text())["backbones"]["cnn"]
+    assert res["clean"] is False
     assert [m["timing"] for m in res["methods"].values()] == ["interleaved"] + ["map cache"] * 5
     rows = [r for r in (tmp_path / "again" / "cnn.md").read_text().splitlines()
             if r.startswith("| ") and r.split("|")[1].strip() in METHODS][: len(METHODS)]
