@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _results import run_info
 from torch import Tensor, nn
 
 from _quality import evaluation as E
@@ -40,7 +41,6 @@ from _quality.cache import (
     tensor_digest,
 )
 from _quality.models import TTAMEConfig, fingerprint, get_classifier, get_ttame, head_key
-from _results import run_info
 from ttame_attr.data import SyntheticShapes
 
 ROOT = Path(__file__).resolve().parents[2]
