@@ -141,6 +141,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
     out = explainer.save(args.out)
     print(f"epoch {history[-1].epoch}: loss {history[-1].loss:.4f}, fidelity {history[-1].fidelity:.3f}")
     print(f"saved the head to {out}")
+    report = history.convergence()
+    if report.done is False:
+        print(f"note: {report.advice} (ttame fit: --epochs, --lr)")
     if args.skip_unreadable:
         skipped = {**loader.skipped, **(val_loader.skipped if val_loader is not None else {})}
         _report_skipped(skipped, out.with_suffix(".skipped.txt"))

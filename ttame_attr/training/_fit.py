@@ -166,7 +166,9 @@ def fit(
 
     Returns:
         A :class:`TrainingHistory` with one :class:`EpochStats` per epoch, also stored as
-        ``explainer.history``.
+        ``explainer.history``. When the last epoch still lowered the loss by more than 2% or
+        raised the fidelity by more than 2 points, ``fit`` logs a warning saying how to train
+        further (:meth:`TrainingHistory.convergence`).
 
     Raises:
         ValueError: for an empty loader, bad settings, or a checkpoint that cannot be resumed
@@ -211,4 +213,7 @@ def fit(
         EpochLoop(step, data, epochs, setup.batches, pieces, position, prepare).run()
     explainer.head.eval()
     explainer.history = history.history
+    report = history.history.convergence()
+    if report.done is False and dist_.is_main_process(ctx):
+        logger.warning("%s", report.advice)
     return history.history

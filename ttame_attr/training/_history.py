@@ -12,7 +12,7 @@ from ttame_attr._core.loss import LossTerms
 from ttame_attr.training import distributed as dist_
 from ttame_attr.training._loop import LoopPiece
 
-__all__ = ["EpochMeans", "EpochStats", "History", "TrainingHistory"]
+__all__ = ["Convergence", "EpochMeans", "EpochStats", "History", "TrainingHistory"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +40,22 @@ class EpochStats:
     val_fidelity: float | None = None
 
 
+@dataclass(frozen=True)
+class Convergence:
+    """Whether the head was still improving when training ended (:meth:`TrainingHistory.convergence`).
+
+    ``done`` is ``None`` when the run is too short to tell (one epoch), ``False`` when the last
+    epoch still lowered the loss or raised the fidelity by more than the tolerances; ``advice``
+    then says what to do (empty otherwise).
+    """
+
+    done: bool | None
+    source: str
+    loss_drop: float | None
+    fidelity_gain: float | None
+    advice: str
+
+
 @dataclass
 class TrainingHistory:
     """Per-epoch statistics returned by :meth:`TTAME.fit <ttame_attr.TTAME.fit>`."""
@@ -59,6 +75,38 @@ class TrainingHistory:
     def as_dicts(self) -> list[dict[str, Any]]:
         """The history as a list of plain dicts (JSON-ready)."""
         return [asdict(e) for e in self.epochs]
+
+    def convergence(self, loss_tol: float = 0.02, fidelity_tol: float = 0.02) -> Convergence:
+        """Was the head still improving over the last epoch?
+
+        Compares the last two epochs' mean loss and fidelity (the validation pass's when every
+        epoch has one, else the training means). The head counts as not done when the loss fell
+        by more than ``loss_tol`` (relative) or the fidelity rose by more than ``fidelity_tol``
+        (absolute): training longer would still change it. :func:`~ttame_attr.fit` logs the
+        advice as a warning and the ``ttame fit`` command prints it.
+
+        Args:
+            loss_tol: relative loss drop over the last epoch above which training goes on.
+            fidelity_tol: fidelity gain (a fraction of images) above which training goes on.
+        """
+        if len(self.epochs) < 2:
+            return Convergence(None, "training", None, None, "")
+        last, before = self.epochs[-1], self.epochs[-2]
+        val = last.val_loss is not None and before.val_loss is not None
+        prefix, source = ("val_", "validation") if val else ("", "training")
+        loss = [float(getattr(e, prefix + "loss")) for e in (before, last)]
+        fid = [float(getattr(e, prefix + "fidelity")) for e in (before, last)]
+        drop = (loss[0] - loss[1]) / max(abs(loss[0]), 1e-12)
+        gain = fid[1] - fid[0]
+        if drop <= loss_tol and gain <= fidelity_tol:
+            return Convergence(True, source, drop, gain, "")
+        advice = (
+            f"the T-TAME head is probably under-trained: over its last epoch the {source} loss fell "
+            f"{drop:.1%} ({loss[0]:.4f} -> {loss[1]:.4f}) and the fidelity moved {fid[0]:.3f} -> "
+            f"{fid[1]:.3f}. Train longer (e.g. epochs={2 * len(self.epochs)}), with a higher maximum "
+            f"learning rate (lr=1e-2 suits runs of a few thousand steps; the paper's lr=1e-3 is for "
+            f"ImageNet's 40,000 steps per epoch) or on more images.")
+        return Convergence(False, source, drop, gain, advice)
 
 
 #: The loss terms every step and validation pass report, in :class:`EpochStats` order.
