@@ -32,8 +32,8 @@ class TTAMEConfig:
     """
 
     n_train: int = 8000
-    epochs: int = 8
-    lr: float = 1e-3
+    epochs: int | None = 8  # None: fit's default (what a user gets from fit(loader))
+    lr: float | None = 1e-3  # None: fit's default
     batch_size: int = 32
     layers: tuple[str, ...] | None = None  # None: the adapter's default
     mask_space: str = "auto"
@@ -113,9 +113,8 @@ def fit_head(model: nn.Module, arch: str, cfg: TTAMEConfig, image_size: int) -> 
     explainer = TTAME(model, list(cfg.layers) if cfg.layers else None, adapter=arch,
                       **_ttame_kwargs(cfg, image_size))
     start = time.perf_counter()
-    history = explainer.fit(
-        ttame_loader(cfg, image_size), epochs=cfg.epochs, lr=cfg.lr, progress=False
-    )
+    given = {name: value for name, value in (("epochs", cfg.epochs), ("lr", cfg.lr)) if value is not None}
+    history = explainer.fit(ttame_loader(cfg, image_size), progress=False, **given)
     return explainer, {
         "config": asdict(cfg),
         "layers": explainer.layers,

@@ -1,0 +1,196 @@
+"""How many images does a T-TAME head need? Heads fitted on 1k to 16k images, per training setting.
+
+One command::
+
+    python benchmarks/budget.py                      # cnn, vit, swin; 1000..16000 images; every setting
+    python benchmarks/budget.py --backbones cnn --sizes 1000 4000 --settings defaults tuned
+    python benchmarks/budget.py --quick              # smoke run (tiny models), to a temp dir
+
+For each backbone (the quality benchmark's classifiers, trained by
+:func:`ttame_attr.classifiers.load_or_train` and cached under ``--cache``), each number of
+training images and each setting, it fits a T-TAME head (cached there too, by
+``_quality.models.get_ttame``: the key holds the whole ``ttame_attr`` source, so a change of
+``fit``'s defaults refits the ``defaults`` rows) and scores it on ``--n-images`` images of the
+*validation* split, never the test images ``quality.py`` reports, since this study chooses
+defaults: AD and IC at 15% (the paper's protocol: T-TAME's pre-sigmoid maps), the strict pointing
+game, the energy pointing game and ROAD MoRF (lower is better). It also records each fit's wall
+time (a head loaded from the cache keeps the time of the run that fitted it, marked ``*``).
+
+Settings:
+
+* ``defaults``: ``explainer.fit(loader)`` with nothing but the loader (batch 32): what a user
+  gets;
+* ``paper``: the paper's values given explicitly (8 epochs, maximum learning rate 1e-3);
+* ``tuned``: ``quality.py``'s :data:`TTAME_CONFIGS` (lr 1e-2; 16 epochs for the ViT), chosen on
+  the validation split at 8,000 images.
+
+It writes ``budget.json`` (with the run record of ``_results.py``), ``budget.md`` (one table per
+backbone) and ``budget.png`` (each metric against the number of images, one line per setting)
+into ``--out`` (default ``benchmarks/results/``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+import torch  # noqa: E402
+from _quality import evaluation as E  # noqa: E402
+from _quality import methods as M  # noqa: E402
+from _quality.models import TTAMEConfig, get_classifier, get_ttame  # noqa: E402
+from _results import default_out, run_header, run_info, write_results  # noqa: E402
+from quality import BACKBONES, IMAGE_SIZE, TTAME_CONFIGS  # noqa: E402
+
+from ttame_attr.data import SyntheticShapes  # noqa: E402
+
+SIZES = (1000, 2000, 4000, 8000, 16000)
+SETTINGS = ("defaults", "paper", "tuned")
+#: The columns of the tables and panels of the figure: (key, label, higher is better).
+COLUMNS = (("ad_15", "AD15", False), ("ic_15", "IC15", True), ("pointing_game", "PG", True),
+           ("energy_pointing_game", "energy PG", True), ("road_morf", "ROAD MoRF", False))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--backbones", nargs="+", choices=BACKBONES, default=list(BACKBONES))
+    p.add_argument("--sizes", nargs="+", type=int, default=None, help=f"training images (default {SIZES})")
+    p.add_argument("--settings", nargs="+", choices=SETTINGS, default=list(SETTINGS))
+    p.add_argument("--n-images", type=int, default=300, help="validation images scored per head")
+    p.add_argument("--seed", type=int, default=0, help="T-TAME's training seed")
+    p.add_argument("--out", type=Path, default=None, help="default benchmarks/results/ (--quick: a temp dir)")
+    p.add_argument("--cache", type=Path, default=None, help="default benchmarks/_cache (--quick: <out>/_cache_quick)")
+    p.add_argument("--no-cache", action="store_true", help="fit every head again (and cache it)")
+    p.add_argument("--quick", action="store_true", help="smoke run: 32x32 images, tiny models and sizes")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    args = p.parse_args(argv)
+    args.sizes = args.sizes or ([64, 128] if args.quick else list(SIZES))
+    if min(args.sizes) < 32:
+        p.error("--sizes: expected at least 32 images (one batch)")
+    if args.n_images < 1:
+        p.error("--n-images: expected a positive number of images")
+    if args.quick:
+        args.n_images = min(args.n_images, 8)
+    args.out = args.out or default_out(args.quick, "budget")
+    args.cache = args.cache or (args.out / "_cache_quick" if args.quick else ROOT / "benchmarks" / "_cache")
+    return args
+
+
+def config(setting: str, arch: str, n_train: int, seed: int, quick: bool) -> TTAMEConfig:
+    """The T-TAME training config of one row (``--quick`` keeps every setting to one epoch)."""
+    if setting == "defaults":
+        cfg = TTAMEConfig(n_train=n_train, epochs=None, lr=None, seed=seed)
+    elif setting == "paper":
+        cfg = TTAMEConfig(n_train=n_train, epochs=8, lr=1e-3, seed=seed)
+    else:
+        cfg = dataclasses.replace(TTAME_CONFIGS[arch], n_train=n_train, seed=seed)
+    return dataclasses.replace(cfg, epochs=1) if quick and setting != "defaults" else cfg
+
+
+def score(explainer: Any, pixel_model: torch.nn.Module, evalset: E.EvalSet, seed: int) -> dict[str, Any]:
+    """The metrics of one head on the validation images (:func:`_quality.evaluation.evaluate_maps`)."""
+    method = M.TTAMEMethod(explainer)
+    maps = E.explain_images(method, evalset.images, evalset.predicted)
+    result = E.evaluate_maps(pixel_model, evalset, maps, deletion_steps=8, seed=seed,
+                             adic_maps=method.adic_maps(evalset.images, evalset.predicted))
+    return {key: result[key] for key, _, _ in COLUMNS}
+
+
+def run_backbone(arch: str, args: argparse.Namespace) -> dict[str, Any]:
+    image_size = 32 if args.quick else IMAGE_SIZE
+    model, info = get_classifier(arch, args.cache, image_size, args.quick, 0, {})
+    pixel_model = M.PixelModel(model).eval()
+    data = SyntheticShapes(args.n_images, image_size=image_size, seed=0, split="val")
+    evalset = E.make_eval_set(pixel_model, data, args.n_images)
+    rows = []
+    for setting in args.settings:
+        for n in args.sizes:
+            cfg = config(setting, arch, n, args.seed, args.quick)
+            start = time.perf_counter()
+            explainer, meta = get_ttame(model, arch, cfg, args.cache, image_size, read_cache=not args.no_cache)
+            wall = time.perf_counter() - start
+            history = meta.get("history") or []
+            row = {"setting": setting, "n_train": n, "config": dataclasses.asdict(cfg),
+                   "cached": bool(meta["cached"]), "fit_seconds": float(meta.get("train_seconds", wall)),
+                   "epochs_run": len(history),
+                   "final": history[-1] if history else None,
+                   **score(explainer, pixel_model, evalset, args.seed)}
+            rows.append(row)
+            print(f"[{arch}] {setting:<8} {n:>6} images: fit {row['fit_seconds']:6.0f} s"
+                  f"{' (cached)' if row['cached'] else ''}; "
+                  + ", ".join(f"{label} {row[key]:.3f}" for key, label, _ in COLUMNS), flush=True)
+    return {"classifier": {k: info.get(k) for k in ("test_accuracy", "val_accuracy") if k in info},
+            "rows": rows}
+
+
+def table(result: dict[str, Any]) -> str:
+    head = "| setting | images | " + " | ".join(label for _, label, _ in COLUMNS) + " | fit s |"
+    lines = [head, "|---|---:|" + "---:|" * (len(COLUMNS) + 1)]
+    for r in result["rows"]:
+        cells = " | ".join(f"{r[key]:.3f}" if key != "ad_15" and key != "ic_15" else f"{r[key]:.2f}"
+                           for key, _, _ in COLUMNS)
+        lines.append(f"| {r['setting']} | {r['n_train']} | {cells} | "
+                     f"{r['fit_seconds']:.0f}{'*' if r['cached'] else ''} |")
+    return "\n".join(lines) + "\n"
+
+
+def figure(path: Path, backbones: dict[str, dict[str, Any]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(backbones), len(COLUMNS), figsize=(3.2 * len(COLUMNS), 2.6 * len(backbones)),
+                             squeeze=False)
+    for r, (arch, result) in enumerate(backbones.items()):
+        for c, (key, label, higher) in enumerate(COLUMNS):
+            ax = axes[r, c]
+            for setting in dict.fromkeys(row["setting"] for row in result["rows"]):
+                pts = sorted((row["n_train"], row[key]) for row in result["rows"] if row["setting"] == setting)
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=setting)
+            ax.set_xscale("log", base=2)
+            ax.set_title(f"{arch}: {label} ({'higher' if higher else 'lower'} is better)", fontsize=8)
+            ax.set_xlabel("training images", fontsize=8)
+            ax.tick_params(labelsize=7)
+    axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    report: dict[str, Any] = {
+        "run": run_info("budget.py", argv),
+        "settings": {"sizes": args.sizes, "settings": args.settings, "n_images": args.n_images,
+                     "split": "val", "seed": args.seed, "quick": args.quick,
+                     "tuned": {a: dataclasses.asdict(c) for a, c in TTAME_CONFIGS.items()}},
+        "backbones": {arch: run_backbone(arch, args) for arch in args.backbones},
+    }
+    report["seconds"] = time.perf_counter() - start
+    text = "# How many images does a T-TAME head need: `benchmarks/budget.py`\n\n" + run_header(report["run"])
+    text += (f"\nScored on {args.n_images} validation images per backbone; AD15 and ROAD MoRF: lower is "
+             "better. `fit s`: wall time of the fit (`*`: head from the cache, time of the run that fitted "
+             "it).\n")
+    for arch, result in report["backbones"].items():
+        text += f"\n### {arch}\n\n<!-- table: budget-{arch} -->\n{table(result)}<!-- /table -->\n"
+    paths = write_results(args.out, "budget", report, text)
+    figure(args.out / "budget.png", report["backbones"])
+    print(f"\nWrote {', '.join(map(str, paths))}, {args.out / 'budget.png'} in {report['seconds']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
