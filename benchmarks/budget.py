@@ -68,7 +68,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--n-images", type=int, default=300, help="validation images scored per head")
     p.add_argument("--seed", type=int, default=0, help="T-TAME's training seed")
     p.add_argument("--out", type=Path, default=None, help="default benchmarks/results/ (--quick: a temp dir)")
-    p.add_argument("--cache", type=Path, default=None, help="default benchmarks/_cache (--quick: <out>/_cache_quick)")
+    p.add_argument("--cache", type=Path, default=None,
+                   help="default benchmarks/_cache (--quick: <out>/_cache_quick)")
     p.add_argument("--no-cache", action="store_true", help="fit every head again (and cache it)")
     p.add_argument("--quick", action="store_true", help="smoke run: 32x32 images, tiny models and sizes")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
@@ -116,7 +117,8 @@ def run_backbone(arch: str, args: argparse.Namespace) -> dict[str, Any]:
         for n in args.sizes:
             cfg = config(setting, arch, n, args.seed, args.quick)
             start = time.perf_counter()
-            explainer, meta = get_ttame(model, arch, cfg, args.cache, image_size, read_cache=not args.no_cache)
+            explainer, meta = get_ttame(model, arch, cfg, args.cache, image_size,
+                                        read_cache=not args.no_cache)
             wall = time.perf_counter() - start
             history = meta.get("history") or []
             row = {"setting": setting, "n_train": n, "config": dataclasses.asdict(cfg),
@@ -155,7 +157,8 @@ def figure(path: Path, backbones: dict[str, dict[str, Any]]) -> None:
         for c, (key, label, higher) in enumerate(COLUMNS):
             ax = axes[r, c]
             for setting in dict.fromkeys(row["setting"] for row in result["rows"]):
-                pts = sorted((row["n_train"], row[key]) for row in result["rows"] if row["setting"] == setting)
+                pts = sorted((row["n_train"], row[key]) for row in result["rows"]
+                             if row["setting"] == setting)
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=setting)
             ax.set_xscale("log", base=2)
             ax.set_title(f"{arch}: {label} ({'higher' if higher else 'lower'} is better)", fontsize=8)

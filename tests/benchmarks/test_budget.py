@@ -14,14 +14,15 @@ SCRIPT = ROOT / "benchmarks" / "budget.py"
 
 def _run(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg"}
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--threads", "1", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--threads", "1", *args], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
 
 def test_quick_run_fits_scores_caches_and_reports(tmp_path: Path) -> None:
-    args = ("--backbones", "cnn", "--sizes", "32", "64", "--settings", "defaults", "paper", "--out", str(tmp_path))
+    args = ("--backbones", "cnn", "--sizes", "32", "64", "--settings", "defaults", "paper",
+            "--out", str(tmp_path))
     first = _run(*args)
     report = json.loads((tmp_path / "budget.json").read_text())
     rows = report["backbones"]["cnn"]["rows"]
