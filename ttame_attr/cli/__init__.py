@@ -68,16 +68,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _model_parser(sub, "fit", "train a T-TAME head on images (no labels needed)",
                       "Train a T-TAME head with the paper's recipe (SGD Nesterov, OneCycleLR, "
-                      "Resize/RandomCrop/flip augmentation) and save it.",
+                      "Resize/RandomCrop/flip augmentation), its epochs and learning rate scaled to the "
+                      "run's length unless --recipe paper, and save it.",
                       ("data", "image folder(s) (ImageFolder or flat), image files, or .txt list "
                        "files of image paths"),
                       " and in --out with the suffix .skipped.txt, e.g. head.skipped.txt")
     p.add_argument("--val", nargs="+", default=None,
                    help="validation images (loss per epoch; --skip-unreadable applies to them too)")
     p.add_argument("--layers", nargs="+", default=None, help="module names to read (default: the adapter's)")
-    p.add_argument("--epochs", type=int, default=8, help="epochs (paper: 8)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="epochs (default: the recipe's; paper: 8)")
     p.add_argument("--batch-size", type=int, default=32, help="batch size (paper: 32)")
-    p.add_argument("--lr", type=float, default=1e-3, help="OneCycleLR max learning rate (paper: 1e-3)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="OneCycleLR max learning rate (default: the recipe's; paper: 1e-3)")
+    p.add_argument("--recipe", choices=("auto", "paper"), default="auto",
+                   help="what sets --epochs and --lr when not given: 'auto' (default) the paper's values "
+                        "scaled to the run's length (more epochs and a larger lr for a few thousand images), "
+                        "'paper' exactly 8 epochs at 1e-3")
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     p.add_argument("--out", default="head.pt", help="where to save the head (default head.pt)")
     p.add_argument("--checkpoint", default=None, help="training checkpoint file (every epoch)")

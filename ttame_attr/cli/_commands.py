@@ -113,8 +113,8 @@ def cmd_layers(args: argparse.Namespace) -> int:
 
 def cmd_fit(args: argparse.Namespace) -> int:
     """Train a T-TAME head for a model on a folder / list of images and save it."""
-    _check_counts(args, "epochs", "batch_size", "workers")
-    if not (args.lr > 0 and math.isfinite(args.lr)):
+    _check_counts(args, *(["epochs"] if args.epochs is not None else []), "batch_size", "workers")
+    if args.lr is not None and not (args.lr > 0 and math.isfinite(args.lr)):
         raise CLIError(f"--lr: expected a positive learning rate, got {args.lr}.")
     files = find_images(args.data)
     val_files = find_images(args.val) if args.val else None
@@ -126,8 +126,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     with _user_errors():
         explainer = TTAME(model, args.layers, input_size=size, normalization=(mean, std))
     print(f"T-TAME for {args.model}: adapter {explainer.adapter.name!r}, layers "
-          f"{explainer.layers}, {len(files)} images, {args.epochs} epochs, batch {args.batch_size}, "
-          f"lr {args.lr}")
+          f"{explainer.layers}, {len(files)} images, batch {args.batch_size}")
     loader = image_loader(files, train_transform(size, mean, std), skip=args.skip_unreadable,
                           batch_size=args.batch_size, shuffle=True, drop_last=len(files) > args.batch_size,
                           num_workers=args.workers, generator=torch.Generator().manual_seed(args.seed))
@@ -136,9 +135,14 @@ def cmd_fit(args: argparse.Namespace) -> int:
         val_loader = image_loader(val_files, eval_transform(size, mean, std), skip=args.skip_unreadable,
                                   option="--val", batch_size=args.batch_size, num_workers=args.workers)
     with _user_errors():
-        history = explainer.fit(loader, epochs=args.epochs, lr=args.lr, val_loader=val_loader,
-                                progress=not args.quiet, checkpoint_path=checkpoint, resume=args.resume)
+        history = explainer.fit(loader, epochs=args.epochs, lr=args.lr, recipe=args.recipe,
+                                val_loader=val_loader, progress=not args.quiet, checkpoint_path=checkpoint,
+                                resume=args.resume)
     out = explainer.save(args.out)
+    sched = history.schedule
+    origin = ", ".join(f"{name} {how}" for name, how in sched["source"].items())
+    print(f"schedule: {sched['epochs']} epochs x {sched['steps_per_epoch']} steps, max lr {sched['lr']:.3g} "
+          f"({origin}; --recipe {args.recipe})")
     print(f"epoch {history[-1].epoch}: loss {history[-1].loss:.4f}, fidelity {history[-1].fidelity:.3f}")
     print(f"saved the head to {out}")
     report = history.convergence()

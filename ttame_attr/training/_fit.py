@@ -20,6 +20,7 @@ from ttame_attr.training._history import EpochMeans, History, TrainingHistory
 from ttame_attr.training._loop import EpochLoop, LoopPosition
 from ttame_attr.training._nonfinite import NonFiniteGuard
 from ttame_attr.training._progress import ProgressBar
+from ttame_attr.training._recipe import check_recipe, resolve_schedule
 from ttame_attr.training._step import TrainStep
 from ttame_attr.training._validation import Validation
 
@@ -37,12 +38,14 @@ def _check_count(name: str, value: Any, minimum: int, expected: str) -> None:
         raise ValueError(f"{name}: expected {expected} or None, got {value!r}.")
 
 
-def _check_settings(epochs: Any, lr: Any, max_skipped_steps: Any, checkpoint_every: Any, resume: bool,
-                    checkpoint_path: Any) -> None:
-    if not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs: expected a positive int, got {epochs!r}.")
-    if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
-        raise ValueError(f"lr: expected a positive learning rate, got {lr!r}.")
+def _check_settings(epochs: Any, lr: Any, recipe: Any, max_skipped_steps: Any, checkpoint_every: Any,
+                    resume: bool, checkpoint_path: Any) -> None:
+    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
+        raise ValueError(f"epochs: expected a positive int, or None for the recipe's, got {epochs!r}.")
+    if lr is not None and not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr > 0
+                               and math.isfinite(lr)):
+        raise ValueError(f"lr: expected a positive learning rate, or None for the recipe's, got {lr!r}.")
+    check_recipe(recipe)
     _check_count("max_skipped_steps", max_skipped_steps, 0, "a non-negative int")
     if (resume or checkpoint_every is not None) and checkpoint_path is None:
         raise ValueError("checkpoint_path: resume=True and checkpoint_every=... need a checkpoint_path (a "
@@ -111,14 +114,15 @@ def _to_device(explainer: TTAME, image_key: str | None, batch: Any) -> Tensor:
 
 
 def fit(
-    explainer: TTAME, loader: Iterable[Any], epochs: int = 8, *, val_loader: Iterable[Any] | None = None,
-    lr: float = 1e-3, momentum: float = 0.9, weight_decay: float = 5e-4, nesterov: bool = True,
+    explainer: TTAME, loader: Iterable[Any], epochs: int | None = None, *,
+    val_loader: Iterable[Any] | None = None, lr: float | None = None, recipe: str = "auto",
+    momentum: float = 0.9, weight_decay: float = 5e-4, nesterov: bool = True,
     steps_per_epoch: int | None = None, amp: bool | None = None, progress: bool = True,
     image_key: str | None = None, checkpoint_path: str | os.PathLike[str] | None = None,
     checkpoint_every: int | None = None, resume: bool = False, max_skipped_steps: int | None = 100,
     distributed: bool | None = None, seed: int = 0,
 ) -> TrainingHistory:
-    """Train ``explainer``'s attention head on unlabelled images with the paper's recipe.
+    """Train ``explainer``'s attention head on unlabelled images with the paper's recipe, scaled to the run.
 
     Called as ``explainer.fit(loader, ...)`` (the method is this function) or
     ``ttame_attr.fit(explainer, loader, ...)``. Every batch is one :class:`~ttame_attr.TrainStep`;
@@ -129,9 +133,16 @@ def fit(
         explainer: the :class:`~ttame_attr.TTAME` whose head is trained.
         loader: yields image tensors, ``(images, labels)`` tuples or dicts with an image entry
             (labels are ignored). Images as the model takes them (normalised).
-        epochs: passes over ``loader`` (8 in the paper).
+        epochs: passes over ``loader``. ``None``: the recipe's (8, the paper's, unless
+            ``recipe="auto"`` adds epochs for a small loader).
         val_loader: its loss terms are reported after each epoch.
-        lr: OneCycleLR's maximum learning rate (1e-3 in the paper).
+        lr: OneCycleLR's maximum learning rate. ``None``: the recipe's (the paper's 1e-3, or
+            larger for a run shorter than the paper's under ``recipe="auto"``).
+        recipe: what fills in ``epochs`` and ``lr`` when they are ``None``. ``"auto"``: the
+            paper's values for a run as long as the paper's (320,000 steps), scaled for shorter
+            ones (epochs up to 4,000 steps, at most 64; lr ``1e-3 * sqrt(320,000 / steps)`` up
+            to 1e-2), logged at INFO level; ``"paper"``: exactly the paper's 8 epochs at 1e-3.
+            The schedule used is in ``history.schedule``.
         momentum, weight_decay, nesterov: SGD's settings (paper: 0.9, 5e-4 on weights only,
             Nesterov).
         steps_per_epoch: needed when ``loader`` has no ``len``.
@@ -185,10 +196,14 @@ def fit(
         >>> [stats.steps for stats in history]
         [2, 4]
     """
-    _check_settings(epochs, lr, max_skipped_steps, checkpoint_every, resume, checkpoint_path)
+    _check_settings(epochs, lr, recipe, max_skipped_steps, checkpoint_every, resume, checkpoint_path)
     path = resolve_checkpoint_path(checkpoint_path) if checkpoint_path is not None else None
     ctx = dist_.resolve_distributed(distributed, explainer.device)
     setup = _agreed_setup(loader, val_loader, steps_per_epoch, path, resume, ctx, seed)
+    schedule = resolve_schedule(recipe, epochs, lr, setup.batches)
+    epochs, lr = schedule.epochs, schedule.lr
+    if dist_.is_main_process(ctx):
+        logger.info("T-TAME training: %s", schedule.describe())
     prepare = partial(_to_device, explainer, image_key)
     with eval_mode(explainer.model), dist_.data_parallel_head(explainer.head, ctx) as head:
         step = TrainStep(explainer, epochs * setup.batches, lr=lr, momentum=momentum,
@@ -212,6 +227,7 @@ def fit(
             pieces.append(checkpointing)
         EpochLoop(step, data, epochs, setup.batches, pieces, position, prepare).run()
     explainer.head.eval()
+    history.history.schedule = schedule.as_dict()
     explainer.history = history.history
     report = history.history.convergence()
     if report.done is False and dist_.is_main_process(ctx):

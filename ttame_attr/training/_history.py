@@ -58,9 +58,15 @@ class Convergence:
 
 @dataclass
 class TrainingHistory:
-    """Per-epoch statistics returned by :meth:`TTAME.fit <ttame_attr.TTAME.fit>`."""
+    """Per-epoch statistics returned by :meth:`TTAME.fit <ttame_attr.TTAME.fit>`.
+
+    ``schedule``: the epochs and maximum learning rate the run used and where they came from
+    (``recipe``, ``epochs``, ``lr``, ``steps_per_epoch``, ``total_steps``, ``source``), set by
+    ``fit``.
+    """
 
     epochs: list[EpochStats] = field(default_factory=list)
+    schedule: dict[str, Any] | None = None
 
     def __len__(self) -> int:
         return len(self.epochs)

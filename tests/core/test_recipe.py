@@ -1,0 +1,108 @@
+"""fit's schedule: recipe="auto" scales the paper's epochs and lr to the run, "paper" keeps them."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import pytest
+import torch
+from tiny_models import make_tiny_cnn
+
+from ttame_attr import TTAME
+from ttame_attr.training._recipe import (
+    AUTO_MAX_EPOCHS,
+    AUTO_MAX_LR,
+    AUTO_MIN_STEPS,
+    PAPER_EPOCHS,
+    PAPER_LR,
+    PAPER_STEPS,
+    resolve_schedule,
+)
+
+
+def test_the_constants_are_the_papers() -> None:
+    # 1.28 M ImageNet images in batches of 32: 40,000 steps per epoch, 8 epochs, max lr 1e-3.
+    assert (PAPER_EPOCHS, PAPER_LR, PAPER_STEPS) == (8, 1e-3, 40_000 * 8)
+
+
+def test_a_run_as_long_as_the_papers_gets_the_papers_values() -> None:
+    s = resolve_schedule("auto", None, None, 40_000)
+    assert (s.epochs, s.lr) == (8, 1e-3) and s.source == {"epochs": "paper", "lr": "paper"}
+    assert not s.departs_from_paper and "recipe='auto'" not in s.describe()
+
+
+def test_a_short_run_gets_more_epochs_and_a_larger_lr() -> None:
+    # 8,000 images in batches of 32 (250 steps per epoch): 8 epochs would be 2,000 steps, under
+    # AUTO_MIN_STEPS = 4,000, so 16 epochs; lr = 1e-3 * sqrt(320,000 / 4,000) = 1e-3 * sqrt(80).
+    s = resolve_schedule("auto", None, None, 250)
+    assert AUTO_MIN_STEPS == 4000
+    assert s.epochs == 16 and s.total_steps == 4000
+    assert s.lr == pytest.approx(1e-3 * math.sqrt(80))
+    assert s.source == {"epochs": "scaled", "lr": "scaled"} and s.departs_from_paper
+    assert "16 epochs of 250 steps (4000 steps)" in s.describe() and "recipe='paper'" in s.describe()
+
+
+def test_the_scaling_is_capped() -> None:
+    tiny = resolve_schedule("auto", None, None, 1)  # one batch per epoch
+    assert tiny.epochs == AUTO_MAX_EPOCHS == 64 and tiny.lr == AUTO_MAX_LR == 1e-2
+    # Long enough for 8 epochs but shorter than the paper: only the lr is scaled, by sqrt.
+    mid = resolve_schedule("auto", None, None, 10_000)
+    assert mid.epochs == 8 and mid.lr == pytest.approx(1e-3 * math.sqrt(4))
+    assert mid.source["epochs"] == "paper"
+    # Longer than the paper: never below the paper's lr.
+    assert resolve_schedule("auto", None, None, 400_000).lr == 1e-3
+
+
+def test_recipe_paper_gives_the_papers_values_whatever_the_run() -> None:
+    for steps in (1, 250, 40_000):
+        s = resolve_schedule("paper", None, None, steps)
+        assert (s.epochs, s.lr, s.recipe) == (8, 1e-3, "paper") and not s.departs_from_paper
+
+
+def test_given_values_win_and_the_rule_fills_in_the_rest() -> None:
+    s = resolve_schedule("auto", 4, None, 250)  # 1,000 steps: lr 1e-3 * sqrt(320) capped at 1e-2
+    assert s.epochs == 4 and s.lr == 1e-2 and s.source == {"epochs": "given", "lr": "scaled"}
+    s = resolve_schedule("auto", None, 3e-3, 250)
+    assert s.epochs == 16 and s.lr == 3e-3 and s.source == {"epochs": "scaled", "lr": "given"}
+
+
+def test_an_unknown_recipe_is_refused_with_the_choices() -> None:
+    with pytest.raises(ValueError, match=r"recipe: expected one of \('auto', 'paper'\), got 'fast'"):
+        resolve_schedule("fast", None, None, 10)
+
+
+def _fit(caplog, **kwargs):
+    torch.manual_seed(0)
+    explainer = TTAME(make_tiny_cnn(), input_size=(3, 32, 32))
+    loader = [torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    with caplog.at_level(logging.INFO, logger="ttame_attr.training"):
+        return explainer.fit(loader, progress=False, **kwargs)
+
+
+def test_fit_on_a_short_run_uses_the_scaled_schedule(caplog, monkeypatch) -> None:
+    # A floor of 40 steps keeps the test short: 2 batches per epoch x 8 epochs = 16 steps < 40,
+    # so 20 epochs (40 steps), and lr 1e-3 * sqrt(320,000 / 40) = 0.089, capped at 1e-2.
+    monkeypatch.setattr("ttame_attr.training._recipe.AUTO_MIN_STEPS", 40)
+    history = _fit(caplog)
+    assert len(history) == 20 and history.schedule["epochs"] == 20
+    assert history.schedule["lr"] == pytest.approx(1e-2) and history.schedule["recipe"] == "auto"
+    assert history[-1].steps == 40
+    assert "20 epochs of 2 steps (40 steps)" in caplog.text
+    assert "recipe='auto' scaled the epochs and lr" in caplog.text
+
+
+def test_fit_with_recipe_paper_uses_the_papers_values(caplog) -> None:
+    history = _fit(caplog, recipe="paper")
+    assert len(history) == 8 and history.schedule["lr"] == 1e-3 and history[-1].steps == 16
+    assert history.schedule["source"] == {"epochs": "paper", "lr": "paper"}
+    assert "8 epochs of 2 steps (16 steps) at a maximum learning rate of 0.001" in caplog.text
+    assert "scaled" not in caplog.text
+
+
+def test_fit_refuses_a_bad_recipe_before_training() -> None:
+    explainer = TTAME(make_tiny_cnn(), input_size=(3, 32, 32))
+    with pytest.raises(ValueError, match="recipe: expected one of"):
+        explainer.fit([torch.rand(2, 3, 32, 32)], recipe="imagenet", progress=False)
+    with pytest.raises(ValueError, match="epochs: expected a positive int, or None"):
+        explainer.fit([torch.rand(2, 3, 32, 32)], epochs=True, progress=False)

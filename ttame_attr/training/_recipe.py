@@ -1,0 +1,120 @@
+"""``fit``'s schedule: the paper's (8 epochs, maximum learning rate 1e-3) or one scaled to the run.
+
+The paper trains on ImageNet: 1.28 M images in batches of 32 are 40,000 steps per epoch, 320,000
+steps in 8 epochs, at a one-cycle maximum learning rate of 1e-3. Users fit on their own data,
+often a few thousand images: a few hundred steps per epoch, where the paper's learning rate
+leaves the head under-trained (``benchmarks/quality.py`` and ``benchmarks/budget.py``: at 250
+steps per epoch, 1e-2 beats 1e-3 on every backbone, and the ViT needs 16 epochs).
+
+``recipe="auto"`` (the default) keeps the paper's values for runs as long as the paper's and
+scales them for shorter runs:
+
+* epochs: 8, raised for a small loader until the run has :data:`AUTO_MIN_STEPS` steps (at most
+  :data:`AUTO_MAX_EPOCHS` epochs);
+* maximum learning rate: ``1e-3 * sqrt(320,000 / total steps)``, between 1e-3 and
+  :data:`AUTO_MAX_LR`: the shorter the run, the larger the steps.
+
+``recipe="paper"`` gives exactly the paper's values. ``epochs=`` and ``lr=`` given to ``fit``
+always win; the rule fills in only what is not given.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+__all__ = ["AUTO_MAX_EPOCHS", "AUTO_MAX_LR", "AUTO_MIN_STEPS", "PAPER_EPOCHS", "PAPER_LR", "PAPER_STEPS",
+           "RECIPES", "Schedule", "check_recipe", "resolve_schedule"]
+
+#: The paper's epochs and one-cycle maximum learning rate.
+PAPER_EPOCHS = 8
+PAPER_LR = 1e-3
+#: The paper's run: 40,000 steps per ImageNet epoch (1.28 M images, batch 32) x 8 epochs.
+PAPER_STEPS = 320_000
+#: ``recipe="auto"``: the fewest steps a run gets by adding epochs, the most epochs it adds,
+#: and the largest maximum learning rate.
+AUTO_MIN_STEPS = 4000
+AUTO_MAX_EPOCHS = 64
+AUTO_MAX_LR = 1e-2
+RECIPES = ("auto", "paper")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The epochs and maximum learning rate a ``fit`` ran with, and where they came from.
+
+    ``source`` says, per value, ``"given"`` (an argument of ``fit``), ``"paper"`` or
+    ``"scaled"`` (``recipe="auto"`` departed from the paper's value).
+    """
+
+    recipe: str
+    epochs: int
+    lr: float
+    steps_per_epoch: int
+    source: dict[str, str]
+
+    @property
+    def total_steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+    @property
+    def departs_from_paper(self) -> bool:
+        return "scaled" in self.source.values()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "total_steps": self.total_steps}
+
+    def describe(self) -> str:
+        """One sentence for the log: the schedule, and how it differs from the paper's."""
+        text = (f"{self.epochs} epochs of {self.steps_per_epoch} steps ({self.total_steps} steps) at a "
+                f"maximum learning rate of {self.lr:.3g}")
+        if not self.departs_from_paper:
+            return text
+        scaled = " and ".join(k for k, v in self.source.items() if v == "scaled")
+        return (f"{text}: recipe='auto' scaled the {scaled} to this run's length (the paper: {PAPER_EPOCHS} "
+                f"epochs of 40,000 steps at {PAPER_LR:g}); recipe='paper' or epochs=/lr= give other values")
+
+
+def _auto_epochs(steps_per_epoch: int) -> int:
+    if PAPER_EPOCHS * steps_per_epoch >= AUTO_MIN_STEPS:
+        return PAPER_EPOCHS
+    return min(AUTO_MAX_EPOCHS, math.ceil(AUTO_MIN_STEPS / steps_per_epoch))
+
+
+def _auto_lr(total_steps: int) -> float:
+    return min(AUTO_MAX_LR, max(PAPER_LR, PAPER_LR * math.sqrt(PAPER_STEPS / total_steps)))
+
+
+def check_recipe(recipe: object) -> None:
+    """Raise a ValueError naming the choices unless ``recipe`` is one of :data:`RECIPES`."""
+    if recipe not in RECIPES:
+        raise ValueError(f"recipe: expected one of {RECIPES}, got {recipe!r}. 'auto' scales the epochs and "
+                         "learning rate to the run's length; 'paper' uses the paper's 8 epochs at 1e-3.")
+
+
+def resolve_schedule(recipe: str, epochs: int | None, lr: float | None, steps_per_epoch: int) -> Schedule:
+    """The :class:`Schedule` of a run of ``steps_per_epoch`` steps per epoch.
+
+    Args:
+        recipe: ``"auto"`` or ``"paper"`` (see the module's description).
+        epochs: given by the user, or ``None`` for the recipe's.
+        lr: given by the user, or ``None`` for the recipe's.
+        steps_per_epoch: optimiser steps per epoch (positive).
+
+    Raises:
+        ValueError: for an unknown ``recipe``.
+    """
+    check_recipe(recipe)
+    source: dict[str, str] = {}
+    if epochs is None:
+        epochs = PAPER_EPOCHS if recipe == "paper" else _auto_epochs(steps_per_epoch)
+        source["epochs"] = "paper" if epochs == PAPER_EPOCHS else "scaled"
+    else:
+        source["epochs"] = "given"
+    if lr is None:
+        lr = PAPER_LR if recipe == "paper" else _auto_lr(epochs * steps_per_epoch)
+        source["lr"] = "paper" if lr == PAPER_LR else "scaled"
+    else:
+        source["lr"] = "given"
+    return Schedule(recipe, int(epochs), float(lr), int(steps_per_epoch), source)
