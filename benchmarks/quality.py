@@ -1,4 +1,5 @@
-"""Explanation quality of T-TAME against Grad-CAM, Grad-CAM++, Score-CAM, RISE and IG.
+"""Explanation quality of T-TAME against Grad-CAM, Grad-CAM++, Score-CAM, RISE and IG (and, on the
+ViT, Chefer et al.'s transformer attribution and LeGrad).
 
 One command::
 

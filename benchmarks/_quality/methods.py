@@ -310,4 +310,8 @@ def method_sources(method: Explainer | type[Explainer]) -> tuple[Any, ...]:
         RISE: (RISE,),
     }
     kind = method if isinstance(method, type) else type(method)
+    if kind not in own:  # the ViT-only methods (_quality/vit_methods.py) name their own sources
+        from _quality.vit_methods import VIT_ONLY
+
+        return (Explainer, PixelModel, normalize, *VIT_ONLY[kind.name][1])
     return (Explainer, PixelModel, normalize, *own[kind])

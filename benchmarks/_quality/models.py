@@ -122,6 +122,7 @@ def fit_head(model: nn.Module, arch: str, cfg: TTAMEConfig, image_size: int) -> 
         "mask_space": explainer.mask_space,
         "train_seconds": time.perf_counter() - start,
         "history": history.as_dicts(),
+        "schedule": getattr(history, "schedule", None),
     }
 
 

@@ -41,6 +41,7 @@ from _quality.cache import (
     tensor_digest,
 )
 from _quality.models import TTAMEConfig, fingerprint, get_classifier, get_ttame, head_key
+from _quality.vit_methods import VIT_ONLY
 from ttame_attr.data import SyntheticShapes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,8 +49,8 @@ ROOT = Path(__file__).resolve().parents[2]
 CLASSIFIER_SEED = 0
 #: Seed ``s`` evaluates test images ``[s * EVAL_STRIDE, s * EVAL_STRIDE + n)``.
 EVAL_STRIDE = 100_000
-#: Every method, in table order.
-M_NAMES = ("T-TAME", "Grad-CAM", "Grad-CAM++", "Score-CAM", "RISE", "IG")
+#: Every method, in table order; the last two explain the ViT only (``_quality/vit_methods.py``).
+M_NAMES = ("T-TAME", "Grad-CAM", "Grad-CAM++", "Score-CAM", "RISE", "IG", "Chefer-LRP", "LeGrad")
 
 
 @dataclass
@@ -112,6 +113,13 @@ def baselines(bb: Backbone, args: Namespace, seed: int) -> list[M.Explainer]:
                                cells=args.rise_cells, seed=seed))
         elif name == "IG":
             made.append(M.CaptumIG(bb.pixel_model, n_steps=args.ig_steps))
+        elif name in VIT_ONLY:
+            if bb.arch != "vit":
+                continue
+            try:
+                made.append(VIT_ONLY[name][0](bb.model))
+            except ImportError as err:  # torchcam (LeGrad) needs Python 3.11
+                print(f"[{bb.arch}] {name} skipped: {err} (pip install -e '.[benchmark]')", flush=True)
         else:
             made.append(M.PytorchGradCAM(name, bb.model, bb.arch))
     return made

@@ -31,12 +31,17 @@ def test_quick_run_fits_scores_caches_and_reports(tmp_path: Path) -> None:
     for r in rows:
         assert r["cached"] is False and r["fit_seconds"] > 0
         assert 0 <= r["pointing_game"] <= 1 and 0 <= r["energy_pointing_game"] <= 1
+        assert 0 <= r["energy_pg_sigmoid"] <= 1
         assert 0 <= r["road_morf"] <= 1 and r["ad_15"] >= 0
-    # defaults: fit(loader) alone, so fit's own epochs (8); paper (quick): 1 epoch at lr 1e-3.
+    # defaults: fit(loader) alone, so fit's own schedule: 32 and 64 images at batch 32 are 1 and 2
+    # steps per epoch, far under 4,000 steps, so recipe="auto" runs its 64 epochs at most, at lr
+    # 1e-2; paper (quick): 1 epoch at lr 1e-3.
     assert rows[0]["config"]["epochs"] is None and rows[0]["config"]["lr"] is None
-    assert rows[0]["epochs_run"] == 8 and rows[2]["epochs_run"] == 1 and rows[2]["config"]["lr"] == 1e-3
-    # 32 images at batch 32 with drop_last: one step per epoch.
-    assert rows[0]["final"]["steps"] == 8 and rows[1]["final"]["steps"] == 16
+    assert rows[0]["epochs_run"] == 64 and rows[0]["final"]["steps"] == 64
+    assert rows[1]["final"]["steps"] == 128
+    assert rows[0]["schedule"]["recipe"] == "auto" and rows[0]["schedule"]["lr"] == 1e-2
+    assert rows[2]["epochs_run"] == 1 and rows[2]["config"]["lr"] == 1e-3
+    assert rows[2]["schedule"]["source"] == {"epochs": "given", "lr": "given"}
     assert report["settings"]["split"] == "val"
     md = (tmp_path / "budget.md").read_text()
     assert "<!-- table: budget-cnn -->" in md and "| defaults | 64 |" in md

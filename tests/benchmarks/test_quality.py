@@ -14,6 +14,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "quality.py"
 METHODS = ["T-TAME", "Grad-CAM", "Grad-CAM++", "Score-CAM", "RISE", "IG"]
+#: The ViT also gets the transformer baselines (LeGrad needs torchcam, Python 3.11+).
+VIT_METHODS = METHODS + ["Chefer-LRP"] + (["LeGrad"] if sys.version_info >= (3, 11) else [])
 METRIC_KEYS = [
     "ad_100", "ad_50", "ad_15", "ic_100", "ic_50", "ic_15", "road_morf", "road_lerf",
     "deletion_auc", "insertion_auc", "pointing_game", "energy_pointing_game",
@@ -74,7 +76,7 @@ def test_results_json_structure(quick_run: tuple[Path, str]) -> None:
     assert sorted(report["backbones"]) == ["cnn", "swin", "vit"]
     for arch, res in report["backbones"].items():
         assert res["n_images"] == 2
-        assert list(res["methods"]) == METHODS, arch
+        assert list(res["methods"]) == (VIT_METHODS if arch == "vit" else METHODS), arch
         assert res["ttame"]["layers"], arch
         for method, values in res["methods"].items():
             for key in METRIC_KEYS:
@@ -104,14 +106,14 @@ def test_markdown_table_has_a_row_per_method(quick_run: tuple[Path, str]) -> Non
     assert len(tables) == 2  # the metrics, then the ROAD MoRF curve per removed fraction
     for table in tables:
         rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line]
-        assert [r.split("|")[1].strip() for r in rows[1:]] == METHODS
+        assert [r.split("|")[1].strip() for r in rows[1:]] == VIT_METHODS
         assert all(len(r.split("|")) == len(rows[0].split("|")) for r in rows)
     assert "| 10% | 20% | 30% | 40% | 50% | 70% | 90% |" in tables[1]
     # seconds per image are printed for every backbone and method
     assert "Seconds per image:" in stdout
     for arch in ("cnn", "vit", "swin"):
         line = next(s for s in stdout.splitlines() if s.strip().startswith(f"{arch}:"))
-        assert all(m in line for m in METHODS)
+        assert all(m in line for m in (VIT_METHODS if arch == "vit" else METHODS))
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
@@ -142,7 +144,7 @@ def test_results_json_records_the_run_and_the_spread(quick_run: tuple[Path, str]
         assert res["pieces"]["0"]["from_cache"] is False
         # A run that may read caches is not clean, even where it found nothing to read.
         assert res["pieces"]["0"]["computed"]["read_cache"] is True and res["clean"] is False
-        assert res["pieces"]["0"]["computed"]["git"] == run["git"]
+        assert res["pieces"]["0"]["computed"]["git"]["commit"] == run["git"]["commit"]
     assert "Not a clean run: some pieces read a cache" in (out / "cnn.md").read_text()
     assert report["tables"]["cnn"] in (out / "quality.md").read_text()
     assert "<!-- table: cnn -->" in (out / "quality.md").read_text()
