@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import torch
+from _quality.models import CLASSIFIER_NUM_EVAL
 
 from ttame_attr.classifiers import ARCHITECTURES, evaluate_accuracy, load_or_train
 from ttame_attr.data import SyntheticShapes
@@ -25,7 +26,7 @@ from ttame_attr.data import SyntheticShapes
 CACHE = Path(__file__).resolve().parent / "_cache"
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--archs", nargs="+", default=list(ARCHITECTURES), choices=ARCHITECTURES)
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (CPU)")
@@ -33,10 +34,16 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--retrain", action="store_true", help="ignore cached checkpoints")
     parser.add_argument("--cache-dir", type=Path, default=CACHE)
-    parser.add_argument("--num-test", type=int, default=2000)
+    parser.add_argument("--num-test", type=int, default=CLASSIFIER_NUM_EVAL,
+                        help="validation and test images measured (default: the quality benchmark's, "
+                             "whose cache key holds it)")
     parser.add_argument("--num-train", type=int, default=None, help="override the recipe")
     parser.add_argument("--epochs", type=int, default=None, help="override the recipe")
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main() -> None:
+    args = parse_args()
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)

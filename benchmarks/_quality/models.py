@@ -21,6 +21,12 @@ from ttame_attr.data import MEAN, STD, SyntheticShapes, normalize
 logger = logging.getLogger(__name__)
 
 
+#: Validation and test images the classifiers' accuracy is measured on. It is part of
+#: ``load_or_train``'s cache key: ``train_classifiers.py --num-test`` defaults to it, so that the
+#: classifiers it trains are the ones ``quality.py``, ``budget.py`` and ``tune_ttame.py`` load.
+CLASSIFIER_NUM_EVAL = 2000
+
+
 @dataclass(frozen=True)
 class TTAMEConfig:
     """How the T-TAME head of one backbone is trained (recorded in ``quality.json``).
@@ -80,7 +86,7 @@ def get_classifier(
     from ttame_attr.classifiers import load_or_train
 
     result = load_or_train(
-        arch, cache_dir, image_size=image_size, seed=seed, num_eval=1000, retrain=retrain,
+        arch, cache_dir, image_size=image_size, seed=seed, num_eval=CLASSIFIER_NUM_EVAL, retrain=retrain,
         **(recipe or {}),
     )
     if isinstance(result, tuple):
