@@ -97,7 +97,15 @@ class TTAMEMethod(Explainer):
 
     @torch.no_grad()
     def explain(self, images: Tensor, target: Tensor) -> Tensor:
-        return self.explainer.attribute(normalize(images), target=target, scale="raw")
+        """The maps ``attribute`` returns by default: the sigmoid of the class map, upsampled.
+
+        The pointing games, ROAD and deletion / insertion read these. All but the energy
+        pointing game depend only on the order of the pixels, which the sigmoid keeps; the energy
+        pointing game (min-max normalised map mass inside the object) does not: on the ViT's
+        seed-0 head, 300 validation images, it is 0.099 for the pre-sigmoid map and 0.309 for
+        the sigmoid map (Grad-CAM 0.154), the pre-sigmoid map's background sitting at mid-range.
+        """
+        return self.explainer.attribute(normalize(images), target=target)
 
     @torch.no_grad()
     def adic_maps(self, images: Tensor, target: Tensor) -> Tensor:
@@ -107,7 +115,8 @@ class TTAMEMethod(Explainer):
 
     def describe(self) -> dict[str, Any]:
         return {"layers": self.explainer.layers, "map_size": list(self.explainer.map_size),
-                "mask_space": self.explainer.mask_space}
+                "mask_space": self.explainer.mask_space,
+                "maps": "attribute()'s default (sigmoid, upsampled); AD/IC: pre-sigmoid at map size"}
 
 
 # ---------------------------------------------------------------- pytorch-grad-cam baselines
