@@ -72,7 +72,15 @@ def test_quick_run_writes_json_and_markdown(tmp_path: Path) -> None:
     assert "| goal |" in table[0] and "verdict" in table[0]
     assert [line.split(" | ")[:2] for line in table[2:]] == [
         ["| resnet18", runtime] for runtime in export.RUNTIMES]
-    assert table[3].split(" | ")[6] == "<= 1.00" and table[3].endswith(("ok |", "explained |"))
+    # The compile row's verdict follows its own measured ratios (timings vary from run to run;
+    # the verdict must say "MISSED" exactly for the ratios above the goal).
+    assert table[3].split(" | ")[6] == "<= 1.00"
+    row = next(r for r in data["rows"] if r["runtime"] == "compile")
+    missed = [name for name, key in (("compile/eager plain", "plain/eager"),
+                                     ("compile/eager explained", "explained/eager"))
+              if row[key]["median"] > 1.0]
+    assert row["verdict"] == ("MISSED: " + ", ".join(missed) if missed else "ok")
+    assert table[3].endswith(f"{row['verdict']} |")
 
 
 def test_default_out_is_the_committed_results() -> None:
