@@ -13,8 +13,8 @@ training images and each setting, it fits a T-TAME head (cached there too, by
 ``fit``'s defaults refits the ``defaults`` rows) and scores it on ``--n-images`` images of the
 *validation* split, never the test images ``quality.py`` reports, since this study chooses
 defaults: AD and IC at 15% (the paper's protocol: T-TAME's pre-sigmoid maps), the strict pointing
-game, the energy pointing game (of the pre-sigmoid maps ``quality.py`` scores, and of the
-sigmoid maps ``attribute`` returns by default) and ROAD MoRF (lower is better). It also records
+game, the energy pointing game (of the sigmoid maps ``attribute`` returns by default, which
+``quality.py`` scores, and of the pre-sigmoid maps) and ROAD MoRF (lower is better). It also records
 each fit's wall time (a head loaded from the cache keeps the time of the run that fitted it,
 marked ``*``).
 
@@ -60,7 +60,8 @@ SIZES = (1000, 2000, 4000, 8000, 16000)
 SETTINGS = ("defaults", "paper", "tuned")
 #: The columns of the tables and panels of the figure: (key, label, higher is better).
 COLUMNS = (("ad_15", "AD15", False), ("ic_15", "IC15", True), ("pointing_game", "PG", True),
-           ("energy_pointing_game", "energy PG", True), ("energy_pg_sigmoid", "energy PG (sigmoid)", True),
+           ("energy_pointing_game", "energy PG", True),
+           ("energy_pg_presigmoid", "energy PG (pre-sigmoid)", True),
            ("road_morf", "ROAD MoRF", False))
 
 
@@ -107,12 +108,12 @@ def score(explainer: Any, pixel_model: torch.nn.Module, evalset: E.EvalSet, seed
     maps = E.explain_images(method, evalset.images, evalset.predicted)
     result = E.evaluate_maps(pixel_model, evalset, maps, deletion_steps=8, seed=seed,
                              adic_maps=method.adic_maps(evalset.images, evalset.predicted))
-    # The energy pointing game of the maps attribute() returns by default (sigmoid), besides the
-    # pre-sigmoid maps quality.py scores: does the output scale make the maps diffuse?
+    # Besides the sigmoid maps attribute() returns (and quality.py scores), the energy pointing game
+    # of the pre-sigmoid maps: does the output scale make the maps look diffuse?
     with torch.no_grad():
-        sigmoid = torch.cat([explainer.attribute(normalize(x), target=t) for x, t in
-                             zip(evalset.images.split(100), evalset.predicted.split(100))])
-    result["energy_pg_sigmoid"] = EnergyPointingGame().update(sigmoid, evalset.masks).energy
+        raw = torch.cat([explainer.attribute(normalize(x), target=t, scale="raw") for x, t in
+                         zip(evalset.images.split(100), evalset.predicted.split(100))])
+    result["energy_pg_presigmoid"] = EnergyPointingGame().update(raw, evalset.masks).energy
     return {key: result[key] for key, _, _ in COLUMNS}
 
 

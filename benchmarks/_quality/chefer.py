@@ -91,13 +91,11 @@ class _Block:
     q: Tensor
     k: Tensor
     v: Tensor
-    scores: Tensor
     attn: Tensor
     ctx: Tensor
     o: Tensor
     x_mid: Tensor
     h2: Tensor
-    m1: Tensor
     g: Tensor
     m2: Tensor
 
@@ -125,10 +123,9 @@ def _block_forward(layer: nn.Module, x: Tensor) -> tuple[Tensor, _Block]:
     o = attn_mod.out_proj(ctx)
     x_mid = x + o
     h2 = layer.ln_2(x_mid)
-    m1 = mlp[0](h2)
-    g = mlp[1](m1)
+    g = mlp[1](mlp[0](h2))
     m2 = mlp[3](g)
-    return x_mid + m2, _Block(x, h, q, k, v, scores, attn, ctx, o, x_mid, h2, m1, g, m2)
+    return x_mid + m2, _Block(x, h, q, k, v, attn, ctx, o, x_mid, h2, g, m2)
 
 
 def _head_linears(heads: nn.Module) -> list[nn.Linear]:
@@ -192,9 +189,10 @@ def transformer_attribution(model: nn.Module, x: Tensor, target: Tensor) -> Tens
             cams.append((grad * r_attn).clamp(min=0).mean(1))
         cams.reverse()
         n, s = x.shape[0], cams[0].shape[-1]
-        rollout = torch.eye(s, dtype=x.dtype, device=x.device).expand(n, s, s)
+        eye = torch.eye(s, dtype=x.dtype, device=x.device)
+        rollout = eye.expand(n, s, s)
         for cam in cams:
-            rollout = (torch.eye(s, dtype=x.dtype, device=x.device) + cam) @ rollout
+            rollout = (eye + cam) @ rollout
     grid = model.image_size // model.patch_size
     return rollout[:, 0, 1:].reshape(n, 1, grid, grid)
 

@@ -31,7 +31,7 @@ def test_quick_run_fits_scores_caches_and_reports(tmp_path: Path) -> None:
     for r in rows:
         assert r["cached"] is False and r["fit_seconds"] > 0
         assert 0 <= r["pointing_game"] <= 1 and 0 <= r["energy_pointing_game"] <= 1
-        assert 0 <= r["energy_pg_sigmoid"] <= 1
+        assert 0 <= r["energy_pg_presigmoid"] <= 1
         assert 0 <= r["road_morf"] <= 1 and r["ad_15"] >= 0
     # defaults: fit(loader) alone, so fit's own schedule: 32 and 64 images at batch 32 are 1 and 2
     # steps per epoch, far under 4,000 steps, so recipe="auto" runs its 64 epochs at most, at lr

@@ -44,10 +44,10 @@ def _device(name: str | None) -> torch.device:
 
 
 def _check_counts(args: argparse.Namespace, *names: str) -> None:
-    """Integer options that must be positive (``workers``: non-negative)."""
+    """Integer options that must be positive (``workers``: non-negative); ``None``: not given."""
     for name in names:
         value = getattr(args, name)
-        if value < (0 if name == "workers" else 1):
+        if value is not None and value < (0 if name == "workers" else 1):
             kind = "a non-negative integer" if name == "workers" else "a positive integer"
             raise CLIError(f"--{name.replace('_', '-')}: expected {kind}, got {value}.")
 
@@ -113,7 +113,7 @@ def cmd_layers(args: argparse.Namespace) -> int:
 
 def cmd_fit(args: argparse.Namespace) -> int:
     """Train a T-TAME head for a model on a folder / list of images and save it."""
-    _check_counts(args, *(["epochs"] if args.epochs is not None else []), "batch_size", "workers")
+    _check_counts(args, "epochs", "batch_size", "workers")
     if args.lr is not None and not (args.lr > 0 and math.isfinite(args.lr)):
         raise CLIError(f"--lr: expected a positive learning rate, got {args.lr}.")
     files = find_images(args.data)
