@@ -187,17 +187,23 @@ def _silence_score_cam_progress() -> None:
 
 
 class PytorchGradCAM(Explainer):
-    """Grad-CAM, Grad-CAM++ or Score-CAM from pytorch-grad-cam, on the normalised input."""
+    """Grad-CAM, Grad-CAM++ or Score-CAM from pytorch-grad-cam, on the normalised input.
+
+    pytorch-grad-cam's hooks append the target layer's output to a list on *every* forward pass
+    of the model, whoever runs it, and empty the list only on the CAM's next call. Kept
+    registered between calls they stored every forward pass of the other methods and of the
+    metrics (on the ViT, about 3 GB per method evaluated) and made those passes slower. So the
+    CAM object, and its hooks, live only for the duration of one :meth:`explain` call.
+    """
 
     def __init__(self, kind: str, model: nn.Module, arch: str, score_batch: int = 128) -> None:
         from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, ScoreCAM
 
         classes = {"Grad-CAM": GradCAM, "Grad-CAM++": GradCAMPlusPlus, "Score-CAM": ScoreCAM}
-        self.name = kind
-        layer, self.layer_name, transform = cam_target_layer(model, arch)
-        self.cam = classes[kind](model=model, target_layers=[layer], reshape_transform=transform)
+        self.name, self.model, self.cam_class = kind, model, classes[kind]
+        self.layer, self.layer_name, self.transform = cam_target_layer(model, arch)
+        self.score_batch = score_batch
         if kind == "Score-CAM":
-            self.cam.batch_size = score_batch  # masked copies per forward pass (default 16)
             self.batch_size = 10
             _silence_score_cam_progress()
 
@@ -205,11 +211,15 @@ class PytorchGradCAM(Explainer):
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
         targets = [ClassifierOutputTarget(int(t)) for t in target]
-        maps = self.cam(input_tensor=normalize(images), targets=targets)
+        cam = self.cam_class(model=self.model, target_layers=[self.layer],
+                             reshape_transform=self.transform)
+        try:
+            if self.name == "Score-CAM":
+                cam.batch_size = self.score_batch  # masked copies per forward pass (default 16)
+            maps = cam(input_tensor=normalize(images), targets=targets)
+        finally:  # not `with cam:`, whose __exit__ swallows IndexError
+            cam.activations_and_grads.release()
         return torch.from_numpy(np.ascontiguousarray(maps)).float().unsqueeze(1)
-
-    def close(self) -> None:
-        self.cam.activations_and_grads.release()
 
     def describe(self) -> dict[str, Any]:
         return {"library": "pytorch-grad-cam", "target_layer": self.layer_name}

@@ -126,6 +126,22 @@ def _pieces(per_method: dict[str, dict[str, list[float]]]) -> list[dict]:
     return [{"seed": s, "methods": {name: runs[name][s] for name in runs}} for s in range(n)]
 
 
+@pytest.mark.parametrize("kind", ["Grad-CAM", "Grad-CAM++", "Score-CAM"])
+def test_cam_hooks_live_only_during_their_own_call(kind: str) -> None:
+    # pytorch-grad-cam's hooks store the target layer's output of every forward pass of the
+    # model; registered between calls they hoarded the other methods' and the metrics' passes.
+    torch.manual_seed(0)
+    from ttame_attr.classifiers import build_classifier
+
+    model = build_classifier("cnn", num_classes=3, image_size=32).eval()
+    layer = model.layer4[-1]
+    before = (dict(layer._forward_hooks), dict(model._forward_hooks))
+    cam = M.PytorchGradCAM(kind, model, "cnn")
+    maps = cam.explain(torch.rand(2, 3, 32, 32), torch.tensor([0, 2]))
+    assert maps.shape == (2, 1, 32, 32) and torch.isfinite(maps).all()
+    assert (dict(layer._forward_hooks), dict(model._forward_hooks)) == before
+
+
 def test_mean_and_sample_std_over_seeds() -> None:
     pieces = _pieces({"A": {"ad_15": [1.0, 2.0, 4.0]}})
     agg = aggregate_method(pieces, "A")
