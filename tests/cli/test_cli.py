@@ -9,27 +9,9 @@ import re
 import numpy as np
 import pytest
 import torch
+from cli_helpers import CNN, SIZE, assert_usage_error, run
 
 from ttame_attr import TTAME
-from ttame_attr.cli import main
-
-CNN = "cli_tiny_models:tiny_cnn"
-SIZE = ["--input-size", "32"]
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    rc = main(list(argv))
-    captured = capsys.readouterr()
-    return rc, captured.out, captured.err
-
-
-def assert_usage_error(rc: int, err: str, *fragments: str) -> None:
-    assert rc == 2
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    for fragment in fragments:
-        assert fragment in lines[0]
 
 
 # ---------------------------------------------------------------------------- layers

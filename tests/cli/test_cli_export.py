@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 import torch
+from cli_helpers import CNN, SIZE, assert_usage_error, run
 from cli_tiny_models import tiny_cnn
-from test_cli import CNN, SIZE, assert_usage_error, run
 
 from ttame_attr import IMAGENET_MEAN, IMAGENET_STD, TTAME
 

@@ -14,9 +14,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from cli_helpers import run
 
 from ttame_attr import TTAME
-from ttame_attr.cli import main
 from ttame_attr.cli._hf import processor_preprocessing
 from ttame_attr.cli._models import load_model, model_preprocessing
 
@@ -51,11 +51,6 @@ def hf_config_only(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _vit(48).save_pretrained(folder)
     return folder
 
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    rc = main(list(argv))
-    captured = capsys.readouterr()
-    return rc, captured.out, captured.err
 
 
 def _one_line_error(rc: int, err: str, *fragments: str) -> None:

@@ -10,19 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_helpers import CNN, SIZE, run
 
-from ttame_attr.cli import main
 from ttame_attr.cli._data import ImageFiles, Unreadable, eval_transform, image_loader, load_batch
 from ttame_attr.cli._errors import CLIError
-
-CNN = "cli_tiny_models:tiny_cnn"
-SIZE = ["--input-size", "32"]
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    rc = main(list(argv))
-    captured = capsys.readouterr()
-    return rc, captured.out, captured.err
 
 
 @pytest.fixture(scope="module")

@@ -7,26 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_helpers import assert_usage_error, run
 from torch import nn
 
-from ttame_attr.cli import main
 from ttame_attr.cli._models import load_model
 
 RESNET = ["torchvision:resnet18", "--input-size", "64"]
 
 
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    rc = main(list(argv))
-    captured = capsys.readouterr()
-    return rc, captured.out, captured.err
-
-
-def assert_usage_error(rc: int, err: str, *fragments: str) -> None:
-    assert rc == 2
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def randomized(model: nn.Module, seed: int) -> dict[str, torch.Tensor]:
