@@ -52,7 +52,6 @@ def hf_config_only(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-
 def _one_line_error(rc: int, err: str, *fragments: str) -> None:
     assert rc == 2
     lines = [line for line in err.strip().splitlines() if line.startswith("ttame ")]

@@ -15,8 +15,6 @@ from ttame_attr.cli._models import load_model
 RESNET = ["torchvision:resnet18", "--input-size", "64"]
 
 
-
-
 def randomized(model: nn.Module, seed: int) -> dict[str, torch.Tensor]:
     """A state dict of ``model`` with every tensor replaced by seeded random values (unlike any
     freshly built model's), as a fine-tuned checkpoint would differ."""
