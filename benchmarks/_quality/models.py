@@ -43,6 +43,7 @@ class TTAMEConfig:
     batch_size: int = 32
     layers: tuple[str, ...] | None = None  # None: the adapter's default
     mask_space: str = "auto"
+    head_init: str = "zeros"  # TTAME's head_init: "zeros" (default) or "pytorch"
     seed: int = 0  # initialisation, shuffling and the training images (dataset seed)
 
 
@@ -110,7 +111,7 @@ def ttame_loader(cfg: TTAMEConfig, image_size: int, offset: int = 0) -> DataLoad
 
 def _ttame_kwargs(cfg: TTAMEConfig, image_size: int) -> dict[str, Any]:
     return {"input_size": (3, image_size, image_size), "normalization": (MEAN, STD),
-            "mask_space": cfg.mask_space}
+            "mask_space": cfg.mask_space, "head_init": cfg.head_init}
 
 
 def fit_head(model: nn.Module, arch: str, cfg: TTAMEConfig, image_size: int) -> tuple[TTAME, dict]:

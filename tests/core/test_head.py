@@ -11,7 +11,7 @@ from ttame_attr import AttentionHead, FeatureBranch
 
 def _randomised_head(channels, num_classes, map_size, seed=0) -> AttentionHead:
     torch.manual_seed(seed)
-    head = AttentionHead(channels, num_classes, map_size)
+    head = AttentionHead(channels, num_classes, map_size, init="pytorch")
     with torch.no_grad():
         for branch in head.branches:
             branch.bn.running_mean.normal_()

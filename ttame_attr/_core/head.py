@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["AttentionHead", "FeatureBranch"]
+__all__ = ["HEAD_INITS", "AttentionHead", "FeatureBranch", "check_head_init"]
 
 
 class FeatureBranch(nn.Module):
@@ -96,6 +96,17 @@ def _project_per_image(b: Tensor, w: Tensor) -> Tensor:
     return torch.bmm(w, b.reshape(n, c, h * wd)).view(n, -1, h, wd)
 
 
+#: The ways :class:`AttentionHead` can initialise its fusion.
+HEAD_INITS = ("zeros", "pytorch")
+
+
+def check_head_init(init: object) -> None:
+    """Raise a ValueError naming the choices unless ``init`` is one of :data:`HEAD_INITS`."""
+    if init not in HEAD_INITS:
+        raise ValueError(f"head_init: expected one of {HEAD_INITS}, got {init!r}. 'zeros' starts every class "
+                         "map at 0.5; 'pytorch' uses PyTorch's default initialisation of the fusion.")
+
+
 class AttentionHead(nn.Module):
     """The trainable attention mechanism of T-TAME.
 
@@ -113,15 +124,26 @@ class AttentionHead(nn.Module):
         channels: ``C_i`` of each feature map, earliest layer first.
         num_classes: ``K``, the classifier's number of classes.
         map_size: ``(h, w)`` of the output maps.
+        init: how the fusion starts. ``"zeros"`` (default): weights and bias zero, so every class
+            map starts at ``sigmoid(0) = 0.5`` everywhere and no class starts behind the others.
+            ``"pytorch"``: PyTorch's default initialisation of ``nn.Conv2d`` (what the paper's
+            code gets; the paper does not specify one). With it, a class whose random fusion row
+            starts with a weak map can be pushed to zero everywhere by the area term before the
+            cross-entropy shapes it, and never recover (see :doc:`/training`).
     """
 
-    def __init__(self, channels: Sequence[int], num_classes: int, map_size: tuple[int, int]) -> None:
+    def __init__(self, channels: Sequence[int], num_classes: int, map_size: tuple[int, int],
+                 init: str = "zeros") -> None:
         super().__init__()
+        check_head_init(init)
         self.channels = tuple(int(c) for c in channels)
         self.num_classes = int(num_classes)
         self.map_size = (int(map_size[0]), int(map_size[1]))
         self.branches = nn.ModuleList(FeatureBranch(c) for c in self.channels)
         self.fusion = nn.Conv2d(sum(self.channels), self.num_classes, kernel_size=1, bias=True)
+        if init == "zeros":
+            nn.init.zeros_(self.fusion.weight)
+            nn.init.zeros_(self.fusion.bias)
 
     def _resize(self, x: Tensor) -> Tensor:
         if tuple(x.shape[-2:]) == self.map_size:

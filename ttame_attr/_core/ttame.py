@@ -14,7 +14,7 @@ from captum.log import log_usage
 from torch import Tensor, nn
 
 from ttame_attr._core.features import FeatureExtractor
-from ttame_attr._core.head import AttentionHead
+from ttame_attr._core.head import AttentionHead, check_head_init
 from ttame_attr._core.head_file import head_config, load_head, save_head
 from ttame_attr._core.images import check_images
 from ttame_attr._core.loss import TTAMELoss
@@ -88,6 +88,11 @@ class TTAME(Attribution):
             ``normalization``) or ``"auto"``: pixel space for CNNs and Swin when the normalisation
             is known, input space otherwise (as the paper does for ViT).
         loss: the training loss; the paper's :class:`~ttame_attr.TTAMELoss` by default.
+        head_init: how the head's fusion starts: ``"zeros"`` (default; every class map starts
+            at 0.5) or ``"pytorch"`` (PyTorch's default initialisation, the paper's code's; the
+            paper does not specify one). With ``"pytorch"`` some class maps can die during
+            training (zero everywhere for good); see :class:`~ttame_attr.AttentionHead` and
+            :doc:`/training`.
 
     Raises:
         TypeError: if ``model`` is not an ``nn.Module`` or an argument has the wrong type.
@@ -117,12 +122,14 @@ class TTAME(Attribution):
         normalization: str | tuple[Sequence[float], Sequence[float]] | None = None,
         mask_space: Literal["auto", "input", "pixel"] = "auto",
         loss: nn.Module | None = None,
+        head_init: Literal["zeros", "pytorch"] = "zeros",
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(
                 f"model: expected a torch.nn.Module, got {type(model).__name__}. Wrap a plain "
                 "function in an nn.Module whose forward returns the logits."
             )
+        check_head_init(head_init)
         super().__init__(model)
         self.model = model
         self._adapter = resolve_adapter(model, adapter)
@@ -150,7 +157,7 @@ class TTAME(Attribution):
         # float32 weights whatever the model's dtype: float16 gradients cannot be unscaled and
         # bfloat16 SGD steps lose small updates (autocast runs the head in low precision).
         self.head = AttentionHead(
-            [info.channels for info in self._layer_infos], self._num_classes, self._map_size
+            [info.channels for info in self._layer_infos], self._num_classes, self._map_size, init=head_init
         ).to(device=device)
         self.head.eval()
         self.loss_fn = loss if loss is not None else TTAMELoss()

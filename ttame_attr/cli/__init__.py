@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what sets --epochs and --lr when not given: 'auto' (default) the paper's values "
                         "scaled to the run's length (more epochs and a larger lr for a few thousand images), "
                         "'paper' exactly 8 epochs at 1e-3")
+    p.add_argument("--head-init", choices=("zeros", "pytorch"), default="zeros",
+                   help="how the head's fusion starts: 'zeros' (default) every class map at 0.5, 'pytorch' "
+                        "PyTorch's default initialisation (can leave some class maps dead)")
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     p.add_argument("--out", default="head.pt", help="where to save the head (default head.pt)")
     p.add_argument("--checkpoint", default=None, help="training checkpoint file (every epoch)")

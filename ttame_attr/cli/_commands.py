@@ -124,7 +124,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     model, size, mean, std = _model(args)
     model.to(device)
     with _user_errors():
-        explainer = TTAME(model, args.layers, input_size=size, normalization=(mean, std))
+        explainer = TTAME(model, args.layers, input_size=size, normalization=(mean, std),
+                          head_init=args.head_init)
     print(f"T-TAME for {args.model}: adapter {explainer.adapter.name!r}, layers "
           f"{explainer.layers}, {len(files)} images, batch {args.batch_size}")
     loader = image_loader(files, train_transform(size, mean, std), skip=args.skip_unreadable,
@@ -148,6 +149,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     report = history.convergence()
     if report.done is False:
         print(f"note: {report.advice} (ttame fit: --epochs, --lr)")
+    if history.dead_classes():
+        print(f"note: {history.dead_class_advice()} (ttame fit: --head-init, --lr, --seed)")
     if args.skip_unreadable:
         skipped = {**loader.skipped, **(val_loader.skipped if val_loader is not None else {})}
         _report_skipped(skipped, out.with_suffix(".skipped.txt"))

@@ -252,9 +252,8 @@ def run_demo(
     ttame_history = explainer.fit(loader, epochs=cfg.ttame_epochs, progress=progress,
                                   val_loader=DataLoader(data["val"][0], batch_size=128))
     explainer.save(out / "ttame_head.pt")
-    report = ttame_history.convergence()
-    if report.done is False:
-        say(f"      note: {report.advice}")
+    for advice in ttame_history.warnings():
+        say(f"      note: {advice}")
     clock.lap("ttame_fit")
     say(f"[4/5] explaining {cfg.eval_images} held-out images with T-TAME and Grad-CAM, scoring")
     backend = gradcam_backend()

@@ -16,7 +16,7 @@ from ttame_attr._core.modes import eval_mode
 from ttame_attr.training import distributed as dist_
 from ttame_attr.training._checkpoint import Checkpointing, read_checkpoint, resolve_checkpoint_path
 from ttame_attr.training._data import DataOrder, batch_images, loader_len
-from ttame_attr.training._history import EpochMeans, History, TrainingHistory
+from ttame_attr.training._history import ClassPeaks, EpochMeans, History, TrainingHistory
 from ttame_attr.training._loop import EpochLoop, LoopPosition
 from ttame_attr.training._nonfinite import NonFiniteGuard
 from ttame_attr.training._progress import ProgressBar
@@ -32,16 +32,15 @@ __all__ = ["fit"]
 logger = logging.getLogger(__name__)
 
 
-def _check_count(name: str, value: Any, minimum: int, expected: str) -> None:
+def _check_count(name: str, value: Any, minimum: int, expected: str, none_means: str = "") -> None:
     """Raise unless ``value`` is ``None`` or an int (not a bool) of at least ``minimum``."""
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
-        raise ValueError(f"{name}: expected {expected} or None, got {value!r}.")
+        raise ValueError(f"{name}: expected {expected}, or None{none_means}, got {value!r}.")
 
 
 def _check_settings(epochs: Any, lr: Any, recipe: Any, max_skipped_steps: Any, checkpoint_every: Any,
                     resume: bool, checkpoint_path: Any) -> None:
-    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
-        raise ValueError(f"epochs: expected a positive int, or None for the recipe's, got {epochs!r}.")
+    _check_count("epochs", epochs, 1, "a positive int", " for the recipe's")
     if lr is not None and not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr > 0
                                and math.isfinite(lr)):
         raise ValueError(f"lr: expected a positive learning rate, or None for the recipe's, got {lr!r}.")
@@ -177,9 +176,11 @@ def fit(
 
     Returns:
         A :class:`TrainingHistory` with one :class:`EpochStats` per epoch, also stored as
-        ``explainer.history``. When the last epoch still lowered the loss by more than 2% or
-        raised the fidelity by more than 2 points, ``fit`` logs a warning saying how to train
-        further (:meth:`TrainingHistory.convergence`).
+        ``explainer.history``. ``fit`` logs a warning saying what to do when the last epoch
+        still lowered the loss by more than 2% or raised the fidelity by more than 2 points
+        (:meth:`TrainingHistory.convergence`), and when some classes' maps died: zero
+        everywhere on all their images for the whole last epoch
+        (:meth:`TrainingHistory.dead_classes`).
 
     Raises:
         ValueError: for an empty loader, bad settings, or a checkpoint that cannot be resumed
@@ -210,17 +211,18 @@ def fit(
                          weight_decay=weight_decay, nesterov=nesterov, amp=amp, head=head, ctx=ctx)
         position, history = LoopPosition(), History(epochs, ctx)
         means, guard = EpochMeans(ctx), NonFiniteGuard(max_skipped_steps, path)
+        peaks = ClassPeaks(explainer.num_classes, ctx)
         data = DataOrder(setup.loader, setup.batches, ctx, record=path is not None)
         validation = [] if setup.val_loader is None else [
             Validation(step, setup.val_loader, prepare, ctx, setup.val_batches)]
         # The order in which the pieces hear every event (see _loop.py).
-        pieces = [ProgressBar(progress and dist_.is_main_process(ctx)), means, guard, *validation, history,
-                  data]
+        pieces = [ProgressBar(progress and dist_.is_main_process(ctx)), means, peaks, guard, *validation,
+                  history, data]
         if path is not None:
             settings = {"epochs": epochs, "steps_per_epoch": setup.batches, "lr": float(lr),
                         "momentum": float(momentum), "weight_decay": float(weight_decay),
                         "nesterov": bool(nesterov), "amp_dtype": str(step.precision.dtype)}
-            stateful = [step, position, means, guard, history, data]
+            stateful = [step, position, means, peaks, guard, history, data]
             checkpointing = Checkpointing(path, checkpoint_every, stateful, explainer.config(), settings, ctx)
             if setup.checkpoint is not None:
                 checkpointing.restore(setup.checkpoint)
@@ -229,7 +231,7 @@ def fit(
     explainer.head.eval()
     history.history.schedule = schedule.as_dict()
     explainer.history = history.history
-    report = history.history.convergence()
-    if report.done is False and dist_.is_main_process(ctx):
-        logger.warning("%s", report.advice)
+    if dist_.is_main_process(ctx):
+        for advice in history.history.warnings():
+            logger.warning("%s", advice)
     return history.history

@@ -6,15 +6,20 @@ import logging
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from ttame_attr._core.loss import LossTerms
 from ttame_attr.training import distributed as dist_
 from ttame_attr.training._loop import LoopPiece
 
-__all__ = ["Convergence", "EpochMeans", "EpochStats", "History", "TrainingHistory"]
+__all__ = ["DEAD_MAP_PEAK", "ClassPeaks", "Convergence", "EpochMeans", "EpochStats", "History", "TrainingHistory"]
 
 logger = logging.getLogger(__name__)
+
+#: A class counts as dead in an epoch when its own-label mask stayed below this value on every
+#: pixel of every one of its training images (the mask is a sigmoid in ``[0, 1]``).
+DEAD_MAP_PEAK = 0.1
 
 
 @dataclass
@@ -22,6 +27,8 @@ class EpochStats:
     """Mean loss terms of one epoch (and of the validation pass when a loader was given).
 
     ``fidelity`` is the fraction of masked images still classified as the clean image.
+    ``dead_classes`` lists the classes trained on in the epoch whose masks stayed below
+    :data:`DEAD_MAP_PEAK` everywhere on all their images (:class:`ClassPeaks`).
     """
 
     epoch: int
@@ -38,6 +45,7 @@ class EpochStats:
     val_area: float | None = None
     val_variation: float | None = None
     val_fidelity: float | None = None
+    dead_classes: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -114,6 +122,31 @@ class TrainingHistory:
             f"ImageNet's 40,000 steps per epoch) or on more images.")
         return Convergence(False, source, drop, gain, advice)
 
+    def dead_classes(self) -> list[int]:
+        """The classes whose maps were dead in the last epoch (see :class:`ClassPeaks`)."""
+        return list(self.epochs[-1].dead_classes) if self.epochs else []
+
+    def dead_class_advice(self) -> str:
+        """What to do about :meth:`dead_classes` (empty when there are none)."""
+        dead = self.dead_classes()
+        if not dead:
+            return ""
+        shown = ", ".join(str(k) for k in dead[:20]) + (f" and {len(dead) - 20} more" if len(dead) > 20 else "")
+        return (f"the T-TAME head has given up on class(es) {shown}: in the last epoch their masks stayed "
+                f"below {DEAD_MAP_PEAK} on every pixel of every one of their images, so their explanations "
+                "are blank and their masked images lose the class. The area term holds such a map at zero "
+                "once it is there. Refit a new head built with head_init='zeros' (the default; 'pytorch' "
+                "makes this likely), with a lower maximum learning rate, or with another seed.")
+
+    def warnings(self) -> list[str]:
+        """What is wrong with the trained head, one piece of advice per problem (empty when
+        nothing is): under-training (:meth:`convergence`) and dead class maps
+        (:meth:`dead_class_advice`). :func:`~ttame_attr.fit` logs them as warnings."""
+        report = self.convergence()
+        found = [report.advice] if report.done is False else []
+        dead = self.dead_class_advice()
+        return found + ([dead] if dead else [])
+
 
 #: The loss terms every step and validation pass report, in :class:`EpochStats` order.
 TERMS = ("loss", "ce", "area", "variation", "fidelity")
@@ -176,6 +209,44 @@ class EpochMeans(LoopPiece):
         if dist_.is_main_process(self.ctx):
             self.meter.sums = dict(state.get("meter_sums", {}))
             self.meter.count = int(state.get("meter_count", 0))
+
+
+class ClassPeaks(LoopPiece):
+    """Per class, the largest value its own-label mask reached during the epoch.
+
+    A class whose masks stay below :data:`DEAD_MAP_PEAK` on every pixel of all its images for a
+    whole epoch has a dead map: the area term's gradient near zero outweighs the cross-entropy's,
+    so training cannot bring it back. The epoch's record gets ``dead_classes``. Classes not
+    trained on in the epoch are not judged. Under DDP the peaks are the maxima over all ranks.
+
+    State: the peaks of the epoch in progress (``class_peaks``; -1 for classes not seen yet).
+    """
+
+    def __init__(self, num_classes: int, ctx: dist_.DistributedContext | None = None) -> None:
+        self.num_classes, self.ctx = int(num_classes), ctx
+        self.peaks = self._fresh()
+
+    def _fresh(self) -> Tensor:
+        return torch.full((self.num_classes,), -1.0)
+
+    def on_batch_end(self, loop: Any, result: Any) -> None:
+        labels, peaks = getattr(result, "labels", None), getattr(result, "peaks", None)
+        if not result.stepped or labels is None or peaks is None:
+            return
+        self.peaks.scatter_reduce_(0, labels.detach().cpu().long(), peaks.detach().cpu().float(), reduce="amax")
+
+    def on_epoch_end(self, loop: Any, record: dict[str, Any]) -> None:
+        peaks = dist_.reduce_max(self.peaks, self.ctx)
+        record["dead_classes"] = [int(k) for k in torch.nonzero((peaks >= 0) & (peaks < DEAD_MAP_PEAK)).flatten()]
+        self.peaks = self._fresh()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"class_peaks": dist_.reduce_max(self.peaks, self.ctx).tolist()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        saved = state.get("class_peaks")
+        fits = isinstance(saved, list) and len(saved) == self.num_classes
+        self.peaks = torch.tensor(saved, dtype=torch.float32) if fits else self._fresh()
 
 
 class History(LoopPiece):

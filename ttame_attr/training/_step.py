@@ -53,6 +53,8 @@ class StepResult:
         stepped: whether the optimiser stepped.
         skip_reason: why it did not: ``"loss"`` or ``"gradient"`` (not finite), ``"overflow"``
             (float16 overflow, left to the gradient scaler), else ``None``.
+        labels: ``(B,)`` the model's predictions on the clean images (the classes trained).
+        peaks: ``(B,)`` the largest value of each image's own-label mask (in ``[0, 1]``).
     """
 
     terms: LossTerms
@@ -60,6 +62,8 @@ class StepResult:
     batch_size: int
     stepped: bool
     skip_reason: str | None = None
+    labels: Tensor | None = None
+    peaks: Tensor | None = None
 
 
 class MixedPrecision:
@@ -155,11 +159,12 @@ class TrainStep:
 
     def loss(self, x: Tensor) -> tuple[LossTerms, Tensor]:
         """The loss terms and the fidelity on images ``x`` (gradients flow to the head)."""
-        terms, fidelity, _ = self._forward(x)
+        terms, fidelity, _, _ = self._forward(x)
         return terms, fidelity
 
-    def _forward(self, x: Tensor) -> tuple[LossTerms, Tensor, float]:
-        """The loss terms, the fidelity, and this rank's weight in the global batch's loss."""
+    def _forward(self, x: Tensor) -> tuple[LossTerms, Tensor, float, tuple[Tensor, Tensor]]:
+        """The loss terms, the fidelity, this rank's weight in the global batch's loss, and the
+        labels with the peak of each image's own-label mask."""
         explainer = self.explainer
         with torch.no_grad(), self.precision.autocast():
             features, logits = explainer.extractor(x, need_logits=True)
@@ -176,14 +181,15 @@ class TrainStep:
             logits_masked = extract_logits(explainer.model(explainer.mask_images(x, own)))
         terms = explainer.loss_fn(logits_masked, labels, masks)
         fidelity = (logits_masked.argmax(dim=1) == labels).float().mean()
-        return terms, fidelity, weight
+        peaks = own.detach().flatten(1).amax(dim=1).float()
+        return terms, fidelity, weight, (labels, peaks)
 
     def __call__(self, x: Tensor) -> StepResult:
         """One optimiser step on images ``x`` (``(B, C, H, W)`` on the head's device)."""
         self.head.train()
         head = self.explainer.head
         buffers = [b.detach().clone() for b in head.buffers()]
-        terms, fidelity, weight = self._forward(x)
+        terms, fidelity, weight, (labels, peaks) = self._forward(x)
         self.optimizer.zero_grad(set_to_none=True)
         if not dist_.all_ranks_finite(terms.total, self.ctx):  # all ranks skip together
             reason: str | None = "loss"
@@ -194,11 +200,11 @@ class TrainStep:
             with torch.no_grad():
                 for buffer, value in zip(head.buffers(), buffers):
                     buffer.copy_(value)
-            return StepResult(terms, fidelity, x.shape[0], False, reason)
+            return StepResult(terms, fidelity, x.shape[0], False, reason, labels, peaks)
         if self.step_count < self.total_steps:
             self.scheduler.step()
         self.step_count += 1
-        return StepResult(terms, fidelity, x.shape[0], True)
+        return StepResult(terms, fidelity, x.shape[0], True, None, labels, peaks)
 
     def state_dict(self) -> dict[str, Any]:
         """The head's weights, the optimiser, schedule and scaler, and the step counter."""

@@ -29,7 +29,7 @@ from ttame_attr.training._sharding import set_loader_epoch, shard_loader
 from ttame_attr.training._sync_bn import SyncBatchNorm, data_parallel_head
 
 __all__ = ["DistributedContext", "SyncBatchNorm", "agree", "all_ranks_finite", "data_parallel_head",
-           "gather_labels", "is_main_process", "local_device", "reduce_sums", "resolve_distributed",
+           "gather_labels", "is_main_process", "local_device", "reduce_max", "reduce_sums", "resolve_distributed",
            "set_loader_epoch", "shard_loader"]
 
 logger = logging.getLogger(__name__)
@@ -242,3 +242,13 @@ def reduce_sums(sums: Mapping[str, float], count: int,
     dist.all_reduce(t)
     values = t.tolist()
     return dict(zip(keys, values[1:])), int(round(values[0]))
+
+
+def reduce_max(values: Tensor, ctx: DistributedContext | None) -> Tensor:
+    """The elementwise maximum of ``values`` (a CPU float tensor, same shape on every rank) over
+    ranks; ``values`` itself without DDP."""
+    if ctx is None:
+        return values
+    t = values.to(device=ctx.comm_device, dtype=torch.float64)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t.cpu().to(values.dtype)

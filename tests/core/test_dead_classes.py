@@ -1,0 +1,151 @@
+"""Dead class maps: the zero initialisation that prevents them and the check that reports them.
+
+A class whose own-label mask is pushed to zero everywhere early in training never recovers: near
+``m = 0`` the area term's gradient on the map's logit (about ``0.3 m^0.3``) outweighs the
+cross-entropy's (proportional to ``m``). ``fit`` records such classes per epoch and warns.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+from tiny_models import make_tiny_cnn
+
+from ttame_attr import TTAME, AttentionHead
+from ttame_attr.training import DEAD_MAP_PEAK, ClassPeaks, EpochStats, StepResult, TrainingHistory
+
+
+
+def _explainer(**kwargs) -> TTAME:
+    return TTAME(make_tiny_cnn(num_classes=5), input_size=(3, 32, 32), **kwargs)
+
+
+def test_zero_init_starts_every_class_map_at_one_half() -> None:
+    explainer = _explainer()
+    assert torch.count_nonzero(explainer.head.fusion.weight) == 0
+    assert torch.count_nonzero(explainer.head.fusion.bias) == 0
+    maps = explainer.attribute(torch.rand(3, 3, 32, 32), target=torch.tensor([0, 2, 4]))
+    assert torch.equal(maps, torch.full_like(maps, 0.5))
+
+
+def test_pytorch_init_is_one_argument_away() -> None:
+    torch.manual_seed(0)
+    explainer = _explainer(head_init="pytorch")
+    bound = 1 / explainer.head.fusion.in_channels ** 0.5  # nn.Conv2d's default: U(-1/sqrt(fan_in), ..)
+    w = explainer.head.fusion.weight
+    assert torch.count_nonzero(w) == w.numel() and w.abs().max() <= bound
+    maps = explainer.attribute(torch.rand(2, 3, 32, 32), target=0)
+    assert maps.std() > 0
+
+
+def test_zero_init_still_learns() -> None:
+    # Zero fusion weights give the branches no gradient at the first step, but the fusion gets
+    # one (the branch outputs are not zero), so maps differ between classes after one step.
+    explainer = _explainer()
+    loader = [torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    explainer.fit(loader, epochs=1, lr=1e-1, progress=False)
+    assert torch.count_nonzero(explainer.head.fusion.weight) > 0
+    x = loader[0]
+    maps = explainer.attribute(x, target=explainer.model(x).argmax(1))  # classes trained on
+    assert maps.std() > 0
+
+
+@pytest.mark.parametrize("bad", ["kaiming", None, 0])
+def test_bad_head_init_names_the_argument_and_the_choices(bad) -> None:
+    with pytest.raises(ValueError, match=r"head_init: expected one of \('zeros', 'pytorch'\)"):
+        _explainer(head_init=bad)
+    with pytest.raises(ValueError, match="head_init"):
+        AttentionHead([4], 3, (2, 2), init=bad)
+
+
+def _result(labels, peaks, stepped=True) -> StepResult:
+    return StepResult(None, torch.tensor(1.0), len(labels), stepped, None if stepped else "loss",
+                      torch.tensor(labels), torch.tensor(peaks))
+
+
+def test_class_peaks_finds_classes_below_the_threshold_all_epoch() -> None:
+    piece = ClassPeaks(num_classes=4)
+    piece.on_batch_end(None, _result([0, 1, 1], [0.9, 0.01, 0.05]))
+    piece.on_batch_end(None, _result([1, 2], [DEAD_MAP_PEAK - 1e-3, 0.2]))
+    piece.on_batch_end(None, _result([2, 3], [0.0, 0.0], stepped=False))  # a skipped step is not judged
+    record: dict = {}
+    piece.on_epoch_end(None, record)
+    assert record["dead_classes"] == [1]  # 3 was never trained on; 2 peaked at 0.2
+    # The next epoch starts afresh: class 1 alive again.
+    piece.on_batch_end(None, _result([1], [0.5]))
+    piece.on_epoch_end(None, record)
+    assert record["dead_classes"] == []
+
+
+def test_class_peaks_state_round_trip() -> None:
+    piece = ClassPeaks(num_classes=3)
+    piece.on_batch_end(None, _result([2], [0.03]))
+    restored = ClassPeaks(num_classes=3)
+    restored.load_state_dict(piece.state_dict())
+    record: dict = {}
+    restored.on_epoch_end(None, record)
+    assert record["dead_classes"] == [2]
+    other = ClassPeaks(num_classes=3)
+    other.load_state_dict({})  # a checkpoint from before the check: starts afresh
+    other.on_epoch_end(None, record)
+    assert record["dead_classes"] == []
+
+
+def _killed_explainer(dead: list[int]) -> TTAME:
+    """A head whose maps of ``dead`` are zero everywhere: fusion rows 0, bias -30."""
+    explainer = _explainer()
+    with torch.no_grad():
+        explainer.head.fusion.bias[dead] = -30.0
+    return explainer
+
+
+def test_fit_records_and_warns_about_dead_classes(caplog) -> None:
+    model = make_tiny_cnn(num_classes=5)
+    loader = [torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    with torch.no_grad():
+        predicted = sorted({int(k) for x in loader for k in model(x).argmax(1)})
+    explainer = _killed_explainer(predicted)
+    with caplog.at_level(logging.WARNING, logger="ttame_attr"):
+        history = explainer.fit(loader, epochs=1, lr=1e-6, progress=False)
+    assert history.dead_classes() == predicted
+    assert history[-1].dead_classes == predicted
+    warned = [r.getMessage() for r in caplog.records if "given up on class(es)" in r.getMessage()]
+    assert len(warned) == 1 and ", ".join(map(str, predicted)) in warned[0]
+    assert "head_init='zeros'" in warned[0]
+
+
+def test_a_healthy_fit_reports_no_dead_class(caplog) -> None:
+    explainer = _explainer()
+    loader = [torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    with caplog.at_level(logging.WARNING, logger="ttame_attr"):
+        history = explainer.fit(loader, epochs=1, lr=1e-6, progress=False)
+    assert history.dead_classes() == [] and history.dead_class_advice() == ""
+    assert not [r for r in caplog.records if "given up" in r.getMessage()]
+
+
+def test_history_advice_lists_many_classes_briefly() -> None:
+    stats = EpochStats(epoch=1, loss=1.0, ce=1.0, area=0.1, variation=0.1, fidelity=0.5, lr=1e-3, steps=1,
+                       dead_classes=list(range(25)))
+    advice = TrainingHistory([stats]).dead_class_advice()
+    assert "0, 1, 2" in advice and "19 and 5 more" in advice and "24" not in advice
+    assert TrainingHistory([stats]).warnings() == [advice]
+
+
+def test_cli_fit_prints_the_dead_class_advice(monkeypatch, tmp_path, capsys) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from ttame_attr.cli import main
+
+    for i in range(4):
+        Image.fromarray(np.full((32, 32, 3), 40 * i, dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    monkeypatch.setattr(TrainingHistory, "dead_classes", lambda self: [1])
+    rc = main(["fit", "torchvision:resnet18", str(tmp_path), "--num-classes", "3", "--input-size", "32",
+               "--epochs", "1", "--batch-size", "2", "--out", str(tmp_path / "h.pt"), "-q",
+               "--head-init", "pytorch"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "note: the T-TAME head has given up on class(es) 1:" in out
+    assert "(ttame fit: --head-init, --lr, --seed)" in out
