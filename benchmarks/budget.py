@@ -117,12 +117,19 @@ def score(explainer: Any, pixel_model: torch.nn.Module, evalset: E.EvalSet, seed
     return {key: result[key] for key, _, _ in COLUMNS}
 
 
-def run_backbone(arch: str, args: argparse.Namespace) -> dict[str, Any]:
-    image_size = 32 if args.quick else IMAGE_SIZE
-    model, info = get_classifier(arch, args.cache, image_size, args.quick, 0, {})
+def validation_setup(arch: str, cache: Path, quick: bool, n_images: int) -> tuple[Any, ...]:
+    """The quality benchmark's classifier of ``arch`` and ``n_images`` images of the validation split:
+    ``(model, facts about it, pixel-space model, EvalSet, image size)``."""
+    image_size = 32 if quick else IMAGE_SIZE
+    model, info = get_classifier(arch, cache, image_size, quick, 0, {})
     pixel_model = M.PixelModel(model).eval()
-    data = SyntheticShapes(args.n_images, image_size=image_size, seed=0, split="val")
-    evalset = E.make_eval_set(pixel_model, data, args.n_images)
+    data = SyntheticShapes(n_images, image_size=image_size, seed=0, split="val")
+    return model, info, pixel_model, E.make_eval_set(pixel_model, data, n_images), image_size
+
+
+def run_backbone(arch: str, args: argparse.Namespace) -> dict[str, Any]:
+    model, info, pixel_model, evalset, image_size = validation_setup(arch, args.cache, args.quick,
+                                                                     args.n_images)
     rows = []
     for setting in args.settings:
         for n in args.sizes:

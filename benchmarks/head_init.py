@@ -53,11 +53,12 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 import torch  # noqa: E402
 from _quality import evaluation as E  # noqa: E402
 from _quality import methods as M  # noqa: E402
-from _quality.models import TTAMEConfig, get_classifier, get_ttame  # noqa: E402
+from _quality.models import TTAMEConfig, get_ttame  # noqa: E402
 from _results import default_out, run_header, run_info, write_results  # noqa: E402
-from quality import BACKBONES, IMAGE_SIZE, QUICK_TTAME, TTAME_CONFIGS  # noqa: E402
+from budget import validation_setup  # noqa: E402
+from quality import BACKBONES, QUICK_TTAME, TTAME_CONFIGS  # noqa: E402
 
-from ttame_attr.data import CLASS_NAMES, SyntheticShapes  # noqa: E402
+from ttame_attr.data import CLASS_NAMES  # noqa: E402
 from ttame_attr.training import DEAD_MAP_PEAK  # noqa: E402
 
 INITS = ("pytorch", "zeros")
@@ -113,27 +114,28 @@ def score(explainer: Any, pixel_model: torch.nn.Module, evalset: E.EvalSet, seed
 
 
 def run_backbone(arch: str, args: argparse.Namespace) -> dict[str, Any]:
-    image_size = 32 if args.quick else IMAGE_SIZE
-    model, info = get_classifier(arch, args.cache, image_size, args.quick, 0, {})
-    pixel_model = M.PixelModel(model).eval()
-    data = SyntheticShapes(args.n_images, image_size=image_size, seed=0, split="val")
-    evalset = E.make_eval_set(pixel_model, data, args.n_images)
+    model, info, pixel_model, evalset, image_size = validation_setup(arch, args.cache, args.quick,
+                                                                     args.n_images)
     rows = []
     for seed in args.seeds:
         for init in args.inits:
             cfg = config(arch, init, seed, args.quick)
             start = time.perf_counter()
-            explainer, meta = get_ttame(model, arch, cfg, args.cache, image_size, read_cache=not args.no_cache)
+            explainer, meta = get_ttame(model, arch, cfg, args.cache, image_size,
+                                        read_cache=not args.no_cache)
             history = meta.get("history") or []
-            row = {"init": init, "seed": seed, "config": dataclasses.asdict(cfg), "cached": bool(meta["cached"]),
+            row = {"init": init, "seed": seed, "config": dataclasses.asdict(cfg),
+                   "cached": bool(meta["cached"]),
                    "fit_seconds": float(meta.get("train_seconds", time.perf_counter() - start)),
                    "dead_fit": list(history[-1].get("dead_classes", [])) if history else [],
                    **score(explainer, pixel_model, evalset, seed)}
             rows.append(row)
+            metrics = ", ".join(f"{label} {row[key]:{fmt}}" for key, label, fmt in COLUMNS)
             print(f"[{arch}] seed {seed} {init:<7}: dead (fit) {names(row['dead_fit'])}, dead (val) "
-                  f"{names(row['dead_val'])}; " + ", ".join(f"{label} {row[key]:{fmt}}" for key, label, fmt in COLUMNS)
-                  + f"; fit {row['fit_seconds']:.0f} s{' (cached)' if row['cached'] else ''}", flush=True)
-    return {"classifier": {k: info.get(k) for k in ("test_accuracy", "val_accuracy") if k in info}, "rows": rows}
+                  f"{names(row['dead_val'])}; {metrics}; fit {row['fit_seconds']:.0f} s"
+                  f"{' (cached)' if row['cached'] else ''}", flush=True)
+    facts = {k: info.get(k) for k in ("test_accuracy", "val_accuracy") if k in info}
+    return {"classifier": facts, "rows": rows}
 
 
 def names(classes: list[int]) -> str:
@@ -145,8 +147,8 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for init in dict.fromkeys(r["init"] for r in rows):
         mine = [r for r in rows if r["init"] == init]
-        entry: dict[str, Any] = {"heads": len(mine), "heads_with_dead_classes": sum(bool(r["dead_fit"] or r["dead_val"])
-                                                                                 for r in mine)}
+        dead = sum(bool(r["dead_fit"] or r["dead_val"]) for r in mine)
+        entry: dict[str, Any] = {"heads": len(mine), "heads_with_dead_classes": dead}
         for key, _, _ in COLUMNS:
             values = [r[key] for r in mine]
             entry[key] = {"mean": statistics.fmean(values),
@@ -156,16 +158,17 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def table(result: dict[str, Any]) -> str:
-    lines = ["| init | seed | dead (fit) | dead (val) | " + " | ".join(label for _, label, _ in COLUMNS) + " | fit s |",
+    labels = " | ".join(label for _, label, _ in COLUMNS)
+    lines = [f"| init | seed | dead (fit) | dead (val) | {labels} | fit s |",
              "|---|---:|---|---|" + "---:|" * (len(COLUMNS) + 1)]
     for r in result["rows"]:
         cells = " | ".join(f"{r[key]:{fmt}}" for key, _, fmt in COLUMNS)
-        lines.append(f"| {r['init']} | {r['seed']} | {names(r['dead_fit'])} | {names(r['dead_val'])} | {cells} | "
-                     f"{r['fit_seconds']:.0f}{'*' if r['cached'] else ''} |")
-    lines += ["", "| init | heads with a dead class | " + " | ".join(label for _, label, _ in COLUMNS) + " |",
-              "|---|---:|" + "---:|" * len(COLUMNS)]
+        lines.append(f"| {r['init']} | {r['seed']} | {names(r['dead_fit'])} | {names(r['dead_val'])} | "
+                     f"{cells} | {r['fit_seconds']:.0f}{'*' if r['cached'] else ''} |")
+    lines += ["", f"| init | heads with a dead class | {labels} |", "|---|---:|" + "---:|" * len(COLUMNS)]
     for init, s in result["summary"].items():
-        cells = " | ".join(f"{s[key]['mean']:{fmt}}" + (f" ± {s[key]['sd']:{fmt}}" if s[key]["sd"] is not None else "")
+        cells = " | ".join(f"{s[key]['mean']:{fmt}}"
+                           + (f" ± {s[key]['sd']:{fmt}}" if s[key]["sd"] is not None else "")
                            for key, _, fmt in COLUMNS)
         lines.append(f"| {init} | {s['heads_with_dead_classes']} of {s['heads']} | {cells} |")
     return "\n".join(lines) + "\n"
@@ -188,9 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     text = ("# Dead class maps and the head's initialisation: `benchmarks/head_init.py`\n\n"
             + run_header(report["run"])
-            + f"\nScored on {args.n_images} validation images per backbone. A class is dead when its maps stay "
-              f"below {DEAD_MAP_PEAK} everywhere: in `fit`'s last epoch (`dead (fit)`) or on the validation "
-              "images (`dead (val)`). Means ± sample sd over seeds below each table.\n")
+            + f"\nScored on {args.n_images} validation images per backbone. A class is dead when its maps "
+              f"stay below {DEAD_MAP_PEAK} everywhere: in `fit`'s last epoch (`dead (fit)`) or on the "
+              "validation images (`dead (val)`). Means ± sample sd over seeds below each table.\n")
     for arch, result in backbones.items():
         text += f"\n### {arch}\n\n<!-- table: head-init-{arch} -->\n{table(result)}<!-- /table -->\n"
     paths = write_results(args.out, args.name, report, text)

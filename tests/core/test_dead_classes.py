@@ -17,7 +17,6 @@ from ttame_attr import TTAME, AttentionHead
 from ttame_attr.training import DEAD_MAP_PEAK, ClassPeaks, EpochStats, StepResult, TrainingHistory
 
 
-
 def _explainer(**kwargs) -> TTAME:
     return TTAME(make_tiny_cnn(num_classes=5), input_size=(3, 32, 32), **kwargs)
 
