@@ -61,6 +61,10 @@ class Holder(nn.Module):
 
 
 def _same_head(wrapped: TTAME, bare: TTAME) -> None:
+    """Random fusion rows for ``bare`` (the default zero start makes every map 0.5, which would hide
+    any difference in the features), copied into ``wrapped``."""
+    with torch.no_grad():
+        bare.head.fusion.weight.normal_(generator=torch.Generator().manual_seed(0))
     wrapped.head.load_state_dict(bare.head.state_dict())
 
 

@@ -48,9 +48,9 @@ def test_config_is_the_quality_benchmarks_with_the_init_and_seed() -> None:
 
 def test_quick_run_fits_both_inits_and_reports(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "head_init.py"), "--quick", "--threads", "1",
-                           "--seeds", "0", "--out", str(tmp_path)], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=900)
+    command = [sys.executable, str(ROOT / "benchmarks" / "head_init.py"), "--quick", "--threads", "1",
+               "--seeds", "0", "--out", str(tmp_path)]
+    proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((tmp_path / "head_init.json").read_text())
     rows = report["backbones"]["cnn"]["rows"]

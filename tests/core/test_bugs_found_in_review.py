@@ -12,7 +12,8 @@ from ttame_attr import TTAME, AttentionHead, TrainStep, fit
 
 
 def test_a_cached_fold_from_no_grad_does_not_cut_the_gradient_later() -> None:
-    head = AttentionHead([4], num_classes=3, map_size=(4, 4)).eval()
+    # Random fusion rows: with the default zero start the branches get no gradient at all.
+    head = AttentionHead([4], num_classes=3, map_size=(4, 4), init="pytorch").eval()
     features = [torch.randn(2, 4, 4, 4)]
     with torch.no_grad():
         head(features)  # fills the fused-weight cache of the eval fast path

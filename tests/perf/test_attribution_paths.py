@@ -26,7 +26,7 @@ def _randomise_bn(explainer: TTAME) -> None:
 def explainer() -> TTAME:
     torch.manual_seed(0)
     model = torchvision.models.resnet18(weights=None, num_classes=6).eval()
-    ex = TTAME(model, input_size=(3, 64, 64), normalization="imagenet")
+    ex = TTAME(model, input_size=(3, 64, 64), normalization="imagenet", head_init="pytorch")  # non-flat maps
     _randomise_bn(ex)
     return ex
 

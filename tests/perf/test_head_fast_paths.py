@@ -31,7 +31,7 @@ def _reference_branch(branch: FeatureBranch, x: torch.Tensor) -> torch.Tensor:
 
 def _head(channels=(6, 10), classes=7, size=(8, 8), seed=0) -> AttentionHead:
     torch.manual_seed(seed)
-    head = AttentionHead(list(channels), classes, size).double()
+    head = AttentionHead(list(channels), classes, size, init="pytorch").double()  # random fusion rows
     _randomise(head, seed)
     return head.eval()
 
