@@ -17,5 +17,5 @@ from ttame_attr.training._nonfinite import TrainingDivergedError
 from ttame_attr.training._step import StepResult, TrainStep, param_groups
 from ttame_attr.training.distributed import local_device
 
-__all__ = ["DEAD_MAP_PEAK", "ClassPeaks", "Convergence", "EpochStats", "StepResult", "TrainStep", "TrainingDivergedError", "TrainingHistory",
-           "fit", "local_device", "param_groups"]
+__all__ = ["DEAD_MAP_PEAK", "ClassPeaks", "Convergence", "EpochStats", "StepResult", "TrainStep",
+           "TrainingDivergedError", "TrainingHistory", "fit", "local_device", "param_groups"]

@@ -13,7 +13,8 @@ from ttame_attr._core.loss import LossTerms
 from ttame_attr.training import distributed as dist_
 from ttame_attr.training._loop import LoopPiece
 
-__all__ = ["DEAD_MAP_PEAK", "ClassPeaks", "Convergence", "EpochMeans", "EpochStats", "History", "TrainingHistory"]
+__all__ = ["DEAD_MAP_PEAK", "ClassPeaks", "Convergence", "EpochMeans", "EpochStats", "History",
+           "TrainingHistory"]
 
 logger = logging.getLogger(__name__)
 
@@ -131,7 +132,8 @@ class TrainingHistory:
         dead = self.dead_classes()
         if not dead:
             return ""
-        shown = ", ".join(str(k) for k in dead[:20]) + (f" and {len(dead) - 20} more" if len(dead) > 20 else "")
+        more = f" and {len(dead) - 20} more" if len(dead) > 20 else ""
+        shown = ", ".join(str(k) for k in dead[:20]) + more
         return (f"the T-TAME head has given up on class(es) {shown}: in the last epoch their masks stayed "
                 f"below {DEAD_MAP_PEAK} on every pixel of every one of their images, so their explanations "
                 "are blank and their masked images lose the class. The area term holds such a map at zero "
@@ -233,11 +235,13 @@ class ClassPeaks(LoopPiece):
         labels, peaks = getattr(result, "labels", None), getattr(result, "peaks", None)
         if not result.stepped or labels is None or peaks is None:
             return
-        self.peaks.scatter_reduce_(0, labels.detach().cpu().long(), peaks.detach().cpu().float(), reduce="amax")
+        self.peaks.scatter_reduce_(0, labels.detach().cpu().long(), peaks.detach().cpu().float(),
+                                   reduce="amax")
 
     def on_epoch_end(self, loop: Any, record: dict[str, Any]) -> None:
         peaks = dist_.reduce_max(self.peaks, self.ctx)
-        record["dead_classes"] = [int(k) for k in torch.nonzero((peaks >= 0) & (peaks < DEAD_MAP_PEAK)).flatten()]
+        dead = (peaks >= 0) & (peaks < DEAD_MAP_PEAK)  # -1: not trained on in this epoch
+        record["dead_classes"] = [int(k) for k in torch.nonzero(dead).flatten()]
         self.peaks = self._fresh()
 
     def state_dict(self) -> dict[str, Any]:

@@ -29,8 +29,8 @@ from ttame_attr.training._sharding import set_loader_epoch, shard_loader
 from ttame_attr.training._sync_bn import SyncBatchNorm, data_parallel_head
 
 __all__ = ["DistributedContext", "SyncBatchNorm", "agree", "all_ranks_finite", "data_parallel_head",
-           "gather_labels", "is_main_process", "local_device", "reduce_max", "reduce_sums", "resolve_distributed",
-           "set_loader_epoch", "shard_loader"]
+           "gather_labels", "is_main_process", "local_device", "reduce_max", "reduce_sums",
+           "resolve_distributed", "set_loader_epoch", "shard_loader"]
 
 logger = logging.getLogger(__name__)
 
