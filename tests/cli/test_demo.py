@@ -28,7 +28,8 @@ def test_tiny_demo_writes_report_pngs_and_json(tmp_path, monkeypatch):
     monkeypatch.setattr(_run, "train_classifier", keep_the_classifier)
     cfg = DemoConfig(image_size=32, train_images=64, val_images=32, eval_images=4, show_images=2,
                      train_classifier=True, classifier_epochs=1, ttame_epochs=1, batch_size=16,
-                     seed=1)
+                     seed=1, head_init="pytorch")  # four steps from the zero start leave maps so flat
+    # that AD/IC's min-max normalisation ranks float noise (the demo and the check below differ)
     lines: list[str] = []
     result = run_demo(tmp_path / "out", cfg, progress=False, echo=lines.append)
     html = result.report.read_text(encoding="utf-8")

@@ -50,6 +50,7 @@ class DemoConfig:
         classifier_epochs: epochs of the classifier when it is trained here.
         ttame_epochs: epochs of the T-TAME head (8 in the paper).
         batch_size: T-TAME batch size (32 in the paper).
+        head_init: how the T-TAME head's fusion starts (:class:`~ttame_attr.TTAME`'s ``head_init``).
         seed: seeds data, weights and training.
         threads: torch CPU threads (``None``: leave torch's default).
     """
@@ -63,6 +64,7 @@ class DemoConfig:
     classifier_epochs: int = 6
     ttame_epochs: int = 8
     batch_size: int = 32
+    head_init: str = "zeros"
     seed: int = 0
     threads: int | None = None
 
@@ -246,7 +248,7 @@ def run_demo(
     say(f"      held-out accuracy {accuracy:.3f}")
     clock.lap("classifier")
     say(f"[3/5] fitting T-TAME ({cfg.ttame_epochs} epochs, batch {cfg.batch_size}, the paper's recipe)")
-    explainer = TTAME(model, input_size=(3, cfg.image_size, cfg.image_size))
+    explainer = TTAME(model, input_size=(3, cfg.image_size, cfg.image_size), head_init=cfg.head_init)
     loader = DataLoader(data["train"][0], batch_size=cfg.batch_size, shuffle=True, drop_last=True,
                         generator=torch.Generator().manual_seed(cfg.seed))
     ttame_history = explainer.fit(loader, epochs=cfg.ttame_epochs, progress=progress,
