@@ -12,6 +12,7 @@ never replace the committed results.
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import importlib.metadata
 import json
@@ -108,6 +109,32 @@ def default_out(quick: bool, name: str) -> Path:
     if quick:
         return Path(tempfile.gettempdir()) / f"ttame_{name}_quick"
     return RESULTS_DIR
+
+
+def add_run_options(p: argparse.ArgumentParser, n_images: int, quick_help: str) -> None:
+    """The options every head-fitting study shares (``budget.py``, ``head_init.py``): the scored
+    images, the output and cache folders, ``--no-cache``, ``--quick`` and ``--threads``."""
+    p.add_argument("--n-images", type=int, default=n_images,
+                   help=f"validation images scored per head (default {n_images})")
+    p.add_argument("--out", type=Path, default=None, help="default benchmarks/results/ (--quick: a temp dir)")
+    p.add_argument("--cache", type=Path, default=None,
+                   help="default benchmarks/_cache (--quick: <out>/_cache_quick)")
+    p.add_argument("--no-cache", action="store_true", help="fit every head again (and cache it)")
+    p.add_argument("--quick", action="store_true", help=f"smoke run: {quick_help}")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+
+
+def finish_run_options(p: argparse.ArgumentParser, args: argparse.Namespace, name: str,
+                       quick_images: int) -> argparse.Namespace:
+    """Check and complete the options of :func:`add_run_options`: ``--n-images`` must be positive
+    (``--quick`` caps it at ``quick_images``); ``--out`` and ``--cache`` get their defaults."""
+    if args.n_images < 1:
+        p.error(f"--n-images: expected a positive number of images, got {args.n_images}")
+    if args.quick:
+        args.n_images = min(args.n_images, quick_images)
+    args.out = args.out or default_out(args.quick, name)
+    args.cache = args.cache or (args.out / "_cache_quick" if args.quick else ROOT / "benchmarks" / "_cache")
+    return args
 
 
 def run_header(run: dict[str, Any]) -> str:

@@ -50,7 +50,7 @@ import torch  # noqa: E402
 from _quality import evaluation as E  # noqa: E402
 from _quality import methods as M  # noqa: E402
 from _quality.models import TTAMEConfig, get_classifier, get_ttame  # noqa: E402
-from _results import default_out, run_header, run_info, write_results  # noqa: E402
+from _results import add_run_options, finish_run_options, run_header, run_info, write_results  # noqa: E402
 from quality import BACKBONES, IMAGE_SIZE, TTAME_CONFIGS  # noqa: E402
 
 from ttame_attr.data import SyntheticShapes, normalize  # noqa: E402
@@ -70,24 +70,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--backbones", nargs="+", choices=BACKBONES, default=list(BACKBONES))
     p.add_argument("--sizes", nargs="+", type=int, default=None, help=f"training images (default {SIZES})")
     p.add_argument("--settings", nargs="+", choices=SETTINGS, default=list(SETTINGS))
-    p.add_argument("--n-images", type=int, default=300, help="validation images scored per head")
     p.add_argument("--seed", type=int, default=0, help="T-TAME's training seed")
-    p.add_argument("--out", type=Path, default=None, help="default benchmarks/results/ (--quick: a temp dir)")
-    p.add_argument("--cache", type=Path, default=None,
-                   help="default benchmarks/_cache (--quick: <out>/_cache_quick)")
-    p.add_argument("--no-cache", action="store_true", help="fit every head again (and cache it)")
-    p.add_argument("--quick", action="store_true", help="smoke run: 32x32 images, tiny models and sizes")
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    add_run_options(p, n_images=300, quick_help="32x32 images, tiny models and sizes")
     args = p.parse_args(argv)
     args.sizes = args.sizes or ([64, 128] if args.quick else list(SIZES))
     if min(args.sizes) < 32:
-        p.error("--sizes: expected at least 32 images (one batch)")
-    if args.n_images < 1:
-        p.error("--n-images: expected a positive number of images")
-    if args.quick:
-        args.n_images = min(args.n_images, 8)
-    args.out = args.out or default_out(args.quick, "budget")
-    args.cache = args.cache or (args.out / "_cache_quick" if args.quick else ROOT / "benchmarks" / "_cache")
+        p.error(f"--sizes: expected at least 32 images (one batch), got {min(args.sizes)}")
+    finish_run_options(p, args, "budget", quick_images=8)
     return args
 
 

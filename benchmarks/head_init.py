@@ -54,7 +54,7 @@ import torch  # noqa: E402
 from _quality import evaluation as E  # noqa: E402
 from _quality import methods as M  # noqa: E402
 from _quality.models import TTAMEConfig, get_ttame  # noqa: E402
-from _results import default_out, run_header, run_info, write_results  # noqa: E402
+from _results import add_run_options, finish_run_options, run_header, run_info, write_results  # noqa: E402
 from budget import validation_setup  # noqa: E402
 from quality import BACKBONES, QUICK_TTAME, TTAME_CONFIGS  # noqa: E402
 
@@ -73,21 +73,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--backbones", nargs="+", choices=BACKBONES, default=["cnn"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="T-TAME's training seeds")
     p.add_argument("--inits", nargs="+", choices=INITS, default=list(INITS))
-    p.add_argument("--n-images", type=int, default=400, help="validation images scored per head")
-    p.add_argument("--out", type=Path, default=None, help="default benchmarks/results/ (--quick: a temp dir)")
     p.add_argument("--name", default="head_init", help="the result files' name (default head_init)")
-    p.add_argument("--cache", type=Path, default=None,
-                   help="default benchmarks/_cache (--quick: <out>/_cache_quick)")
-    p.add_argument("--no-cache", action="store_true", help="fit every head again (and cache it)")
-    p.add_argument("--quick", action="store_true", help="smoke run: 32x32 images, tiny models, one epoch")
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    add_run_options(p, n_images=400, quick_help="32x32 images, tiny models, one epoch")
     args = p.parse_args(argv)
-    if args.n_images < 1:
-        p.error("--n-images: expected a positive number of images")
-    if args.quick:
-        args.n_images = min(args.n_images, 16)
-    args.out = args.out or default_out(args.quick, "head_init")
-    args.cache = args.cache or (args.out / "_cache_quick" if args.quick else ROOT / "benchmarks" / "_cache")
+    finish_run_options(p, args, "head_init", quick_images=16)
     return args
 
 

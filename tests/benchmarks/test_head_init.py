@@ -63,3 +63,25 @@ def test_quick_run_fits_both_inits_and_reports(tmp_path: Path) -> None:
     weights = [torch.load(h, weights_only=True)["state_dict"]["fusion.weight"] for h in heads]
     assert not torch.equal(weights[0], weights[1])
     assert "<!-- table: head-init-cnn -->" in (tmp_path / "head_init.md").read_text()
+
+
+@pytest.mark.parametrize("script", ["head_init", "budget"])
+def test_shared_run_options_defaults_caps_and_refusals(script: str, capsys) -> None:
+    """``budget.py`` and ``head_init.py`` share their run options (``_results.add_run_options``):
+    the same defaults, the same ``--quick`` cap and the same refusal of a bad ``--n-images``."""
+    import importlib
+    mod = importlib.import_module(script)
+    full_default = {"head_init": 400, "budget": 300}[script]
+    quick_cap = {"head_init": 16, "budget": 8}[script]
+    args = mod.parse_args([])
+    assert args.n_images == full_default
+    assert args.out == ROOT / "benchmarks" / "results"
+    assert args.cache == ROOT / "benchmarks" / "_cache"
+    assert not args.no_cache and args.threads is None
+    quick = mod.parse_args(["--quick", "--n-images", "1000"])
+    assert quick.n_images == quick_cap
+    assert quick.cache == quick.out / "_cache_quick" and quick.out != args.out
+    assert mod.parse_args(["--quick", "--n-images", "3"]).n_images == 3
+    with pytest.raises(SystemExit):
+        mod.parse_args(["--n-images", "0"])
+    assert "--n-images: expected a positive number of images, got 0" in capsys.readouterr().err
