@@ -202,8 +202,9 @@ class PytorchGradCAM(Explainer):
         classes = {"Grad-CAM": GradCAM, "Grad-CAM++": GradCAMPlusPlus, "Score-CAM": ScoreCAM}
         self.name, self.model, self.cam_class = kind, model, classes[kind]
         self.layer, self.layer_name, self.transform = cam_target_layer(model, arch)
-        self.score_batch = score_batch
-        if kind == "Score-CAM":
+        # Score-CAM scores masked copies in batches of score_batch (pytorch-grad-cam's default 16)
+        self.score_batch = score_batch if kind == "Score-CAM" else None
+        if self.score_batch is not None:
             self.batch_size = 10
             _silence_score_cam_progress()
 
@@ -214,8 +215,8 @@ class PytorchGradCAM(Explainer):
         cam = self.cam_class(model=self.model, target_layers=[self.layer],
                              reshape_transform=self.transform)
         try:
-            if self.name == "Score-CAM":
-                cam.batch_size = self.score_batch  # masked copies per forward pass (default 16)
+            if self.score_batch is not None:
+                cam.batch_size = self.score_batch
             maps = cam(input_tensor=normalize(images), targets=targets)
         finally:  # not `with cam:`, whose __exit__ swallows IndexError
             cam.activations_and_grads.release()
