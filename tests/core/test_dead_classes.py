@@ -100,7 +100,10 @@ def _killed_explainer(dead: list[int]) -> TTAME:
     return explainer
 
 
-def test_fit_records_and_warns_about_dead_classes(caplog) -> None:
+def test_fit_records_and_warns_about_dead_classes(caplog, monkeypatch) -> None:
+    from ttame_attr.training import _fit
+
+    monkeypatch.setattr(_fit, "blank_class", lambda explainer: -1)  # no dead class is the blank one
     model = make_tiny_cnn(num_classes=5)
     loader = [torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(i)) for i in range(3)]
     with torch.no_grad():
@@ -132,11 +135,15 @@ def test_history_advice_lists_many_classes_briefly() -> None:
     assert TrainingHistory([stats]).warnings() == [advice]
 
 
-def test_cli_fit_prints_the_dead_class_advice(monkeypatch, tmp_path, capsys) -> None:
+@pytest.mark.parametrize("blank", [-1, 1])
+def test_cli_fit_prints_the_dead_class_advice(monkeypatch, tmp_path, capsys, blank: int) -> None:
     import numpy as np
     from PIL import Image
 
     from ttame_attr.cli import main
+    from ttame_attr.training import _fit
+
+    monkeypatch.setattr(_fit, "blank_class", lambda explainer: blank)
 
     for i in range(4):
         Image.fromarray(np.full((32, 32, 3), 40 * i, dtype=np.uint8)).save(tmp_path / f"{i}.png")
@@ -146,5 +153,70 @@ def test_cli_fit_prints_the_dead_class_advice(monkeypatch, tmp_path, capsys) -> 
                "--head-init", "pytorch"])
     assert rc == 0
     out = capsys.readouterr().out
-    assert "note: the T-TAME head has given up on class(es) 1:" in out
-    assert "(ttame fit: --head-init, --lr, --seed)" in out
+    if blank == 1:  # the classifier's default class: refitting is not the advice
+        assert "note: the T-TAME head has given up on class 1, which is what the classifier" in out
+        assert "(ttame fit: --head-init" not in out
+    else:
+        assert "note: the T-TAME head has given up on class(es) 1:" in out
+        assert "(ttame fit: --head-init, --lr, --seed)" in out
+
+
+class _SumModel(torch.nn.Module):
+    """Logits ``[s, -s - 1, 0.5]`` with ``s`` the sum of the input; a conv for the head's features."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x.sum(dim=(1, 2, 3)) + 0 * self.conv(x).mean(dim=(1, 2, 3))
+        return torch.stack([s, -s - 1, torch.full_like(s, 0.5)], dim=1)
+
+
+@pytest.mark.parametrize(("space", "expected"), [
+    # pixel space, mean = std = 0.5: black pixels are the input -1, s = -3 * 8 * 8 -> [-192, 191, 0.5]
+    ("pixel", 1),
+    # input space: the masked input is 0, s = 0 -> [0, -1, 0.5]
+    ("input", 2),
+])
+def test_blank_class_is_the_prediction_for_a_fully_masked_image(space: str, expected: int) -> None:
+    from ttame_attr.training._fit import blank_class
+
+    model = _SumModel()
+    explainer = TTAME(model, layers=["conv"], input_size=(3, 8, 8), num_classes=3,
+                      normalization=((0.5,) * 3, (0.5,) * 3), mask_space=space)
+    model.train()
+    assert blank_class(explainer) == expected
+    assert model.training  # the user's mode is given back
+
+
+def test_advice_tells_the_blank_class_from_classes_lost_in_training() -> None:
+    stats = EpochStats(epoch=1, loss=1.0, ce=1.0, area=0.1, variation=0.1, fidelity=0.5, lr=1e-3, steps=1,
+                       dead_classes=[1, 3])
+    both = TrainingHistory([stats], blank_class=3).dead_class_advice()
+    first, _, second = both.partition(" Also, ")
+    assert "given up on class(es) 1:" in first and "3" not in first.split(":")[0]
+    assert "given up on class 3, which is what the classifier predicts for a fully masked image" in second
+    only_blank = TrainingHistory([stats.__class__(**{**stats.__dict__, "dead_classes": [3]})],
+                                 blank_class=3).dead_class_advice()
+    assert "class(es)" not in only_blank and "fully masked image" in only_blank
+    assert "fully masked" not in TrainingHistory([stats], blank_class=0).dead_class_advice()
+
+
+def test_fit_names_the_blank_class_when_maps_die(caplog) -> None:
+    model = make_tiny_cnn(num_classes=5)
+    loader = [torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    with torch.no_grad():
+        predicted = sorted({int(k) for x in loader for k in model(x).argmax(1)})
+    explainer = _killed_explainer(predicted)
+    with torch.no_grad():  # the tiny CNN has no normalisation: it is masked in input space
+        expected = int(model(torch.zeros(1, 3, 32, 32)).argmax(1))
+    with caplog.at_level(logging.WARNING, logger="ttame_attr"):
+        history = explainer.fit(loader, epochs=1, lr=1e-6, progress=False)
+    assert history.blank_class == expected
+    warned = [r.getMessage() for r in caplog.records if "given up on class" in r.getMessage()]
+    assert len(warned) == 1
+    named = f"class {expected}, which is what the classifier predicts" in warned[0]
+    assert named == (expected in predicted)
+    healthy = _explainer().fit(loader, epochs=1, lr=1e-6, progress=False)
+    assert healthy.blank_class is None  # only looked up when maps died

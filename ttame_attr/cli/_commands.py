@@ -150,7 +150,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if report.done is False:
         print(f"note: {report.advice} (ttame fit: --epochs, --lr)")
     if history.dead_classes():
-        print(f"note: {history.dead_class_advice()} (ttame fit: --head-init, --lr, --seed)")
+        refit = any(k != history.blank_class for k in history.dead_classes())
+        hint = " (ttame fit: --head-init, --lr, --seed)" if refit else ""
+        print(f"note: {history.dead_class_advice()}{hint}")
     if args.skip_unreadable:
         skipped = {**loader.skipped, **(val_loader.skipped if val_loader is not None else {})}
         _report_skipped(skipped, out.with_suffix(".skipped.txt"))

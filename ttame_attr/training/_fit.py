@@ -10,9 +10,11 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+import torch
 from torch import Tensor
 
 from ttame_attr._core.modes import eval_mode
+from ttame_attr._core.outputs import extract_logits
 from ttame_attr.training import distributed as dist_
 from ttame_attr.training._checkpoint import Checkpointing, read_checkpoint, resolve_checkpoint_path
 from ttame_attr.training._data import DataOrder, batch_images, loader_len
@@ -112,6 +114,18 @@ def _to_device(explainer: TTAME, image_key: str | None, batch: Any) -> Tensor:
     return explainer._to_model(x, non_blocking=True)
 
 
+def blank_class(explainer: TTAME) -> int:
+    """The class ``explainer``'s classifier predicts for a fully masked image of its input size
+    (every mask value zero, in its ``mask_space``): the prediction an empty mask keeps."""
+    c, h, w = explainer.input_size
+    param = next(explainer.model.parameters(), None)
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    x = torch.zeros(1, c, h, w, device=explainer.device, dtype=dtype)
+    with torch.no_grad(), eval_mode(explainer.model):
+        masked = explainer.mask_images(x, torch.zeros(1, 1, 1, 1, device=x.device, dtype=dtype))
+        return int(extract_logits(explainer.model(masked)).argmax(dim=1)[0])
+
+
 def fit(
     explainer: TTAME, loader: Iterable[Any], epochs: int | None = None, *,
     val_loader: Iterable[Any] | None = None, lr: float | None = None, recipe: str = "auto",
@@ -180,7 +194,8 @@ def fit(
         still lowered the loss by more than 2% or raised the fidelity by more than 2 points
         (:meth:`TrainingHistory.convergence`), and when some classes' maps died: zero
         everywhere on all their images for the whole last epoch
-        (:meth:`TrainingHistory.dead_classes`).
+        (:meth:`TrainingHistory.dead_classes`); it then also records
+        :attr:`TrainingHistory.blank_class`, the class the classifier gives a fully masked image.
 
     Raises:
         ValueError: for an empty loader, bad settings, or a checkpoint that cannot be resumed
@@ -230,6 +245,8 @@ def fit(
         EpochLoop(step, data, epochs, setup.batches, pieces, position, prepare).run()
     explainer.head.eval()
     history.history.schedule = schedule.as_dict()
+    if history.history.dead_classes():
+        history.history.blank_class = blank_class(explainer)
     explainer.history = history.history
     if dist_.is_main_process(ctx):
         for advice in history.history.warnings():

@@ -72,10 +72,16 @@ class TrainingHistory:
     ``schedule``: the epochs and maximum learning rate the run used and where they came from
     (``recipe``, ``epochs``, ``lr``, ``steps_per_epoch``, ``total_steps``, ``source``), set by
     ``fit``.
+
+    ``blank_class``: the class the classifier predicts for a fully masked image (every mask
+    value zero: black pixels in ``mask_space="pixel"``, a zero input tensor in ``"input"``).
+    ``fit`` sets it when some class maps died (``None`` otherwise), because an empty mask already
+    keeps that class: see :meth:`dead_class_advice`.
     """
 
     epochs: list[EpochStats] = field(default_factory=list)
     schedule: dict[str, Any] | None = None
+    blank_class: int | None = None
 
     def __len__(self) -> int:
         return len(self.epochs)
@@ -128,17 +134,37 @@ class TrainingHistory:
         return list(self.epochs[-1].dead_classes) if self.epochs else []
 
     def dead_class_advice(self) -> str:
-        """What to do about :meth:`dead_classes` (empty when there are none)."""
+        """What to do about :meth:`dead_classes` (empty when there are none).
+
+        Two causes are told apart. A map that died during training (the area term holds a map at
+        zero once it is there) can be saved by a new head with another seed or a lower learning
+        rate. The map of :attr:`blank_class`, the class the classifier gives a fully masked
+        image, has no reason to live: an empty mask already keeps that class, so the loss is
+        lowest with no map at all. That comes from the classifier, not from training.
+        """
         dead = self.dead_classes()
         if not dead:
             return ""
-        more = f" and {len(dead) - 20} more" if len(dead) > 20 else ""
-        shown = ", ".join(str(k) for k in dead[:20]) + more
-        return (f"the T-TAME head has given up on class(es) {shown}: in the last epoch their masks stayed "
+        parts = []
+        lost = [k for k in dead if k != self.blank_class]
+        if lost:
+            more = f" and {len(lost) - 20} more" if len(lost) > 20 else ""
+            shown = ", ".join(str(k) for k in lost[:20]) + more
+            parts.append(
+                f"the T-TAME head has given up on class(es) {shown}: in the last epoch their masks stayed "
                 f"below {DEAD_MAP_PEAK} on every pixel of every one of their images, so their explanations "
                 "are blank and their masked images lose the class. The area term holds such a map at zero "
                 "once it is there. Refit a new head built with head_init='zeros' (the default; 'pytorch' "
                 "makes this likely), with a lower maximum learning rate, or with another seed.")
+        if self.blank_class is not None and self.blank_class in dead:
+            parts.append(
+                f"the T-TAME head has given up on class {self.blank_class}, which is what the classifier "
+                "predicts for a fully masked image (every pixel masked). For that class an empty mask "
+                "already keeps the prediction, so the loss is lowest with no map at all and its "
+                "explanations are blank. This comes from the classifier (its default class), not from "
+                "training: another seed or learning rate may not change it. Judge this class's "
+                "explanations with deletion metrics (AD, ROAD MoRF) rather than by the maps.")
+        return " Also, ".join(parts)
 
     def warnings(self) -> list[str]:
         """What is wrong with the trained head, one piece of advice per problem (empty when
