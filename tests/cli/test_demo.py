@@ -56,6 +56,9 @@ def test_tiny_demo_writes_report_pngs_and_json(tmp_path, monkeypatch):
     assert len(data["ttame"]["history"]) == 1
     assert (tmp_path / "out" / "ttame_head.pt").is_file()
     assert any(line.startswith("Report: ") and line.endswith("report.html") for line in lines)
+    # 64 images in batches of 16, one epoch: 4 steps, so recipe="auto" takes its largest rate, 1e-2
+    assert "      4 steps at a maximum learning rate of 0.01 (learning rate scaled; the paper's is 1e-3 " \
+           "for 320,000 steps)" in lines
 
 
 def _metrics_by_hand(net, head, cfg) -> dict:

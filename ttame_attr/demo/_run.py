@@ -247,13 +247,18 @@ def run_demo(
     accuracy = float((test_pred == y_test).float().mean())
     say(f"      held-out accuracy {accuracy:.3f}")
     clock.lap("classifier")
-    say(f"[3/5] fitting T-TAME ({cfg.ttame_epochs} epochs, batch {cfg.batch_size}, the paper's recipe)")
+    say(f"[3/5] fitting T-TAME ({cfg.ttame_epochs} epochs, batch {cfg.batch_size}; the paper's optimiser and "
+        "schedule, its learning rate scaled to this short run)")
     explainer = TTAME(model, input_size=(3, cfg.image_size, cfg.image_size), head_init=cfg.head_init)
     loader = DataLoader(data["train"][0], batch_size=cfg.batch_size, shuffle=True, drop_last=True,
                         generator=torch.Generator().manual_seed(cfg.seed))
     ttame_history = explainer.fit(loader, epochs=cfg.ttame_epochs, progress=progress,
                                   val_loader=DataLoader(data["val"][0], batch_size=128))
     explainer.save(out / "ttame_head.pt")
+    sched = ttame_history.schedule or {}
+    if sched:
+        say(f"      {sched['total_steps']} steps at a maximum learning rate of {sched['lr']:.3g} "
+            f"(learning rate {sched['source']['lr']}; the paper's is 1e-3 for 320,000 steps)")
     for advice in ttame_history.warnings():
         say(f"      note: {advice}")
     clock.lap("ttame_fit")
