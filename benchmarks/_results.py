@@ -127,9 +127,16 @@ def add_run_options(p: argparse.ArgumentParser, n_images: int, quick_help: str) 
 def finish_run_options(p: argparse.ArgumentParser, args: argparse.Namespace, name: str,
                        quick_images: int) -> argparse.Namespace:
     """Check and complete the options of :func:`add_run_options`: ``--n-images`` must be positive
-    (``--quick`` caps it at ``quick_images``); ``--out`` and ``--cache`` get their defaults."""
+    (``--quick`` caps it at ``quick_images``); ``--out`` and ``--cache`` get their defaults;
+    ``--threads`` (positive) is applied with ``torch.set_num_threads``."""
     if args.n_images < 1:
         p.error(f"--n-images: expected a positive number of images, got {args.n_images}")
+    if args.threads is not None:
+        if args.threads < 1:
+            p.error(f"--threads: expected a positive number of threads, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
     if args.quick:
         args.n_images = min(args.n_images, quick_images)
     args.out = args.out or default_out(args.quick, name)

@@ -91,8 +91,6 @@ def table(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     start = time.perf_counter()
     image_size = 32 if args.quick else IMAGE_SIZE
     images, _, _ = SyntheticShapes(args.n_images, image_size=image_size, seed=0,

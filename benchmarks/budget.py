@@ -179,8 +179,6 @@ def figure(path: Path, backbones: dict[str, dict[str, Any]]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     start = time.perf_counter()
     report: dict[str, Any] = {
         "run": run_info("budget.py", argv),

@@ -165,8 +165,6 @@ def table(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     start = time.perf_counter()
     backbones = {arch: run_backbone(arch, args) for arch in args.backbones}
     for result in backbones.values():

@@ -65,14 +65,15 @@ def test_quick_run_fits_both_inits_and_reports(tmp_path: Path) -> None:
     assert "<!-- table: head-init-cnn -->" in (tmp_path / "head_init.md").read_text()
 
 
-@pytest.mark.parametrize("script", ["head_init", "budget"])
+@pytest.mark.parametrize("script", ["head_init", "budget", "blank_class"])
 def test_shared_run_options_defaults_caps_and_refusals(script: str, capsys) -> None:
-    """``budget.py`` and ``head_init.py`` share their run options (``_results.add_run_options``):
-    the same defaults, the same ``--quick`` cap and the same refusal of a bad ``--n-images``."""
+    """``budget.py``, ``head_init.py`` and ``blank_class.py`` share their run options
+    (``_results.add_run_options``): the same defaults, the same ``--quick`` cap, the same refusal
+    of a bad ``--n-images`` or ``--threads``, and ``--threads`` applied when parsing."""
     import importlib
     mod = importlib.import_module(script)
-    full_default = {"head_init": 400, "budget": 300}[script]
-    quick_cap = {"head_init": 16, "budget": 8}[script]
+    full_default = {"head_init": 400, "budget": 300, "blank_class": 400}[script]
+    quick_cap = {"head_init": 16, "budget": 8, "blank_class": 32}[script]
     args = mod.parse_args([])
     assert args.n_images == full_default
     assert args.out == ROOT / "benchmarks" / "results"
@@ -85,3 +86,12 @@ def test_shared_run_options_defaults_caps_and_refusals(script: str, capsys) -> N
     with pytest.raises(SystemExit):
         mod.parse_args(["--n-images", "0"])
     assert "--n-images: expected a positive number of images, got 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        mod.parse_args(["--threads", "0"])
+    assert "--threads: expected a positive number of threads, got 0" in capsys.readouterr().err
+    before = torch.get_num_threads()
+    try:
+        mod.parse_args(["--threads", "1"])
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

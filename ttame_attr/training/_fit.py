@@ -15,6 +15,7 @@ from torch import Tensor
 
 from ttame_attr._core.modes import eval_mode
 from ttame_attr._core.outputs import extract_logits
+from ttame_attr._core.setup import model_device_dtype
 from ttame_attr.training import distributed as dist_
 from ttame_attr.training._checkpoint import Checkpointing, read_checkpoint, resolve_checkpoint_path
 from ttame_attr.training._data import DataOrder, batch_images, loader_len
@@ -118,8 +119,7 @@ def blank_class(explainer: TTAME) -> int:
     """The class ``explainer``'s classifier predicts for a fully masked image of its input size
     (every mask value zero, in its ``mask_space``): the prediction an empty mask keeps."""
     c, h, w = explainer.input_size
-    param = next(explainer.model.parameters(), None)
-    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    _, dtype = model_device_dtype(explainer.model)
     x = torch.zeros(1, c, h, w, device=explainer.device, dtype=dtype)
     with torch.no_grad(), eval_mode(explainer.model):
         masked = explainer.mask_images(x, torch.zeros(1, 1, 1, 1, device=x.device, dtype=dtype))
