@@ -5,6 +5,7 @@ One command::
     python benchmarks/budget.py                      # cnn, vit, swin; 1000..16000 images; every setting
     python benchmarks/budget.py --backbones cnn --sizes 1000 4000 --settings defaults tuned
     python benchmarks/budget.py --quick              # smoke run (tiny models), to a temp dir
+    python benchmarks/budget.py --merge runA/ runB/budget.json   # one report from runs made piece by piece
 
 For each backbone (the quality benchmark's classifiers, trained by
 :func:`ttame_attr.classifiers.load_or_train` and cached under ``--cache``), each number of
@@ -29,12 +30,20 @@ Settings:
 It writes ``budget.json`` (with the run record of ``_results.py``), ``budget.md`` (one table per
 backbone) and ``budget.png`` (each metric against the number of images, one line per setting)
 into ``--out`` (default ``benchmarks/results/``).
+
+The full study is hours of CPU; it can run piece by piece (a backbone, a setting or a size per
+command, side by side on several cores), each piece to its own ``--out``. ``--merge`` then fits and
+scores nothing: it combines the rows of those ``budget.json`` files, each as its run scored it, into
+one report, after checking that they come from one commit (so every head was fitted by the same
+code), one set of library versions and the same scored images (``--n-images``, ``--seed``), and that
+no row appears twice. The report lists the runs it was made from.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 import time
@@ -50,7 +59,7 @@ import torch  # noqa: E402
 from _quality import evaluation as E  # noqa: E402
 from _quality import methods as M  # noqa: E402
 from _quality.models import TTAMEConfig, get_classifier, get_ttame  # noqa: E402
-from _results import add_run_options, finish_run_options, run_header, run_info, write_results  # noqa: E402
+from _results import add_run_options, default_out, finish_run_options, run_header, run_info, write_results  # noqa: E402
 from quality import BACKBONES, IMAGE_SIZE, TTAME_CONFIGS  # noqa: E402
 
 from ttame_attr.data import SyntheticShapes, normalize  # noqa: E402
@@ -67,12 +76,28 @@ COLUMNS = (("ad_15", "AD15", False), ("ic_15", "IC15", True), ("pointing_game", 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--backbones", nargs="+", choices=BACKBONES, default=list(BACKBONES))
+    p.add_argument("--backbones", nargs="+", choices=BACKBONES, default=None,
+                   help=f"default {' '.join(BACKBONES)}")
     p.add_argument("--sizes", nargs="+", type=int, default=None, help=f"training images (default {SIZES})")
-    p.add_argument("--settings", nargs="+", choices=SETTINGS, default=list(SETTINGS))
-    p.add_argument("--seed", type=int, default=0, help="T-TAME's training seed")
+    p.add_argument("--settings", nargs="+", choices=SETTINGS, default=None,
+                   help=f"default {' '.join(SETTINGS)}")
+    p.add_argument("--seed", type=int, default=None, help="T-TAME's training seed (default 0)")
+    p.add_argument("--merge", nargs="+", type=Path, default=None, metavar="RUN",
+                   help="fit nothing: combine earlier runs' budget.json files (or the folders holding "
+                        "them) into one report in --out")
     add_run_options(p, n_images=300, quick_help="32x32 images, tiny models and sizes")
     args = p.parse_args(argv)
+    if args.merge is not None:
+        given = [f"--{name.replace('_', '-')}" for name in ("backbones", "sizes", "settings", "seed", "quick",
+                                                             "no_cache") if getattr(args, name)]
+        if given:
+            p.error(f"--merge takes its rows from the runs it merges, so {', '.join(given)} would be "
+                    "ignored; drop them (to merge fewer rows, pass fewer runs)")
+        args.out = args.out or default_out(False, "budget")
+        return args
+    args.backbones = args.backbones or list(BACKBONES)
+    args.settings = args.settings or list(SETTINGS)
+    args.seed = 0 if args.seed is None else args.seed
     args.sizes = args.sizes or ([64, 128] if args.quick else list(SIZES))
     if min(args.sizes) < 32:
         p.error(f"--sizes: expected at least 32 images (one batch), got {min(args.sizes)}")
@@ -177,26 +202,116 @@ def figure(path: Path, backbones: dict[str, dict[str, Any]]) -> None:
     plt.close(fig)
 
 
+def _load_run(path: Path) -> tuple[Path, dict[str, Any]]:
+    file = path / "budget.json" if path.is_dir() else path
+    if not file.is_file():
+        raise ValueError(f"--merge: expected a budget.json file or a folder holding one, got {path} "
+                         f"(no file {file}); pass the --out folder of a budget.py run")
+    try:
+        report = json.loads(file.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--merge: {file} is not valid JSON ({err}); pass a budget.json that budget.py "
+                         "wrote") from None
+    missing = [key for key in ("run", "settings", "backbones") if key not in report]
+    if missing:
+        raise ValueError(f"--merge: {file} has no {', '.join(missing)}: expected a budget.json that "
+                         "budget.py wrote")
+    return file, report
+
+
+def merge_runs(paths: list[Path], argv: list[str] | None) -> dict[str, Any]:
+    """One report from the ``budget.json`` of several runs (see the module's docstring): every row
+    as its run scored it, in the order setting, then size; raises :class:`ValueError` when the runs
+    cannot be compared (commit, library versions, scored images) or share a row."""
+    runs = [_load_run(path) for path in paths]
+    first_file, first = runs[0]
+
+    def same(what: str, get: Any) -> None:
+        for file, report in runs[1:]:
+            if get(report) != get(first):
+                raise ValueError(f"--merge: {file} and {first_file} differ in {what} ({get(report)!r} vs "
+                                 f"{get(first)!r}); merge only runs of one commit on the same images")
+
+    same("commit", lambda r: r["run"]["git"]["commit"])
+    same("library versions", lambda r: r["run"]["versions"])
+    for key in ("n_images", "split", "seed", "quick", "tuned"):
+        same(f"settings[{key!r}]", lambda r, key=key: r["settings"].get(key))
+    dirty = [str(file) for file, report in runs if report["run"]["git"].get("dirty")]
+    if dirty:
+        raise ValueError(f"--merge: {', '.join(dirty)} came from a dirty working tree, so its heads were "
+                         "not fitted by a known commit; rerun those pieces from a clean checkout")
+    backbones: dict[str, dict[str, Any]] = {}
+    seen: dict[tuple[str, str, int], Path] = {}
+    for file, report in runs:
+        for arch, result in report["backbones"].items():
+            merged = backbones.setdefault(arch, {"classifier": result["classifier"], "rows": []})
+            if merged["classifier"] != result["classifier"]:
+                raise ValueError(f"--merge: {file} has another {arch} classifier ({result['classifier']}) "
+                                 f"than the runs before it ({merged['classifier']})")
+            for row in result["rows"]:
+                key = (arch, row["setting"], row["n_train"])
+                if key in seen:
+                    raise ValueError(f"--merge: {file} and {seen[key]} both hold the {arch} row "
+                                     f"{row['setting']} / {row['n_train']} images; pass only one of them")
+                seen[key] = file
+                merged["rows"].append(row)
+    for result in backbones.values():
+        result["rows"].sort(key=lambda r: (SETTINGS.index(r["setting"]), r["n_train"]))
+    order = [a for a in BACKBONES if a in backbones] + [a for a in backbones if a not in BACKBONES]
+    settings = dict(first["settings"])
+    settings["sizes"] = sorted({row["n_train"] for r in backbones.values() for row in r["rows"]})
+    settings["settings"] = [s for s in SETTINGS if any(row["setting"] == s for r in backbones.values()
+                                                       for row in r["rows"])]
+    return {
+        "run": run_info("budget.py", argv),
+        "settings": settings,
+        "merged_from": [{"file": str(file), "command": report["run"]["command"],
+                         "date": report["run"]["date"], "commit": report["run"]["git"]["commit"],
+                         "seconds": report.get("seconds")} for file, report in runs],
+        "backbones": {arch: backbones[arch] for arch in order},
+    }
+
+
+def write_report(report: dict[str, Any], out: Path) -> list[Path]:
+    """``budget.json``, ``budget.md`` and ``budget.png`` of ``report`` into ``out``."""
+    settings = report["settings"]
+    text = ("# How many images does a T-TAME head need: `benchmarks/budget.py`\n\n"
+            + run_header(report["run"]))
+    if report.get("merged_from"):
+        pieces = report["merged_from"]
+        text += (f"\nMerged from {len(pieces)} runs of commit {(pieces[0]['commit'] or 'unknown')[:12]}, "
+                 "every row as its run scored it:\n\n"
+                 + "".join(f"- `{piece['command']}` ({piece['date']})\n" for piece in pieces))
+    text += (f"\nScored on {settings['n_images']} validation images per backbone; AD15 and ROAD MoRF: lower "
+             "is better. `fit s`: wall time of the fit (`*`: head from the cache, time of the run that "
+             "fitted it).\n")
+    for arch, result in report["backbones"].items():
+        text += f"\n### {arch}\n\n<!-- table: budget-{arch} -->\n{table(result)}<!-- /table -->\n"
+    paths = write_results(out, "budget", report, text)
+    figure(out / "budget.png", report["backbones"])
+    return [*paths, out / "budget.png"]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     start = time.perf_counter()
-    report: dict[str, Any] = {
-        "run": run_info("budget.py", argv),
-        "settings": {"sizes": args.sizes, "settings": args.settings, "n_images": args.n_images,
-                     "split": "val", "seed": args.seed, "quick": args.quick,
-                     "tuned": {a: dataclasses.asdict(c) for a, c in TTAME_CONFIGS.items()}},
-        "backbones": {arch: run_backbone(arch, args) for arch in args.backbones},
-    }
+    if args.merge is not None:
+        try:
+            report = merge_runs(args.merge, argv)
+        except ValueError as err:
+            print(f"budget.py: error: {err}", file=sys.stderr)
+            return 2
+    else:
+        report = {
+            "run": run_info("budget.py", argv),
+            "settings": {"sizes": args.sizes, "settings": args.settings, "n_images": args.n_images,
+                         "split": "val", "seed": args.seed, "quick": args.quick,
+                         "tuned": {a: dataclasses.asdict(c) for a, c in TTAME_CONFIGS.items()}},
+            "backbones": {arch: run_backbone(arch, args) for arch in args.backbones},
+        }
     report["seconds"] = time.perf_counter() - start
-    text = "# How many images does a T-TAME head need: `benchmarks/budget.py`\n\n" + run_header(report["run"])
-    text += (f"\nScored on {args.n_images} validation images per backbone; AD15 and ROAD MoRF: lower is "
-             "better. `fit s`: wall time of the fit (`*`: head from the cache, time of the run that fitted "
-             "it).\n")
-    for arch, result in report["backbones"].items():
-        text += f"\n### {arch}\n\n<!-- table: budget-{arch} -->\n{table(result)}<!-- /table -->\n"
-    paths = write_results(args.out, "budget", report, text)
-    figure(args.out / "budget.png", report["backbones"])
-    print(f"\nWrote {', '.join(map(str, paths))}, {args.out / 'budget.png'} in {report['seconds']:.0f} s")
+    paths = write_report(report, args.out)
+    print(f"\nWrote {', '.join(map(str, paths))} in {report['seconds']:.0f} s")
     return 0
 
 

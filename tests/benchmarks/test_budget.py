@@ -55,3 +55,67 @@ def test_quick_run_fits_scores_caches_and_reports(tmp_path: Path) -> None:
     assert "| paper | 32 |" in (tmp_path / "again" / "budget.md").read_text()
     assert all(line.endswith("* |") for line in (tmp_path / "again" / "budget.md").read_text().splitlines()
                if line.startswith(("| defaults", "| paper")))
+
+
+def _piece(path: Path, rows: list[tuple[str, str, int, float]], commit: str = "a" * 40,
+           n_images: int = 300) -> Path:
+    """A budget.json as a run of ``budget.py`` writes it, holding ``rows`` (backbone, setting, size, AD15)."""
+    metrics = {"ic_15": 50.0, "pointing_game": 0.5, "energy_pointing_game": 0.2, "energy_pg_presigmoid": 0.1,
+               "road_morf": 0.14}
+    backbones: dict = {}
+    for arch, setting, n, ad in rows:
+        result = backbones.setdefault(arch, {"classifier": {"val_accuracy": 0.95}, "rows": []})
+        result["rows"].append({"setting": setting, "n_train": n, "cached": False, "fit_seconds": n / 10,
+                               "ad_15": ad, **metrics})
+    report = {"run": {"command": f"python benchmarks/budget.py --out {path.parent}", "date": "2026-01-01",
+                      "versions": {"torch": "2.x"}, "git": {"commit": commit, "dirty": False}},
+              "settings": {"n_images": n_images, "split": "val", "seed": 0, "quick": False, "tuned": {}},
+              "backbones": backbones, "seconds": 5.0}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report))
+    return path
+
+
+def _merge(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg"}
+    return subprocess.run([sys.executable, str(SCRIPT), "--merge", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_merge_combines_runs_made_piece_by_piece_without_fitting(tmp_path: Path) -> None:
+    a = _piece(tmp_path / "a" / "budget.json",
+               [("vit", "tuned", 4000, 20.0), ("vit", "defaults", 4000, 15.0)])
+    b = _piece(tmp_path / "b" / "budget.json",
+               [("cnn", "paper", 1000, 6.0), ("vit", "defaults", 1000, 14.0)])
+    proc = _merge(str(a.parent), str(b), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "out" / "budget.json").read_text())
+    # Backbones in the benchmark's order; rows by setting (defaults, paper, tuned), then size; each
+    # row exactly as its run scored it.
+    assert list(report["backbones"]) == ["cnn", "vit"]
+    assert [(r["setting"], r["n_train"], r["ad_15"]) for r in report["backbones"]["vit"]["rows"]] == [
+        ("defaults", 1000, 14.0), ("defaults", 4000, 15.0), ("tuned", 4000, 20.0)]
+    assert report["settings"]["sizes"] == [1000, 4000]
+    assert report["settings"]["settings"] == ["defaults", "paper", "tuned"]
+    assert [p["file"] for p in report["merged_from"]] == [str(a), str(b)]
+    md = (tmp_path / "out" / "budget.md").read_text()
+    assert "Merged from 2 runs of commit aaaaaaaaaaaa" in md and "| tuned | 4000 | 20.00 |" in md
+    assert (tmp_path / "out" / "budget.png").stat().st_size > 0
+
+
+def test_merge_refuses_runs_that_cannot_be_compared(tmp_path: Path) -> None:
+    a = _piece(tmp_path / "a.json", [("vit", "tuned", 4000, 20.0)])
+    twice = _piece(tmp_path / "twice.json", [("vit", "tuned", 4000, 21.0)])
+    other_commit = _piece(tmp_path / "c.json", [("cnn", "tuned", 4000, 4.0)], commit="b" * 40)
+    other_images = _piece(tmp_path / "i.json", [("cnn", "tuned", 4000, 4.0)], n_images=100)
+    out = str(tmp_path / "out")
+    for piece, words in ((twice, "both hold the vit row tuned / 4000 images"),
+                         (other_commit, "differ in commit"),
+                         (other_images, "differ in settings['n_images']")):
+        proc = _merge(str(a), str(piece), "--out", out)
+        assert proc.returncode == 2 and words in proc.stderr, proc.stderr
+    proc = _merge(str(tmp_path / "missing"), "--out", out)
+    assert proc.returncode == 2 and "expected a budget.json file or a folder holding one" in proc.stderr
+    proc = _merge(str(a), "--sizes", "1000", "--out", out)
+    assert proc.returncode == 2 and "--sizes would be ignored" in proc.stderr
+    assert not (tmp_path / "out").exists()
