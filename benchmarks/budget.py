@@ -219,10 +219,20 @@ def _load_run(path: Path) -> tuple[Path, dict[str, Any]]:
     return file, report
 
 
+def _fitted(report: dict[str, Any]) -> dict[str, Any]:
+    """The commit and library versions that fitted a report's heads: its run's, or for a merged
+    report its pieces' (the merge itself may run elsewhere)."""
+    if report.get("merged_from"):
+        return report.get("fitted") or {"commit": report["merged_from"][0]["commit"],
+                                         "versions": report["run"]["versions"]}
+    return {"commit": report["run"]["git"]["commit"], "versions": report["run"]["versions"]}
+
+
 def merge_runs(paths: list[Path], argv: list[str] | None) -> dict[str, Any]:
     """One report from the ``budget.json`` of several runs (see the module's docstring): every row
     as its run scored it, in the order setting, then size; raises :class:`ValueError` when the runs
-    cannot be compared (commit, library versions, scored images) or share a row."""
+    cannot be compared (commit, library versions, scored images) or share a row. A merged report
+    can be merged again: its pieces are listed in its place."""
     runs = [_load_run(path) for path in paths]
     first_file, first = runs[0]
 
@@ -232,11 +242,12 @@ def merge_runs(paths: list[Path], argv: list[str] | None) -> dict[str, Any]:
                 raise ValueError(f"--merge: {file} and {first_file} differ in {what} ({get(report)!r} vs "
                                  f"{get(first)!r}); merge only runs of one commit on the same images")
 
-    same("commit", lambda r: r["run"]["git"]["commit"])
-    same("library versions", lambda r: r["run"]["versions"])
+    same("commit", lambda r: _fitted(r)["commit"])
+    same("library versions", lambda r: _fitted(r)["versions"])
     for key in ("n_images", "split", "seed", "quick", "tuned"):
         same(f"settings[{key!r}]", lambda r, key=key: r["settings"].get(key))
-    dirty = [str(file) for file, report in runs if report["run"]["git"].get("dirty")]
+    dirty = [str(file) for file, report in runs
+             if "merged_from" not in report and report["run"]["git"].get("dirty")]
     if dirty:
         raise ValueError(f"--merge: {', '.join(dirty)} came from a dirty working tree, so its heads were "
                          "not fitted by a known commit; rerun those pieces from a clean checkout")
@@ -265,9 +276,10 @@ def merge_runs(paths: list[Path], argv: list[str] | None) -> dict[str, Any]:
     return {
         "run": run_info("budget.py", argv),
         "settings": settings,
-        "merged_from": [{"file": str(file), "command": report["run"]["command"],
-                         "date": report["run"]["date"], "commit": report["run"]["git"]["commit"],
-                         "seconds": report.get("seconds")} for file, report in runs],
+        "fitted": _fitted(first),
+        "merged_from": [piece for file, report in runs for piece in report.get("merged_from") or [
+            {"file": str(file), "command": report["run"]["command"], "date": report["run"]["date"],
+             "commit": report["run"]["git"]["commit"], "seconds": report.get("seconds")}]],
         "backbones": {arch: backbones[arch] for arch in order},
     }
 

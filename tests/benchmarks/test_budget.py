@@ -101,6 +101,16 @@ def test_merge_combines_runs_made_piece_by_piece_without_fitting(tmp_path: Path)
     md = (tmp_path / "out" / "budget.md").read_text()
     assert "Merged from 2 runs of commit aaaaaaaaaaaa" in md and "| tuned | 4000 | 20.00 |" in md
     assert (tmp_path / "out" / "budget.png").stat().st_size > 0
+    # A merged report merges again (the merge ran at another commit; its pieces' commit counts),
+    # listing the pieces it was made from.
+    report["run"]["git"]["commit"] = "c" * 40
+    (tmp_path / "out" / "budget.json").write_text(json.dumps(report))
+    c = _piece(tmp_path / "c" / "budget.json", [("swin", "tuned", 4000, 9.0)])
+    proc = _merge(str(tmp_path / "out"), str(c), "--out", str(tmp_path / "again"))
+    assert proc.returncode == 0, proc.stderr
+    again = json.loads((tmp_path / "again" / "budget.json").read_text())
+    assert list(again["backbones"]) == ["cnn", "vit", "swin"]
+    assert [p["file"] for p in again["merged_from"]] == [str(a), str(b), str(c)]
 
 
 def test_merge_refuses_runs_that_cannot_be_compared(tmp_path: Path) -> None:
