@@ -221,11 +221,9 @@ def _load_run(path: Path) -> tuple[Path, dict[str, Any]]:
 
 def _fitted(report: dict[str, Any]) -> dict[str, Any]:
     """The commit and library versions that fitted a report's heads: its run's, or for a merged
-    report its pieces' (the merge itself may run elsewhere)."""
-    if report.get("merged_from"):
-        return report.get("fitted") or {"commit": report["merged_from"][0]["commit"],
-                                         "versions": report["run"]["versions"]}
-    return {"commit": report["run"]["git"]["commit"], "versions": report["run"]["versions"]}
+    report its pieces', kept as ``fitted`` (the merge itself may run elsewhere)."""
+    return report.get("fitted") or {"commit": report["run"]["git"]["commit"],
+                                    "versions": report["run"]["versions"]}
 
 
 def merge_runs(paths: list[Path], argv: list[str] | None) -> dict[str, Any]:
@@ -247,7 +245,7 @@ def merge_runs(paths: list[Path], argv: list[str] | None) -> dict[str, Any]:
     for key in ("n_images", "split", "seed", "quick", "tuned"):
         same(f"settings[{key!r}]", lambda r, key=key: r["settings"].get(key))
     dirty = [str(file) for file, report in runs
-             if "merged_from" not in report and report["run"]["git"].get("dirty")]
+             if "fitted" not in report and report["run"]["git"].get("dirty")]
     if dirty:
         raise ValueError(f"--merge: {', '.join(dirty)} came from a dirty working tree, so its heads were "
                          "not fitted by a known commit; rerun those pieces from a clean checkout")
