@@ -12,7 +12,8 @@ overrides, then scores it on ``--n-images`` validation images: AD / IC at 100/50
 pre-sigmoid maps at the head's map size, the authors' protocol, as ``quality.py`` and
 ``budget.py`` score them), the pointing game (strict and with 4 px tolerance, and strict per class)
 and ROAD MoRF. Prints one JSON line per backbone, with the schedule the fit ran and the classes
-whose maps died in training (``fit`` warns of them). ``quality.py``'s learning rate and epochs were chosen with this script.
+whose maps died in training (``fit`` warns of them). ``quality.py``'s learning rate and epochs
+were chosen with this script, when it scored AD/IC on the sigmoid maps ``attribute`` returns.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=None, help="override TTAME_CONFIGS")
     p.add_argument("--epochs", type=int, default=None, help="override TTAME_CONFIGS")
     p.add_argument("--n-train", type=int, default=None, help="override TTAME_CONFIGS")
-    p.add_argument("--seed", type=int, default=None, help="T-TAME's training seed (override TTAME_CONFIGS: 0)")
+    p.add_argument("--seed", type=int, default=None, help="T-TAME's training seed (override TTAME_CONFIGS)")
     p.add_argument("--n-images", type=int, default=300, help="validation images scored")
     p.add_argument("--cache", type=Path, default=ROOT / "benchmarks" / "_cache")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
