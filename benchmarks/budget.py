@@ -36,7 +36,9 @@ command, side by side on several cores), each piece to its own ``--out``. ``--me
 scores nothing: it combines the rows of those ``budget.json`` files, each as its run scored it, into
 one report, after checking that they come from one commit (so every head was fitted by the same
 code), one set of library versions and the same scored images (``--n-images``, ``--seed``), and that
-no row appears twice. The report lists the runs it was made from.
+no row appears twice. The report lists the runs it was made from. With ``--backbones`` it takes only
+those backbones' rows and lists what it left out: to replace one backbone's rows (fitted on a
+classifier that is gone, say), merge the others' rows, then merge that report with the new pieces.
 """
 
 from __future__ import annotations
@@ -84,15 +86,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=None, help="T-TAME's training seed (default 0)")
     p.add_argument("--merge", nargs="+", type=Path, default=None, metavar="RUN",
                    help="fit nothing: combine earlier runs' budget.json files (or the folders holding "
-                        "them) into one report in --out")
+                        "them) into one report in --out; with --backbones, only those backbones' rows")
     add_run_options(p, n_images=300, quick_help="32x32 images, tiny models and sizes")
     args = p.parse_args(argv)
     if args.merge is not None:
-        given = [f"--{name.replace('_', '-')}" for name in ("backbones", "sizes", "settings", "seed", "quick",
-                                                             "no_cache") if getattr(args, name)]
+        given = [f"--{name.replace('_', '-')}" for name in ("sizes", "settings", "seed", "quick", "no_cache")
+                 if getattr(args, name)]
         if given:
             p.error(f"--merge takes its rows from the runs it merges, so {', '.join(given)} would be "
-                    "ignored; drop them (to merge fewer rows, pass fewer runs)")
+                    "ignored; drop them (to merge fewer rows, pass fewer runs, or --backbones to take "
+                    "only some backbones' rows)")
         args.out = args.out or default_out(False, "budget")
         return args
     args.backbones = args.backbones or list(BACKBONES)
@@ -226,11 +229,29 @@ def _fitted(report: dict[str, Any]) -> dict[str, Any]:
                                     "versions": report["run"]["versions"]}
 
 
-def merge_runs(paths: list[Path], argv: list[str] | None) -> dict[str, Any]:
+def _piece_backbones(piece: dict[str, Any]) -> set[str] | None:
+    """The backbones a piece of a merged report scored: its record, else the ``--backbones`` of its
+    command; ``None`` when neither says (a run of every backbone)."""
+    if piece.get("backbones") is not None:
+        return set(piece["backbones"])
+    words = piece.get("command", "").split()
+    if "--backbones" not in words:
+        return None
+    named = set()
+    for word in words[words.index("--backbones") + 1:]:
+        if word.startswith("--"):
+            break
+        named.add(word)
+    return named
+
+
+def merge_runs(paths: list[Path], argv: list[str] | None, only: list[str] | None = None) -> dict[str, Any]:
     """One report from the ``budget.json`` of several runs (see the module's docstring): every row
     as its run scored it, in the order setting, then size; raises :class:`ValueError` when the runs
     cannot be compared (commit, library versions, scored images) or share a row. A merged report
-    can be merged again: its pieces are listed in its place."""
+    can be merged again: its pieces are listed in its place. ``only``: take only these backbones'
+    rows (the others are listed under ``left_out``, and pieces that scored none of ``only`` are
+    dropped from ``merged_from``)."""
     runs = [_load_run(path) for path in paths]
     first_file, first = runs[0]
 
@@ -251,8 +272,14 @@ def merge_runs(paths: list[Path], argv: list[str] | None) -> dict[str, Any]:
                          "not fitted by a known commit; rerun those pieces from a clean checkout")
     backbones: dict[str, dict[str, Any]] = {}
     seen: dict[tuple[str, str, int], Path] = {}
+    left_out: list[dict[str, Any]] = [entry for _, report in runs for entry in report.get("left_out") or []]
     for file, report in runs:
+        dropped = sorted(arch for arch in report["backbones"] if only is not None and arch not in only)
+        if dropped:
+            left_out.append({"file": str(file), "backbones": dropped})
         for arch, result in report["backbones"].items():
+            if arch in dropped:
+                continue
             merged = backbones.setdefault(arch, {"classifier": result["classifier"], "rows": []})
             if merged["classifier"] != result["classifier"]:
                 raise ValueError(f"--merge: {file} has another {arch} classifier ({result['classifier']}) "
@@ -264,6 +291,8 @@ def merge_runs(paths: list[Path], argv: list[str] | None) -> dict[str, Any]:
                                      f"{row['setting']} / {row['n_train']} images; pass only one of them")
                 seen[key] = file
                 merged["rows"].append(row)
+    if not backbones:
+        raise ValueError(f"--merge: no rows of --backbones {' '.join(only or [])} in these runs")
     for result in backbones.values():
         result["rows"].sort(key=lambda r: (SETTINGS.index(r["setting"]), r["n_train"]))
     order = [a for a in BACKBONES if a in backbones] + [a for a in backbones if a not in BACKBONES]
@@ -271,13 +300,18 @@ def merge_runs(paths: list[Path], argv: list[str] | None) -> dict[str, Any]:
     settings["sizes"] = sorted({row["n_train"] for r in backbones.values() for row in r["rows"]})
     settings["settings"] = [s for s in SETTINGS if any(row["setting"] == s for r in backbones.values()
                                                        for row in r["rows"])]
+    pieces = [piece for file, report in runs for piece in report.get("merged_from") or [
+        {"file": str(file), "command": report["run"]["command"], "date": report["run"]["date"],
+         "commit": report["run"]["git"]["commit"], "seconds": report.get("seconds"),
+         "backbones": list(report["backbones"])}]]
+    pieces = [piece for piece in pieces
+              if (named := _piece_backbones(piece)) is None or named & set(backbones)]
     return {
         "run": run_info("budget.py", argv),
         "settings": settings,
         "fitted": _fitted(first),
-        "merged_from": [piece for file, report in runs for piece in report.get("merged_from") or [
-            {"file": str(file), "command": report["run"]["command"], "date": report["run"]["date"],
-             "commit": report["run"]["git"]["commit"], "seconds": report.get("seconds")}]],
+        "merged_from": pieces,
+        **({"left_out": left_out} if left_out else {}),
         "backbones": {arch: backbones[arch] for arch in order},
     }
 
@@ -292,6 +326,8 @@ def write_report(report: dict[str, Any], out: Path) -> list[Path]:
         text += (f"\nMerged from {len(pieces)} runs of commit {(pieces[0]['commit'] or 'unknown')[:12]}, "
                  "every row as its run scored it:\n\n"
                  + "".join(f"- `{piece['command']}` ({piece['date']})\n" for piece in pieces))
+    for entry in report.get("left_out") or []:
+        text += f"\nLeft out: the {', '.join(entry['backbones'])} rows of `{entry['file']}`.\n"
     text += (f"\nScored on {settings['n_images']} validation images per backbone; AD15 and ROAD MoRF: lower "
              "is better. `fit s`: wall time of the fit (`*`: head from the cache, time of the run that "
              "fitted it).\n")
@@ -307,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     if args.merge is not None:
         try:
-            report = merge_runs(args.merge, argv)
+            report = merge_runs(args.merge, argv, args.backbones)
         except ValueError as err:
             print(f"budget.py: error: {err}", file=sys.stderr)
             return 2

@@ -58,16 +58,17 @@ def test_quick_run_fits_scores_caches_and_reports(tmp_path: Path) -> None:
 
 
 def _piece(path: Path, rows: list[tuple[str, str, int, float]], commit: str = "a" * 40,
-           n_images: int = 300) -> Path:
+           n_images: int = 300, val_accuracy: float = 0.95) -> Path:
     """A budget.json as a run of ``budget.py`` writes it, holding ``rows`` (backbone, setting, size, AD15)."""
     metrics = {"ic_15": 50.0, "pointing_game": 0.5, "energy_pointing_game": 0.2, "energy_pg_presigmoid": 0.1,
                "road_morf": 0.14}
     backbones: dict = {}
     for arch, setting, n, ad in rows:
-        result = backbones.setdefault(arch, {"classifier": {"val_accuracy": 0.95}, "rows": []})
+        result = backbones.setdefault(arch, {"classifier": {"val_accuracy": val_accuracy}, "rows": []})
         result["rows"].append({"setting": setting, "n_train": n, "cached": False, "fit_seconds": n / 10,
                                "ad_15": ad, **metrics})
-    report = {"run": {"command": f"python benchmarks/budget.py --out {path.parent}", "date": "2026-01-01",
+    command = f"python benchmarks/budget.py --backbones {' '.join(backbones)} --out {path.parent}"
+    report = {"run": {"command": command, "date": "2026-01-01",
                       "versions": {"torch": "2.x"}, "git": {"commit": commit, "dirty": False}},
               "settings": {"n_images": n_images, "split": "val", "seed": 0, "quick": False, "tuned": {}},
               "backbones": backbones, "seconds": 5.0}
@@ -111,6 +112,35 @@ def test_merge_combines_runs_made_piece_by_piece_without_fitting(tmp_path: Path)
     again = json.loads((tmp_path / "again" / "budget.json").read_text())
     assert list(again["backbones"]) == ["cnn", "vit", "swin"]
     assert [p["file"] for p in again["merged_from"]] == [str(a), str(b), str(c)]
+
+
+def test_merge_with_backbones_replaces_one_backbones_rows(tmp_path: Path) -> None:
+    # The Swin rows of a merged report were fitted on a classifier that is gone; new Swin rows on
+    # another classifier replace them: merge the report's other backbones, then add the new pieces.
+    a = _piece(tmp_path / "a" / "budget.json", [("cnn", "paper", 1000, 6.0)])
+    b = _piece(tmp_path / "b" / "budget.json", [("swin", "paper", 1000, 14.0)])
+    assert _merge(str(a), str(b), "--out", str(tmp_path / "old")).returncode == 0
+    new = _piece(tmp_path / "new" / "budget.json", [("swin", "paper", 1000, 12.0)], val_accuracy=0.9)
+    proc = _merge(str(tmp_path / "old"), str(new), "--out", str(tmp_path / "x"))
+    assert proc.returncode == 2 and "has another swin classifier" in proc.stderr, proc.stderr
+    proc = _merge(str(tmp_path / "old"), "--backbones", "cnn", "--out", str(tmp_path / "cnn"))
+    assert proc.returncode == 0, proc.stderr
+    cnn = json.loads((tmp_path / "cnn" / "budget.json").read_text())
+    assert list(cnn["backbones"]) == ["cnn"]
+    # The piece that scored only the Swin is no longer a source; the report says what it left out.
+    assert [p["file"] for p in cnn["merged_from"]] == [str(a)]
+    old_file = str(tmp_path / "old" / "budget.json")
+    assert cnn["left_out"] == [{"file": old_file, "backbones": ["swin"]}]
+    assert f"Left out: the swin rows of `{old_file}`." in (tmp_path / "cnn" / "budget.md").read_text()
+    proc = _merge(str(tmp_path / "cnn"), str(new), "--out", str(tmp_path / "final"))
+    assert proc.returncode == 0, proc.stderr
+    final = json.loads((tmp_path / "final" / "budget.json").read_text())
+    assert [r["ad_15"] for r in final["backbones"]["swin"]["rows"]] == [12.0]
+    assert final["backbones"]["swin"]["classifier"] == {"val_accuracy": 0.9}
+    assert [p["file"] for p in final["merged_from"]] == [str(a), str(new)]
+    assert final["left_out"] == cnn["left_out"]
+    proc = _merge(str(tmp_path / "old"), "--backbones", "vit", "--out", str(tmp_path / "none"))
+    assert proc.returncode == 2 and "no rows of --backbones vit" in proc.stderr, proc.stderr
 
 
 def test_merge_refuses_runs_that_cannot_be_compared(tmp_path: Path) -> None:
