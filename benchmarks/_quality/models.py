@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,6 +26,11 @@ logger = logging.getLogger(__name__)
 #: ``load_or_train``'s cache key: ``train_classifiers.py --num-test`` defaults to it, so that the
 #: classifiers it trains are the ones ``quality.py``, ``budget.py`` and ``tune_ttame.py`` load.
 CLASSIFIER_NUM_EVAL = 2000
+#: Trained classifiers kept in the repository (``<stem>.pt`` and ``<stem>.json`` as
+#: ``load_or_train`` writes them), so that a committed result can be extended or checked on
+#: another machine with the very classifier it was made with: retraining on another machine, or
+#: with another number of threads, gives other weights. See ``benchmarks/classifiers/README.md``.
+SHIPPED_CLASSIFIERS = Path(__file__).resolve().parent.parent / "classifiers"
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,22 @@ class TTAMEConfig:
     mask_space: str = "auto"
     head_init: str = "zeros"  # TTAME's head_init: "zeros" (default) or "pytorch"
     seed: int = 0  # initialisation, shuffling and the training images (dataset seed)
+
+
+def seed_cache(cache_dir: Path, arch: str, image_size: int, seed: int) -> list[Path]:
+    """Copy the shipped classifiers of ``arch`` (:data:`SHIPPED_CLASSIFIERS`) that ``cache_dir``
+    lacks into it, and return the copies. ``load_or_train`` then loads the one whose name carries
+    its cache key; one trained by other code or another torch has another name and is not used."""
+    copied = []
+    for source in sorted(SHIPPED_CLASSIFIERS.glob(f"{arch}_{image_size}px_seed{seed}_*")):
+        target = Path(cache_dir) / source.name
+        if source.suffix in (".pt", ".json") and not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+            copied.append(target)
+    if copied:
+        logger.info("copied the shipped classifiers %s into %s", [p.name for p in copied], cache_dir)
+    return copied
 
 
 def fingerprint(model: nn.Module) -> str:
@@ -86,6 +108,8 @@ def get_classifier(
         return model, {"quick": True, "seconds": time.perf_counter() - start}
     from ttame_attr.classifiers import load_or_train
 
+    if not retrain:
+        seed_cache(cache_dir, arch, image_size, seed)
     result = load_or_train(
         arch, cache_dir, image_size=image_size, seed=seed, num_eval=CLASSIFIER_NUM_EVAL, retrain=retrain,
         **(recipe or {}),

@@ -210,3 +210,25 @@ def test_imputation_alternates_the_solver_order() -> None:
 
     assert [imputation.solver_order(r) for r in range(4)] == [
         ("cg", "direct"), ("direct", "cg"), ("cg", "direct"), ("direct", "cg")]
+
+
+# ------------------------------------------------------------------------------ shipped classifiers
+def test_the_shipped_swin_classifier_loads_without_training(tmp_path: Path, monkeypatch) -> None:
+    """The classifier behind budget.json's Swin rows is kept in benchmarks/classifiers/: an empty cache
+    gets it, with the weights and accuracy its README lists. If this fails after a change to
+    ttame_attr.classifiers or torch, the kept file no longer carries the cache key: retrain with
+    ``benchmarks/train_classifiers.py``, rerun the results it is behind, and replace it."""
+    from _quality.models import fingerprint, get_classifier
+
+    import ttame_attr.classifiers._cache as cache
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("load_or_train trained a classifier: the shipped one was not used")
+
+    monkeypatch.setattr(cache, "_train_and_measure", no_training)
+    model, info = get_classifier("swin", tmp_path / "cache", 64, False)
+    assert info["cached"] is True
+    assert (info["val_accuracy"], info["test_accuracy"]) == (0.9545, 0.9605)
+    assert fingerprint(model) == "91038893eb73ac08"
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [
+        "swin_64px_seed0_3ff06d866e.json", "swin_64px_seed0_3ff06d866e.pt"]
