@@ -64,8 +64,8 @@ from _quality.models import TTAMEConfig, get_classifier, get_ttame  # noqa: E402
 from _results import add_run_options, default_out, finish_run_options, run_header, run_info, write_results  # noqa: E402
 from quality import BACKBONES, IMAGE_SIZE, TTAME_CONFIGS  # noqa: E402
 
-from ttame_attr.data import SyntheticShapes, normalize  # noqa: E402
-from ttame_attr.metrics import EnergyPointingGame  # noqa: E402
+from ttame_attr.data import CLASS_NAMES, SyntheticShapes, normalize  # noqa: E402
+from ttame_attr.metrics import AverageDropIncrease, EnergyPointingGame  # noqa: E402
 
 SIZES = (1000, 2000, 4000, 8000, 16000)
 SETTINGS = ("defaults", "paper", "tuned")
@@ -123,15 +123,41 @@ def score(explainer: Any, pixel_model: torch.nn.Module, evalset: E.EvalSet, seed
     """The metrics of one head on the validation images (:func:`_quality.evaluation.evaluate_maps`)."""
     method = M.TTAMEMethod(explainer)
     maps = E.explain_images(method, evalset.images, evalset.predicted)
-    result = E.evaluate_maps(pixel_model, evalset, maps, deletion_steps=8, seed=seed,
-                             adic_maps=method.adic_maps(evalset.images, evalset.predicted))
+    adic_maps = method.adic_maps(evalset.images, evalset.predicted)
+    result = E.evaluate_maps(pixel_model, evalset, maps, deletion_steps=8, seed=seed, adic_maps=adic_maps)
     # Besides the sigmoid maps attribute() returns (and quality.py scores), the energy pointing game
     # of the pre-sigmoid maps: does the output scale make the maps look diffuse?
     with torch.no_grad():
         raw = torch.cat([explainer.attribute(normalize(x), target=t, scale="raw") for x, t in
                          zip(evalset.images.split(100), evalset.predicted.split(100))])
     result["energy_pg_presigmoid"] = EnergyPointingGame().update(raw, evalset.masks).energy
-    return {key: result[key] for key, _, _ in COLUMNS}
+    return {**{key: result[key] for key, _, _ in COLUMNS},
+            "ad_15_per_class": ad_per_class(pixel_model, evalset, adic_maps)}
+
+
+def ad_per_class(pixel_model: torch.nn.Module, evalset: E.EvalSet, adic_maps: torch.Tensor,
+                 fraction: float = 0.15) -> dict[str, dict[str, float]]:
+    """AD at ``fraction`` of the images of each predicted class: ``{class name: {"n", "ad"}}``.
+
+    A head can keep every class map alive and still explain one class badly (a map that marks
+    the background): the mean AD hides it, the class's own AD (near 100) does not. The mean of
+    the classes' AD weighted by ``n`` is the row's AD."""
+    adic = AverageDropIncrease(pixel_model, fractions=(fraction,))
+    adic.update(evalset.images, adic_maps, evalset.predicted)
+    drop = adic.compute().drop[:, 0]
+    return {CLASS_NAMES[c]: {"n": int((evalset.predicted == c).sum()),
+                             "ad": float(drop[evalset.predicted == c].mean())}
+            for c in range(len(CLASS_NAMES)) if bool((evalset.predicted == c).any())}
+
+
+def worst_class(row: dict[str, Any]) -> str:
+    """``"name AD"`` of the row's class with the largest AD 15% (empty for rows scored before it
+    was recorded)."""
+    per_class = row.get("ad_15_per_class")
+    if not per_class:
+        return ""
+    name = max(per_class, key=lambda k: per_class[k]["ad"])
+    return f"{name} {per_class[name]['ad']:.1f}"
 
 
 def validation_setup(arch: str, cache: Path, quick: bool, n_images: int) -> tuple[Any, ...]:
@@ -170,13 +196,14 @@ def run_backbone(arch: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def table(result: dict[str, Any]) -> str:
-    head = "| setting | images | " + " | ".join(label for _, label, _ in COLUMNS) + " | fit s |"
-    lines = [head, "|---|---:|" + "---:|" * (len(COLUMNS) + 1)]
+    head = ("| setting | images | " + " | ".join(label for _, label, _ in COLUMNS)
+            + " | fit s | worst class AD15 |")
+    lines = [head, "|---|---:|" + "---:|" * (len(COLUMNS) + 1) + "---|"]
     for r in result["rows"]:
         cells = " | ".join(f"{r[key]:.3f}" if key != "ad_15" and key != "ic_15" else f"{r[key]:.2f}"
                            for key, _, _ in COLUMNS)
         lines.append(f"| {r['setting']} | {r['n_train']} | {cells} | "
-                     f"{r['fit_seconds']:.0f}{'*' if r['cached'] else ''} |")
+                     f"{r['fit_seconds']:.0f}{'*' if r['cached'] else ''} | {worst_class(r)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -33,6 +33,12 @@ def test_quick_run_fits_scores_caches_and_reports(tmp_path: Path) -> None:
         assert 0 <= r["pointing_game"] <= 1 and 0 <= r["energy_pointing_game"] <= 1
         assert 0 <= r["energy_pg_presigmoid"] <= 1
         assert 0 <= r["road_morf"] <= 1 and r["ad_15"] >= 0
+        # AD per predicted class: every scored image in one class, and the classes' AD weighted by
+        # their images is the row's AD.
+        per_class = r["ad_15_per_class"]
+        assert sum(c["n"] for c in per_class.values()) == report["settings"]["n_images"]
+        weighted = sum(c["n"] * c["ad"] for c in per_class.values()) / report["settings"]["n_images"]
+        assert abs(weighted - r["ad_15"]) < 1e-3, (weighted, r["ad_15"])
     # defaults: fit(loader) alone, so fit's own schedule: 32 and 64 images at batch 32 are 1 and 2
     # steps per epoch, far under 4,000 steps, so recipe="auto" runs its 64 epochs at most, at lr
     # 1e-2; paper (quick): 1 epoch at lr 1e-3.
@@ -44,7 +50,7 @@ def test_quick_run_fits_scores_caches_and_reports(tmp_path: Path) -> None:
     assert rows[2]["schedule"]["source"] == {"epochs": "given", "lr": "given"}
     assert report["settings"]["split"] == "val"
     md = (tmp_path / "budget.md").read_text()
-    assert "<!-- table: budget-cnn -->" in md and "| defaults | 64 |" in md
+    assert "<!-- table: budget-cnn -->" in md and "| defaults | 64 |" in md and "worst class AD15 |" in md
     assert (tmp_path / "budget.png").stat().st_size > 0
     assert "[cnn] paper        64 images" in first.stdout
     # A second run loads every head from the cache: same numbers, times marked.
@@ -53,7 +59,8 @@ def test_quick_run_fits_scores_caches_and_reports(tmp_path: Path) -> None:
     assert all(r["cached"] for r in again)
     assert [r["ad_15"] for r in again] == [r["ad_15"] for r in rows]
     assert "| paper | 32 |" in (tmp_path / "again" / "budget.md").read_text()
-    assert all(line.endswith("* |") for line in (tmp_path / "again" / "budget.md").read_text().splitlines()
+    again_md = (tmp_path / "again" / "budget.md").read_text().splitlines()
+    assert all(line.split("|")[-3].strip().endswith("*") for line in again_md
                if line.startswith(("| defaults", "| paper")))
 
 
