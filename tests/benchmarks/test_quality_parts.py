@@ -232,3 +232,5 @@ def test_the_shipped_swin_classifier_loads_without_training(tmp_path: Path, monk
     assert fingerprint(model) == "91038893eb73ac08"
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [
         "swin_64px_seed0_3ff06d866e.json", "swin_64px_seed0_3ff06d866e.pt"]
+    budget = json.loads((ROOT / "benchmarks" / "results" / "budget.json").read_text())
+    assert budget["backbones"]["swin"]["classifier"] == {"test_accuracy": 0.9605, "val_accuracy": 0.9545}
