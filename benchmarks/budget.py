@@ -64,8 +64,8 @@ from _quality.models import TTAMEConfig, get_classifier, get_ttame  # noqa: E402
 from _results import add_run_options, default_out, finish_run_options, run_header, run_info, write_results  # noqa: E402
 from quality import BACKBONES, IMAGE_SIZE, TTAME_CONFIGS  # noqa: E402
 
-from ttame_attr.data import CLASS_NAMES, SyntheticShapes, normalize  # noqa: E402
-from ttame_attr.metrics import AverageDropIncrease, EnergyPointingGame  # noqa: E402
+from ttame_attr.data import SyntheticShapes, normalize  # noqa: E402
+from ttame_attr.metrics import EnergyPointingGame  # noqa: E402
 
 SIZES = (1000, 2000, 4000, 8000, 16000)
 SETTINGS = ("defaults", "paper", "tuned")
@@ -131,23 +131,7 @@ def score(explainer: Any, pixel_model: torch.nn.Module, evalset: E.EvalSet, seed
         raw = torch.cat([explainer.attribute(normalize(x), target=t, scale="raw") for x, t in
                          zip(evalset.images.split(100), evalset.predicted.split(100))])
     result["energy_pg_presigmoid"] = EnergyPointingGame().update(raw, evalset.masks).energy
-    return {**{key: result[key] for key, _, _ in COLUMNS},
-            "ad_15_per_class": ad_per_class(pixel_model, evalset, adic_maps)}
-
-
-def ad_per_class(pixel_model: torch.nn.Module, evalset: E.EvalSet, adic_maps: torch.Tensor,
-                 fraction: float = 0.15) -> dict[str, dict[str, float]]:
-    """AD at ``fraction`` of the images of each predicted class: ``{class name: {"n", "ad"}}``.
-
-    A head can keep every class map alive and still explain one class badly (a map that marks
-    the background): the mean AD hides it, the class's own AD (near 100) does not. The mean of
-    the classes' AD weighted by ``n`` is the row's AD."""
-    adic = AverageDropIncrease(pixel_model, fractions=(fraction,))
-    adic.update(evalset.images, adic_maps, evalset.predicted)
-    drop = adic.compute().drop[:, 0]
-    return {CLASS_NAMES[c]: {"n": int((evalset.predicted == c).sum()),
-                             "ad": float(drop[evalset.predicted == c].mean())}
-            for c in range(len(CLASS_NAMES)) if bool((evalset.predicted == c).any())}
+    return {**{key: result[key] for key, _, _ in COLUMNS}, "ad_15_per_class": result["ad_15_per_class"]}
 
 
 def worst_class(row: dict[str, Any]) -> str:

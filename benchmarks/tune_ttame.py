@@ -12,9 +12,10 @@ overrides, then scores it on ``--n-images`` validation images: AD / IC at 100/50
 pre-sigmoid maps at the head's map size, the authors' protocol, as ``quality.py`` and
 ``budget.py`` score them), the pointing game (strict and with 4 px tolerance, and strict per class)
 and ROAD MoRF, and AD 15% per predicted class (a class map that marks the background scores near
-100 there while the mean hides it). Prints one JSON line per backbone, with the schedule the fit ran and the classes
-whose maps died in training (``fit`` warns of them). ``quality.py``'s learning rate and epochs
-were chosen with this script, when it scored AD/IC on the sigmoid maps ``attribute`` returns.
+100 there while the mean hides it). Prints one JSON line per backbone, with the schedule the fit
+ran and the classes whose maps died in training (``fit`` warns of them). ``quality.py``'s learning
+rate and epochs were chosen with this script, when it scored AD/IC on the sigmoid maps
+``attribute`` returns.
 """
 
 from __future__ import annotations

@@ -234,3 +234,14 @@ def test_the_shipped_swin_classifier_loads_without_training(tmp_path: Path, monk
         "swin_64px_seed0_3ff06d866e.json", "swin_64px_seed0_3ff06d866e.pt"]
     budget = json.loads((ROOT / "benchmarks" / "results" / "budget.json").read_text())
     assert budget["backbones"]["swin"]["classifier"] == {"test_accuracy": 0.9605, "val_accuracy": 0.9545}
+
+
+def test_ad_is_split_by_predicted_class_by_hand() -> None:
+    # Drops 10, 30 for class 0, 90 for class 2, none predicted as class 1: class 1 is left out,
+    # and the classes' AD weighted by their images is the mean drop (130 / 3).
+    drop = torch.tensor([10.0, 90.0, 30.0])
+    predicted = torch.tensor([0, 2, 0])
+    split = E.ad_per_class(drop, predicted)
+    names = E.CLASS_NAMES
+    assert split == {names[0]: {"n": 2, "ad": 20.0}, names[2]: {"n": 1, "ad": 90.0}}
+    assert sum(c["n"] * c["ad"] for c in split.values()) / 3 == pytest.approx(drop.mean().item())
