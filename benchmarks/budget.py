@@ -39,6 +39,10 @@ code), one set of library versions and the same scored images (``--n-images``, `
 no row appears twice. The report lists the runs it was made from. With ``--backbones`` it takes only
 those backbones' rows and lists what it left out: to replace one backbone's rows (fitted on a
 classifier that is gone, say), merge the others' rows, then merge that report with the new pieces.
+With ``--supersede`` a later run's row replaces the same row (backbone, setting, size) of an earlier
+run, and the runs may come from several commits: for rows rerun after a change of code that alters
+only them (a default of one backbone, say). Every row then records the commit that fitted it, the
+report lists the replaced rows under ``left_out``, and ``budget.md`` gives each row's commit.
 """
 
 from __future__ import annotations
@@ -87,6 +91,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--merge", nargs="+", type=Path, default=None, metavar="RUN",
                    help="fit nothing: combine earlier runs' budget.json files (or the folders holding "
                         "them) into one report in --out; with --backbones, only those backbones' rows")
+    p.add_argument("--supersede", action="store_true",
+                   help="with --merge: a later run's row replaces the same row of an earlier run, and the "
+                        "runs may come from several commits (each row records its own)")
     add_run_options(p, n_images=300, quick_help="32x32 images, tiny models and sizes")
     args = p.parse_args(argv)
     if args.merge is not None:
@@ -98,6 +105,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     "only some backbones' rows)")
         args.out = args.out or default_out(False, "budget")
         return args
+    if args.supersede:
+        p.error("--supersede only applies to --merge (a later run's rows replace an earlier run's); "
+                "add --merge RUN ... or drop --supersede")
     args.backbones = args.backbones or list(BACKBONES)
     args.settings = args.settings or list(SETTINGS)
     args.seed = 0 if args.seed is None else args.seed
@@ -179,15 +189,17 @@ def run_backbone(arch: str, args: argparse.Namespace) -> dict[str, Any]:
             "rows": rows}
 
 
-def table(result: dict[str, Any]) -> str:
+def table(result: dict[str, Any], commits: bool = False) -> str:
+    """One backbone's rows as a markdown table; ``commits``: with a column of each row's commit."""
     head = ("| setting | images | " + " | ".join(label for _, label, _ in COLUMNS)
-            + " | fit s | worst class AD15 |")
-    lines = [head, "|---|---:|" + "---:|" * (len(COLUMNS) + 1) + "---|"]
+            + " | fit s | worst class AD15 |" + (" commit |" if commits else ""))
+    lines = [head, "|---|---:|" + "---:|" * (len(COLUMNS) + 1) + "---|" + ("---|" if commits else "")]
     for r in result["rows"]:
         cells = " | ".join(f"{r[key]:.3f}" if key != "ad_15" and key != "ic_15" else f"{r[key]:.2f}"
                            for key, _, _ in COLUMNS)
         lines.append(f"| {r['setting']} | {r['n_train']} | {cells} | "
-                     f"{r['fit_seconds']:.0f}{'*' if r['cached'] else ''} | {worst_class(r)} |")
+                     f"{r['fit_seconds']:.0f}{'*' if r['cached'] else ''} | {worst_class(r)} |"
+                     + (f" {(r.get('commit') or 'unknown')[:12]} |" if commits else ""))
     return "\n".join(lines) + "\n"
 
 
@@ -256,13 +268,15 @@ def _piece_backbones(piece: dict[str, Any]) -> set[str] | None:
     return named
 
 
-def merge_runs(paths: list[Path], argv: list[str] | None, only: list[str] | None = None) -> dict[str, Any]:
+def merge_runs(paths: list[Path], argv: list[str] | None, only: list[str] | None = None,
+               supersede: bool = False) -> dict[str, Any]:
     """One report from the ``budget.json`` of several runs (see the module's docstring): every row
-    as its run scored it, in the order setting, then size; raises :class:`ValueError` when the runs
-    cannot be compared (commit, library versions, scored images) or share a row. A merged report
-    can be merged again: its pieces are listed in its place. ``only``: take only these backbones'
-    rows (the others are listed under ``left_out``, and pieces that scored none of ``only`` are
-    dropped from ``merged_from``)."""
+    as its run scored it, with the commit that fitted it, in the order setting, then size; raises
+    :class:`ValueError` when the runs cannot be compared (commit, library versions, scored images)
+    or share a row. A merged report can be merged again: its pieces are listed in its place.
+    ``only``: take only these backbones' rows (the others are listed under ``left_out``, and pieces
+    that scored none of ``only`` are dropped from ``merged_from``). ``supersede``: a later run's
+    row replaces an earlier run's (listed under ``left_out``), and the commits may differ."""
     runs = [_load_run(path) for path in paths]
     first_file, first = runs[0]
 
@@ -272,7 +286,8 @@ def merge_runs(paths: list[Path], argv: list[str] | None, only: list[str] | None
                 raise ValueError(f"--merge: {file} and {first_file} differ in {what} ({get(report)!r} vs "
                                  f"{get(first)!r}); merge only runs of one commit on the same images")
 
-    same("commit", lambda r: _fitted(r)["commit"])
+    if not supersede:
+        same("commit", lambda r: _fitted(r)["commit"])
     same("library versions", lambda r: _fitted(r)["versions"])
     for key in ("n_images", "split", "seed", "quick", "tuned"):
         same(f"settings[{key!r}]", lambda r, key=key: r["settings"].get(key))
@@ -284,10 +299,12 @@ def merge_runs(paths: list[Path], argv: list[str] | None, only: list[str] | None
     backbones: dict[str, dict[str, Any]] = {}
     seen: dict[tuple[str, str, int], Path] = {}
     left_out: list[dict[str, Any]] = [entry for _, report in runs for entry in report.get("left_out") or []]
+    replaced: dict[str, list[str]] = {}
     for file, report in runs:
         dropped = sorted(arch for arch in report["backbones"] if only is not None and arch not in only)
         if dropped:
             left_out.append({"file": str(file), "backbones": dropped})
+        commit = _fitted(report)["commit"]
         for arch, result in report["backbones"].items():
             if arch in dropped:
                 continue
@@ -297,9 +314,16 @@ def merge_runs(paths: list[Path], argv: list[str] | None, only: list[str] | None
                                  f"than the runs before it ({merged['classifier']})")
             for row in result["rows"]:
                 key = (arch, row["setting"], row["n_train"])
+                row = {**row, "commit": row.get("commit") or commit}
                 if key in seen:
-                    raise ValueError(f"--merge: {file} and {seen[key]} both hold the {arch} row "
-                                     f"{row['setting']} / {row['n_train']} images; pass only one of them")
+                    if not supersede:
+                        raise ValueError(f"--merge: {file} and {seen[key]} both hold the {arch} row "
+                                         f"{row['setting']} / {row['n_train']} images; pass only one of "
+                                         "them, or --supersede to let the later run's row replace it")
+                    label = f"{arch} {row['setting']} {row['n_train']}"
+                    replaced.setdefault(str(seen[key]), []).append(label)
+                    merged["rows"] = [r for r in merged["rows"]
+                                      if (r["setting"], r["n_train"]) != key[1:]]
                 seen[key] = file
                 merged["rows"].append(row)
     if not backbones:
@@ -317,10 +341,13 @@ def merge_runs(paths: list[Path], argv: list[str] | None, only: list[str] | None
          "backbones": list(report["backbones"])}]]
     pieces = [piece for piece in pieces
               if (named := _piece_backbones(piece)) is None or named & set(backbones)]
+    left_out += [{"file": file, "rows": rows} for file, rows in replaced.items()]
+    commits = list(dict.fromkeys(row["commit"] for r in backbones.values() for row in r["rows"]))
     return {
         "run": run_info("budget.py", argv),
         "settings": settings,
-        "fitted": _fitted(first),
+        "fitted": {"commit": commits[0] if len(commits) == 1 else None, "commits": commits,
+                   "versions": _fitted(first)["versions"]},
         "merged_from": pieces,
         **({"left_out": left_out} if left_out else {}),
         "backbones": {arch: backbones[arch] for arch in order},
@@ -332,18 +359,25 @@ def write_report(report: dict[str, Any], out: Path) -> list[Path]:
     settings = report["settings"]
     text = ("# How many images does a T-TAME head need: `benchmarks/budget.py`\n\n"
             + run_header(report["run"]))
+    commits = (report.get("fitted") or {}).get("commits") or []
     if report.get("merged_from"):
         pieces = report["merged_from"]
-        text += (f"\nMerged from {len(pieces)} runs of commit {(pieces[0]['commit'] or 'unknown')[:12]}, "
-                 "every row as its run scored it:\n\n"
+        of = (f"commit {(pieces[0]['commit'] or 'unknown')[:12]}" if len(commits) < 2 else
+              f"commits {', '.join(c[:12] for c in commits)} (each row's in its table)")
+        text += (f"\nMerged from {len(pieces)} runs of {of}, every row as its run scored it:\n\n"
                  + "".join(f"- `{piece['command']}` ({piece['date']})\n" for piece in pieces))
     for entry in report.get("left_out") or []:
-        text += f"\nLeft out: the {', '.join(entry['backbones'])} rows of `{entry['file']}`.\n"
+        if "rows" in entry:
+            text += (f"\nLeft out, replaced by a later run's: the rows {', '.join(entry['rows'])} of "
+                     f"`{entry['file']}`.\n")
+        else:
+            text += f"\nLeft out: the {', '.join(entry['backbones'])} rows of `{entry['file']}`.\n"
     text += (f"\nScored on {settings['n_images']} validation images per backbone; AD15 and ROAD MoRF: lower "
              "is better. `fit s`: wall time of the fit (`*`: head from the cache, time of the run that "
              "fitted it).\n")
     for arch, result in report["backbones"].items():
-        text += f"\n### {arch}\n\n<!-- table: budget-{arch} -->\n{table(result)}<!-- /table -->\n"
+        text += (f"\n### {arch}\n\n<!-- table: budget-{arch} -->\n{table(result, len(commits) > 1)}"
+                 "<!-- /table -->\n")
     paths = write_results(out, "budget", report, text)
     figure(out / "budget.png", report["backbones"])
     return [*paths, out / "budget.png"]
@@ -354,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     if args.merge is not None:
         try:
-            report = merge_runs(args.merge, argv, args.backbones)
+            report = merge_runs(args.merge, argv, args.backbones, args.supersede)
         except ValueError as err:
             print(f"budget.py: error: {err}", file=sys.stderr)
             return 2

@@ -166,3 +166,40 @@ def test_merge_refuses_runs_that_cannot_be_compared(tmp_path: Path) -> None:
     proc = _merge(str(a), "--sizes", "1000", "--out", out)
     assert proc.returncode == 2 and "--sizes would be ignored" in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_supersede_replaces_rows_rerun_at_a_later_commit(tmp_path: Path) -> None:
+    # A change of code alters one backbone's defaults only: those rows are rerun at the new commit
+    # and replace the old ones; the other rows keep the commit that fitted them.
+    old = _piece(tmp_path / "old" / "budget.json",
+                 [("cnn", "defaults", 1000, 4.0), ("swin", "defaults", 1000, 16.0),
+                  ("swin", "paper", 1000, 11.0)])
+    new = _piece(tmp_path / "new" / "budget.json", [("swin", "defaults", 1000, 7.0)], commit="b" * 40)
+    out = tmp_path / "out"
+    # Without --supersede the commits must agree.
+    proc = _merge(str(old), str(new), "--out", str(out))
+    assert proc.returncode == 2 and "differ in commit" in proc.stderr, proc.stderr
+    proc = _merge(str(old), str(new), "--supersede", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((out / "budget.json").read_text())
+    swin = report["backbones"]["swin"]["rows"]
+    assert [(r["setting"], r["ad_15"], r["commit"]) for r in swin] == [
+        ("defaults", 7.0, "b" * 40), ("paper", 11.0, "a" * 40)]
+    assert report["backbones"]["cnn"]["rows"][0]["commit"] == "a" * 40
+    assert report["fitted"]["commit"] is None and report["fitted"]["commits"] == ["a" * 40, "b" * 40]
+    assert report["left_out"] == [{"file": str(old), "rows": ["swin defaults 1000"]}]
+    md = (out / "budget.md").read_text()
+    assert "runs of commits aaaaaaaaaaaa, bbbbbbbbbbbb" in md
+    assert f"replaced by a later run's: the rows swin defaults 1000 of `{old}`" in md
+    assert "| defaults | 1000 | 7.00 |" in md and md.count("| bbbbbbbbbbbb |") == 1
+    # A mixed report merges again only with --supersede (its rows keep their own commits).
+    proc = _merge(str(out), str(new), "--out", str(tmp_path / "again"))
+    assert proc.returncode == 2 and "differ in commit" in proc.stderr, proc.stderr
+    proc = _merge(str(out), "--supersede", "--backbones", "swin", "--out", str(tmp_path / "again"))
+    assert proc.returncode == 0, proc.stderr
+    again = json.loads((tmp_path / "again" / "budget.json").read_text())
+    assert [r["commit"] for r in again["backbones"]["swin"]["rows"]] == ["b" * 40, "a" * 40]
+    # --supersede belongs to --merge.
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--supersede"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 2 and "--supersede only applies to --merge" in proc.stderr, proc.stderr
