@@ -7,12 +7,13 @@ import math
 
 import pytest
 import torch
-from tiny_models import make_tiny_cnn
+from tiny_models import make_tiny_cnn, make_tiny_swin
 
 from ttame_attr import TTAME
 from ttame_attr.training._recipe import (
     AUTO_MAX_EPOCHS,
     AUTO_MAX_LR,
+    AUTO_MAX_LR_BY_FAMILY,
     AUTO_MIN_STEPS,
     PAPER_EPOCHS,
     PAPER_LR,
@@ -52,6 +53,36 @@ def test_the_scaling_is_capped() -> None:
     assert mid.source["epochs"] == "paper"
     # Longer than the paper: never below the paper's lr.
     assert resolve_schedule("auto", None, None, 400_000).lr == 1e-3
+
+
+def test_the_swin_gets_a_lower_cap_and_the_others_the_general_one() -> None:
+    # 4,000 steps: 1e-3 * sqrt(80) = 8.9e-3, under the general cap, over the Swin's 5e-3.
+    assert AUTO_MAX_LR_BY_FAMILY == {"swin": 5e-3}
+    for family in ("cnn", "vit", None):
+        s = resolve_schedule("auto", None, None, 125, family)
+        assert s.epochs == 32 and s.lr == pytest.approx(1e-3 * math.sqrt(80)) and s.family == family
+        assert "the cap for" not in s.describe()
+    swin = resolve_schedule("auto", None, None, 125, "swin")
+    assert swin.epochs == 32 and swin.lr == 5e-3 and swin.source["lr"] == "scaled"
+    assert "at a maximum learning rate of 0.005, the cap for swin backbones" in swin.describe()
+    # Runs long enough for the sqrt rule to fall under the cap (16,000 steps: 4.5e-3) and the
+    # paper's run are the same for every family; a given lr and recipe="paper" ignore the cap.
+    assert resolve_schedule("auto", None, None, 2000, "swin").lr == pytest.approx(1e-3 * math.sqrt(20))
+    assert resolve_schedule("auto", None, None, 40_000, "swin").lr == 1e-3
+    assert resolve_schedule("auto", None, 1e-2, 125, "swin").lr == 1e-2
+    assert resolve_schedule("paper", None, None, 125, "swin").lr == 1e-3
+
+
+def test_fit_on_a_swin_uses_the_swins_cap(caplog, monkeypatch) -> None:
+    monkeypatch.setattr("ttame_attr.training._recipe.AUTO_MIN_STEPS", 4)
+    torch.manual_seed(0)
+    explainer = TTAME(make_tiny_swin())
+    assert explainer.adapter.family == "swin"
+    loader = [torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    with caplog.at_level(logging.INFO, logger="ttame_attr.training"):
+        history = explainer.fit(loader, progress=False)
+    assert history.schedule["lr"] == 5e-3 and history.schedule["family"] == "swin"
+    assert "the cap for swin backbones" in caplog.text
 
 
 def test_recipe_paper_gives_the_papers_values_whatever_the_run() -> None:

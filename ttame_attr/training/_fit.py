@@ -154,8 +154,8 @@ def fit(
         recipe: what fills in ``epochs`` and ``lr`` when they are ``None``. ``"auto"``: the
             paper's values for a run as long as the paper's (320,000 steps), scaled for shorter
             ones (epochs up to 4,000 steps, at most 64; lr ``1e-3 * sqrt(320,000 / steps)`` up
-            to 1e-2), logged at INFO level; ``"paper"``: exactly the paper's 8 epochs at 1e-3.
-            The schedule used is in ``history.schedule``.
+            to 1e-2, or 5e-3 on a Swin), logged at INFO level; ``"paper"``: exactly the paper's
+            8 epochs at 1e-3. The schedule used is in ``history.schedule``.
         momentum, weight_decay, nesterov: SGD's settings (paper: 0.9, 5e-4 on weights only,
             Nesterov).
         steps_per_epoch: needed when ``loader`` has no ``len``.
@@ -216,7 +216,7 @@ def fit(
     path = resolve_checkpoint_path(checkpoint_path) if checkpoint_path is not None else None
     ctx = dist_.resolve_distributed(distributed, explainer.device)
     setup = _agreed_setup(loader, val_loader, steps_per_epoch, path, resume, ctx, seed)
-    schedule = resolve_schedule(recipe, epochs, lr, setup.batches)
+    schedule = resolve_schedule(recipe, epochs, lr, setup.batches, getattr(explainer.adapter, "family", None))
     epochs, lr = schedule.epochs, schedule.lr
     if dist_.is_main_process(ctx):
         logger.info("T-TAME training: %s", schedule.describe())

@@ -13,8 +13,11 @@ scales them for shorter runs:
 
 * epochs: 8, raised for a small loader until the run has :data:`AUTO_MIN_STEPS` steps (at most
   :data:`AUTO_MAX_EPOCHS` epochs);
-* maximum learning rate: ``1e-3 * sqrt(320,000 / total steps)``, between 1e-3 and
-  :data:`AUTO_MAX_LR`: the shorter the run, the larger the steps.
+* maximum learning rate: ``1e-3 * sqrt(320,000 / total steps)``, between 1e-3 and a cap: the
+  shorter the run, the larger the steps. The cap is :data:`AUTO_MAX_LR` (1e-2), lower for the
+  backbone families in :data:`AUTO_MAX_LR_BY_FAMILY`: 5e-3 for the Swin, whose heads lost or
+  inverted a class map in most runs at 9e-3 to 1e-2 in the budget study (see
+  :doc:`/training`), and none at 5e-3.
 
 ``recipe="paper"`` gives exactly the paper's values. ``epochs=`` and ``lr=`` given to ``fit``
 always win; the rule fills in only what is not given.
@@ -26,8 +29,9 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["AUTO_MAX_EPOCHS", "AUTO_MAX_LR", "AUTO_MIN_STEPS", "PAPER_EPOCHS", "PAPER_LR", "PAPER_STEPS",
-           "RECIPES", "Schedule", "check_recipe", "resolve_schedule"]
+__all__ = ["AUTO_MAX_EPOCHS", "AUTO_MAX_LR", "AUTO_MAX_LR_BY_FAMILY", "AUTO_MIN_STEPS", "PAPER_EPOCHS",
+           "PAPER_LR", "PAPER_STEPS", "RECIPES", "Schedule", "auto_max_lr", "check_recipe",
+           "resolve_schedule"]
 
 #: The paper's epochs and one-cycle maximum learning rate.
 PAPER_EPOCHS = 8
@@ -39,7 +43,15 @@ PAPER_STEPS = 320_000
 AUTO_MIN_STEPS = 4000
 AUTO_MAX_EPOCHS = 64
 AUTO_MAX_LR = 1e-2
+#: ``recipe="auto"``: a lower cap on the maximum learning rate for these backbone families (the
+#: adapter's ``family``); the others get :data:`AUTO_MAX_LR`.
+AUTO_MAX_LR_BY_FAMILY: dict[str, float] = {"swin": 5e-3}
 RECIPES = ("auto", "paper")
+
+
+def auto_max_lr(family: str | None) -> float:
+    """The largest maximum learning rate ``recipe="auto"`` gives a backbone of ``family``."""
+    return AUTO_MAX_LR_BY_FAMILY.get(family or "", AUTO_MAX_LR)
 
 
 @dataclass(frozen=True)
@@ -55,6 +67,8 @@ class Schedule:
     lr: float
     steps_per_epoch: int
     source: dict[str, str]
+    #: The backbone family the schedule was made for (``None``: not said; the general cap).
+    family: str | None = None
 
     @property
     def total_steps(self) -> int:
@@ -74,8 +88,12 @@ class Schedule:
         if not self.departs_from_paper:
             return text
         scaled = " and ".join(k for k, v in self.source.items() if v == "scaled")
-        return (f"{text}: recipe='auto' scaled the {scaled} to this run's length (the paper: {PAPER_EPOCHS} "
-                f"epochs of 40,000 steps at {PAPER_LR:g}); recipe='paper' or epochs=/lr= give other values")
+        cap = auto_max_lr(self.family)
+        capped = (f", the cap for {self.family} backbones" if self.source["lr"] == "scaled" and self.lr == cap
+                  and cap != AUTO_MAX_LR else "")
+        return (f"{text}{capped}: recipe='auto' scaled the {scaled} to this run's length (the paper: "
+                f"{PAPER_EPOCHS} epochs of 40,000 steps at {PAPER_LR:g}); recipe='paper' or epochs=/lr= give "
+                "other values")
 
 
 def _auto_epochs(steps_per_epoch: int) -> int:
@@ -84,8 +102,8 @@ def _auto_epochs(steps_per_epoch: int) -> int:
     return min(AUTO_MAX_EPOCHS, math.ceil(AUTO_MIN_STEPS / steps_per_epoch))
 
 
-def _auto_lr(total_steps: int) -> float:
-    return min(AUTO_MAX_LR, max(PAPER_LR, PAPER_LR * math.sqrt(PAPER_STEPS / total_steps)))
+def _auto_lr(total_steps: int, family: str | None) -> float:
+    return min(auto_max_lr(family), max(PAPER_LR, PAPER_LR * math.sqrt(PAPER_STEPS / total_steps)))
 
 
 def check_recipe(recipe: object) -> None:
@@ -95,7 +113,8 @@ def check_recipe(recipe: object) -> None:
                          "learning rate to the run's length; 'paper' uses the paper's 8 epochs at 1e-3.")
 
 
-def resolve_schedule(recipe: str, epochs: int | None, lr: float | None, steps_per_epoch: int) -> Schedule:
+def resolve_schedule(recipe: str, epochs: int | None, lr: float | None, steps_per_epoch: int,
+                     family: str | None = None) -> Schedule:
     """The :class:`Schedule` of a run of ``steps_per_epoch`` steps per epoch.
 
     Args:
@@ -103,6 +122,8 @@ def resolve_schedule(recipe: str, epochs: int | None, lr: float | None, steps_pe
         epochs: given by the user, or ``None`` for the recipe's.
         lr: given by the user, or ``None`` for the recipe's.
         steps_per_epoch: optimiser steps per epoch (positive).
+        family: the backbone's family (``"cnn"``, ``"vit"``, ``"swin"``: the adapter's), which
+            sets the cap on ``recipe="auto"``'s learning rate (:func:`auto_max_lr`).
 
     Raises:
         ValueError: for an unknown ``recipe``.
@@ -115,8 +136,8 @@ def resolve_schedule(recipe: str, epochs: int | None, lr: float | None, steps_pe
     else:
         source["epochs"] = "given"
     if lr is None:
-        lr = PAPER_LR if recipe == "paper" else _auto_lr(epochs * steps_per_epoch)
+        lr = PAPER_LR if recipe == "paper" else _auto_lr(epochs * steps_per_epoch, family)
         source["lr"] = "paper" if lr == PAPER_LR else "scaled"
     else:
         source["lr"] = "given"
-    return Schedule(recipe, int(epochs), float(lr), int(steps_per_epoch), source)
+    return Schedule(recipe, int(epochs), float(lr), int(steps_per_epoch), source, family)
