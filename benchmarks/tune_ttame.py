@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             "final_loss": last.get("loss"),
             "fidelity": last.get("fidelity"),
             "dead_classes": last.get("dead_classes"),
+            "full_classes": last.get("full_classes"),
             "schedule": meta.get("schedule"),
             "ad": {str(k): round(v, 2) for k, v in adic_result.average_drop.items()},
             "ic": {str(k): round(v, 1) for k, v in adic_result.increase_in_confidence.items()},

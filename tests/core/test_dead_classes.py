@@ -14,7 +14,14 @@ import torch
 from tiny_models import make_tiny_cnn
 
 from ttame_attr import TTAME, AttentionHead
-from ttame_attr.training import DEAD_MAP_PEAK, ClassPeaks, EpochStats, StepResult, TrainingHistory
+from ttame_attr.training import (
+    DEAD_MAP_PEAK,
+    FULL_MAP_FLOOR,
+    ClassPeaks,
+    EpochStats,
+    StepResult,
+    TrainingHistory,
+)
 
 
 def _explainer(**kwargs) -> TTAME:
@@ -90,6 +97,74 @@ def test_class_peaks_state_round_trip() -> None:
     other.load_state_dict({})  # a checkpoint from before the check: starts afresh
     other.on_epoch_end(None, record)
     assert record["dead_classes"] == []
+
+
+def _floored(labels, floors, stepped=True) -> StepResult:
+    return StepResult(None, torch.tensor(1.0), len(labels), stepped, None if stepped else "loss",
+                      torch.tensor(labels), torch.ones(len(labels)), torch.tensor(floors))
+
+
+def test_class_peaks_finds_full_maps_above_the_floor_all_epoch() -> None:
+    # A full map: the class's mask stayed above FULL_MAP_FLOOR on every pixel of all its images.
+    piece = ClassPeaks(num_classes=4)
+    piece.on_batch_end(None, _floored([0, 1, 1], [0.95, 0.99, FULL_MAP_FLOOR + 1e-3]))
+    piece.on_batch_end(None, _floored([0, 2], [0.5, 0.97]))
+    piece.on_batch_end(None, _floored([3], [1.0], stepped=False))  # a skipped step is not judged
+    record: dict = {}
+    piece.on_epoch_end(None, record)
+    assert record["full_classes"] == [1, 2]  # 0 dipped to 0.5 once; 3 was never trained on
+    assert record["dead_classes"] == []  # the peaks are 1
+    piece.on_batch_end(None, _floored([1], [0.2]))  # the next epoch starts afresh
+    piece.on_epoch_end(None, record)
+    assert record["full_classes"] == []
+    # Saved and restored mid-epoch; a checkpoint from before the check starts the floors afresh.
+    piece.on_batch_end(None, _floored([2], [0.93]))
+    restored = ClassPeaks(num_classes=4)
+    restored.load_state_dict(piece.state_dict())
+    restored.on_epoch_end(None, record)
+    assert record["full_classes"] == [2]
+    old = ClassPeaks(num_classes=4)
+    old.load_state_dict({"class_peaks": [1.0, 1.0, 1.0, 1.0]})
+    old.on_epoch_end(None, record)
+    assert record["full_classes"] == [] and record["dead_classes"] == []
+
+
+def test_fit_records_and_warns_about_full_maps(caplog) -> None:
+    # Fusion bias +30 on every class: every mask is sigmoid(30) = 1 on every pixel, the saturated
+    # map a Swin head reached at a large learning rate; lr 1e-6 keeps it there for the epoch.
+    model = make_tiny_cnn(num_classes=5)
+    loader = [torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    with torch.no_grad():
+        predicted = sorted({int(k) for x in loader for k in model(x).argmax(1)})
+    explainer = _explainer()
+    explainer.model.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        explainer.head.fusion.bias[:] = 30.0
+    with caplog.at_level(logging.WARNING, logger="ttame_attr"):
+        history = explainer.fit(loader, epochs=1, lr=1e-6, progress=False)
+    assert history.full_classes() == predicted == history[-1].full_classes
+    assert history.dead_classes() == []
+    warned = [r.getMessage() for r in caplog.records if "are full" in r.getMessage()]
+    assert len(warned) == 1 and f"class(es) {', '.join(map(str, predicted))} are full" in warned[0]
+    assert "recipe='paper'" in warned[0]
+    assert history.full_class_advice() in history.warnings()
+
+
+def test_cli_fit_prints_the_full_map_advice(monkeypatch, tmp_path, capsys) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from ttame_attr.cli import main
+
+    for i in range(4):
+        Image.fromarray(np.full((32, 32, 3), 40 * i, dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    monkeypatch.setattr(TrainingHistory, "full_classes", lambda self: [2])
+    rc = main(["fit", "torchvision:resnet18", str(tmp_path), "--num-classes", "3", "--input-size", "32",
+               "--epochs", "1", "--batch-size", "2", "--out", str(tmp_path / "h.pt"), "-q"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "note: the T-TAME head's maps of class(es) 2 are full" in out
+    assert "(ttame fit: --recipe paper, --lr, --seed)" in out
 
 
 def _killed_explainer(dead: list[int]) -> TTAME:

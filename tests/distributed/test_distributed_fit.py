@@ -116,6 +116,7 @@ def test_logged_terms_are_global_means(ranks: list[dict], reference) -> None:
         assert got["steps"] == want["steps"]
         assert got["skipped_steps"] == want["skipped_steps"] == 0
         assert got["dead_classes"] == want["dead_classes"]  # the ranks' class peaks, max-reduced
+        assert got["full_classes"] == want["full_classes"]  # and their floors, min-reduced
         for key in ("loss", "ce", "area", "variation", "fidelity", "lr", "val_loss", "val_ce",
                     "val_area", "val_variation", "val_fidelity"):
             assert got[key] == pytest.approx(want[key], rel=1e-4, abs=1e-6), key

@@ -85,6 +85,7 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(tmp_path, one_th
         assert torch.equal(resumed[name], value), name
     for got, want in zip(history.as_dicts(), reference.as_dicts()):
         assert got.pop("dead_classes") == want.pop("dead_classes")  # ClassPeaks resumed too
+        assert got.pop("full_classes") == want.pop("full_classes")
         assert got == pytest.approx(want)
 
 
@@ -175,4 +176,5 @@ def test_interrupted_in_process_with_a_loader_generator(tmp_path, one_thread, mo
     assert len(history) == len(reference)
     for got, want_stats in zip(history.as_dicts(), reference.as_dicts()):
         assert got.pop("dead_classes") == want_stats.pop("dead_classes")
+        assert got.pop("full_classes") == want_stats.pop("full_classes")
         assert got == pytest.approx(want_stats)

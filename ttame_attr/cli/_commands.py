@@ -153,6 +153,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
         refit = any(k != history.blank_class for k in history.dead_classes())
         hint = " (ttame fit: --head-init, --lr, --seed)" if refit else ""
         print(f"note: {history.dead_class_advice()}{hint}")
+    if history.full_classes():
+        print(f"note: {history.full_class_advice()} (ttame fit: --recipe paper, --lr, --seed)")
     if args.skip_unreadable:
         skipped = {**loader.skipped, **(val_loader.skipped if val_loader is not None else {})}
         _report_skipped(skipped, out.with_suffix(".skipped.txt"))

@@ -12,10 +12,17 @@ non-finite guard, validation, checkpoints, the data order).
 """
 
 from ttame_attr.training._fit import fit
-from ttame_attr.training._history import DEAD_MAP_PEAK, ClassPeaks, Convergence, EpochStats, TrainingHistory
+from ttame_attr.training._history import (
+    DEAD_MAP_PEAK,
+    FULL_MAP_FLOOR,
+    ClassPeaks,
+    Convergence,
+    EpochStats,
+    TrainingHistory,
+)
 from ttame_attr.training._nonfinite import TrainingDivergedError
 from ttame_attr.training._step import StepResult, TrainStep, param_groups
 from ttame_attr.training.distributed import local_device
 
-__all__ = ["DEAD_MAP_PEAK", "ClassPeaks", "Convergence", "EpochStats", "StepResult", "TrainStep",
-           "TrainingDivergedError", "TrainingHistory", "fit", "local_device", "param_groups"]
+__all__ = ["DEAD_MAP_PEAK", "FULL_MAP_FLOOR", "ClassPeaks", "Convergence", "EpochStats", "StepResult",
+           "TrainStep", "TrainingDivergedError", "TrainingHistory", "fit", "local_device", "param_groups"]

@@ -196,6 +196,9 @@ def fit(
         everywhere on all their images for the whole last epoch
         (:meth:`TrainingHistory.dead_classes`); it then also records
         :attr:`TrainingHistory.blank_class`, the class the classifier gives a fully masked image.
+        It also warns when some classes' maps are full: above 0.9 everywhere on all their images
+        for the whole last epoch (:meth:`TrainingHistory.full_classes`), a map that keeps the
+        whole image and explains nothing.
 
     Raises:
         ValueError: for an empty loader, bad settings, or a checkpoint that cannot be resumed

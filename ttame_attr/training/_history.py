@@ -13,14 +13,18 @@ from ttame_attr._core.loss import LossTerms
 from ttame_attr.training import distributed as dist_
 from ttame_attr.training._loop import LoopPiece
 
-__all__ = ["DEAD_MAP_PEAK", "ClassPeaks", "Convergence", "EpochMeans", "EpochStats", "History",
-           "TrainingHistory"]
+__all__ = ["DEAD_MAP_PEAK", "FULL_MAP_FLOOR", "ClassPeaks", "Convergence", "EpochMeans", "EpochStats",
+           "History", "TrainingHistory"]
 
 logger = logging.getLogger(__name__)
 
 #: A class counts as dead in an epoch when its own-label mask stayed below this value on every
 #: pixel of every one of its training images (the mask is a sigmoid in ``[0, 1]``).
 DEAD_MAP_PEAK = 0.1
+#: A class's map counts as full in an epoch when its own-label mask stayed above this value on
+#: every pixel of every one of its training images: the map keeps the whole image and explains
+#: nothing, the mirror of a dead map (the sigmoid is saturated, so training cannot pull it down).
+FULL_MAP_FLOOR = 0.9
 
 
 @dataclass
@@ -29,7 +33,8 @@ class EpochStats:
 
     ``fidelity`` is the fraction of masked images still classified as the clean image.
     ``dead_classes`` lists the classes trained on in the epoch whose masks stayed below
-    :data:`DEAD_MAP_PEAK` everywhere on all their images (:class:`ClassPeaks`).
+    :data:`DEAD_MAP_PEAK` everywhere on all their images, ``full_classes`` those whose masks
+    stayed above :data:`FULL_MAP_FLOOR` everywhere on all their images (:class:`ClassPeaks`).
     """
 
     epoch: int
@@ -47,6 +52,7 @@ class EpochStats:
     val_variation: float | None = None
     val_fidelity: float | None = None
     dead_classes: list[int] = field(default_factory=list)
+    full_classes: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -133,6 +139,24 @@ class TrainingHistory:
         """The classes whose maps were dead in the last epoch (see :class:`ClassPeaks`)."""
         return list(self.epochs[-1].dead_classes) if self.epochs else []
 
+    def full_classes(self) -> list[int]:
+        """The classes whose maps were full in the last epoch (see :class:`ClassPeaks`)."""
+        return list(self.epochs[-1].full_classes) if self.epochs else []
+
+    def full_class_advice(self) -> str:
+        """What to do about :meth:`full_classes` (empty when there are none)."""
+        full = self.full_classes()
+        if not full:
+            return ""
+        more = f" and {len(full) - 20} more" if len(full) > 20 else ""
+        shown = ", ".join(str(k) for k in full[:20]) + more
+        return (f"the T-TAME head's maps of class(es) {shown} are full: in the last epoch their masks stayed "
+                f"above {FULL_MAP_FLOOR} on every pixel of every one of their images, so they keep the whole "
+                "image and explain nothing (their top pixels are no more salient than the rest). The "
+                "sigmoid is saturated there, so training cannot pull such a map down once it is there. "
+                "Refit a new head with a lower maximum learning rate (e.g. recipe='paper', or lr= half "
+                "of history.schedule['lr']) or with another seed.")
+
     def dead_class_advice(self) -> str:
         """What to do about :meth:`dead_classes` (empty when there are none).
 
@@ -168,12 +192,12 @@ class TrainingHistory:
 
     def warnings(self) -> list[str]:
         """What is wrong with the trained head, one piece of advice per problem (empty when
-        nothing is): under-training (:meth:`convergence`) and dead class maps
-        (:meth:`dead_class_advice`). :func:`~ttame_attr.fit` logs them as warnings."""
+        nothing is): under-training (:meth:`convergence`), dead class maps
+        (:meth:`dead_class_advice`) and full ones (:meth:`full_class_advice`).
+        :func:`~ttame_attr.fit` logs them as warnings."""
         report = self.convergence()
         found = [report.advice] if report.done is False else []
-        dead = self.dead_class_advice()
-        return found + ([dead] if dead else [])
+        return found + [a for a in (self.dead_class_advice(), self.full_class_advice()) if a]
 
 
 #: The loss terms every step and validation pass report, in :class:`EpochStats` order.
@@ -240,43 +264,59 @@ class EpochMeans(LoopPiece):
 
 
 class ClassPeaks(LoopPiece):
-    """Per class, the largest value its own-label mask reached during the epoch.
+    """Per class, the largest and the smallest value its own-label mask reached during the epoch.
 
     A class whose masks stay below :data:`DEAD_MAP_PEAK` on every pixel of all its images for a
     whole epoch has a dead map: the area term's gradient near zero outweighs the cross-entropy's,
-    so training cannot bring it back. The epoch's record gets ``dead_classes``. Classes not
-    trained on in the epoch are not judged. Under DDP the peaks are the maxima over all ranks.
+    so training cannot bring it back. One whose masks stay above :data:`FULL_MAP_FLOOR` on every
+    pixel has a full map, the mirror case: the sigmoid is saturated and the map keeps the whole
+    image (seen on Swin heads trained at large learning rates). The epoch's record gets
+    ``dead_classes`` and ``full_classes``. Classes not trained on in the epoch are not judged.
+    Under DDP the peaks are the maxima over all ranks, the floors the minima.
 
-    State: the peaks of the epoch in progress (``class_peaks``; -1 for classes not seen yet).
+    State: the peaks and floors of the epoch in progress (``class_peaks``, -1 for classes not
+    seen yet; ``class_floors``, 2 for classes not seen yet).
     """
 
     def __init__(self, num_classes: int, ctx: dist_.DistributedContext | None = None) -> None:
         self.num_classes, self.ctx = int(num_classes), ctx
-        self.peaks = self._fresh()
+        self.peaks, self.floors = self._fresh(-1.0), self._fresh(2.0)
 
-    def _fresh(self) -> Tensor:
-        return torch.full((self.num_classes,), -1.0)
+    def _fresh(self, value: float) -> Tensor:
+        return torch.full((self.num_classes,), value)
+
+    def _reduced(self) -> tuple[Tensor, Tensor]:
+        return dist_.reduce_max(self.peaks, self.ctx), -dist_.reduce_max(-self.floors, self.ctx)
 
     def on_batch_end(self, loop: Any, result: Any) -> None:
         labels, peaks = getattr(result, "labels", None), getattr(result, "peaks", None)
         if not result.stepped or labels is None or peaks is None:
             return
-        self.peaks.scatter_reduce_(0, labels.detach().cpu().long(), peaks.detach().cpu().float(),
-                                   reduce="amax")
+        labels = labels.detach().cpu().long()
+        self.peaks.scatter_reduce_(0, labels, peaks.detach().cpu().float(), reduce="amax")
+        floors = getattr(result, "floors", None)
+        if floors is not None:
+            self.floors.scatter_reduce_(0, labels, floors.detach().cpu().float(), reduce="amin")
 
     def on_epoch_end(self, loop: Any, record: dict[str, Any]) -> None:
-        peaks = dist_.reduce_max(self.peaks, self.ctx)
+        peaks, floors = self._reduced()
         dead = (peaks >= 0) & (peaks < DEAD_MAP_PEAK)  # -1: not trained on in this epoch
+        full = (floors <= 1) & (floors > FULL_MAP_FLOOR)  # 2: not trained on in this epoch
         record["dead_classes"] = [int(k) for k in torch.nonzero(dead).flatten()]
-        self.peaks = self._fresh()
+        record["full_classes"] = [int(k) for k in torch.nonzero(full).flatten()]
+        self.peaks, self.floors = self._fresh(-1.0), self._fresh(2.0)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"class_peaks": dist_.reduce_max(self.peaks, self.ctx).tolist()}
+        peaks, floors = self._reduced()
+        return {"class_peaks": peaks.tolist(), "class_floors": floors.tolist()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        saved = state.get("class_peaks")
-        fits = isinstance(saved, list) and len(saved) == self.num_classes
-        self.peaks = torch.tensor(saved, dtype=torch.float32) if fits else self._fresh()
+        def restored(key: str, fresh: float) -> Tensor:
+            saved = state.get(key)
+            fits = isinstance(saved, list) and len(saved) == self.num_classes
+            return torch.tensor(saved, dtype=torch.float32) if fits else self._fresh(fresh)
+
+        self.peaks, self.floors = restored("class_peaks", -1.0), restored("class_floors", 2.0)
 
 
 class History(LoopPiece):

@@ -55,6 +55,7 @@ class StepResult:
             (float16 overflow, left to the gradient scaler), else ``None``.
         labels: ``(B,)`` the model's predictions on the clean images (the classes trained).
         peaks: ``(B,)`` the largest value of each image's own-label mask (in ``[0, 1]``).
+        floors: ``(B,)`` the smallest value of each image's own-label mask.
     """
 
     terms: LossTerms
@@ -64,6 +65,7 @@ class StepResult:
     skip_reason: str | None = None
     labels: Tensor | None = None
     peaks: Tensor | None = None
+    floors: Tensor | None = None
 
 
 class MixedPrecision:
@@ -181,15 +183,15 @@ class TrainStep:
             logits_masked = extract_logits(explainer.model(explainer.mask_images(x, own)))
         terms = explainer.loss_fn(logits_masked, labels, masks)
         fidelity = (logits_masked.argmax(dim=1) == labels).float().mean()
-        peaks = own.detach().flatten(1).amax(dim=1).float()
-        return terms, fidelity, weight, (labels, peaks)
+        flat = own.detach().flatten(1)
+        return terms, fidelity, weight, (labels, flat.amax(dim=1).float(), flat.amin(dim=1).float())
 
     def __call__(self, x: Tensor) -> StepResult:
         """One optimiser step on images ``x`` (``(B, C, H, W)`` on the head's device)."""
         self.head.train()
         head = self.explainer.head
         buffers = [b.detach().clone() for b in head.buffers()]
-        terms, fidelity, weight, (labels, peaks) = self._forward(x)
+        terms, fidelity, weight, (labels, peaks, floors) = self._forward(x)
         self.optimizer.zero_grad(set_to_none=True)
         if not dist_.all_ranks_finite(terms.total, self.ctx):  # all ranks skip together
             reason: str | None = "loss"
@@ -200,11 +202,11 @@ class TrainStep:
             with torch.no_grad():
                 for buffer, value in zip(head.buffers(), buffers):
                     buffer.copy_(value)
-            return StepResult(terms, fidelity, x.shape[0], False, reason, labels, peaks)
+            return StepResult(terms, fidelity, x.shape[0], False, reason, labels, peaks, floors)
         if self.step_count < self.total_steps:
             self.scheduler.step()
         self.step_count += 1
-        return StepResult(terms, fidelity, x.shape[0], True, None, labels, peaks)
+        return StepResult(terms, fidelity, x.shape[0], True, None, labels, peaks, floors)
 
     def state_dict(self) -> dict[str, Any]:
         """The head's weights, the optimiser, schedule and scaler, and the step counter."""
