@@ -35,6 +35,15 @@ def test_a_loss_still_falling_is_not_done_and_the_advice_says_what_to_do() -> No
     assert "epochs=6" in report.advice and "lr=1e-2" in report.advice
 
 
+def test_the_advice_gives_the_swins_capped_rate_on_a_swin() -> None:
+    history = _history((1.2, 0.70), (1.0, 0.80))
+    history.schedule = {"recipe": "auto", "lr": 5e-3, "family": "swin"}
+    advice = history.convergence().advice
+    assert "lr=5e-3 suits runs of a few thousand steps" in advice and "lr=1e-2" not in advice
+    history.schedule = {"recipe": "auto", "lr": 1e-2, "family": "vit"}
+    assert "lr=1e-2 suits" in history.convergence().advice
+
+
 def test_a_fidelity_still_rising_is_not_done() -> None:
     report = _history((1.0, 0.80), (1.0, 0.85)).convergence()
     assert report.done is False and report.fidelity_gain == pytest.approx(0.05)

@@ -12,6 +12,7 @@ from torch import Tensor
 from ttame_attr._core.loss import LossTerms
 from ttame_attr.training import distributed as dist_
 from ttame_attr.training._loop import LoopPiece
+from ttame_attr.training._recipe import auto_max_lr
 
 __all__ = ["DEAD_MAP_PEAK", "FULL_MAP_FLOOR", "ClassPeaks", "Convergence", "EpochMeans", "EpochStats",
            "History", "TrainingHistory"]
@@ -127,11 +128,13 @@ class TrainingHistory:
         gain = fid[1] - fid[0]
         if drop <= loss_tol and gain <= fidelity_tol:
             return Convergence(True, source, drop, gain, "")
+        # The rule's largest rate for this backbone: 1e-2, or 5e-3 on a Swin.
+        cap = f"{auto_max_lr((self.schedule or {}).get('family')):.0e}".replace("e-0", "e-")
         advice = (
             f"the T-TAME head is probably under-trained: over its last epoch the {source} loss fell "
             f"{drop:.1%} ({loss[0]:.4f} -> {loss[1]:.4f}) and the fidelity moved {fid[0]:.3f} -> "
             f"{fid[1]:.3f}. Train longer (e.g. epochs={2 * len(self.epochs)}), with a higher maximum "
-            f"learning rate (lr=1e-2 suits runs of a few thousand steps; the paper's lr=1e-3 is for "
+            f"learning rate (lr={cap} suits runs of a few thousand steps; the paper's lr=1e-3 is for "
             f"ImageNet's 40,000 steps per epoch) or on more images.")
         return Convergence(False, source, drop, gain, advice)
 
