@@ -7,6 +7,7 @@ cross-entropy's (proportional to ``m``). ``fit`` records such classes per epoch 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import pytest
@@ -208,6 +209,9 @@ def test_history_advice_lists_many_classes_briefly() -> None:
     advice = TrainingHistory([stats]).dead_class_advice()
     assert "0, 1, 2" in advice and "19 and 5 more" in advice and "24" not in advice
     assert TrainingHistory([stats]).warnings() == [advice]
+    full = dataclasses.replace(stats, dead_classes=[], full_classes=list(range(100, 121)))
+    advice = TrainingHistory([full]).full_class_advice()
+    assert "100, 101" in advice and "119 and 1 more" in advice and "120" not in advice
 
 
 @pytest.mark.parametrize("blank", [-1, 1])

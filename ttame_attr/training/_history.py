@@ -28,6 +28,16 @@ DEAD_MAP_PEAK = 0.1
 FULL_MAP_FLOOR = 0.9
 
 
+#: The most classes an advice lists by name; the rest are counted.
+LISTED_CLASSES = 20
+
+
+def _listed(classes: list[int]) -> str:
+    """``classes`` for an advice: the first :data:`LISTED_CLASSES`, then how many more."""
+    more = f" and {len(classes) - LISTED_CLASSES} more" if len(classes) > LISTED_CLASSES else ""
+    return ", ".join(str(k) for k in classes[:LISTED_CLASSES]) + more
+
+
 @dataclass
 class EpochStats:
     """Mean loss terms of one epoch (and of the validation pass when a loader was given).
@@ -151,9 +161,7 @@ class TrainingHistory:
         full = self.full_classes()
         if not full:
             return ""
-        more = f" and {len(full) - 20} more" if len(full) > 20 else ""
-        shown = ", ".join(str(k) for k in full[:20]) + more
-        return (f"the T-TAME head's maps of class(es) {shown} are full: in the last epoch their masks stayed "
+        return (f"the T-TAME head's maps of class(es) {_listed(full)} are full: in the last epoch their masks stayed "
                 f"above {FULL_MAP_FLOOR} on every pixel of every one of their images, so they keep the whole "
                 "image and explain nothing (their top pixels are no more salient than the rest). The "
                 "sigmoid is saturated there, so training cannot pull such a map down once it is there. "
@@ -175,10 +183,8 @@ class TrainingHistory:
         parts = []
         lost = [k for k in dead if k != self.blank_class]
         if lost:
-            more = f" and {len(lost) - 20} more" if len(lost) > 20 else ""
-            shown = ", ".join(str(k) for k in lost[:20]) + more
             parts.append(
-                f"the T-TAME head has given up on class(es) {shown}: in the last epoch their masks stayed "
+                f"the T-TAME head has given up on class(es) {_listed(lost)}: in the last epoch their masks stayed "
                 f"below {DEAD_MAP_PEAK} on every pixel of every one of their images, so their explanations "
                 "are blank and their masked images lose the class. The area term holds such a map at zero "
                 "once it is there. Refit a new head built with head_init='zeros' (the default; 'pytorch' "
