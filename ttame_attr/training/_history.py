@@ -161,12 +161,12 @@ class TrainingHistory:
         full = self.full_classes()
         if not full:
             return ""
-        return (f"the T-TAME head's maps of class(es) {_listed(full)} are full: in the last epoch their masks stayed "
-                f"above {FULL_MAP_FLOOR} on every pixel of every one of their images, so they keep the whole "
-                "image and explain nothing (their top pixels are no more salient than the rest). The "
-                "sigmoid is saturated there, so training cannot pull such a map down once it is there. "
-                "Refit a new head with a lower maximum learning rate (e.g. recipe='paper', or lr= half "
-                "of history.schedule['lr']) or with another seed.")
+        return (f"the T-TAME head's maps of class(es) {_listed(full)} are full: in the last epoch their "
+                f"masks stayed above {FULL_MAP_FLOOR} on every pixel of every one of their images, so they "
+                "keep the whole image and explain nothing (their top pixels are no more salient than the "
+                "rest). The sigmoid is saturated there, so training cannot pull such a map down once it is "
+                "there. Refit a new head with a lower maximum learning rate (e.g. recipe='paper', or lr= "
+                "half of history.schedule['lr']) or with another seed.")
 
     def dead_class_advice(self) -> str:
         """What to do about :meth:`dead_classes` (empty when there are none).
@@ -184,11 +184,11 @@ class TrainingHistory:
         lost = [k for k in dead if k != self.blank_class]
         if lost:
             parts.append(
-                f"the T-TAME head has given up on class(es) {_listed(lost)}: in the last epoch their masks stayed "
-                f"below {DEAD_MAP_PEAK} on every pixel of every one of their images, so their explanations "
-                "are blank and their masked images lose the class. The area term holds such a map at zero "
-                "once it is there. Refit a new head built with head_init='zeros' (the default; 'pytorch' "
-                "makes this likely), with a lower maximum learning rate, or with another seed.")
+                f"the T-TAME head has given up on class(es) {_listed(lost)}: in the last epoch their masks "
+                f"stayed below {DEAD_MAP_PEAK} on every pixel of every one of their images, so their "
+                "explanations are blank and their masked images lose the class. The area term holds such a "
+                "map at zero once it is there. Refit a new head built with head_init='zeros' (the default; "
+                "'pytorch' makes this likely), with a lower maximum learning rate, or with another seed.")
         if self.blank_class is not None and self.blank_class in dead:
             parts.append(
                 f"the T-TAME head has given up on class {self.blank_class}, which is what the classifier "
