@@ -15,6 +15,7 @@ from ttame_attr.training._recipe import (
     AUTO_MAX_LR,
     AUTO_MAX_LR_BY_FAMILY,
     AUTO_MIN_STEPS,
+    AUTO_MIN_STEPS_BY_FAMILY,
     PAPER_EPOCHS,
     PAPER_LR,
     PAPER_STEPS,
@@ -58,7 +59,7 @@ def test_the_scaling_is_capped() -> None:
 def test_the_swin_gets_a_lower_cap_and_the_others_the_general_one() -> None:
     # 4,000 steps: 1e-3 * sqrt(80) = 8.9e-3, under the general cap, over the Swin's 5e-3.
     assert AUTO_MAX_LR_BY_FAMILY == {"swin": 5e-3}
-    for family in ("cnn", "vit", None):
+    for family in ("cnn", None):
         s = resolve_schedule("auto", None, None, 125, family)
         assert s.epochs == 32 and s.lr == pytest.approx(1e-3 * math.sqrt(80)) and s.family == family
         assert "the cap for" not in s.describe()
@@ -71,6 +72,28 @@ def test_the_swin_gets_a_lower_cap_and_the_others_the_general_one() -> None:
     assert resolve_schedule("auto", None, None, 40_000, "swin").lr == 1e-3
     assert resolve_schedule("auto", None, 1e-2, 125, "swin").lr == 1e-2
     assert resolve_schedule("paper", None, None, 125, "swin").lr == 1e-3
+
+
+def test_the_vit_gets_more_steps_and_the_others_the_general_floor() -> None:
+    assert AUTO_MIN_STEPS_BY_FAMILY == {"vit": 8000}
+    # 125 steps per epoch (4,000 images): 64 epochs, 8,000 steps, lr 1e-3 * sqrt(40) = 6.3e-3.
+    vit = resolve_schedule("auto", None, None, 125, "vit")
+    assert (vit.epochs, vit.total_steps) == (64, 8000) and vit.lr == pytest.approx(1e-3 * math.sqrt(40))
+    assert vit.source == {"epochs": "scaled", "lr": "scaled"}
+    assert "(8000 steps) at a maximum learning rate of 0.00632, at least 8000 steps for vit backbones" in (
+        vit.describe())
+    assert resolve_schedule("auto", None, None, 500, "vit").epochs == 16  # 16,000 images
+    # The CNN and the Swin keep 4,000 steps; the epoch cap binds for a tiny loader on any family.
+    assert resolve_schedule("auto", None, None, 125, "cnn").total_steps == 4000
+    assert resolve_schedule("auto", None, None, 125, "swin").total_steps == 4000
+    assert resolve_schedule("auto", None, None, 31, "vit").epochs == AUTO_MAX_EPOCHS
+    # A run with 8 epochs of 1,000 steps or more, given epochs and recipe="paper" are the same for
+    # every family.
+    assert resolve_schedule("auto", None, None, 1000, "vit").epochs == 8
+    assert resolve_schedule("auto", 4, None, 125, "vit").epochs == 4
+    paper = resolve_schedule("paper", None, None, 125, "vit")
+    assert (paper.epochs, paper.lr) == (8, 1e-3) and "at least" not in paper.describe()
+    assert "at least" not in resolve_schedule("auto", None, None, 125, "cnn").describe()
 
 
 def test_fit_on_a_swin_uses_the_swins_cap(caplog, monkeypatch) -> None:

@@ -12,7 +12,9 @@ and the tuned settings from 1,000 to 16,000 images.
 scales them for shorter runs:
 
 * epochs: 8, raised for a small loader until the run has :data:`AUTO_MIN_STEPS` steps (at most
-  :data:`AUTO_MAX_EPOCHS` epochs);
+  :data:`AUTO_MAX_EPOCHS` epochs), more for the backbone families in
+  :data:`AUTO_MIN_STEPS_BY_FAMILY`: 8,000 for the ViT, whose heads kept improving past 4,000
+  steps in the budget study (see :doc:`/training`);
 * maximum learning rate: ``1e-3 * sqrt(320,000 / total steps)``, between 1e-3 and a cap: the
   shorter the run, the larger the steps. The cap is :data:`AUTO_MAX_LR` (1e-2), lower for the
   backbone families in :data:`AUTO_MAX_LR_BY_FAMILY`: 5e-3 for the Swin, whose heads lost a
@@ -29,9 +31,9 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["AUTO_MAX_EPOCHS", "AUTO_MAX_LR", "AUTO_MAX_LR_BY_FAMILY", "AUTO_MIN_STEPS", "PAPER_EPOCHS",
-           "PAPER_LR", "PAPER_STEPS", "RECIPES", "Schedule", "auto_max_lr", "check_recipe",
-           "resolve_schedule"]
+__all__ = ["AUTO_MAX_EPOCHS", "AUTO_MAX_LR", "AUTO_MAX_LR_BY_FAMILY", "AUTO_MIN_STEPS",
+           "AUTO_MIN_STEPS_BY_FAMILY", "PAPER_EPOCHS", "PAPER_LR", "PAPER_STEPS", "RECIPES", "Schedule",
+           "auto_max_lr", "auto_min_steps", "check_recipe", "resolve_schedule"]
 
 #: The paper's epochs and one-cycle maximum learning rate.
 PAPER_EPOCHS = 8
@@ -46,12 +48,20 @@ AUTO_MAX_LR = 1e-2
 #: ``recipe="auto"``: a lower cap on the maximum learning rate for these backbone families (the
 #: adapter's ``family``); the others get :data:`AUTO_MAX_LR`.
 AUTO_MAX_LR_BY_FAMILY: dict[str, float] = {"swin": 5e-3}
+#: ``recipe="auto"``: more steps for these backbone families (the adapter's ``family``); the
+#: others get :data:`AUTO_MIN_STEPS`.
+AUTO_MIN_STEPS_BY_FAMILY: dict[str, int] = {"vit": 8000}
 RECIPES = ("auto", "paper")
 
 
 def auto_max_lr(family: str | None) -> float:
     """The largest maximum learning rate ``recipe="auto"`` gives a backbone of ``family``."""
     return AUTO_MAX_LR_BY_FAMILY.get(family or "", AUTO_MAX_LR)
+
+
+def auto_min_steps(family: str | None) -> int:
+    """The fewest steps ``recipe="auto"`` gives a run on a backbone of ``family`` by adding epochs."""
+    return AUTO_MIN_STEPS_BY_FAMILY.get(family or "", AUTO_MIN_STEPS)
 
 
 @dataclass(frozen=True)
@@ -91,15 +101,19 @@ class Schedule:
         cap = auto_max_lr(self.family)
         capped = (f", the cap for {self.family} backbones" if self.source["lr"] == "scaled" and self.lr == cap
                   and cap != AUTO_MAX_LR else "")
-        return (f"{text}{capped}: recipe='auto' scaled the {scaled} to this run's length (the paper: "
+        floor = auto_min_steps(self.family)
+        longer = (f", at least {floor} steps for {self.family} backbones" if self.source["epochs"] == "scaled"
+                  and floor != AUTO_MIN_STEPS else "")
+        return (f"{text}{capped}{longer}: recipe='auto' scaled the {scaled} to this run's length (the paper: "
                 f"{PAPER_EPOCHS} epochs of 40,000 steps at {PAPER_LR:g}); recipe='paper' or epochs=/lr= give "
                 "other values")
 
 
-def _auto_epochs(steps_per_epoch: int) -> int:
-    if PAPER_EPOCHS * steps_per_epoch >= AUTO_MIN_STEPS:
+def _auto_epochs(steps_per_epoch: int, family: str | None) -> int:
+    floor = auto_min_steps(family)
+    if PAPER_EPOCHS * steps_per_epoch >= floor:
         return PAPER_EPOCHS
-    return min(AUTO_MAX_EPOCHS, math.ceil(AUTO_MIN_STEPS / steps_per_epoch))
+    return min(AUTO_MAX_EPOCHS, math.ceil(floor / steps_per_epoch))
 
 
 def _auto_lr(total_steps: int, family: str | None) -> float:
@@ -123,7 +137,8 @@ def resolve_schedule(recipe: str, epochs: int | None, lr: float | None, steps_pe
         lr: given by the user, or ``None`` for the recipe's.
         steps_per_epoch: optimiser steps per epoch (positive).
         family: the backbone's family (``"cnn"``, ``"vit"``, ``"swin"``: the adapter's), which
-            sets the cap on ``recipe="auto"``'s learning rate (:func:`auto_max_lr`).
+            sets the cap on ``recipe="auto"``'s learning rate (:func:`auto_max_lr`) and the
+            fewest steps it adds epochs for (:func:`auto_min_steps`).
 
     Raises:
         ValueError: for an unknown ``recipe``.
@@ -131,7 +146,7 @@ def resolve_schedule(recipe: str, epochs: int | None, lr: float | None, steps_pe
     check_recipe(recipe)
     source: dict[str, str] = {}
     if epochs is None:
-        epochs = PAPER_EPOCHS if recipe == "paper" else _auto_epochs(steps_per_epoch)
+        epochs = PAPER_EPOCHS if recipe == "paper" else _auto_epochs(steps_per_epoch, family)
         source["epochs"] = "paper" if epochs == PAPER_EPOCHS else "scaled"
     else:
         source["epochs"] = "given"
