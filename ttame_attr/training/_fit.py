@@ -153,9 +153,10 @@ def fit(
             larger for a run shorter than the paper's under ``recipe="auto"``).
         recipe: what fills in ``epochs`` and ``lr`` when they are ``None``. ``"auto"``: the
             paper's values for a run as long as the paper's (320,000 steps), scaled for shorter
-            ones (epochs up to 4,000 steps, at most 64; lr ``1e-3 * sqrt(320,000 / steps)`` up
-            to 1e-2, or 5e-3 on a Swin), logged at INFO level; ``"paper"``: exactly the paper's
-            8 epochs at 1e-3. The schedule used is in ``history.schedule``.
+            ones (epochs up to 4,000 steps, 8,000 on a ViT, at most 64; lr
+            ``1e-3 * sqrt(320,000 / steps)`` up to 1e-2, or 5e-3 on a Swin), logged at INFO
+            level; ``"paper"``: exactly the paper's 8 epochs at 1e-3. The schedule used is in
+            ``history.schedule``.
         momentum, weight_decay, nesterov: SGD's settings (paper: 0.9, 5e-4 on weights only,
             Nesterov).
         steps_per_epoch: needed when ``loader`` has no ``len``.

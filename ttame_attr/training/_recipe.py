@@ -13,8 +13,9 @@ scales them for shorter runs:
 
 * epochs: 8, raised for a small loader until the run has :data:`AUTO_MIN_STEPS` steps (at most
   :data:`AUTO_MAX_EPOCHS` epochs), more for the backbone families in
-  :data:`AUTO_MIN_STEPS_BY_FAMILY`: 8,000 for the ViT, whose heads kept improving past 4,000
-  steps in the budget study (see :doc:`/training`);
+  :data:`AUTO_MIN_STEPS_BY_FAMILY`: 8,000 for the ViT, where 4,000 steps lost a class map or
+  trailed the tuned setting's IC 15% on a retrained classifier and 8,000 did neither (see
+  :doc:`/training`);
 * maximum learning rate: ``1e-3 * sqrt(320,000 / total steps)``, between 1e-3 and a cap: the
   shorter the run, the larger the steps. The cap is :data:`AUTO_MAX_LR` (1e-2), lower for the
   backbone families in :data:`AUTO_MAX_LR_BY_FAMILY`: 5e-3 for the Swin, whose heads lost a
