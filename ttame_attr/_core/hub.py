@@ -20,9 +20,9 @@ from ttame_attr._core.fingerprint import check_model_identity
 from ttame_attr._core.head_file import (
     FORMAT,
     FORMAT_VERSION,
-    read_safetensors,
     explainer_from_config,
     load_head,
+    read_safetensors,
     save_head,
     saved_config,
     saved_tensors,

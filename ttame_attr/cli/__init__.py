@@ -1,4 +1,4 @@
-"""The ``ttame`` command line: fit, explain, evaluate, export, layers, demo.
+"""The ``ttame`` command line: fit, explain, evaluate, export, layers, convert, demo.
 
 Run ``ttame --help`` or ``ttame COMMAND --help``. User errors (unknown model specs, missing
 paths, bad options) exit with status 2 and one line on stderr.
@@ -16,7 +16,8 @@ from ttame_attr.cli._models import SPEC_HELP
 
 __all__ = ["CLIError", "build_parser", "main"]
 
-_HEAD_HELP = "head file written by `ttame fit`"
+_HEAD_HELP = ("the head: a file written by `ttame fit`, a folder written by `ttame convert` or "
+              "save_pretrained, hub:ORG/NAME (a Hugging Face Hub repository), or an authors' checkpoint")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -58,6 +59,7 @@ def _model_parser(sub: argparse._SubParsersAction, name: str, help: str, descrip
 def build_parser() -> argparse.ArgumentParser:
     """The ``ttame`` argument parser (all subcommands)."""
     from ttame_attr._version import __version__
+    from ttame_attr.cli._convert import add_arguments as add_convert_arguments
     from ttame_attr.demo import add_arguments as add_demo_arguments
 
     parser = _Parser(prog="ttame", description="T-TAME explanations for image classifiers.")
@@ -139,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _model_parser(sub, "layers", "the adapter and layers T-TAME would use for a model")
     p.add_argument("--layers", nargs="+", default=None, help="check these module names instead")
     p.add_argument("--adapter", default=None, help="force an adapter (cnn, vit, swin, ...)")
+
+    add_convert_arguments(sub)
 
     p = sub.add_parser("demo", help="the end-to-end demo on synthetic data, with an HTML report")
     add_demo_arguments(p).set_defaults(func="cmd_demo")
