@@ -35,8 +35,8 @@ def test_save_pretrained_round_trip(trained, tmp_path, images) -> None:
 
 
 def test_config_and_card(trained, tmp_path) -> None:
-    folder = trained.save_pretrained(tmp_path / "head", metrics={"AD 15%": 12.5}, backbone="timm:resnet18.a1_in1k",
-                                     training_data="8 random images")
+    folder = trained.save_pretrained(tmp_path / "head", metrics={"AD 15%": 12.5},
+                                     backbone="timm:resnet18.a1_in1k", training_data="8 random images")
     config = json.loads((folder / "config.json").read_text())
     assert config["format"] == "ttame_attr.head" and config["library_name"] == "ttame-attr"
     for key, value in [("layers", ["layer1", "layer2", "layer3"]), ("adapter", "cnn"), ("num_classes", 5),
@@ -45,9 +45,11 @@ def test_config_and_card(trained, tmp_path) -> None:
         assert config[key] == value, key
     assert config["model_weights"]["sha256"] and "package_version" in config
     card = (folder / "README.md").read_text()
-    assert card.startswith("---\nlibrary_name: ttame-attr\n") and 'base_model: "timm/resnet18.a1_in1k"' in card
-    for fragment in ("timm:resnet18.a1_in1k", "`layer1`, `layer2`, `layer3`", "8 random images",
-                     "2 epochs of 2 steps (4 steps)", "| AD 15% | 12.5 |", "@article{ntrougkas2024ttame",
+    assert card.startswith("---\nlibrary_name: ttame-attr\n")
+    assert 'base_model: "timm/resnet18.a1_in1k"' in card
+    for fragment in ("head for timm:resnet18.a1_in1k", "classifier `timm:resnet18.a1_in1k` (class "
+                     "`tiny_models.TinyCNN`)", "`layer1`, `layer2`, `layer3`", "8 random images",
+                     "2 epoch(s) of 2 steps (4 steps)", "| AD 15% | 12.5 |", "@article{ntrougkas2024ttame",
                      "Last epoch: loss"):
         assert fragment in card, fragment
 
@@ -56,7 +58,8 @@ def test_save_to_a_folder_writes_the_hub_format(trained, tmp_path, images) -> No
     (tmp_path / "dir").mkdir()
     trained.save(tmp_path / "dir")
     assert (tmp_path / "dir" / "config.json").is_file()
-    assert torch.equal(TTAME.load(tmp_path / "dir", make_tiny_cnn()).attribute(images), trained.attribute(images))
+    loaded = TTAME.load(tmp_path / "dir", make_tiny_cnn())
+    assert torch.equal(loaded.attribute(images), trained.attribute(images))
 
 
 def _hub_cache(cache: Path, repo_id: str, files: Path, commit: str = "a" * 40) -> None:

@@ -42,7 +42,7 @@ def _training(history: Any, training_data: str | None) -> list[str]:
     epochs = list(getattr(history, "epochs", []) or [])
     if isinstance(schedule, Mapping):
         lines.append(
-            f"- Schedule: {schedule.get('epochs')} epochs of {schedule.get('steps_per_epoch')} steps "
+            f"- Schedule: {schedule.get('epochs')} epoch(s) of {schedule.get('steps_per_epoch')} steps "
             f"({schedule.get('total_steps')} steps), maximum learning rate {schedule.get('lr')}, "
             f"recipe {schedule.get('recipe')!r}"
         )
@@ -64,18 +64,20 @@ def model_card(config: Mapping[str, Any], *, history: Any = None, metrics: Mappi
         training_data: a sentence on the training images (how many, from where).
         repo_id: the repository's name, for the loading example.
     """
-    backbone = config.get("backbone") or f"a {config.get('model_class', 'model')} (identity not recorded)"
+    cls = config.get("model_class_path") or config.get("model_class")
+    known = config.get("backbone")
+    backbone = f"`{known}`" if known else f"a {config.get('model_class', 'model')}"
     where = repo_id or "ORG/NAME"
     rows = [f"| {name} | {value:.4g} |" if isinstance(value, float) else f"| {name} | {value} |"
             for name, value in (metrics or {}).items()]
     metric_text = ("| metric | value |\n|---|---|\n" + "\n".join(rows)) if rows else "Not given."
     return f"""{_front_matter(config)}
 
-# T-TAME explanation head for {backbone}
+# T-TAME explanation head for {backbone.strip("`")}
 
 A trained [T-TAME](https://arxiv.org/abs/2403.04523) attention head: it explains the predictions
-of the classifier `{backbone}` (`{config.get("model_class_path") or config.get("model_class")}`) with one
-class saliency map per image, in the classifier's own forward pass. The classifier's weights are
+of the classifier {backbone} (class `{cls}`) with one class saliency map per image, in the
+classifier's own forward pass. The classifier's weights are
 not in this repository; the head only explains the weights it was trained on (their fingerprint
 is in `config.json`, and loading warns when the model differs).
 
