@@ -11,6 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from ttame_attr.cli import _convert
 from ttame_attr.cli._errors import CLIError
 from ttame_attr.cli._models import SPEC_HELP
 
@@ -59,14 +60,12 @@ def _model_parser(sub: argparse._SubParsersAction, name: str, help: str, descrip
 def build_parser() -> argparse.ArgumentParser:
     """The ``ttame`` argument parser (all subcommands)."""
     from ttame_attr._version import __version__
-    from ttame_attr.cli._convert import add_arguments as add_convert_arguments
     from ttame_attr.demo import add_arguments as add_demo_arguments
 
     parser = _Parser(prog="ttame", description="T-TAME explanations for image classifiers.")
     parser.add_argument("--version", action="version", version=f"ttame_attr {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    sub.required = True
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser, required=True)
 
     p = _model_parser(sub, "fit", "train a T-TAME head on images (no labels needed)",
                       "Train a T-TAME head with the paper's recipe (SGD Nesterov, OneCycleLR, "
@@ -91,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how the head's fusion starts: 'zeros' (default) every class map at 0.5, 'pytorch' "
                         "PyTorch's default initialisation (can leave some class maps dead)")
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
-    p.add_argument("--out", default="head.pt", help="where to save the head (default head.pt)")
+    p.add_argument("--out", default="head.safetensors", help="where to save the head (safetensors)")
     p.add_argument("--checkpoint", default=None, help="training checkpoint file (every epoch)")
     p.add_argument("--resume", action="store_true", help="resume from the checkpoint if present")
     p.add_argument("--seed", type=int, default=0)
@@ -142,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", nargs="+", default=None, help="check these module names instead")
     p.add_argument("--adapter", default=None, help="force an adapter (cnn, vit, swin, ...)")
 
-    add_convert_arguments(sub)
+    _convert.add_arguments(sub)
 
     p = sub.add_parser("demo", help="the end-to-end demo on synthetic data, with an HTML report")
     add_demo_arguments(p).set_defaults(func="cmd_demo")
