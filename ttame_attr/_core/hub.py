@@ -54,8 +54,41 @@ def save_pretrained(
     explainer: Any, save_directory: str | Path, *, metrics: Mapping[str, Any] | None = None,
     backbone: str | None = None, training_data: str | None = None, repo_id: str | None = None,
 ) -> Path:
-    """Write ``explainer``'s head as a Hub folder; see :meth:`TTAME.save_pretrained
-    <ttame_attr.TTAME.save_pretrained>`. Returns the folder."""
+    """Write the head in the Hugging Face Hub format: a folder to upload, share or load.
+
+    The folder holds ``model.safetensors`` (the head's weights, and the configuration as
+    metadata), ``config.json`` (everything :meth:`from_pretrained` needs: layers, adapter, input
+    size, map size, normalisation, mask space, class count, the model's class, backbone and a
+    fingerprint of its weights, the package version) and a ``README.md`` model card (backbone,
+    layers, the training schedule from ``explainer.history``, ``metrics``, the citation). No
+    pickle; no extra package needed.
+
+    Args:
+        save_directory: the folder (created if missing; the three files are replaced).
+        metrics: ``{name: value}`` for the card, e.g. ``{"AD 15%": 31.2, "IC 15%": 18.0}``.
+        backbone: where the classifier comes from, e.g. ``"torchvision:resnet50"`` (the CLI's
+            model spec); found by itself for timm (``timm:NAME``) and transformers (``hf:REPO``)
+            models.
+        training_data: a sentence for the card on the training images (how many, from where).
+        repo_id: the Hub repository, for the card's loading example.
+
+    Returns:
+        The folder.
+
+    Raises:
+        ValueError: if ``save_directory`` is a file, or the head holds NaN or inf weights.
+
+    Example:
+        >>> import tempfile, torch, torchvision
+        >>> from ttame_attr import TTAME
+        >>> model = torchvision.models.resnet18(weights=None, num_classes=10).eval()
+        >>> explainer = TTAME(model, input_size=(3, 64, 64))
+        >>> folder = explainer.save_pretrained(tempfile.mkdtemp() + "/head")
+        >>> sorted(p.name for p in folder.iterdir())
+        ['README.md', 'config.json', 'model.safetensors']
+        >>> TTAME.from_pretrained(folder, model).layers
+        ['layer2', 'layer3', 'layer4']
+    """
     folder = Path(save_directory)
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"save_directory: {str(folder)!r} is a file; give a folder (created if missing).")
@@ -95,8 +128,36 @@ def from_pretrained(
     cache_dir: str | Path | None = None, token: str | bool | None = None, local_files_only: bool = False,
     map_location: Any = None, strict: bool = False, **kwargs: Any,
 ) -> Any:
-    """Load a head saved by :func:`save_pretrained` from a folder or a Hub repository; see
-    :meth:`TTAME.from_pretrained <ttame_attr.TTAME.from_pretrained>`."""
+    """Load a head written by :meth:`save_pretrained` from a folder or a Hub repository.
+
+    A local folder needs no network and no extra package. A repository id (``"ORG/NAME"``) is
+    fetched with ``huggingface_hub.hf_hub_download`` (``pip install "ttame-attr[hub]"``), which
+    caches it and honours ``HF_HUB_OFFLINE=1`` and ``HF_HUB_CACHE``. The model is checked as
+    :meth:`load` checks it: the saved layers, shapes, class count and map size must fit, and a
+    model whose class or weights differ from those the head was trained with is warned about
+    (refused with ``strict=True``), naming the first difference.
+
+    Args:
+        repo_id_or_dir: a folder, or a Hub repository id.
+        model: the classifier the head was trained for.
+        revision: a branch, tag or commit of the repository.
+        cache_dir: the Hub cache to use (default: ``huggingface_hub``'s).
+        token: a Hub token for private repositories (default: the logged-in user's).
+        local_files_only: use the cache only, never the network.
+        map_location: where the head goes; by default the model's device.
+        strict: refuse, instead of warning, a model whose class or weights differ.
+        **kwargs: overrides for the constructor (e.g. ``mask_space``).
+
+    Returns:
+        The explainer, ready to :meth:`attribute`.
+
+    Raises:
+        FileNotFoundError: if the folder lacks the files, or the repository or its files cannot
+            be found.
+        ValueError: if the folder was not written by :meth:`save_pretrained` or the model does
+            not fit.
+        ImportError: for a repository id without ``huggingface_hub``.
+    """
     options = {"map_location": map_location, "strict": strict, "options": kwargs}
     folder = Path(repo_id_or_dir)
     if folder.is_dir():
@@ -129,8 +190,26 @@ def push_to_hub(
     revision: str | None = None, commit_message: str = "Upload T-TAME head", create_pr: bool = False,
     metrics: Mapping[str, Any] | None = None, backbone: str | None = None, training_data: str | None = None,
 ) -> Any:
-    """Upload the head as a Hub folder with ``HfApi.create_repo`` and ``HfApi.upload_folder``;
-    see :meth:`TTAME.push_to_hub <ttame_attr.TTAME.push_to_hub>`. Returns the ``CommitInfo``."""
+    """Upload the head to the Hugging Face Hub, in the format of :meth:`save_pretrained`.
+
+    Creates the repository if needed (``HfApi.create_repo``), writes the folder to a temporary
+    directory and uploads it in one commit (``HfApi.upload_folder``). Needs
+    ``pip install "ttame-attr[hub]"`` and a token with write access (``hf auth login``).
+
+    Args:
+        repo_id: ``"ORG/NAME"`` (or ``"NAME"`` for the token's user).
+        private: create the repository private (an existing one is left as it is).
+        token: a Hub token (default: the logged-in user's).
+        revision: the branch to commit to.
+        commit_message: the commit's message.
+        create_pr: open a pull request instead of committing.
+        metrics: as in :meth:`save_pretrained`.
+        backbone: as in :meth:`save_pretrained`.
+        training_data: as in :meth:`save_pretrained`.
+
+    Returns:
+        ``huggingface_hub``'s ``CommitInfo`` of the upload.
+    """
     hf = _huggingface_hub()
     api = hf.HfApi(token=token)
     repo = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
