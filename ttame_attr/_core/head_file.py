@@ -202,20 +202,21 @@ def explainer_from_config(
         explainer = cls(model, config["layers"], **kwargs)
     except ValueError as err:  # e.g. a layer of the saved head that this model does not have
         raise ValueError(
-            f"model: the head {source} (trained on a {trained_on}, layers {config['layers']}) does not "
+            f"model: the checkpoint {source} (trained on a {trained_on}, layers {config['layers']}) does not "
             f"fit this {type(model).__name__}: {err} Load it with the model it was trained for."
         ) from err
     problems = _fit_problems(explainer, config)
     if problems:
         raise ValueError(
-            f"model: the head {source} (trained on a {trained_on}) does not fit this "
+            f"model: the checkpoint {source} (trained on a {trained_on}) does not fit this "
             f"{type(model).__name__}: " + "; ".join(problems) + ". Load it with the model it was trained for."
         )
     device = map_location if map_location is not None else explainer.device
     try:
         explainer.load_state_dict(state_dict)
     except (ValueError, RuntimeError) as err:  # shapes (ours) or missing / unexpected keys (torch's)
-        raise ValueError(f"model: the head {source} does not fit this {type(model).__name__}: {err}") from err
+        raise ValueError(f"model: the checkpoint {source} does not fit this {type(model).__name__}: {err}"
+                         ) from err
     explainer.head.to(device)
     return explainer
 
@@ -233,9 +234,10 @@ def load_head(
     else:
         _check_ours(payload, path)
         config, state_dict = payload["config"], payload["state_dict"]
-        check_model_identity(config, model, source, strict)
     explainer = explainer_from_config(cls, config, state_dict, model, source, map_location=map_location,
                                       options=kwargs)
     if authors:
         check_authors_map_size(explainer, source)
+    else:  # after the checks that the head fits at all, which say more
+        check_model_identity(config, model, source, strict)
     return explainer

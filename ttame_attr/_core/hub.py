@@ -118,9 +118,10 @@ def _load_files(cls: Any, config_path: Path, weights_path: Path, model: nn.Modul
         raise ValueError(f"path: {str(config_path)!r} was written by a newer ttame_attr (format "
                          f"{config['format_version']}); upgrade ttame_attr to read it.")
     state_dict = read_safetensors(Path(weights_path))["state_dict"]
-    check_model_identity(config, model, source, strict)
-    return explainer_from_config(cls, config, state_dict, model, source, map_location=map_location,
-                                 options=options)
+    explainer = explainer_from_config(cls, config, state_dict, model, source, map_location=map_location,
+                                      options=options)
+    check_model_identity(config, model, source, strict)  # after the checks that it fits at all
+    return explainer
 
 
 def from_pretrained(
