@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["backbone_id", "check_model_identity", "first_difference", "model_identity",
+__all__ = ["backbone_id", "check_model_identity", "first_difference", "model_identity", "report_mismatch",
            "weights_fingerprint"]
 
 logger = logging.getLogger(__name__)

@@ -78,7 +78,7 @@ def safe_torch_load(path: str | Path, map_location: Any = None) -> Any:
     _check_zip_crcs(path)
     with open(path, "rb") as f:
         head = f.read(9)
-    if len(head) == 9 and head[8:9] == b"{":  # an 8-byte header length, then JSON: safetensors
+    if len(head) == 9 and head[8:9] == b"{" and not head.startswith(b"PK"):  # safetensors: length, JSON
         raise ValueError(f"path: {str(path)!r} is a safetensors file (such as a head written by "
                          "TTAME.save), not a torch checkpoint.")
     try:
