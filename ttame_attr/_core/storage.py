@@ -76,6 +76,11 @@ def safe_torch_load(path: str | Path, map_location: Any = None) -> Any:
     if not path.is_file():
         raise FileNotFoundError(f"path: no checkpoint file at {str(path)!r}.")
     _check_zip_crcs(path)
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if len(head) == 9 and head[8:9] == b"{" and not head.startswith(b"PK"):  # safetensors: length, JSON
+        raise ValueError(f"path: {str(path)!r} is a safetensors file (such as a head written by "
+                         "TTAME.save), not a torch checkpoint.")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
@@ -83,10 +88,12 @@ def safe_torch_load(path: str | Path, map_location: Any = None) -> Any:
             raise ValueError(
                 f"path: {str(path)!r} is not a readable checkpoint (corrupted?): {err}"
             ) from err
+        found = next((line.strip() for line in str(err).splitlines() if "Unsupported global" in line), "")
         raise ValueError(
             f"path: {str(path)!r} is refused: it holds more than tensors and plain values "
-            "(loading it could run code), or it is damaged. Nothing from it was executed. Only "
-            "files written by ttame_attr are accepted."
+            f"(loading it could run code), or it is damaged{f' ({found})' if found else ''}. Nothing "
+            "from it was executed. Only files of tensors and plain values are accepted (those written "
+            "by ttame_attr, and checkpoints of the paper's authors saved with plain hyper-parameters)."
         ) from err
     except Exception as err:  # noqa: BLE001 - any failure to parse a damaged file
         # RuntimeError, EOFError, zipfile.BadZipFile, OSError, and for damaged pickles also

@@ -13,11 +13,12 @@ import torch
 from torch import Tensor
 
 from ttame_attr import TTAME, extract_logits
+from ttame_attr.cli._convert import cmd_convert
 from ttame_attr.cli._data import eval_transform, find_images, image_loader, load_batch, train_transform
 from ttame_attr.cli._errors import CLIError
 from ttame_attr.cli._models import load_model, model_preprocessing
 
-__all__ = ["cmd_demo", "cmd_evaluate", "cmd_explain", "cmd_export", "cmd_fit", "cmd_layers"]
+__all__ = ["cmd_convert", "cmd_demo", "cmd_evaluate", "cmd_explain", "cmd_export", "cmd_fit", "cmd_layers"]
 
 
 @contextmanager
@@ -83,9 +84,13 @@ def _trained_head(args: argparse.Namespace) -> tuple[TTAME, torch.device, Any, A
     device = _device(args.device)
     model, _, mean, std = _model(args)
     model.to(device)
-    if not Path(args.head).is_file():
-        raise CLIError(f"--head: no such file {args.head!r} (train one with `ttame fit`).")
-    with _user_errors(TypeError, ValueError, FileNotFoundError):
+    hub = args.head.startswith("hub:")
+    if not hub and not Path(args.head).exists():
+        raise CLIError(f"--head: no such file or folder {args.head!r} (train one with `ttame fit`, or "
+                       "give hub:ORG/NAME).")
+    with _user_errors(TypeError, ValueError, FileNotFoundError, ImportError):
+        if hub:
+            return TTAME.from_pretrained(args.head[4:], model, map_location=device), device, mean, std
         return TTAME.load(args.head, model, map_location=device), device, mean, std
 
 
