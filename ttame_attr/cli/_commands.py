@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from ttame_attr import TTAME, extract_logits
+from ttame_attr._core.storage import atomic_export_save
 from ttame_attr.cli._data import eval_transform, find_images, image_loader, load_batch, train_transform
 from ttame_attr.cli._errors import CLIError
 from ttame_attr.cli._models import load_model, model_preprocessing
@@ -291,8 +292,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             explainer.export_onnx(out, example, metadata=meta, **options)
         else:
             program = explainer.export_program(example, **options)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            torch.export.save(program, out)
+            atomic_export_save(program, out)
     batch = "1" if args.static_batch else "any"
     size = "x".join(map(str, explainer.map_size if args.map_size else explainer.input_size[1:]))
     print(f"wrote {out} ({fmt}, {out.stat().st_size / 2**20:.1f} MB)")
