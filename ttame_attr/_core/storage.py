@@ -34,13 +34,22 @@ __all__ = [
 ]
 
 
-def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
+def atomic_write(path: str | Path, write: Callable[[str], None], *, durable: bool = True,
+                 keep_suffix: bool = False) -> Path:
     """Call ``write(tmp)`` on a temporary file in ``path``'s folder, then rename it to ``path``.
 
     The file and its folder are fsynced, so a crash while writing leaves the previous file
     intact, never a truncated one; the temporary file is removed on error. The file gets the
     mode of the file it replaces, or for a new file the one the umask gives (``0o666 & ~umask``),
-    not ``mkstemp``'s owner-only ``0o600``.
+    not ``mkstemp``'s owner-only ``0o600``. A symbolic link at ``path`` is replaced by the file,
+    never followed.
+
+    Args:
+        path: the file to write.
+        write: writes the contents to the temporary path it is given.
+        durable: fsync the file and its folder (off for many small outputs).
+        keep_suffix: end the temporary name with ``path``'s suffix (for writers that choose the
+            format from it, or append theirs: PIL, ``numpy.save``).
 
     Raises:
         OSError: with ``errno.ENOSPC`` / ``EDQUOT`` and a message naming the file when the disk is
@@ -49,13 +58,15 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     mode = _target_mode(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    suffix = ".tmp" + (path.suffix if keep_suffix else "")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
         try:
             write(tmp)
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
+            if durable:
+                with open(tmp, "rb+") as f:
+                    os.fsync(f.fileno())
         except OSError as err:
             if err.errno in _DISK_FULL:
                 kept = "the previous file is kept" if path.exists() else "no file was written"
@@ -68,7 +79,8 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    if durable:
+        _fsync_dir(path.parent)
     return path
 
 
@@ -77,9 +89,12 @@ _DISK_FULL = tuple(code for code in (errno.ENOSPC, getattr(errno, "EDQUOT", None
 
 
 def _target_mode(path: Path) -> int:
-    """The permission bits ``path`` should get: those of the file it replaces, else the umask's."""
+    """The permission bits ``path`` should get: those of the file it replaces, else the umask's
+    (also for a symbolic link, whose target is not the file being written)."""
     try:
-        return stat.S_IMODE(path.stat().st_mode)
+        found = path.lstat()
+        if stat.S_ISREG(found.st_mode):
+            return stat.S_IMODE(found.st_mode)
     except OSError:
         pass
     umask = os.umask(0o022)  # read it (there is no getter), then put it back at once

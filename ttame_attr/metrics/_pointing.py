@@ -109,7 +109,7 @@ def _maps_at(maps: MapsOrExplain, masks: Tensor, inputs: Tensor | None, target: 
     if n is not None and n != masks.shape[0]:
         what = "images of `inputs`" if given is inputs else "maps"
         raise ValueError(f"masks: batch size {masks.shape[0]} does not match the {n} {what}. Pass one mask "
-                         "per image, in the same order.")
+                         "(and one map) per image, in the same order.")
     if callable(maps) or callable(getattr(maps, "attribute", None)):
         if inputs is None or target is None:
             raise ValueError("maps: an explanation method was given, so `inputs` (N, C, H, W) and `target` "
