@@ -309,7 +309,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     example = torch.rand(1 if args.static_batch else 2, *explainer.input_size, device=device)
     options = {"top_k": args.top_k, "scale": args.scale, "upsample": not args.map_size,
                "dynamic_batch": not args.static_batch}
-    with _user_errors(ValueError, ImportError, ExportError):
+    with _user_errors(ValueError, ImportError, ExportError, OSError):  # OSError: e.g. a full disk
         if fmt == "onnx":
             meta = {"ttame_attr.normalization": json.dumps([list(mean), list(std)]),
                     "ttame_attr.model_spec": args.model}
