@@ -196,3 +196,18 @@ def test_explain_replaces_a_planted_symlink_instead_of_writing_through_it(tmp_pa
     assert np.load(out / "i0.npy").shape == (1, 32, 32)
     assert sorted(p.name for p in out.iterdir()) == ["i0.npy", "i0_class0.png", "skipped.txt"]
 
+
+
+# ------------------------------------------------ case 13: a read-only --out, found before the work
+def test_a_read_only_out_is_refused_before_loading_anything(tmp_path, images, head, monkeypatch, capsys):
+    from ttame_attr.cli import _outputs
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")  # what a read-only folder gives (not as root)
+
+    monkeypatch.setattr(_outputs.tempfile, "TemporaryFile", read_only)
+    monkeypatch.setattr(TTAME, "load", lambda *a, **k: pytest.fail("the head was loaded first"))
+    rc = main(["explain", CNN, str(images), *SIZE, "--head", str(head), "--out", str(tmp_path / "ro")])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"--out: cannot write in {str(tmp_path)!r} (Permission denied)" in err
