@@ -115,7 +115,8 @@ def evaluate(
             list of their positions (a logged warning gives the count).
 
     Returns:
-        ``{name: result}``, each metric's ``compute()`` result.
+        ``{name: result}``, each metric's ``compute()`` result (and, with ``nonfinite="skip"``,
+        ``"nonfinite"``: the loader positions of the images left out).
 
     Raises:
         ValueError: unknown metric names, an unknown ``target`` mode, ``target="label"``
