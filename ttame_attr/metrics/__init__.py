@@ -17,8 +17,10 @@ small result dataclass and a stateful form with ``update()`` / ``compute()`` / `
 - :func:`pointing_game`, :func:`energy_pointing_game` and their stateful classes.
 - :func:`evaluate`: several metrics over a loader, one explanation per batch.
 
-Metrics expect the model in eval mode and never change its mode (a model in training mode
-gets a logged warning). They run under ``torch.no_grad()`` on the model's device and never
+Metrics run the model in eval mode and restore each module's mode afterwards (a model in
+training mode gets a logged warning; its batch-norm statistics are never updated). Maps holding
+NaN or inf are refused with a ``ValueError`` naming the images (:func:`evaluate` can skip and
+count them instead). They run under ``torch.no_grad()`` on the model's device and never
 modify the inputs, the maps or the model.
 """
 

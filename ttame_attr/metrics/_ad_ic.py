@@ -17,6 +17,7 @@ from ttame_attr.metrics._common import (
     TargetArg,
     check_fractions,
     check_positive_int,
+    in_eval_mode,
     make_baseline,
     pixel_ranks,
     prepare,
@@ -144,6 +145,7 @@ def _masked_probs(model: nn.Module, inputs: Tensor, maps: Tensor, target: Tensor
     return torch.stack(columns, dim=1)
 
 
+@in_eval_mode("average_drop_increase")
 def average_drop_increase(
     model: nn.Module, inputs: Tensor, maps: MapsOrExplain, target: TargetArg = None,
     fractions: Sequence[float] = DEFAULT_FRACTIONS, baseline: float | Tensor = 0.0,
@@ -170,9 +172,10 @@ def average_drop_increase(
     upsampled first (as any other method's), pass ``explainer.attribute`` instead.
 
     A constant map (e.g. all zeros) normalises to all zeros, so its masked image is the
-    baseline everywhere. The model is expected in eval mode and its mode is never changed
-    (training mode gets a logged warning). Forward passes run under ``torch.no_grad()`` on the
-    model's device; explanation methods are called with gradients enabled.
+    baseline everywhere. The model runs in eval mode and each module's mode is restored
+    afterwards (training mode gets a logged warning). Forward passes run under
+    ``torch.no_grad()`` on the model's device; explanation methods are called with gradients
+    enabled.
 
     Other libraries' numbers differ in units and protocol (``docs/evaluation.rst``):
     pytorch-grad-cam's ``DropInConfidence`` is the absolute drop ``max(0, Y - O)`` per image

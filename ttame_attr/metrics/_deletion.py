@@ -16,6 +16,7 @@ from ttame_attr.metrics._common import (
     TargetArg,
     check_positive_int,
     chunks,
+    in_eval_mode,
     make_baseline,
     pixel_ranks,
     prepare,
@@ -135,6 +136,7 @@ def _run(
     return CurveResult.from_per_sample(kind, fractions.float(), curves, prep.target)
 
 
+@in_eval_mode("deletion")
 def deletion(
     model: nn.Module, inputs: Tensor, maps: MapsOrExplain, target: TargetArg = None, steps: int | None = None,
     baseline: BaselineArg = 0.0, max_batch: int | None = None, blur_kernel: int = 11, blur_sigma: float = 5.0,
@@ -147,6 +149,7 @@ def deletion(
                 max_batch)
 
 
+@in_eval_mode("insertion")
 def insertion(
     model: nn.Module, inputs: Tensor, maps: MapsOrExplain, target: TargetArg = None, steps: int | None = None,
     baseline: BaselineArg = "blur", max_batch: int | None = None, blur_kernel: int = 11,

@@ -15,10 +15,12 @@ from ttame_attr._core.ttame import TTAME
 from ttame_attr.metrics._ad_ic import AverageDropIncrease
 from ttame_attr.metrics._common import (
     MapsOrExplain,
+    check_finite_maps,
     clean_forward,
     get_maps,
+    in_eval_mode,
     model_device,
-    warn_if_training,
+    nonfinite_maps,
 )
 from ttame_attr.metrics._deletion import Deletion, Insertion
 from ttame_attr.metrics._road import ROAD
@@ -70,6 +72,7 @@ def _split_batch(batch: Any) -> tuple[Any, Any]:
                     f"got {type(batch).__name__}. Wrap the loader so it yields one of these.")
 
 
+@in_eval_mode("evaluate")
 def evaluate(
     model: nn.Module,
     loader: Iterable[Any],
@@ -79,13 +82,15 @@ def evaluate(
     progress: bool = False,
     max_batches: int | None = None,
     normalization: Any = None,
+    nonfinite: Literal["raise", "skip"] = "raise",
 ) -> dict[str, Any]:
     """Evaluate an explanation method with several metrics over a data loader.
 
     Each batch is explained once (with the target below) and the same maps are passed to every
     metric. A :class:`~ttame_attr.TTAME` explainer is, besides, passed itself to AD/IC, which
     takes the paper's maps from it (pre-sigmoid, at map size: one more forward pass). The model
-    is expected in eval mode and its mode is never changed.
+    runs in eval mode (a warning if it was in training mode), and every module's mode is
+    restored afterwards.
 
     Args:
         model: the classifier.
@@ -104,13 +109,19 @@ def evaluate(
             for the ``"ad_ic"`` built by name, which then masks in pixel space as the paper
             does (default: the explainer's, for a TTAME explainer; else the inputs as given).
             Give it to compare methods alike: masked pixels black for every method.
+        nonfinite: what to do with an image whose map holds NaN or inf: ``"raise"`` (default) a
+            ``ValueError`` naming the images (their positions in the loader), or ``"skip"``:
+            leave them out of every metric; the result then also holds ``"nonfinite"``, the
+            list of their positions (a logged warning gives the count).
 
     Returns:
-        ``{name: result}``, each metric's ``compute()`` result.
+        ``{name: result}``, each metric's ``compute()`` result (and, with ``nonfinite="skip"``,
+        ``"nonfinite"``: the loader positions of the images left out).
 
     Raises:
         ValueError: unknown metric names, an unknown ``target`` mode, ``target="label"``
-            without labels in the batches, an empty loader.
+            without labels in the batches, an empty loader, maps holding NaN or inf (unless
+            ``nonfinite="skip"``).
         TypeError: batches or metrics of the wrong type.
 
     Example:
@@ -123,12 +134,13 @@ def evaluate(
     """
     if target not in ("predicted", "label"):
         raise ValueError(f"target: expected 'predicted' or 'label', got {target!r}.")
-    warn_if_training(model, "evaluate")
+    if nonfinite not in ("raise", "skip"):
+        raise ValueError(f"nonfinite: expected 'raise' or 'skip', got {nonfinite!r}.")
     explainer = explain if isinstance(explain, TTAME) else None
     if normalization is None and explainer is not None:
         normalization = explainer.normalization
     built = _build(metrics, model, normalization)
-    seen = 0
+    seen, images, skipped = 0, 0, []
     for batch in progress_bar(loader, enabled=progress, desc="evaluate"):
         if max_batches is not None and seen >= max_batches:
             break
@@ -142,11 +154,39 @@ def evaluate(
         else:
             tgt = clean_forward(model, x).argmax(dim=1)
         maps = get_maps(explain, x, tgt)
+        first, images, seen = images, images + x.shape[0], seen + 1
+        if nonfinite == "raise":
+            if isinstance(maps, Tensor) and maps.dim() > 1:
+                check_finite_maps(maps, first)
+        else:
+            x, tgt, maps, bad = _finite_only(x, tgt, maps)
+            skipped.extend(first + i for i in bad)
+            if x.shape[0] == 0:
+                continue
         for metric in built.values():
             paper = explainer is not None and isinstance(metric, AverageDropIncrease)
             metric.update(x, explainer if paper else maps, tgt)
-        seen += 1
     if seen == 0:
         raise ValueError("loader: yielded no batches; nothing to evaluate.")
+    if skipped:
+        logger.warning("evaluate: left out %d of %d images whose maps hold NaN or inf (positions %s%s)",
+                       len(skipped), images, skipped[:10], ", ..." if len(skipped) > 10 else "")
+    if len(skipped) == images:
+        raise ValueError(f"maps: the maps of all {images} images hold NaN or inf; nothing to evaluate. Fix "
+                         "the explanation method.")
     logger.info("evaluate: %d batches, metrics %s", seen, list(built))
-    return {name: metric.compute() for name, metric in built.items()}
+    results: dict[str, Any] = {name: metric.compute() for name, metric in built.items()}
+    if nonfinite == "skip":
+        results["nonfinite"] = skipped
+    return results
+
+
+def _finite_only(x: Tensor, tgt: Tensor, maps: Any) -> tuple[Tensor, Tensor, Any, list[int]]:
+    """The images of a batch whose maps are finite (and the positions of the others)."""
+    if not isinstance(maps, Tensor) or maps.dim() < 2 or maps.shape[0] != x.shape[0]:
+        return x, tgt, maps, []  # the metrics report the wrong shape
+    bad = nonfinite_maps(maps)
+    if not bool(bad.any()):
+        return x, tgt, maps, []
+    keep = ~bad.to(x.device)
+    return x[keep], tgt[keep], maps[keep.to(maps.device)], bad.nonzero().flatten().tolist()
