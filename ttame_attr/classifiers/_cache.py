@@ -64,7 +64,7 @@ CACHE_FORMAT = 2
 #: The modules whose code decides the trained weights: the models, their training loop and
 #: the data they are trained on. Their source is hashed into the cache key.
 _SOURCES = ("ttame_attr.classifiers._models", "ttame_attr.classifiers._training",
-            "ttame_attr.data._synthetic", "ttame_attr.training._loop", "ttame_attr.training._data")
+            "ttame_attr.data._synthetic")
 
 
 def _source_digest() -> str:

@@ -10,8 +10,8 @@ import torch
 from torch import Tensor, nn
 
 from ttame_attr._core.images import check_images
+from ttame_attr._core.parts import ExplainerParts
 from ttame_attr._core.progress import progress_bar
-from ttame_attr._core.ttame import TTAME
 from ttame_attr.metrics._ad_ic import AverageDropIncrease
 from ttame_attr.metrics._common import (
     MapsOrExplain,
@@ -124,7 +124,7 @@ def evaluate(
     if target not in ("predicted", "label"):
         raise ValueError(f"target: expected 'predicted' or 'label', got {target!r}.")
     warn_if_training(model, "evaluate")
-    explainer = explain if isinstance(explain, TTAME) else None
+    explainer = explain if isinstance(explain, ExplainerParts) else None
     if normalization is None and explainer is not None:
         normalization = explainer.normalization
     built = _build(metrics, model, normalization)
