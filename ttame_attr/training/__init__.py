@@ -23,9 +23,8 @@ from ttame_attr.training._history import (
     TrainingHistory,
 )
 from ttame_attr.training._step import StepResult, TrainingDivergedError, TrainStep, param_groups
-from ttame_attr.training._trainer import Trainer
 from ttame_attr.training.distributed import local_device
 
 __all__ = ["DEAD_MAP_PEAK", "FULL_MAP_FLOOR", "ClassPeaks", "Convergence", "EpochStats", "StepResult",
-           "TrainStep", "Trainer", "TrainingDivergedError", "TrainingHistory", "fit", "local_device",
+           "TrainStep", "TrainingDivergedError", "TrainingHistory", "fit", "local_device",
            "param_groups"]
