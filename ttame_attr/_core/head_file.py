@@ -21,8 +21,8 @@ from ttame_attr._core.storage import (
 )
 from ttame_attr._version import __version__
 
-if TYPE_CHECKING:
-    from ttame_attr._core.parts import ExplainerParts
+if TYPE_CHECKING:  # the explainer's public parts; the facade module itself sits above this one
+    from ttame_attr._core.parts import ExplainerParts as TTAME
 
 __all__ = ["head_config", "load_head", "save_head"]
 
@@ -30,7 +30,7 @@ FORMAT = "ttame_attr.head"
 FORMAT_VERSION = 1
 
 
-def head_config(explainer: ExplainerParts) -> dict[str, Any]:
+def head_config(explainer: TTAME) -> dict[str, Any]:
     """What :meth:`TTAME.save` stores besides the weights: plain Python values only."""
     norm = explainer.normalization
     return {
@@ -91,7 +91,7 @@ def _read_safetensors(path: Path) -> dict[str, Any]:
             "state_dict": state_dict}
 
 
-def save_head(explainer: ExplainerParts, path: str | Path) -> Path:
+def save_head(explainer: TTAME, path: str | Path) -> Path:
     """Write ``explainer``'s head weights and config; see :meth:`TTAME.save`.
 
     A path ending in ``.safetensors`` is written in the safetensors format (weights as
@@ -140,8 +140,8 @@ def _read_payload(path: str | Path, map_location: Any) -> dict[str, Any]:
 
 
 def load_head(
-    cls: type[ExplainerParts], path: str | Path, model: nn.Module, *, map_location: Any = None, **kwargs: Any
-) -> ExplainerParts:
+    cls: type[TTAME], path: str | Path, model: nn.Module, *, map_location: Any = None, **kwargs: Any
+) -> TTAME:
     """Rebuild a saved explainer for ``model``; see :meth:`TTAME.load`."""
     payload = _read_payload(path, map_location="cpu")
     config = payload["config"]

@@ -22,8 +22,8 @@ from ttame_attr._version import __version__
 from ttame_attr.export._clone import structural_clone
 from ttame_attr.export._module import ExplainedModel, ExportError
 
-if TYPE_CHECKING:
-    from ttame_attr._core.parts import ExplainerParts
+if TYPE_CHECKING:  # the explainer's public parts; the facade module itself sits above this one
+    from ttame_attr._core.parts import ExplainerParts as TTAME
 
 __all__ = ["OUTPUT_NAMES", "export_onnx", "export_program", "onnx_metadata"]
 
@@ -58,7 +58,7 @@ class _Plain(nn.Module):
         return tuple(self.explained(images))
 
 
-def _example(explainer: ExplainerParts, example: Tensor | None) -> Tensor:
+def _example(explainer: TTAME, example: Tensor | None) -> Tensor:
     if example is None:
         param = next(explainer.model.parameters(), None)
         return torch.rand(2, *explainer.input_size, generator=torch.Generator().manual_seed(0)).to(
@@ -107,7 +107,7 @@ def _first_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"
 
 
-def export_program(explainer: ExplainerParts, example: Tensor | None = None, *, top_k: int = 1,
+def export_program(explainer: TTAME, example: Tensor | None = None, *, top_k: int = 1,
                    scale: Scale = "sigmoid", upsample: bool | tuple[int, int] = True,
                    dynamic_batch: bool = True, strict: bool = False) -> torch.export.ExportedProgram:
     """``torch.export`` the classifier with this head: a program returning the plain tuple
@@ -140,7 +140,7 @@ def export_program(explainer: ExplainerParts, example: Tensor | None = None, *, 
                         f"strict={not strict} or dynamic_batch=False") from err
 
 
-def onnx_metadata(explainer: ExplainerParts, top_k: int, scale: str) -> dict[str, str]:
+def onnx_metadata(explainer: TTAME, top_k: int, scale: str) -> dict[str, str]:
     """What an ONNX file written by :meth:`export_onnx` says about itself (string values; JSON
     for the structured ones): read it with ``session.get_modelmeta().custom_metadata_map``."""
     norm = explainer.normalization
@@ -156,7 +156,7 @@ def onnx_metadata(explainer: ExplainerParts, top_k: int, scale: str) -> dict[str
     }
 
 
-def export_onnx(explainer: ExplainerParts, path: str | os.PathLike, example: Tensor | None = None, *,
+def export_onnx(explainer: TTAME, path: str | os.PathLike, example: Tensor | None = None, *,
                 top_k: int = 1, scale: Scale = "sigmoid", upsample: bool | tuple[int, int] = True,
                 dynamic_batch: bool = True, opset: int | None = None,
                 metadata: dict[str, str] | None = None) -> Path:
