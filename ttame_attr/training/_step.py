@@ -177,6 +177,13 @@ class TrainStep:
         terms, fidelity, _, _ = self._forward(x)
         return terms, fidelity
 
+    def _masker(self) -> Masker:
+        """The masker of the explainer's current ``mask_space`` and ``normalization``."""
+        space, norm = self.explainer.mask_space, self.explainer.normalization
+        if (self.masker.space, self.masker.normalization) != (space, norm):
+            self.masker = Masker(space, norm)
+        return self.masker
+
     def _forward(self, x: Tensor) -> tuple[LossTerms, Tensor, float, tuple[Tensor, Tensor]]:
         """The loss terms, the fidelity, this rank's weight in the global batch's loss, and the
         labels with the peak of each image's own-label mask."""
@@ -193,7 +200,7 @@ class TrainStep:
             masks = torch.sigmoid(self.head(features, all_labels))  # (B, G, h, w)
             rows = torch.arange(x.shape[0], device=x.device)
             own = masks[rows, rows + offset][:, None]  # (B, 1, h, w): image i's own label's map
-            logits_masked = extract_logits(explainer.model(self.masker(x, own)))
+            logits_masked = extract_logits(explainer.model(self._masker()(x, own)))
         terms = explainer.loss_fn(logits_masked, labels, masks)
         fidelity = (logits_masked.argmax(dim=1) == labels).float().mean()
         flat = own.detach().flatten(1)

@@ -9,6 +9,10 @@ the frozen backbone; loaders are sharded with a ``DistributedSampler`` (:func:`s
 The ranks agree on the set-up in one all-reduce (:func:`agree`) and take every decision to skip
 a non-finite loss together (:func:`all_ranks_finite`), so no rank ever waits for a collective
 the others will not reach.
+
+The whole layer is this one module, in reading order: the context, the collectives, sharding
+the loaders, the data-parallel head (its pieces use one another; split, they only import each
+other in a circle).
 """
 
 from __future__ import annotations
