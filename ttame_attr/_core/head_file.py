@@ -28,8 +28,8 @@ from ttame_attr._core.storage import (
 )
 from ttame_attr._version import __version__
 
-if TYPE_CHECKING:
-    from ttame_attr._core.ttame import TTAME
+if TYPE_CHECKING:  # the explainer's public parts; the facade module itself sits above this one
+    from ttame_attr._core.parts import ExplainerParts as TTAME
 
 __all__ = ["explainer_from_config", "head_config", "load_head", "read_safetensors", "save_head",
            "saved_config", "saved_tensors", "write_head_file"]

@@ -34,9 +34,8 @@ from ttame_attr._core.targets import parse_target
 from ttame_attr._typing import TargetType
 from ttame_attr.adapters._base import BackboneAdapter, LayerInfo
 from ttame_attr.adapters._registry import resolve_adapter
-from ttame_attr.export._export import export_onnx, export_program
-from ttame_attr.export._module import as_module
-from ttame_attr.training._fit import fit
+from ttame_attr.export import as_module, export_onnx, export_program
+from ttame_attr.training import fit
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "TTAME", "Explanation"]
 

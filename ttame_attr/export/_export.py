@@ -22,8 +22,8 @@ from ttame_attr._version import __version__
 from ttame_attr.export._clone import structural_clone
 from ttame_attr.export._module import ExplainedModel, ExportError
 
-if TYPE_CHECKING:
-    from ttame_attr._core.ttame import TTAME
+if TYPE_CHECKING:  # the explainer's public parts; the facade module itself sits above this one
+    from ttame_attr._core.parts import ExplainerParts as TTAME
 
 __all__ = ["OUTPUT_NAMES", "export_onnx", "export_program", "onnx_metadata"]
 

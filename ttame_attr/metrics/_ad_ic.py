@@ -10,8 +10,8 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
+from ttame_attr._core.parts import ExplainerParts
 from ttame_attr._core.setup import Normalization, parse_normalization
-from ttame_attr._core.ttame import TTAME
 from ttame_attr.metrics._common import (
     MapsOrExplain,
     TargetArg,
@@ -225,7 +225,7 @@ def average_drop_increase(
     fr = check_fractions(fractions)
     max_batch = check_positive_int(max_batch, "max_batch")
     keep = _check_keep(keep)
-    explainer = maps if isinstance(maps, TTAME) else None
+    explainer = maps if isinstance(maps, ExplainerParts) else None
     if explainer is not None:
         maps = functools.partial(_paper_maps, explainer)
     channels = inputs.shape[1] if isinstance(inputs, Tensor) and inputs.dim() == 4 else None
@@ -237,7 +237,7 @@ def average_drop_increase(
     return ADICResult.from_per_sample(fr, y, o, prep.target)
 
 
-def _paper_maps(explainer: TTAME, inputs: Tensor, target: Tensor) -> Tensor:
+def _paper_maps(explainer: ExplainerParts, inputs: Tensor, target: Tensor) -> Tensor:
     """The authors' evaluation map: pre-sigmoid ``c`` of the target class at the map size."""
     return explainer.attribute(inputs, target=target, scale="raw", upsample=False)
 

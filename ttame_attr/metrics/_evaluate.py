@@ -10,8 +10,8 @@ import torch
 from torch import Tensor, nn
 
 from ttame_attr._core.images import check_images
+from ttame_attr._core.parts import ExplainerParts
 from ttame_attr._core.progress import progress_bar
-from ttame_attr._core.ttame import TTAME
 from ttame_attr.metrics._ad_ic import AverageDropIncrease
 from ttame_attr.metrics._common import (
     MapsOrExplain,
@@ -136,7 +136,7 @@ def evaluate(
         raise ValueError(f"target: expected 'predicted' or 'label', got {target!r}.")
     if nonfinite not in ("raise", "skip"):
         raise ValueError(f"nonfinite: expected 'raise' or 'skip', got {nonfinite!r}.")
-    explainer = explain if isinstance(explain, TTAME) else None
+    explainer = explain if isinstance(explain, ExplainerParts) else None
     if normalization is None and explainer is not None:
         normalization = explainer.normalization
     built = _build(metrics, model, normalization)
