@@ -21,10 +21,10 @@ from ttame_attr._core.authors import (
 )
 from ttame_attr._core.fingerprint import check_model_identity, model_identity
 from ttame_attr._core.storage import (
-    atomic_write,
     check_payload,
     nonfinite_entries,
     safe_torch_load,
+    write_bytes_atomically,
 )
 from ttame_attr._version import __version__
 
@@ -120,7 +120,8 @@ def saved_config(explainer: Any, backbone: str | None = None) -> dict[str, Any]:
 def write_head_file(path: str | Path, state: dict[str, Any], config: dict[str, Any]) -> Path:
     """Write weights and configuration as one safetensors file, atomically."""
     metadata = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "config": json.dumps(config)}
-    return atomic_write(path, lambda tmp: _safetensors().torch.save_file(state, tmp, metadata=metadata))
+    data = _safetensors().torch.save(state, metadata=metadata)  # bytes: the disk is written by Python
+    return write_bytes_atomically(path, lambda buffer: buffer.write(data))
 
 
 def save_head(explainer: TTAME, path: str | Path) -> Path:
