@@ -81,14 +81,16 @@ def draw(path: Path = OUT) -> Path:
     return path
 
 
-def small_png(png: bytes, colors: int = 128) -> bytes:
-    """``png`` with a palette of ``colors`` colours (a third of the size, no visible change here)."""
+def small_png(png: bytes, colors: int = 256) -> bytes:
+    """``png`` with a palette of ``colors`` colours: a quarter of the size, no visible change here
+    (the octree quantiser keeps the images' colours; median cut washed them out)."""
     import io
 
     from PIL import Image
 
     out = io.BytesIO()
-    Image.open(io.BytesIO(png)).convert("RGB").quantize(colors=colors).save(out, format="PNG", optimize=True)
+    image = Image.open(io.BytesIO(png)).convert("RGB")
+    image.quantize(colors, method=Image.Quantize.FASTOCTREE).save(out, format="PNG", optimize=True)
     return out.getvalue()
 
 
