@@ -37,7 +37,8 @@ def explain(name: str, model: torch.nn.Module, size: int) -> None:
     explainer.fit(loader(64, size), epochs=5, progress=False)  # 40 steps at the largest learning rate
     maps = explainer.attribute(next(iter(loader(8, size, "test")))[0], target=1)
     print(f"  maps {tuple(maps.shape)}, before fit: range [{float(before.min()):.3f}, "
-          f"{float(before.max()):.3f}]; after 40 steps: range [{float(maps.min()):.3f}, {float(maps.max()):.3f}]")
+          f"{float(before.max()):.3f}]; after 40 steps: range [{float(maps.min()):.3f}, "
+          f"{float(maps.max()):.3f}]")
 
 
 def main() -> None:
