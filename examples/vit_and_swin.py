@@ -6,7 +6,9 @@ patch tokens laid out on the patch grid; Swin's channels-last stages are permute
 The head is fitted briefly (40 steps on synthetic shapes) so that its maps vary over the image.
 A new head starts at 0.5 everywhere (``head_init="zeros"``: no pixel preferred before training),
 and the models' weights are random, so the maps show the mechanics, not a meaningful explanation:
-with a trained classifier, fit on a few thousand of your images (``docs/training.rst``).
+with a trained classifier, fit on a few thousand of your images (``docs/training.rst``). The
+warnings ``fit`` logs here (an under-trained head, class maps given up) are what 40 steps on a
+random model give, and say what a real run would need.
 
     python examples/vit_and_swin.py
 """
