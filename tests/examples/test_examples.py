@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import runpy
 import subprocess
 import sys
@@ -31,6 +32,14 @@ def test_vit_and_swin(monkeypatch, capsys):
     assert "torchvision ViT: adapter 'vit'" in out
     assert "timm Swin: adapter 'swin'" in out
     assert out.count("maps (8, 1, 32, 32)") == 2
+    # A new head gives 0.5 everywhere; after its brief fit each model's maps vary over the image.
+    number = r"([\d.]+)"
+    ranges = re.findall(rf"before fit: range \[{number}, {number}\]; "
+                        rf"after 40 steps: range \[{number}, {number}\]", out)
+    assert len(ranges) == 2
+    for before_lo, before_hi, lo, hi in ranges:
+        assert before_lo == before_hi == "0.500"
+        assert float(hi) - float(lo) > 0.05, out
 
 
 def test_custom_adapter(monkeypatch, capsys):

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ttame_attr.data import CLASS_NAMES
-from ttame_attr.viz import figure_to_png, plot_grid, to_numpy_image
+from ttame_attr.viz import figure_to_png, overlay, to_numpy_image, to_numpy_maps
 
 __all__ = ["class_maps_figure", "curves_figure", "explanations_figure"]
 
@@ -17,13 +17,42 @@ Figure = tuple[bytes, str]
 
 
 def explanations_figure(images: Tensor, truth: Tensor, predicted: Tensor, masks: Tensor,
-                        maps: dict[str, Tensor]) -> Figure:
-    """Each held-out image beside every method's map of the predicted class."""
-    titles = [f"{CLASS_NAMES[int(t)]} (pred. {CLASS_NAMES[int(p)]})" for t, p in zip(truth, predicted)]
-    grid = plot_grid(images, maps, titles=titles, contours=masks, cell_size=2.0)
-    return figure_to_png(grid, dpi=90), (
-        "Each row: a held-out test image (true class, predicted class), then T-TAME's map "
-        "and Grad-CAM's map of the predicted class. The white outline is the ground-truth "
+                        maps: dict[str, Tensor], *, cell_size: float | None = None, dpi: int = 90) -> Figure:
+    """The held-out images across the page, each method's map of the predicted class below
+    them, and the colour scale of the maps.
+
+    ``cell_size`` (inches per image) and ``dpi`` set the size; by default the figure is about
+    1,100 pixels wide, the report's page width (images of at most 2 inches).
+    """
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from matplotlib.figure import Figure as MplFigure
+
+    imgs, outlines = to_numpy_image(images), to_numpy_maps(masks, normalize=False)
+    rows = {name: to_numpy_maps(m) for name, m in maps.items()}
+    n = imgs.shape[0]
+    cell_size = cell_size if cell_size is not None else min(2.0, 10.8 / n)
+    fig = MplFigure(figsize=(cell_size * n + 1.3, cell_size * (1 + len(rows)) + 0.35), layout="constrained")
+    axes = fig.subplots(1 + len(rows), n, squeeze=False)
+    for i in range(n):
+        axes[0, i].imshow(imgs[i])
+        axes[0, i].set_title(f"{CLASS_NAMES[int(truth[i])]}\n(pred. {CLASS_NAMES[int(predicted[i])]})",
+                             fontsize=8)
+        for r, m in enumerate(rows.values(), start=1):
+            axes[r, i].imshow(overlay(imgs[i], m[i], alpha=0.5, cmap="jet"))
+            axes[r, i].contour(outlines[i], levels=[0.5], colors="white", linewidths=0.8)
+    for r, label in enumerate(["image", *rows], start=0):
+        axes[r, 0].set_ylabel(label.replace(" (", "\n("), fontsize=8)
+    for ax in axes.flat:
+        ax.set(xticks=[], yticks=[])
+    bar = fig.colorbar(ScalarMappable(Normalize(0.0, 1.0), cmap="jet"), ax=axes[1:, :].ravel().tolist(),
+                       shrink=0.9, aspect=25, pad=0.01)
+    bar.set_label("map value, min-max scaled\nper map (blended 50%)", fontsize=7)
+    bar.ax.tick_params(labelsize=7)
+    return figure_to_png(fig, dpi=dpi), (
+        "Top row: held-out test images (true class, predicted class). Below: each method's map "
+        "of the predicted class over the image, min-max scaled per map and drawn on the colour "
+        "scale at the right (red: most relevant). The white outline is the ground-truth "
         "class-defining shape; the other shapes are distractors that never define a class."
     )
 

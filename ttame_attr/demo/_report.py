@@ -20,6 +20,8 @@ th:first-child, td:first-child { text-align: left; }
 th { background: #f3f3f3; }
 td.best { font-weight: bold; background: #eef7ee; }
 img { max-width: 100%; border: 1px solid #eee; }
+img.wide { width: 100%; }
+ul.notes li { background: #fff6e0; padding: 4px 8px; margin: 4px 0; }
 .note { color: #555; font-size: 0.9em; }
 code { background: #f5f5f5; padding: 0 3px; }
 """
@@ -74,7 +76,7 @@ def _kv_table(items: Sequence[tuple[str, Any]]) -> str:
 
 def write_report(path: str | Path, *, summary: Sequence[tuple[str, Any]],
                  metrics: Mapping[str, Mapping[str, float]], metrics_note: str,
-                 figures: Mapping[str, tuple[bytes, str]]) -> Path:
+                 figures: Mapping[str, tuple[bytes, str]], notes: Sequence[str] = ()) -> Path:
     """Write ``report.html``: a summary, the metrics table and the figures with captions.
 
     Args:
@@ -83,6 +85,8 @@ def write_report(path: str | Path, *, summary: Sequence[tuple[str, Any]],
         metrics: ``{method: {metric key: value}}``.
         metrics_note: a paragraph explaining the metrics.
         figures: ``{title: (png bytes, caption)}`` in display order.
+        notes: warnings the library gave during the run (e.g. that the head may be under-trained),
+            listed under the set-up; the section says so when there are none.
     """
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
@@ -95,6 +99,9 @@ def write_report(path: str | Path, *, summary: Sequence[tuple[str, Any]],
         "Grad-CAM on held-out images.</p>",
         "<h2>Set-up</h2>",
         _kv_table(summary),
+        "<h2>Notes</h2>",
+        ("<ul class='notes'>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>" if notes
+         else "<p class='note'>The library gave no warning during this run.</p>"),
         "<h2>Metrics</h2>",
         _metrics_html(metrics),
         f"<p class='note'>{metrics_note}</p>",

@@ -25,6 +25,7 @@ from ttame_attr.classifiers import (
 from ttame_attr.data import CLASS_NAMES, MEAN, STD, SyntheticShapes
 from ttame_attr.demo._figures import class_maps_figure, curves_figure, explanations_figure
 from ttame_attr.demo._gradcam import gradcam_backend, gradcam_maps
+from ttame_attr.demo._notes import captured_warnings, convergence_row
 from ttame_attr.demo._report import metrics_table_rows, write_report
 from ttame_attr.metrics import average_drop_increase, pointing_game, road
 
@@ -192,6 +193,12 @@ def _summary(cfg: DemoConfig, net: nn.Module, clf_source: str, accuracy: float, 
     ]
 
 
+def _say_notes(notes: list[str], say: Say) -> None:
+    """The library's warnings of a stage, each once."""
+    for note in notes:
+        say(f"      note: {note}")
+
+
 def _say_table(metrics: dict[str, dict[str, float]], say: Say) -> None:
     """The metrics table, in aligned columns between blank lines."""
     rows = metrics_table_rows(metrics)
@@ -200,6 +207,26 @@ def _say_table(metrics: dict[str, dict[str, float]], say: Say) -> None:
     for row in rows:
         say("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
     say("")
+
+
+def _fit_ttame(cfg: DemoConfig, model: nn.Module, data: Data, progress: bool,
+               say: Say) -> tuple[TTAME, Any, list[str]]:
+    """Fit the head on the training images: ``(explainer, history, the library's warnings)``."""
+    say(f"[3/5] fitting T-TAME ({cfg.ttame_epochs} epochs, batch {cfg.batch_size}; the paper's optimiser and "
+        "schedule, its learning rate scaled to this short run)")
+    explainer = TTAME(model, input_size=(3, cfg.image_size, cfg.image_size), head_init=cfg.head_init)
+    loader = DataLoader(data["train"][0], batch_size=cfg.batch_size, shuffle=True, drop_last=True,
+                        generator=torch.Generator().manual_seed(cfg.seed))
+    with captured_warnings() as notes:  # shown once below and in the report, not also logged
+        ttame_history = explainer.fit(loader, epochs=cfg.ttame_epochs, progress=progress,
+                                      val_loader=DataLoader(data["val"][0], batch_size=128))
+    sched = ttame_history.schedule or {}
+    if sched:
+        say(f"      {sched['total_steps']} steps at a maximum learning rate of {sched['lr']:.3g} "
+            f"(learning rate {sched['source']['lr']}; the paper's is 1e-3 for 320,000 steps)")
+    say(f"      {convergence_row(ttame_history)}")
+    _say_notes(notes, say)
+    return explainer, ttame_history, notes
 
 
 def run_demo(
@@ -247,26 +274,17 @@ def run_demo(
     accuracy = float((test_pred == y_test).float().mean())
     say(f"      held-out accuracy {accuracy:.3f}")
     clock.lap("classifier")
-    say(f"[3/5] fitting T-TAME ({cfg.ttame_epochs} epochs, batch {cfg.batch_size}; the paper's optimiser and "
-        "schedule, its learning rate scaled to this short run)")
-    explainer = TTAME(model, input_size=(3, cfg.image_size, cfg.image_size), head_init=cfg.head_init)
-    loader = DataLoader(data["train"][0], batch_size=cfg.batch_size, shuffle=True, drop_last=True,
-                        generator=torch.Generator().manual_seed(cfg.seed))
-    ttame_history = explainer.fit(loader, epochs=cfg.ttame_epochs, progress=progress,
-                                  val_loader=DataLoader(data["val"][0], batch_size=128))
+    explainer, ttame_history, notes = _fit_ttame(cfg, model, data, progress, say)
     explainer.save(out / "ttame_head.pt")
-    sched = ttame_history.schedule or {}
-    if sched:
-        say(f"      {sched['total_steps']} steps at a maximum learning rate of {sched['lr']:.3g} "
-            f"(learning rate {sched['source']['lr']}; the paper's is 1e-3 for 320,000 steps)")
-    for advice in ttame_history.warnings():
-        say(f"      note: {advice}")
     clock.lap("ttame_fit")
     say(f"[4/5] explaining {cfg.eval_images} held-out images with T-TAME and Grad-CAM, scoring")
     backend = gradcam_backend()
-    maps = _explain(explainer, model, net, x_test, test_pred, backend, clock)
-    metrics = {name: _method_metrics(model, x_test, m, m_test, cfg.seed,
-                                     explainer if name == "T-TAME" else None) for name, m in maps.items()}
+    with captured_warnings() as later:
+        maps = _explain(explainer, model, net, x_test, test_pred, backend, clock)
+        metrics = {name: _method_metrics(model, x_test, m, m_test, cfg.seed, explainer if name == "T-TAME"
+                                         else None) for name, m in maps.items()}
+    _say_notes(later, say)
+    notes += [n for n in later if n not in notes]
     clock.lap("explain_and_metrics")
     say("[5/5] drawing the report")
     n = min(cfg.show_images, cfg.eval_images)
@@ -283,14 +301,15 @@ def run_demo(
     seconds = clock.seconds
     seconds["total"] = round(time.perf_counter() - clock.start, 2)
     report = write_report(out / "report.html", metrics=metrics, figures=figures,
-                          summary=_summary(cfg, net, clf_source, accuracy, explainer, backend, seconds),
-                          metrics_note=_NOTE.format(n=cfg.eval_images))
+                          summary=_summary(cfg, net, clf_source, accuracy, explainer, backend, seconds)
+                          + [("T-TAME training check", convergence_row(ttame_history))],
+                          metrics_note=_NOTE.format(n=cfg.eval_images), notes=notes)
     json_path = out / "results.json"
     json_path.write_text(json.dumps({
         "config": asdict(cfg),
         "classifier": {"test_accuracy": accuracy, "source": clf_source, "history": clf_info["history"]},
         "ttame": {"layers": explainer.layers, "history": ttame_history.as_dicts()},
-        "gradcam_backend": backend, "metrics": metrics, "seconds": seconds,
+        "gradcam_backend": backend, "metrics": metrics, "seconds": seconds, "notes": notes,
     }, indent=2), encoding="utf-8")
     _say_table(metrics, say)
     say(f"Report: {report.resolve()}")
