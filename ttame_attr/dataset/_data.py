@@ -127,6 +127,12 @@ def resolve_source(data: Any, transform: Any) -> Source:
     """
     if isinstance(data, (str, Path)):
         return _files_source(data, transform)
+    if isinstance(data, (list, tuple)) and data and all(isinstance(d, (str, Path)) for d in data):
+        files = [Path(d) for d in data]
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing:
+            raise ValueError(f"data: no such image file(s) {missing[:3]}.")
+        return Source(_LabelledFiles(files, None, transform), [str(f) for f in files])
     settings: dict[str, Any] = {}
     if isinstance(data, DataLoader):
         settings = {"batch_size": data.batch_size, "num_workers": data.num_workers,

@@ -203,7 +203,8 @@ def explain_dataset(explainer: Any, data: Any, store: str | Path, *, top_k: int 
             ``pin_memory`` are used; its sampler and ``collate_fn`` are not, the store follows the
             dataset's order), a ``Dataset`` (items: an image tensor, ``(image, label)``,
             ``(image, label, mask)``), an image folder (ImageFolder layout gives labels), or a
-            ``.txt`` list file of paths (an integer second field gives labels).
+            ``.txt`` list file of paths (an integer second field gives labels), or a list of image
+            file paths.
         store: the store's folder (created).
         top_k: how many of the most probable classes to explain per image.
         batch_size: images per forward pass (default: the DataLoader's, else 64).
