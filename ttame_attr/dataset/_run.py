@@ -23,7 +23,7 @@ from ttame_attr.dataset._manifest import (
 from ttame_attr.dataset._reader import ExplanationStore
 from ttame_attr.dataset._writer import ShardWriter
 
-__all__ = ["explain_dataset"]
+__all__ = ["explain_dataset", "explained_module", "weights_sha256"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def weights_sha256(module: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def _explained_module(explainer: Any, top_k: int) -> tuple[nn.Module, Any]:
+def explained_module(explainer: Any, top_k: int) -> tuple[nn.Module, Any]:
     """``(module returning (logits, classes, maps) at map size, the model)`` for ``explainer``."""
     from ttame_attr import TTAME
     from ttame_attr.export import ExplainedModel
@@ -235,7 +235,7 @@ def explain_dataset(explainer: Any, data: Any, store: str | Path, *, top_k: int 
         >>> store.table(["path", "classes"]).to_pandas()  # doctest: +SKIP
     """
     require_pyarrow()
-    module, model = _explained_module(explainer, _check_positive("top_k", top_k))
+    module, model = explained_module(explainer, _check_positive("top_k", top_k))
     source = resolve_source(data, transform if transform is not None else _default_transform(module))
     batch_size = _check_positive("batch_size", batch_size or source.loader.get("batch_size") or 64)
     num_workers = _check_positive("num_workers", num_workers if num_workers is not None
