@@ -237,7 +237,9 @@ def explain_dataset(explainer: Any, data: Any, store: str | Path, *, top_k: int 
     require_pyarrow()
     module, model = explained_module(explainer, _check_positive("top_k", top_k))
     source = resolve_source(data, transform if transform is not None else _default_transform(module))
-    batch_size = _check_positive("batch_size", batch_size or source.loader.get("batch_size") or 64)
+    if batch_size is None:
+        batch_size = source.loader.get("batch_size") or 64
+    _check_positive("batch_size", batch_size)
     num_workers = _check_positive("num_workers", num_workers if num_workers is not None
                                   else source.loader.get("num_workers", 0))
     _check_positive("shard_size", shard_size)
