@@ -12,7 +12,7 @@ from torch import nn
 
 from ttame_attr._version import __version__
 from ttame_attr.dataset._columns import batch_columns, require_pyarrow
-from ttame_attr.dataset._data import ShardBatches, make_loader, resolve_source
+from ttame_attr.dataset._data import IMAGENET, ShardBatches, make_loader, resolve_source
 from ttame_attr.dataset._manifest import (
     FORMAT_VERSION,
     check_identity,
@@ -40,10 +40,9 @@ def weights_sha256(module: nn.Module) -> str:
 
 def explained_module(explainer: Any, top_k: int) -> tuple[nn.Module, Any]:
     """``(module returning (logits, classes, maps) at map size, the model)`` for ``explainer``."""
-    from ttame_attr import TTAME
     from ttame_attr.export import ExplainedModel
 
-    if isinstance(explainer, TTAME):
+    if not isinstance(explainer, nn.Module) and callable(getattr(explainer, "as_module", None)):  # a TTAME
         return explainer.as_module(top_k, upsample=False), explainer.model
     if isinstance(explainer, ExplainedModel):
         if explainer.top_k != top_k or explainer.upsample is not False or explainer.scale != "sigmoid":
@@ -57,14 +56,13 @@ def explained_module(explainer: Any, top_k: int) -> tuple[nn.Module, Any]:
 
 
 def _default_transform(module: nn.Module) -> Any:
-    from ttame_attr import IMAGENET_MEAN, IMAGENET_STD
     from ttame_attr.cli._data import eval_transform
 
     norm = module.normalization
     if norm is None:
         logger.info("explain_dataset: the explainer has no normalization; files are normalised with "
                     "ImageNet's mean and std")
-        norm = (IMAGENET_MEAN, IMAGENET_STD)
+        norm = IMAGENET
     return eval_transform(module.input_size, norm[0], norm[1])
 
 

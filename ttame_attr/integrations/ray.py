@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from ttame_attr.dataset._columns import arrow_fields, batch_columns, require_pyarrow
+from ttame_attr.dataset._data import IMAGENET
 
 __all__ = ["ExplainBatch", "preprocess_images"]
 
@@ -38,9 +39,7 @@ def preprocess_images(images: Any, input_size: tuple[int, int, int],
     (the evaluation transform of the command line, on tensors)."""
     import torchvision.transforms.v2.functional as F
 
-    from ttame_attr import IMAGENET_MEAN, IMAGENET_STD
-
-    mean, std = normalization if normalization is not None else (IMAGENET_MEAN, IMAGENET_STD)
+    mean, std = normalization if normalization is not None else IMAGENET
     hw = list(input_size[1:])
     out = []
     for image in images:
