@@ -123,8 +123,9 @@ def throughput(args: argparse.Namespace, work: Path) -> dict:
     write_jpegs(folder, args.images)
     transform = eval_transform(explainer.input_size, *explainer.normalization)
     files = find_images([str(folder)])
+    extra = {"prefetch_factor": 4} if args.workers else {}  # as explain_dataset's loader
     loader = image_loader(files, transform, skip=False, batch_size=args.batch_size, num_workers=args.workers,
-                          pin_memory=device.type == "cuda")
+                          pin_memory=device.type == "cuda", **extra)
     x1 = torch.zeros(1, *explainer.input_size, device=device)
     counts = {"plain": flops(model, x1), "bare": flops(module, x1)}
 
