@@ -52,6 +52,7 @@ def map_statistics(maps: Tensor) -> dict[str, Tensor]:
 
     Example:
         >>> import torch
+        >>> from ttame_attr.dataset import map_statistics
         >>> m = torch.zeros(1, 1, 4, 4); m[0, 0, 1, 2] = 1.0
         >>> stats = map_statistics(m)
         >>> [round(float(stats[k]), 4) for k in ("peak_y", "peak_x", "center_mass", "border_mass")]
