@@ -72,6 +72,18 @@ def run_checkpoints(rank: int, world: int, init_file: str, out_dir: str) -> None
         result["err_disagree"] = _error(
             lambda: train(make_explainer(), checkpoint_path=own, resume=True)
         )
+
+        # checkpoint_path is checked before training on rank 0, which writes it: a bad one there
+        # stops every rank at once; a bad one on another rank is never written, so it trains.
+        blocker = out / "plain"
+        blocker.write_text("a file, not a folder")
+        bad, good = blocker / "ckpt.pt", out / f"good{rank}.pt"
+        counted = make_explainer()
+        counted.loss_fn = CrashAt(1)  # any step taken would raise RuntimeError
+        result["err_bad_on_rank0"] = _error(
+            lambda: train(counted, checkpoint_path=bad if rank == 0 else good))
+        result["err_bad_on_rank1"] = _error(
+            lambda: train(make_explainer(), checkpoint_path=bad if rank == 1 else good))
     except Exception:
         result["crash_trace"] = traceback.format_exc()
         raise

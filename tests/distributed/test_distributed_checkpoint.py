@@ -36,3 +36,11 @@ def test_only_rank_zero_writes_and_ranks_must_resume_alike(ranks: list[dict]) ->
     for rank in ranks:
         assert rank["err_disagree"] is not None
         assert "checkpoint_path: the ranks disagree" in rank["err_disagree"]
+
+
+def test_checkpoint_path_is_checked_before_training_on_the_rank_that_writes_it(ranks: list[dict]) -> None:
+    rank0, rank1 = ranks
+    assert rank0["err_bad_on_rank0"].startswith("ValueError: checkpoint_path: cannot write")
+    assert "is a file, not a folder" in rank0["err_bad_on_rank0"]
+    assert rank1["err_bad_on_rank0"].startswith("ValueError: fit: the set-up failed on rank(s) [0]")
+    assert rank0["err_bad_on_rank1"] is None and rank1["err_bad_on_rank1"] is None

@@ -3,13 +3,14 @@ metrics, export, save/load) and the ``ttame`` command line.
 
 Adding a case is one line: an ``Api(...)`` row (what to call on the shared fixtures, the exception
 type, a regex its message must match from the start) or a ``Cli(...)`` row (the arguments, with
-``{head}``, ``{img}``, ``{images}``, ``{file}``, ``{tmp}`` and ``{evil}`` filled in, and fragments
-of the one line on stderr; the exit status must be 2). The number in a comment is the issue the
-case comes from.
+``{head}``, ``{img}``, ``{images}``, ``{file}``, ``{tmp}``, ``{evil}`` and ``{crafted}`` filled in,
+and fragments of the one line on stderr; the exit status must be 2). The number in a comment is the
+issue the case comes from.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Callable
@@ -22,7 +23,7 @@ import pytest
 import torch
 from tiny_models import make_tiny_cnn
 
-from ttame_attr import TTAME
+from ttame_attr import TTAME, TrainingDivergedError
 from ttame_attr import metrics as M
 from ttame_attr.cli import main
 
@@ -91,6 +92,21 @@ API = [
     Api("load-missing-file", lambda c: TTAME.load(c.tmp / "none.pt", c.model), FileNotFoundError, r"path: "),
     Api("load-not-a-head", lambda c: TTAME.load(_torch_file(c.tmp, {"a": torch.zeros(1)}), c.model),
         ValueError, r"path: .* is not a T-TAME head"),
+    Api("load-huge-input-size", lambda c: TTAME.load(_crafted_head(c, input_size=[3, 3000, 3000]), c.model),
+        ValueError, r"path: the head .* is damaged or crafted: its config has input_size=\[3, 3000, 3000\], "
+        r"expected at most 16 channels and 1,048,576 pixels"),  # 10
+    Api("load-layers-not-a-list", lambda c: TTAME.load(_crafted_head(c, layers="layer1"), c.model),
+        ValueError, r"path: the head .* its config has layers='layer1', expected a list"),  # 10
+    # ---------------------------------------------------------------- fit
+    Api("fit-every-batch-nan", lambda c: c.explainer.fit([torch.full((2, 3, 32, 32), float("nan"))], epochs=1,
+                                                          progress=False), TrainingDivergedError,
+        r"T-TAME training took no step: every batch of the 1 epoch was skipped, 1 because its loss"),  # 7
+    Api("fit-generator-two-epochs", lambda c: c.explainer.fit((x for x in [c.x]), epochs=2, steps_per_epoch=1,
+                                                               progress=False), ValueError,
+        r"loader: it yielded no batches in epoch 2 of 2\. It is a generator: .* used up after one pass"),  # 8
+    Api("fit-checkpoint-below-a-file", lambda c: c.explainer.fit(
+        [c.x], epochs=1, progress=False, checkpoint_path=_torch_file(c.tmp, {}) / "run" / "ckpt.pt"),
+        ValueError, r"checkpoint_path: cannot write .* is a file, not a folder"),  # 9
     # ---------------------------------------------------------------- export
     Api("export-onnx-opset-type", lambda c: c.explainer.export_onnx(c.tmp / "m.onnx", opset="18"),
         ValueError, r"opset: expected a positive integer"),
@@ -131,6 +147,20 @@ API = [
     Api("evaluate-maps-nan", lambda c: M.evaluate(c.model, [c.x], lambda x, t: c.nan_maps(),  # 2
                                                   metrics=["ad_ic"]), ValueError, r"maps: the maps of 1"),
 ]
+
+
+def _crafted_head(c: Ctx, **changes: Any) -> Path:
+    """The explainer's head file with its configuration edited, as a hostile file would be."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    good = c.explainer.save(c.tmp / "good.safetensors")
+    with safe_open(str(good), framework="pt") as f:
+        metadata, state = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    config = {**json.loads(metadata["config"]), **changes}
+    path = c.tmp / "crafted.safetensors"
+    save_file(state, str(path), metadata={**metadata, "config": json.dumps(config)})
+    return path
 
 
 def _torch_file(folder: Path, obj: Any) -> Path:
@@ -192,6 +222,8 @@ CLI = [
         ("--input-size: the head", "was trained for 32x32 inputs, not 64")),
     Cli("explain-missing-head", ("explain", CNN, "{img}", *SIZE, "--head", "{tmp}/none.pt"),
         ("--head: no such file",)),
+    Cli("explain-crafted-head", ("explain", CNN, "{img}", *SIZE, "--head", "{crafted}", "--out", "{tmp}/o"),
+        ("is damaged or crafted: its config has input_size=[3, 3000, 3000]",)),  # 10
     Cli("evaluate-json-below-file", ("evaluate", CNN, "{images}", *SIZE, "--head", "{head}",  # 13
                                      "--json", "{file}/x.json"), ("--json: cannot write",)),
     Cli("evaluate-json-is-folder", ("evaluate", CNN, "{images}", *SIZE, "--head", "{head}",  # 13
@@ -209,7 +241,7 @@ CLI = [
 @pytest.fixture(scope="module")
 def cli_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """The paths the CLI rows name: images, an (untrained) head for the tiny CNN, a plain file,
-    a --weights file that would run code."""
+    a --weights file that would run code, a head file asking for a 3000x3000 input."""
     from PIL import Image
 
     root = tmp_path_factory.mktemp("cli")
@@ -224,12 +256,13 @@ def cli_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     from cli_tiny_models import tiny_cnn
 
     head = TTAME(tiny_cnn().eval(), input_size=(3, 32, 32)).save(root / "head.pt")
+    crafted = _crafted_head(Ctx(root), input_size=[3, 3000, 3000])
     plain = root / "plain.pt"
     torch.save({"w": torch.zeros(1)}, plain)
     evil = root / "evil.pt"
     torch.save({"x": _Calls()}, evil)
     return {"head": str(head), "img": str(images / "i0.png"), "images": str(images), "file": str(plain),
-            "evil": str(evil)}
+            "evil": str(evil), "crafted": str(crafted)}
 
 
 class _Calls:

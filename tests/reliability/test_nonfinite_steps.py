@@ -87,9 +87,10 @@ def test_fit_counts_skipped_steps_and_stops_after_max():
                                                      float("nan"))), batch_size=4)
     with pytest.raises(TrainingDivergedError, match="max_skipped_steps=0"):
         explainer.fit(nan_loader, epochs=1, progress=False, max_skipped_steps=0)
-    # None never stops: every step skipped, the epoch is reported.
-    history = explainer.fit(nan_loader, epochs=1, progress=False, max_skipped_steps=None)
-    assert history[0].skipped_steps == 2 and history[0].steps == 0
+    # None never stops: every batch is tried; a run that took no step at all is an error at its end.
+    with pytest.raises(TrainingDivergedError, match="took no step: every batch of the 1 epoch was "
+                                                    "skipped, 2 because"):
+        explainer.fit(nan_loader, epochs=1, progress=False, max_skipped_steps=None)
 
 
 def test_checkpoint_with_nan_weights_is_not_written(tmp_path):

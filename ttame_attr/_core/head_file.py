@@ -19,6 +19,7 @@ from ttame_attr._core.authors import (
     convert_authors_checkpoint,
     is_authors_checkpoint,
 )
+from ttame_attr._core.config_check import check_head_config
 from ttame_attr._core.fingerprint import check_model_identity, model_identity
 from ttame_attr._core.storage import (
     check_payload,
@@ -186,10 +187,16 @@ def explainer_from_config(
 ) -> Any:
     """Build ``cls(model, ...)`` as ``config`` describes it and load ``state_dict`` into its head.
 
+    ``config`` is checked first (:func:`~ttame_attr._core.config_check.check_head_config`): its
+    types, and an ``input_size`` of at most 16 channels and 1024 x 1024 pixels unless ``options``
+    give one, so that a crafted file cannot make the model run on a huge image.
+
     Raises:
-        ValueError: naming what differs when the model does not give the saved layers, shapes,
-            class count or map size.
+        ValueError: for a damaged or crafted ``config`` (naming the field, before the model runs);
+            naming what differs when the model does not give the saved layers, shapes, class
+            count or map size.
     """
+    check_head_config(config, source, bounded="input_size" not in (options or {}))
     normalization = config.get("normalization")
     kwargs: dict[str, Any] = {
         "adapter": config.get("adapter"),

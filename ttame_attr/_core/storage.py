@@ -28,9 +28,11 @@ __all__ = [
     "atomic_torch_save",
     "atomic_write",
     "check_payload",
+    "existing_ancestor",
     "nonfinite_entries",
     "safe_torch_load",
     "write_bytes_atomically",
+    "write_problem",
 ]
 
 
@@ -82,6 +84,45 @@ def atomic_write(path: str | Path, write: Callable[[str], None], *, durable: boo
     if durable:
         _fsync_dir(path.parent)
     return path
+
+
+def existing_ancestor(path: str | Path) -> Path:
+    """The nearest folder above ``path`` that exists (where its missing folders would be created)."""
+    for parent in Path(path).absolute().parents:
+        if parent.exists():
+            return parent
+    return Path(Path(path).absolute().anchor)
+
+
+def write_problem(path: str | Path, *, folder: bool = False) -> str | None:
+    """Why ``path`` cannot be written before any work starts, or ``None`` if it can.
+
+    Checks that the file ``path`` (``folder=False``) or the folder ``path`` (``folder=True``)
+    either exists as such or can be created (its missing folders included), and that a file can
+    be created where it goes (a temporary file, removed at once). Used by the command line's
+    output options and by :func:`~ttame_attr.fit`'s ``checkpoint_path``.
+
+    Returns:
+        The reason, starting with what is wrong and ending with the fix (no argument name: the
+        caller prefixes its own), or ``None``.
+    """
+    path = Path(path)
+    if folder and path.exists() and not path.is_dir():
+        return f"{str(path)!r} exists and is a file; expected a folder; give another one, or remove the file."
+    if not folder and path.is_dir():
+        return f"{str(path)!r} is a folder; give a file name, e.g. {str(path / 'out')!r}."
+    if folder:
+        probe = path if path.is_dir() else existing_ancestor(path)
+    else:
+        probe = path.parent if path.parent.exists() else existing_ancestor(path)
+    if not probe.is_dir():
+        return f"cannot write {str(path)!r}: {str(probe)!r} is a file, not a folder."
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as err:
+        return f"cannot write in {str(probe)!r} ({err.strerror or err}); choose a writable place."
+    return None
 
 
 #: ``errno`` values of a full disk or an exhausted quota.

@@ -8,30 +8,10 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from ttame_attr._core.storage import atomic_write
+from ttame_attr._core.storage import atomic_write, write_problem
 from ttame_attr.cli._errors import CLIError
 
 __all__ = ["check_out_dir", "check_out_file", "rescue_write", "same_file", "write_output"]
-
-
-def _existing_ancestor(path: Path) -> Path:
-    """The nearest folder above ``path`` that exists (where missing folders would be created)."""
-    for parent in path.absolute().parents:
-        if parent.exists():
-            return parent
-    return Path(path.absolute().anchor)
-
-
-def _probe(option: str, folder: Path, path: Path) -> None:
-    """Raise a :class:`CLIError` unless a file can be created in ``folder``."""
-    if not folder.is_dir():
-        raise CLIError(f"{option}: cannot write {str(path)!r}: {str(folder)!r} is a file, not a folder.")
-    try:
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as err:
-        raise CLIError(f"{option}: cannot write in {str(folder)!r} ({err.strerror or err}); choose a "
-                       "writable place.") from None
 
 
 def check_out_file(option: str, path: str | Path) -> Path:
@@ -40,13 +20,10 @@ def check_out_file(option: str, path: str | Path) -> Path:
     Raises:
         CLIError: ``path`` is a folder, or its folder is a file or not writable.
     """
-    path = Path(path)
-    if path.is_dir():
-        raise CLIError(f"{option}: {str(path)!r} is a folder; give a file name, e.g. "
-                       f"{str(path / 'out')!r}.")
-    folder = path.parent if path.parent.exists() else _existing_ancestor(path)
-    _probe(option, folder, path)
-    return path
+    problem = write_problem(path)
+    if problem is not None:
+        raise CLIError(f"{option}: {problem}")
+    return Path(path)
 
 
 def check_out_dir(option: str, path: str | Path) -> Path:
@@ -55,12 +32,10 @@ def check_out_dir(option: str, path: str | Path) -> Path:
     Raises:
         CLIError: ``path`` is a file (or below one), or not writable.
     """
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise CLIError(f"{option}: {str(path)!r} exists and is a file; expected a folder. Give another "
-                       "--out, or remove the file.")
-    _probe(option, path if path.is_dir() else _existing_ancestor(path), path)
-    return path
+    problem = write_problem(path, folder=True)
+    if problem is not None:
+        raise CLIError(f"{option}: {problem}")
+    return Path(path)
 
 
 def same_file(a: str | Path, b: str | Path) -> bool:

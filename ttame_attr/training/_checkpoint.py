@@ -40,12 +40,13 @@ from ttame_attr._core.storage import (
     check_payload,
     nonfinite_entries,
     safe_torch_load,
+    write_problem,
 )
 from ttame_attr.training import distributed as dist_
 from ttame_attr.training._step import TrainingDivergedError
 
-__all__ = ["CHECKPOINT_NAME", "DataOrder", "capture_rng", "check_resumable", "read_checkpoint",
-           "resolve_checkpoint_path", "restore_rng", "write_checkpoint"]
+__all__ = ["CHECKPOINT_NAME", "DataOrder", "capture_rng", "check_resumable", "check_writable",
+           "read_checkpoint", "resolve_checkpoint_path", "restore_rng", "write_checkpoint"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,21 @@ def resolve_checkpoint_path(path: str | os.PathLike[str]) -> Path:
     text = os.fspath(path)
     p = Path(text)
     return p / CHECKPOINT_NAME if p.is_dir() or text.endswith((os.sep, "/")) else p
+
+
+def check_writable(path: Path) -> None:
+    """Raise unless the checkpoint file ``path`` can be written: checked before training, so that a
+    missing or read-only place is found at once, not when the first checkpoint is due.
+
+    Its folder may be missing (it is created when the first checkpoint is written).
+
+    Raises:
+        ValueError: naming ``checkpoint_path``, what is wrong and the fix.
+    """
+    problem = write_problem(path)
+    if problem is not None:
+        raise ValueError(f"checkpoint_path: {problem} The training checkpoint is written there; pass "
+                         "a checkpoint_path in a writable folder.")
 
 
 def read_checkpoint(path: Path) -> dict[str, Any] | None:

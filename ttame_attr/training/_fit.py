@@ -21,7 +21,7 @@ from ttame_attr._core.outputs import extract_logits
 from ttame_attr._core.parts import ExplainerParts
 from ttame_attr._core.setup import model_device_dtype
 from ttame_attr.training import distributed as dist_
-from ttame_attr.training._checkpoint import read_checkpoint, resolve_checkpoint_path
+from ttame_attr.training._checkpoint import check_writable, read_checkpoint, resolve_checkpoint_path
 from ttame_attr.training._history import TrainingHistory
 from ttame_attr.training._recipe import check_recipe, resolve_schedule
 from ttame_attr.training._step import TrainStep
@@ -65,7 +65,8 @@ class _Setup:
 
 def _agreed_setup(loader: Any, val_loader: Any, steps_per_epoch: int | None, checkpoint_file: Any,
                   resume: bool, ctx: dist_.DistributedContext | None, seed: int) -> _Setup:
-    """Shard the loaders, count their batches and read the checkpoint; agree across ranks."""
+    """Shard the loaders, count their batches, read the checkpoint and check that it can be written
+    (on the rank that writes it); agree across ranks."""
     error, batches, val_batches, checkpoint = None, None, None, None
     try:
         if ctx is not None:
@@ -80,6 +81,8 @@ def _agreed_setup(loader: Any, val_loader: Any, steps_per_epoch: int | None, che
             batches = length
         val_batches = loader_len(val_loader) if val_loader is not None else None
         checkpoint = read_checkpoint(checkpoint_file) if resume else None
+        if checkpoint_file is not None and dist_.is_main_process(ctx):  # the rank that writes it
+            check_writable(checkpoint_file)
     except (TypeError, ValueError) as err:
         error = err
     step = -1 if checkpoint is None else int(checkpoint["step"])
@@ -169,7 +172,8 @@ def fit(
             training checkpoint, rewritten atomically at every epoch end and every
             ``checkpoint_every`` steps. It holds the head, optimiser, scheduler, gradient scaler,
             step, epoch, position in the epoch and RNG states; it is never written with
-            non-finite weights.
+            non-finite weights. Checked before training: its folder must exist or be creatable,
+            and be writable (under DDP on rank 0, which writes it).
         checkpoint_every: also checkpoint every this many optimiser steps (``None``: epoch ends
             only). A killed run loses at most this many steps.
         resume: continue from ``checkpoint_path`` if it exists (start from scratch if not), with
@@ -203,10 +207,12 @@ def fit(
         whole image and explains nothing.
 
     Raises:
-        ValueError: for an empty loader, bad settings, or a checkpoint that cannot be resumed
-            (corrupted, foreign, or from a run with other settings).
+        ValueError: for an empty loader (also a generator used up by an earlier epoch), bad
+            settings, a ``checkpoint_path`` that cannot be written, or a checkpoint that cannot be
+            resumed (corrupted, foreign, or from a run with other settings).
         TypeError: for batches that hold no image tensor.
-        TrainingDivergedError: when training diverged beyond recovery.
+        TrainingDivergedError: when training diverged beyond recovery, or when no step was
+            taken at all (every batch's loss or gradients were NaN or inf).
 
     Example:
         >>> import torch, torchvision

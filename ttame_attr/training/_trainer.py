@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +108,27 @@ class Trainer:
                 self.end_epoch(epoch)
         finally:
             self._close_bar()
+        if self.step.step_count == 0:
+            self.no_step_taken()
         return self.history
+
+    def no_step_taken(self) -> None:
+        """Raise for a run that took no optimiser step: its head is as untrained as it came.
+
+        Raises:
+            TrainingDivergedError: naming the cause and what to check.
+        """
+        epochs = f"{self.epochs} epoch{'s' if self.epochs != 1 else ''}"
+        if self.skipped_total:
+            cause = (f"every batch of the {epochs} was skipped, {self.skipped_total} because its loss or "
+                     "gradients were NaN or inf")
+        else:
+            cause = f"every step of the {epochs} overflowed in float16 and the gradient scaler skipped it"
+        raise TrainingDivergedError(
+            f"T-TAME training took no step: {cause}, so the head is untrained (nothing to keep). "
+            "Check the inputs: finite values, normalised as the model expects (normalization=...); "
+            "a model in float16 overflows: keep it in float32 and train with amp=True; a model that "
+            "gives NaN on these images fails here too; then try a lower lr or amp=False.")
 
     def train_epoch(self, epoch: int) -> None:
         """One pass over the loader: each batch to the device, one step, then :meth:`after_step`.
@@ -123,8 +143,26 @@ class Trainer:
             self.batch += 1
             self.after_step(result)
         if self.batch == 0:
-            raise ValueError("loader: it yielded no batches in this epoch.")
+            self.no_batches(epoch)
         self._close_bar()
+
+    def no_batches(self, epoch: int) -> None:
+        """Raise for an epoch without batches, naming it and, after the first, the likely cause.
+
+        Raises:
+            ValueError: always.
+        """
+        where = f"loader: it yielded no batches in epoch {epoch + 1} of {self.epochs}."
+        if epoch == 0:
+            raise ValueError(f"{where} Check the dataset path and the batch size (with drop_last=True a "
+                             "dataset smaller than one batch is empty).")
+        loader = self.data.loader
+        kind = (f"It is a {type(loader).__name__}: a generator or iterator is used up after one pass"
+                if isinstance(loader, Iterator) else
+                "It yielded batches before: a generator or iterator (here, what it returns) is used "
+                "up after one pass")
+        raise ValueError(f"{where} {kind}, so the later epochs get nothing. Pass a DataLoader or another "
+                         "re-iterable object (a list of batches, a Dataset in a DataLoader), or epochs=1.")
 
     def to_device(self, batch: Any) -> Tensor:
         """The batch's images, checked, on the model's device and in its dtype."""
