@@ -379,6 +379,9 @@ class TTAME(Attribution):
         Checks that the model gives the saved layers with the saved shapes and class count, and
         says exactly what differs otherwise; warns (refuses with ``strict=True``) when the model's
         class or weights differ from those the head was trained with, naming the first difference.
+        The saved configuration is checked before the model runs: wrong types, or an input size
+        above 16 channels or 1024x1024 pixels, are refused naming the field (pass ``input_size=``
+        to load a larger head).
 
         Args:
             path: a file written by :meth:`save` (also the ``torch.save`` files of earlier
