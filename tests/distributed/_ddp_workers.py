@@ -139,7 +139,7 @@ def run_all(
     warnings.warn("the capture works", UserWarning, stacklevel=1)
     logging.getLogger("ttame_attr").setLevel(logging.INFO)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    result: dict[str, Any] = {"seconds": {"import_and_init": time.perf_counter() - start}}
+    result: dict[str, Any] = {"seconds": {"import_and_init": time.perf_counter() - start}, "warnings": seen}
     try:
         x = images()
         # 1. The main run: a shuffling loader without DistributedSampler (fit shards it), a
@@ -248,7 +248,6 @@ def run_all(
             del agent_store  # (rank 0) the server outlives fit's process group
         result["seconds"]["all"] = time.perf_counter() - start
         result["messages"] = [(r.levelname, r.getMessage()) for r in records]
-        result["warnings"] = seen
     except Exception:
         result["crash"] = traceback.format_exc()
         raise
