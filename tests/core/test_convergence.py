@@ -37,11 +37,33 @@ def test_a_loss_still_falling_is_not_done_and_the_advice_says_what_to_do() -> No
 
 def test_the_advice_gives_the_swins_capped_rate_on_a_swin() -> None:
     history = _history((1.2, 0.70), (1.0, 0.80))
-    history.schedule = {"recipe": "auto", "lr": 5e-3, "family": "swin"}
+    history.schedule = {"recipe": "auto", "lr": 1e-3, "family": "swin"}
     advice = history.convergence().advice
     assert "lr=5e-3 suits runs of a few thousand steps" in advice and "lr=1e-2" not in advice
-    history.schedule = {"recipe": "auto", "lr": 1e-2, "family": "vit"}
+    history.schedule = {"recipe": "auto", "lr": 1e-3, "family": "vit"}
     assert "lr=1e-2 suits" in history.convergence().advice
+
+
+@pytest.mark.parametrize(("family", "lr"), [("cnn", 1e-2), ("swin", 5e-3), ("cnn", 5e-2)])
+def test_the_advice_never_names_the_rate_the_run_used(family, lr) -> None:
+    # The demo's case: a run at the rule's largest rate (or above it) is not told to raise it.
+    history = _history((1.2, 0.70), (1.0, 0.80))
+    history.schedule = {"recipe": "auto", "lr": lr, "family": family, "epochs": 2, "total_steps": 128,
+                        "source": {"epochs": "given", "lr": "scaled"}}
+    advice = history.convergence().advice
+    assert "higher maximum learning rate" not in advice and "lr=" not in advice
+    assert "already the largest recipe='auto' uses for this backbone: do not raise it" in advice
+    # Train longer instead, and why: the given epochs gave fewer steps than the recipe's floor.
+    assert "epochs=2 gave 128 steps, fewer than the 4,000 recipe='auto' gives" in advice
+    assert "e.g. epochs=4" in advice
+
+
+def test_the_advice_names_the_recipes_epoch_limit() -> None:
+    history = _history(*[(1.0 - 0.05 * i, 0.8) for i in range(64)])
+    history.schedule = {"recipe": "auto", "lr": 1e-2, "family": "cnn", "epochs": 64, "total_steps": 1984,
+                        "source": {"epochs": "scaled", "lr": "scaled"}}
+    advice = history.convergence().advice
+    assert "recipe='auto' stopped at its limit of 64 epochs; e.g. epochs=128" in advice
 
 
 def test_a_fidelity_still_rising_is_not_done() -> None:
@@ -100,6 +122,27 @@ def test_fit_judges_its_own_history(monkeypatch) -> None:
     monkeypatch.setattr(TrainingHistory, "convergence", spy)
     history = _fit_tiny(epochs=3)
     assert seen == [history.column("loss")]
+
+
+def test_the_advice_is_given_once_by_fit_and_once_by_the_cli(monkeypatch, tmp_path, capsys, caplog) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from ttame_attr.cli import main
+
+    report = Convergence(False, "training", 0.1, 0.0, "ADVICE: train longer")
+    monkeypatch.setattr(TrainingHistory, "convergence", lambda self, *a, **k: report)
+    with caplog.at_level(logging.WARNING, logger="ttame_attr"):
+        _fit_tiny()  # in Python: the log says it
+    assert [r.getMessage() for r in caplog.records].count("ADVICE: train longer") == 1
+    caplog.clear()
+    for i in range(4):
+        Image.fromarray(np.full((32, 32, 3), 40 * i, dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    with caplog.at_level(logging.WARNING, logger="ttame_attr"):  # the command: its note says it
+        assert main(["fit", "torchvision:resnet18", str(tmp_path), "--num-classes", "3", "--input-size",
+                     "32", "--epochs", "2", "--batch-size", "2", "--out", str(tmp_path / "h.pt"), "-q"]) == 0
+    captured = capsys.readouterr()
+    assert (captured.out + captured.err + caplog.text).count("ADVICE: train longer") == 1
 
 
 def test_cli_fit_prints_the_advice(monkeypatch, tmp_path, capsys) -> None:

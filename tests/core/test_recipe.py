@@ -160,3 +160,32 @@ def test_fit_refuses_a_bad_recipe_before_training() -> None:
         explainer.fit([torch.rand(2, 3, 32, 32)], recipe="imagenet", progress=False)
     with pytest.raises(ValueError, match="epochs: expected a positive int, or None"):
         explainer.fit([torch.rand(2, 3, 32, 32)], epochs=True, progress=False)
+
+
+def _schedule_records(caplog) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.getMessage().startswith("T-TAME training:")]
+
+
+def test_a_schedule_the_recipe_changed_is_a_warning_once_before_the_first_epoch(caplog, monkeypatch) -> None:
+    monkeypatch.setattr("ttame_attr.training._recipe.AUTO_MIN_STEPS", 40)
+    _fit(caplog)
+    records = _schedule_records(caplog)
+    assert [r.levelno for r in records] == [logging.WARNING]
+    text = records[0].getMessage()
+    # epochs, steps, maximum learning rate, and why
+    assert "20 epochs of 2 steps (40 steps) at a maximum learning rate of 0.01" in text
+    assert "recipe='auto' scaled the epochs and lr to this run's length" in text
+    messages = [r.getMessage() for r in caplog.records]
+    first_epoch = next(i for i, m in enumerate(messages) if m.startswith("T-TAME epoch 1/"))
+    assert caplog.records.index(records[0]) < first_epoch
+    # Given epochs with the recipe's lr: the lr the recipe chose is still a warning.
+    caplog.clear()
+    _fit(caplog, epochs=3)
+    records = _schedule_records(caplog)
+    assert [r.levelno for r in records] == [logging.WARNING] and "scaled the lr" in records[0].getMessage()
+
+
+@pytest.mark.parametrize("kwargs", [{"epochs": 2, "lr": 0.05}, {"recipe": "paper"}])
+def test_a_schedule_given_or_the_papers_is_logged_at_info(caplog, kwargs) -> None:
+    _fit(caplog, **kwargs)
+    assert [r.levelno for r in _schedule_records(caplog)] == [logging.INFO]

@@ -11,7 +11,8 @@ from ttame_attr.training._trainer import Trainer, batch_images
 
 #: What Trainer.state_dict() documents, field by field.
 FIELDS = {"head", "optimizer", "scheduler", "scaler", "step", "epoch", "batch", "meter_sums", "meter_count",
-          "class_peaks", "class_floors", "skipped", "skipped_total", "history", "epoch_rng", "rng"}
+          "class_peaks", "class_floors", "map_spread", "skipped", "skipped_total", "history", "epoch_rng",
+          "rng"}
 
 
 def _images(n: int = 3, seed: int = 0) -> list[torch.Tensor]:

@@ -11,6 +11,7 @@ import logging
 import os
 import time
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -130,9 +131,15 @@ def run_all(
             records.append(record)
 
     logging.getLogger("ttame_attr").addHandler(Keep())
+    # Every warning raised in the worker, as (category, file, message): the package's own code
+    # must raise no deprecation warning (torch's deprecated collectives warn from the caller).
+    seen: list[tuple[str, str, str]] = []
+    warnings.simplefilter("always")
+    warnings.showwarning = lambda msg, cat, filename, *_: seen.append((cat.__name__, filename, str(msg)))
+    warnings.warn("the capture works", UserWarning, stacklevel=1)
     logging.getLogger("ttame_attr").setLevel(logging.INFO)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    result: dict[str, Any] = {"seconds": {"import_and_init": time.perf_counter() - start}}
+    result: dict[str, Any] = {"seconds": {"import_and_init": time.perf_counter() - start}, "warnings": seen}
     try:
         x = images()
         # 1. The main run: a shuffling loader without DistributedSampler (fit shards it), a

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
+import _ddp_workers
 import pytest
 import torch
 from _ddp_workers import (
@@ -25,6 +27,7 @@ from _ddp_workers import (
 from ddp_spawn import WORLD, run_ranks
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
+import ttame_attr
 from ttame_attr import fit
 
 
@@ -120,6 +123,17 @@ def test_logged_terms_are_global_means(ranks: list[dict], reference) -> None:
         for key in ("loss", "ce", "area", "variation", "fidelity", "lr", "val_loss", "val_ce",
                     "val_area", "val_variation", "val_fidelity"):
             assert got[key] == pytest.approx(want[key], rel=1e-4, abs=1e-6), key
+
+
+def test_the_package_raises_no_deprecation_warning(ranks: list[dict]) -> None:
+    # torch.distributed.nn's collectives warn (FutureWarning) from their caller's line: every
+    # rank of every torchrun job printed them from ttame_attr/training/distributed.py.
+    package = str(Path(ttame_attr.__file__).parent)
+    for rank in ranks:
+        assert ("UserWarning", _ddp_workers.__file__, "the capture works") in rank["warnings"]
+        ours = [w for w in rank["warnings"] if w[1].startswith(package)
+                and w[0] in ("FutureWarning", "DeprecationWarning")]
+        assert ours == []
 
 
 def test_head_and_loader_are_restored(ranks: list[dict]) -> None:

@@ -20,6 +20,7 @@ from ttame_attr.cli._data import eval_transform, find_images, image_loader, load
 from ttame_attr.cli._errors import CLIError
 from ttame_attr.cli._models import load_model, model_preprocessing
 from ttame_attr.cli._outputs import check_out_dir, check_out_file, rescue_write, same_file, write_output
+from ttame_attr.training import advice_shown_by_caller
 
 __all__ = ["cmd_convert", "cmd_demo", "cmd_evaluate", "cmd_explain", "cmd_export", "cmd_fit", "cmd_layers"]
 
@@ -158,7 +159,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if val_files:
         val_loader = image_loader(val_files, eval_transform(size, mean, std), skip=args.skip_unreadable,
                                   option="--val", batch_size=args.batch_size, num_workers=args.workers)
-    with _user_errors():
+    with _user_errors(), advice_shown_by_caller():  # the notes below give fit's advice, once
         history = explainer.fit(loader, epochs=args.epochs, lr=args.lr, recipe=args.recipe,
                                 val_loader=val_loader, progress=not args.quiet, checkpoint_path=checkpoint,
                                 resume=args.resume)
@@ -172,6 +173,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     report = history.convergence()
     if report.done is False:
         print(f"note: {report.advice} (ttame fit: --epochs, --lr)")
+    if history.flat_map_advice():
+        print(f"note: {history.flat_map_advice()} (ttame fit: --epochs, --lr, --seed)")
     if history.dead_classes():
         refit = any(k != history.blank_class for k in history.dead_classes())
         hint = " (ttame fit: --head-init, --lr, --seed)" if refit else ""

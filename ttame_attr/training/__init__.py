@@ -6,6 +6,7 @@
 - :class:`TrainingHistory` / :class:`EpochStats`: what ``fit`` reports; :class:`Convergence`: whether
   the head was still improving when it ended.
 - :func:`local_device`: the GPU of this process under torchrun.
+- :func:`advice_shown_by_caller`: ``fit`` leaves its advice to the caller (no duplicate).
 
 The modules, in the order a batch meets them: ``_fit.py`` (settings, the ranks' agreement),
 ``_trainer.py`` (the loop: epochs, batches, validation, checkpoints), ``_step.py`` (one step);
@@ -13,9 +14,10 @@ beside them ``_history.py`` (the records), ``_recipe.py`` (the schedule and the 
 ``_checkpoint.py`` (the checkpoint file and RNG replay) and ``distributed.py`` (DDP).
 """
 
-from ttame_attr.training._fit import fit
+from ttame_attr.training._fit import advice_shown_by_caller, fit
 from ttame_attr.training._history import (
     DEAD_MAP_PEAK,
+    FLAT_MAP_SPREAD,
     FULL_MAP_FLOOR,
     ClassPeaks,
     Convergence,
@@ -25,6 +27,6 @@ from ttame_attr.training._history import (
 from ttame_attr.training._step import StepResult, TrainingDivergedError, TrainStep, param_groups
 from ttame_attr.training.distributed import local_device
 
-__all__ = ["DEAD_MAP_PEAK", "FULL_MAP_FLOOR", "ClassPeaks", "Convergence", "EpochStats", "StepResult",
-           "TrainStep", "TrainingDivergedError", "TrainingHistory", "fit", "local_device",
-           "param_groups"]
+__all__ = ["DEAD_MAP_PEAK", "FLAT_MAP_SPREAD", "FULL_MAP_FLOOR", "ClassPeaks", "Convergence", "EpochStats",
+           "StepResult", "TrainStep", "TrainingDivergedError", "TrainingHistory", "advice_shown_by_caller",
+           "fit", "local_device", "param_groups"]

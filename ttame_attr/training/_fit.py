@@ -9,7 +9,9 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,9 +29,33 @@ from ttame_attr.training._recipe import check_recipe, resolve_schedule
 from ttame_attr.training._step import TrainStep
 from ttame_attr.training._trainer import Trainer
 
-__all__ = ["blank_class", "fit"]
+__all__ = ["advice_shown_by_caller", "blank_class", "fit"]
 
 logger = logging.getLogger(__name__)
+
+_CALLER_SHOWS_ADVICE: ContextVar[bool] = ContextVar("ttame_caller_shows_advice", default=False)
+
+
+@contextmanager
+def advice_shown_by_caller() -> Iterator[None]:
+    """Within the block, :func:`fit` does not log its advice after training (under-training,
+    constant, dead or full maps): the caller shows ``history.warnings()`` itself, so that the
+    advice is given once. The ``ttame fit`` command prints it with the options to change.
+
+    Example:
+        >>> import torch, torchvision
+        >>> from ttame_attr import TTAME
+        >>> from ttame_attr.training import advice_shown_by_caller
+        >>> explainer = TTAME(torchvision.models.resnet18(num_classes=4), input_size=(3, 32, 32))
+        >>> with advice_shown_by_caller():
+        ...     history = explainer.fit([torch.rand(2, 3, 32, 32)], epochs=1, progress=False)
+        >>> notes = ["note: " + advice for advice in history.warnings()]  # for the caller to show
+    """
+    token = _CALLER_SHOWS_ADVICE.set(True)
+    try:
+        yield
+    finally:
+        _CALLER_SHOWS_ADVICE.reset(token)
 
 
 def _check_count(name: str, value: Any, minimum: int, expected: str, none_means: str = "") -> None:
@@ -158,9 +184,11 @@ def fit(
         recipe: what fills in ``epochs`` and ``lr`` when they are ``None``. ``"auto"``: the
             paper's values for a run as long as the paper's (320,000 steps), scaled for shorter
             ones (epochs up to 4,000 steps, 8,000 on a ViT, at most 64; lr
-            ``1e-3 * sqrt(320,000 / steps)`` up to 1e-2, or 5e-3 on a Swin), logged at INFO
-            level; ``"paper"``: exactly the paper's 8 epochs at 1e-3. The schedule used is in
-            ``history.schedule``.
+            ``1e-3 * sqrt(320,000 / steps)`` up to 1e-2, or 5e-3 on a Swin); ``"paper"``:
+            exactly the paper's 8 epochs at 1e-3. The schedule (epochs, steps, maximum learning
+            rate, and why) is logged once before the first step, as a warning when the recipe
+            departed from the paper's values, at INFO level when they are the paper's or given;
+            it is kept in ``history.schedule``.
         momentum, weight_decay, nesterov: SGD's settings (paper: 0.9, 5e-4 on weights only,
             Nesterov).
         steps_per_epoch: needed when ``loader`` has no ``len``.
@@ -204,7 +232,10 @@ def fit(
         :attr:`TrainingHistory.blank_class`, the class the classifier gives a fully masked image.
         It also warns when some classes' maps are full: above 0.9 everywhere on all their images
         for the whole last epoch (:meth:`TrainingHistory.full_classes`), a map that keeps the
-        whole image and explains nothing.
+        whole image and explains nothing. Whatever the number of epochs, it warns when the maps
+        are (near) constant: no image's own-class mask varied by 0.1 across its pixels in the
+        last epoch (:meth:`TrainingHistory.flat_map_advice`). Inside
+        :func:`advice_shown_by_caller` none of this advice is logged.
 
     Raises:
         ValueError: for an empty loader (also a generator used up by an earlier epoch), bad
@@ -229,8 +260,9 @@ def fit(
     setup = _agreed_setup(loader, val_loader, steps_per_epoch, path, resume, ctx, seed)
     schedule = resolve_schedule(recipe, epochs, lr, setup.batches, getattr(explainer.adapter, "family", None))
     epochs, lr = schedule.epochs, schedule.lr
-    if dist_.is_main_process(ctx):
-        logger.info("T-TAME training: %s", schedule.describe())
+    if dist_.is_main_process(ctx):  # a warning when the recipe chose other values than the paper's
+        level = logging.WARNING if schedule.departs_from_paper else logging.INFO
+        logger.log(level, "T-TAME training: %s", schedule.describe())
     settings = {"epochs": epochs, "steps_per_epoch": setup.batches, "lr": float(lr),
                 "momentum": float(momentum), "weight_decay": float(weight_decay), "nesterov": bool(nesterov)}
     with eval_mode(explainer.model), dist_.data_parallel_head(explainer.head, ctx) as head:
@@ -249,7 +281,7 @@ def fit(
     if history.dead_classes():
         history.blank_class = blank_class(explainer)
     explainer.history = history
-    if dist_.is_main_process(ctx):
+    if dist_.is_main_process(ctx) and not _CALLER_SHOWS_ADVICE.get():
         for advice in history.warnings():
             logger.warning("%s", advice)
     return history

@@ -18,8 +18,8 @@ from ttame_attr._core.loss import LossTerms
 from ttame_attr.training import _recipe
 from ttame_attr.training import distributed as dist_
 
-__all__ = ["DEAD_MAP_PEAK", "FULL_MAP_FLOOR", "ClassPeaks", "Convergence", "EpochStats", "RunningMeans",
-           "TrainingHistory"]
+__all__ = ["DEAD_MAP_PEAK", "FLAT_MAP_SPREAD", "FULL_MAP_FLOOR", "ClassPeaks", "Convergence", "EpochStats",
+           "RunningMeans", "TrainingHistory"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +30,11 @@ DEAD_MAP_PEAK = 0.1
 #: every pixel of every one of its training images: the map keeps the whole image and explains
 #: nothing, the mirror of a dead map (the sigmoid is saturated, so training cannot pull it down).
 FULL_MAP_FLOOR = 0.9
+#: The head's maps count as (near) constant in an epoch when no image's own-label mask varied by
+#: this much across its pixels (its largest minus its smallest value) at any step of the epoch:
+#: they show nothing, whatever their level. A trained head's masks span most of ``[0, 1]``; a
+#: head fresh from ``head_init="zeros"`` gives 0.5 everywhere (a spread of 0).
+FLAT_MAP_SPREAD = 0.1
 
 
 @dataclass
@@ -40,6 +45,8 @@ class EpochStats:
     ``dead_classes`` lists the classes trained on in the epoch whose masks stayed below
     :data:`DEAD_MAP_PEAK` everywhere on all their images, ``full_classes`` those whose masks
     stayed above :data:`FULL_MAP_FLOOR` everywhere on all their images (:class:`ClassPeaks`).
+    ``map_spread`` is the largest spread (largest minus smallest value) of an image's own-label
+    mask in the epoch (``None``: no step).
     """
 
     epoch: int
@@ -58,6 +65,7 @@ class EpochStats:
     val_fidelity: float | None = None
     dead_classes: list[int] = field(default_factory=list)
     full_classes: list[int] = field(default_factory=list)
+    map_spread: float | None = None
 
 
 @dataclass(frozen=True)
@@ -133,7 +141,7 @@ class TrainingHistory:
         if drop <= loss_tol and gain <= fidelity_tol:
             return Convergence(True, source, drop, gain, "")
         advice = _recipe.under_training_advice(source, loss, fid, len(self.epochs),
-                                               (self.schedule or {}).get("family"))
+                                               (self.schedule or {}).get("family"), self.schedule)
         return Convergence(False, source, drop, gain, advice)
 
     def dead_classes(self) -> list[int]:
@@ -143,6 +151,14 @@ class TrainingHistory:
     def full_classes(self) -> list[int]:
         """The classes whose maps were full in the last epoch (see :class:`ClassPeaks`)."""
         return list(self.epochs[-1].full_classes) if self.epochs else []
+
+    def flat_map_advice(self) -> str:
+        """What to do when the maps were (near) constant in the last epoch: no image's own-label
+        mask varied by :data:`FLAT_MAP_SPREAD` across its pixels (empty otherwise)."""
+        spread = self.epochs[-1].map_spread if self.epochs else None
+        if spread is None or spread >= FLAT_MAP_SPREAD:
+            return ""
+        return _recipe.flat_map_advice(spread, FLAT_MAP_SPREAD, len(self.epochs), self.schedule)
 
     def full_class_advice(self) -> str:
         """What to do about :meth:`full_classes` (empty when there are none)."""
@@ -161,12 +177,14 @@ class TrainingHistory:
 
     def warnings(self) -> list[str]:
         """What is wrong with the trained head, one piece of advice per problem (empty when
-        nothing is): under-training (:meth:`convergence`), dead class maps
+        nothing is): under-training (:meth:`convergence`), (near) constant maps
+        (:meth:`flat_map_advice`, whatever the number of epochs), dead class maps
         (:meth:`dead_class_advice`) and full ones (:meth:`full_class_advice`).
         :func:`~ttame_attr.fit` logs them as warnings."""
         report = self.convergence()
         found = [report.advice] if report.done is False else []
-        return found + [a for a in (self.dead_class_advice(), self.full_class_advice()) if a]
+        return found + [a for a in (self.flat_map_advice(), self.dead_class_advice(),
+                                    self.full_class_advice()) if a]
 
 
 #: The loss terms every step and validation pass report, in :class:`EpochStats` order.
@@ -212,19 +230,26 @@ class ClassPeaks:
     ``dead_classes`` and ``full_classes``. Classes not trained on in the epoch are not judged.
     Under DDP the peaks are the maxima over all ranks, the floors the minima.
 
+    It also keeps the epoch's largest spread of one image's own-label mask (its largest minus
+    its smallest value; ``map_spread`` of the record, the maximum over ranks): below
+    :data:`FLAT_MAP_SPREAD`, the maps are (near) constant.
+
     State: the peaks and floors of the epoch in progress (``class_peaks``, -1 for classes not
-    seen yet; ``class_floors``, 2 for classes not seen yet).
+    seen yet; ``class_floors``, 2 for classes not seen yet) and its largest spread
+    (``map_spread``, -1 before the first step).
     """
 
     def __init__(self, num_classes: int, ctx: dist_.DistributedContext | None = None) -> None:
         self.num_classes, self.ctx = int(num_classes), ctx
-        self.peaks, self.floors = self._fresh(-1.0), self._fresh(2.0)
+        self.peaks, self.floors, self.spread = self._fresh(-1.0), self._fresh(2.0), torch.tensor([-1.0])
 
     def _fresh(self, value: float) -> Tensor:
         return torch.full((self.num_classes,), value)
 
-    def _reduced(self) -> tuple[Tensor, Tensor]:
-        return dist_.reduce_max(self.peaks, self.ctx), -dist_.reduce_max(-self.floors, self.ctx)
+    def _reduced(self) -> tuple[Tensor, Tensor, float]:
+        """The peaks, floors and spread over all ranks (maxima, minima, maximum)."""
+        highs = dist_.reduce_max(torch.cat([self.peaks, self.spread]), self.ctx)
+        return highs[:-1], -dist_.reduce_max(-self.floors, self.ctx), float(highs[-1])
 
     def on_batch_end(self, loop: Any, result: Any) -> None:
         labels, peaks = getattr(result, "labels", None), getattr(result, "peaks", None)
@@ -234,19 +259,23 @@ class ClassPeaks:
         self.peaks.scatter_reduce_(0, labels, peaks.detach().cpu().float(), reduce="amax")
         floors = getattr(result, "floors", None)
         if floors is not None:
-            self.floors.scatter_reduce_(0, labels, floors.detach().cpu().float(), reduce="amin")
+            floors = floors.detach().cpu().float()
+            self.floors.scatter_reduce_(0, labels, floors, reduce="amin")
+            spread = (peaks.detach().cpu().float() - floors).amax().reshape(1)
+            self.spread = torch.maximum(self.spread, spread)
 
     def on_epoch_end(self, loop: Any, record: dict[str, Any]) -> None:
-        peaks, floors = self._reduced()
+        peaks, floors, spread = self._reduced()
         dead = (peaks >= 0) & (peaks < DEAD_MAP_PEAK)  # -1: not trained on in this epoch
         full = (floors <= 1) & (floors > FULL_MAP_FLOOR)  # 2: not trained on in this epoch
         record["dead_classes"] = [int(k) for k in torch.nonzero(dead).flatten()]
         record["full_classes"] = [int(k) for k in torch.nonzero(full).flatten()]
-        self.peaks, self.floors = self._fresh(-1.0), self._fresh(2.0)
+        record["map_spread"] = spread if spread >= 0 else None
+        self.peaks, self.floors, self.spread = self._fresh(-1.0), self._fresh(2.0), torch.tensor([-1.0])
 
     def state_dict(self) -> dict[str, Any]:
-        peaks, floors = self._reduced()
-        return {"class_peaks": peaks.tolist(), "class_floors": floors.tolist()}
+        peaks, floors, spread = self._reduced()
+        return {"class_peaks": peaks.tolist(), "class_floors": floors.tolist(), "map_spread": spread}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         def restored(key: str, fresh: float) -> Tensor:
@@ -255,3 +284,4 @@ class ClassPeaks:
             return torch.tensor(saved, dtype=torch.float32) if fits else self._fresh(fresh)
 
         self.peaks, self.floors = restored("class_peaks", -1.0), restored("class_floors", 2.0)
+        self.spread = torch.tensor([float(state.get("map_spread", -1.0))])

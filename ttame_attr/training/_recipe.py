@@ -13,20 +13,22 @@ and scales them for shorter ones:
 ``recipe="paper"`` gives exactly the paper's values; ``epochs=`` and ``lr=`` given to ``fit``
 always win. The evidence behind the numbers is in :doc:`/training` and ``benchmarks/results/``.
 
-The advice (:func:`under_training_advice`, :func:`dead_class_advice`, :func:`full_class_advice`)
-is the text :class:`~ttame_attr.training.TrainingHistory` gives when a run ended under-trained or
-with dead or full class maps.
+The advice (:func:`under_training_advice`, :func:`flat_map_advice`, :func:`dead_class_advice`,
+:func:`full_class_advice`) is the text :class:`~ttame_attr.training.TrainingHistory` gives when a
+run ended under-trained, with (near) constant maps, or with dead or full class maps.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 __all__ = ["AUTO_MAX_EPOCHS", "AUTO_MAX_LR", "AUTO_MAX_LR_BY_FAMILY", "AUTO_MIN_STEPS",
            "AUTO_MIN_STEPS_BY_FAMILY", "PAPER_EPOCHS", "PAPER_LR", "PAPER_STEPS", "RECIPES", "Schedule",
-           "auto_max_lr", "auto_min_steps", "check_recipe", "dead_class_advice", "full_class_advice",
+           "auto_max_lr", "auto_min_steps", "check_recipe", "dead_class_advice", "flat_map_advice",
+           "full_class_advice",
            "resolve_schedule", "under_training_advice"]
 
 #: The paper's epochs and one-cycle maximum learning rate.
@@ -87,7 +89,8 @@ class Schedule:
 
     def describe(self) -> str:
         """One sentence for the log: the schedule, and how it differs from the paper's."""
-        text = (f"{self.epochs} epochs of {self.steps_per_epoch} steps ({self.total_steps} steps) at a "
+        epochs = f"{self.epochs} epoch{'s' if self.epochs != 1 else ''}"
+        text = (f"{epochs} of {self.steps_per_epoch} steps ({self.total_steps} steps) at a "
                 f"maximum learning rate of {self.lr:.3g}")
         if not self.departs_from_paper:
             return text
@@ -162,8 +165,35 @@ def _listed(classes: list[int]) -> str:
     return ", ".join(str(k) for k in classes[:LISTED_CLASSES]) + more
 
 
+def _cap_text(family: str | None) -> str:
+    return f"{auto_max_lr(family):.0e}".replace("e-0", "e-")
+
+
+def _longer(epochs: int, schedule: Mapping[str, Any]) -> str:
+    """How to train longer, given how the run's epochs were set."""
+    steps, floor = schedule.get("total_steps"), auto_min_steps(schedule.get("family"))
+    how = schedule.get("source", {}).get("epochs")
+    if how == "given" and steps is not None and steps < floor:
+        return (f"epochs={epochs} gave {steps:,} steps, fewer than the {floor:,} recipe='auto' gives; "
+                f"leave epochs unset for them, or e.g. epochs={2 * epochs}")
+    if how == "scaled" and epochs >= AUTO_MAX_EPOCHS:
+        return f"recipe='auto' stopped at its limit of {AUTO_MAX_EPOCHS} epochs; e.g. epochs={2 * epochs}"
+    return f"e.g. epochs={2 * epochs}"
+
+
+def _higher_lr(family: str | None, schedule: Mapping[str, Any]) -> tuple[str, str]:
+    """``(remedy, note)``: a higher maximum learning rate when the run's was below the cap, else a
+    note that it already was at (or above) the cap. Never the rate the run used as the remedy."""
+    used, cap = schedule.get("lr"), auto_max_lr(family)
+    if used is None or float(used) < cap * (1 - 1e-6):
+        return (f", with a higher maximum learning rate (lr={_cap_text(family)} suits runs of a few "
+                "thousand steps; the paper's lr=1e-3 is for ImageNet's 40,000 steps per epoch)"), ""
+    return "", (f" Its maximum learning rate, {float(used):.3g}, is already the largest recipe='auto' "
+                "uses for this backbone: do not raise it.")
+
+
 def under_training_advice(source: str, loss: list[float], fidelity: list[float], epochs: int,
-                          family: str | None) -> str:
+                          family: str | None, schedule: Mapping[str, Any] | None = None) -> str:
     """What to do when the last epoch still improved the head.
 
     Args:
@@ -171,15 +201,32 @@ def under_training_advice(source: str, loss: list[float], fidelity: list[float],
         loss, fidelity: the last two epochs' values, earlier first.
         epochs: the epochs the run had.
         family: the backbone family (sets the learning rate suggested).
+        schedule: the run's ``history.schedule`` (``None``: unknown). A run whose maximum
+            learning rate was already the cap is not told to raise it; a run whose given epochs
+            fell short of the recipe's steps is told so.
     """
+    schedule = schedule or {}
     drop = (loss[0] - loss[1]) / max(abs(loss[0]), 1e-12)
-    # The rule's largest rate for this backbone: 1e-2, or 5e-3 on a Swin.
-    cap = f"{auto_max_lr(family):.0e}".replace("e-0", "e-")
+    remedy, note = _higher_lr(family, schedule)
     return (f"the T-TAME head is probably under-trained: over its last epoch the {source} loss fell "
             f"{drop:.1%} ({loss[0]:.4f} -> {loss[1]:.4f}) and the fidelity moved {fidelity[0]:.3f} -> "
-            f"{fidelity[1]:.3f}. Train longer (e.g. epochs={2 * epochs}), with a higher maximum "
-            f"learning rate (lr={cap} suits runs of a few thousand steps; the paper's lr=1e-3 is for "
-            f"ImageNet's 40,000 steps per epoch) or on more images.")
+            f"{fidelity[1]:.3f}. Train longer{remedy} or on more images: {_longer(epochs, schedule)}."
+            f"{note}")
+
+
+def flat_map_advice(spread: float, limit: float, epochs: int, schedule: Mapping[str, Any] | None) -> str:
+    """What to do when the head's maps are (near) constant: in the last epoch no image's own-label
+    mask varied by ``limit`` or more across its pixels (``spread``: the largest variation)."""
+    schedule = schedule or {}
+    steps, floor = schedule.get("total_steps"), auto_min_steps(schedule.get("family"))
+    if steps is not None and steps >= floor:
+        remedy = ("The run had the steps recipe='auto' gives, so refit a new head with another seed or a "
+                  "lower maximum learning rate.")
+    else:
+        remedy = f"The head has not learnt yet; train longer or on more images: {_longer(epochs, schedule)}."
+    return (f"the T-TAME head's maps are (near) constant: in the last epoch no image's own-class mask "
+            f"varied by more than {spread:.3f} across its pixels (below {limit}), so its explanations "
+            f"show nothing. {remedy}")
 
 
 def full_class_advice(full: list[int], floor: float) -> str:

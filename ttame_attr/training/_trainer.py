@@ -251,7 +251,8 @@ class Trainer:
         - ``head``, ``optimizer``, ``scheduler``, ``scaler``, ``step``: the train step's;
         - ``epoch``, ``batch``: epochs finished and batches of the current one consumed;
         - ``meter_sums``, ``meter_count``: the running sums of the epoch's loss terms;
-        - ``class_peaks``, ``class_floors``: the epoch's per-class mask peaks and floors;
+        - ``class_peaks``, ``class_floors``, ``map_spread``: the epoch's per-class mask peaks and
+          floors, and its largest spread of one image's mask;
         - ``skipped``, ``skipped_total``: non-finite steps skipped in the epoch and the run;
         - ``history``: the finished epochs' :class:`~ttame_attr.EpochStats`;
         - ``epoch_rng``, ``rng``: the RNG states of the epoch's start and of now (data order replay).

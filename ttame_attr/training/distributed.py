@@ -27,7 +27,6 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_fn
 from torch import Tensor, nn
 from torch.utils.data import (
     BatchSampler,
@@ -232,13 +231,36 @@ def gather_labels(labels: Tensor, ctx: DistributedContext | None) -> tuple[Tenso
     if ctx is None:
         return labels, 0, 1.0
     n = labels.shape[0]
-    sizes = dist_fn.all_gather(torch.tensor([n], dtype=torch.int64, device=ctx.comm_device))
+    sizes = _all_gather(torch.tensor([n], dtype=torch.int64, device=ctx.comm_device), ctx.world_size)
     counts = [int(s) for s in torch.cat(sizes).tolist()]
     padded = torch.zeros(max(counts), dtype=torch.int64, device=ctx.comm_device)
     padded[:n] = labels.to(device=ctx.comm_device, dtype=torch.int64)
-    parts = dist_fn.all_gather(padded)
+    parts = _all_gather(padded, ctx.world_size)
     everything = torch.cat([p[:c] for p, c in zip(parts, counts)]).to(labels.device)
     return everything, sum(counts[: ctx.rank]), ctx.world_size * n / sum(counts)
+
+
+def _all_gather(t: Tensor, world_size: int) -> list[Tensor]:
+    """``t`` of every rank, in rank order (no gradient)."""
+    parts = [torch.empty_like(t) for _ in range(world_size)]
+    dist.all_gather(parts, t.contiguous())
+    return parts
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """The sum over ``group``'s ranks, differentiable, with the public ``dist.all_reduce`` (that of
+    ``torch.distributed.nn`` is deprecated; the replacement torch names is a private module)."""
+
+    @staticmethod
+    def forward(ctx: Any, tensor: Tensor, group: Any) -> Tensor:  # type: ignore[override]
+        ctx.group = group
+        out = tensor.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(out, group=group)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        return _AllReduceSum.apply(grad, ctx.group), None
 
 
 def reduce_sums(sums: Mapping[str, float], count: int,
@@ -386,7 +408,7 @@ class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
     """BatchNorm whose training statistics are those of the global batch across ranks.
 
     :class:`torch.nn.SyncBatchNorm` runs on GPUs only; this one sums the statistics with the
-    differentiable ``torch.distributed.nn`` all-reduce and so works with any backend, gloo on
+    differentiable all-reduce ``_AllReduceSum`` and so works with any backend, gloo on
     CPUs included. Each forward sums, in float32, the per-channel count, sum and sum of squares
     of ``x - s`` with ``s`` the running mean (the same on every rank and close to the batch mean,
     which keeps the variance accurate). In eval mode it is a plain BatchNorm with the running
@@ -424,7 +446,7 @@ class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         shift = self.running_mean.detach().to(x.dtype) if self.running_mean is not None else x.new_zeros(c)
         d = x - shift.view(shape)
         stats = torch.cat([d.sum(dims), d.pow(2).sum(dims), x.new_tensor([float(x.numel() // c)])])
-        stats = dist_fn.all_reduce(stats, group=self.group)
+        stats = _AllReduceSum.apply(stats, self.group)
         n = stats[-1]
         mean_d = stats[:c] / n
         var = (stats[c: 2 * c] / n - mean_d.pow(2)).clamp_min(0.0)
