@@ -1,0 +1,123 @@
+"""The audit's signals, each a number in [0, 1] (0: nothing unusual).
+
+Every signal compares a class (or a group of it) with the images predicted as *other* classes,
+so what all classes share (objects photographed in the centre, a frame around every image)
+raises no alarm; only what sets one class apart does. Shares measured on few images are taken
+at a lower confidence bound (two standard errors below), so a class of ten images does not look
+consistent by chance.
+
+- ``position``: the share of explanations that peak in the same small region (a 3x3 block of
+  grid cells), beyond the share of other classes' explanations that peak there.
+- ``border``: the class's mean share of evidence on the outer ring of grid cells, beyond the
+  other classes' mean.
+- ``off_object``: the class's mean share of evidence off the object mask, beyond the other
+  classes' mean (only when the store has masks).
+- ``outlier``: for a group, its distance from the class's other explanations (total variation
+  between mean evidence) times how alike its own explanations are (one minus their mean
+  distance to the group's mean).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Excess", "block_sums", "excess", "mean_excess", "outlier", "position", "region_name", "tv"]
+
+
+@dataclass(frozen=True)
+class Excess:
+    """A signal: ``value`` in [0, 1], from ``share`` against the other classes' ``baseline``."""
+
+    value: float
+    share: float
+    baseline: float
+    cell: int = -1
+
+
+def excess(share: float, baseline: float) -> float:
+    """How far ``share`` exceeds ``baseline``, as a fraction of the room above it."""
+    return float(max(0.0, share - baseline) / max(1e-9, 1.0 - baseline))
+
+
+def block_sums(values: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """``(..., cells)`` -> the sum over each cell's 3x3 block (clipped at the grid's edges)."""
+    gh, gw = grid
+    v = values.reshape(*values.shape[:-1], gh, gw)
+    padded = np.pad(v, [(0, 0)] * (v.ndim - 2) + [(1, 1), (1, 1)])
+    out = sum(padded[..., dy:dy + gh, dx:dx + gw] for dy in range(3) for dx in range(3))
+    return out.reshape(values.shape)
+
+
+def _lower(share: float, n: int) -> float:
+    """Two standard errors below a share measured on ``n`` images (not below 0)."""
+    return max(0.0, share - 2.0 * np.sqrt(max(share * (1.0 - share), 0.0) / max(n, 1)))
+
+
+def position(peaks: np.ndarray, other_peak_counts: np.ndarray, grid: tuple[int, int]) -> Excess:
+    """The ``position`` signal of images whose explanations peak at ``peaks``.
+
+    Args:
+        peaks: ``(n,)`` grid cell of each image's largest evidence.
+        other_peak_counts: ``(cells,)`` how many of the other classes' images peak in each cell
+            (all zeros when there are no other classes: the baseline is then a uniform spread).
+        grid: ``(gh, gw)``.
+    """
+    cells = grid[0] * grid[1]
+    blocks = block_sums(np.bincount(peaks, minlength=cells).astype(np.float64), grid)
+    cell = int(blocks.argmax())
+    share = _lower(float(blocks[cell]) / len(peaks), len(peaks))
+    total_other = float(other_peak_counts.sum())
+    if total_other > 0:
+        baseline = float(block_sums(other_peak_counts.astype(np.float64), grid)[cell]) / total_other
+    else:
+        baseline = float(block_sums(np.ones(cells), grid)[cell]) / cells
+    return Excess(excess(share, baseline), share, baseline, cell)
+
+
+def mean_excess(values: np.ndarray, baseline: float) -> Excess:
+    """A mean share (lower confidence bound) against the other classes' mean share."""
+    n = len(values)
+    se = float(values.std()) / np.sqrt(max(n, 1)) if n > 1 else float(values.mean())
+    share = max(0.0, float(values.mean()) - 2.0 * se)
+    return Excess(excess(share, baseline), share, baseline)
+
+
+def tv(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Total variation distance between distributions along the last axis, in [0, 1]."""
+    return 0.5 * np.abs(a - b).sum(axis=-1)
+
+
+def outlier(group: np.ndarray, rest_mean: np.ndarray | None) -> tuple[float, float, float]:
+    """``(signal, distance, alikeness)`` of a group against the rest of its class.
+
+    ``distance`` is the total variation between the group's mean evidence and the rest's;
+    ``alikeness`` is one minus the group's mean distance to its own mean. Without a rest (one
+    group) the signal is 0.
+    """
+    centre = group.mean(axis=0)
+    alike = float(1.0 - tv(group, centre).mean())
+    if rest_mean is None:
+        return 0.0, 0.0, alike
+    distance = float(tv(centre, rest_mean))
+    return distance * alike, distance, alike
+
+
+def region_name(cell: int, grid: tuple[int, int]) -> str:
+    """Where a grid cell lies, in words ("top-left corner", "bottom edge", "centre", ...)."""
+    gh, gw = grid
+    y, x = divmod(int(cell), gw)
+
+    def third(v: int, n: int, words: tuple[str, str, str]) -> str:
+        return words[0] if v < n / 3 else words[2] if v >= 2 * n / 3 else words[1]
+
+    vertical = third(y, gh, ("top", "middle", "bottom"))
+    horizontal = third(x, gw, ("left", "centre", "right"))
+    on_edge_y, on_edge_x = y in (0, gh - 1), x in (0, gw - 1)
+    if vertical == "middle" and horizontal == "centre":
+        return "centre"
+    if vertical != "middle" and horizontal != "centre":
+        return f"{vertical}-{horizontal} {'corner' if on_edge_y and on_edge_x else 'area'}"
+    side = vertical if vertical != "middle" else horizontal
+    return f"{side} {'edge' if (on_edge_y or on_edge_x) else 'area'}"
