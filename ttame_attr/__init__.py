@@ -20,6 +20,7 @@ from ttame_attr.adapters import (
     list_adapters,
     register_adapter,
 )
+from ttame_attr.dataset import ExplanationStore, explain_dataset
 from ttame_attr.training import (
     EpochStats,
     StepResult,
@@ -37,6 +38,7 @@ __all__ = [
     "BackboneAdapter",
     "EpochStats",
     "Explanation",
+    "ExplanationStore",
     "FeatureBranch",
     "LossTerms",
     "StepResult",
@@ -46,6 +48,7 @@ __all__ = [
     "TrainingHistory",
     "__version__",
     "area_loss",
+    "explain_dataset",
     "extract_logits",
     "fit",
     "get_adapter",

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from ttame_attr.cli._errors import CLIError
 from ttame_attr.cli._models import SPEC_HELP
+from ttame_attr.cli._store import add_store_arguments
 
 __all__ = ["CLIError", "build_parser", "main"]
 
@@ -106,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("npy", "pt"), default="npy", help="map file format")
     p.add_argument("--no-overlay", action="store_true", help="write the maps only")
     p.add_argument("--batch-size", type=int, default=32)
+    add_store_arguments(p)
 
     p = _model_parser(sub, "evaluate", "AD/IC and ROAD of a trained head on images",
                       "Average Drop / Increase in Confidence at 100/50/15%% kept pixels and ROAD "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -196,10 +197,21 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if args.target is not None and args.top_k != 1:
         raise CLIError("--target and --top-k: give one or the other.")
     _check_counts(args, "batch_size")
+    if args.store is not None:
+        from ttame_attr.cli._store import check_store_args
+
+        check_store_args(args)
     files = find_images(args.images)
     explainer, device, mean, std = _trained_head(args)
     if args.target is not None and not 0 <= args.target < explainer.num_classes:
         raise CLIError(f"--target: expected a class in [0, {explainer.num_classes - 1}], got {args.target}.")
+    if args.store is not None:
+        from ttame_attr.cli._store import explain_to_store
+
+        store, skipped = explain_to_store(args, explainer, mean, std)
+        if args.skip_unreadable and int(os.environ.get("RANK", "0")) == 0:
+            _report_skipped(skipped, store.path / "skipped.txt")
+        return 0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     transform = eval_transform(explainer.input_size, mean, std)
