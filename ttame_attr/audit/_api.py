@@ -28,16 +28,31 @@ def _check_int(name: str, value: Any, minimum: int) -> int:
     return value
 
 
-def _open(store: Any) -> Any:
-    """An ``ExplanationStore`` from a path, or the reader given."""
-    if isinstance(store, (str, os.PathLike)):
-        from ttame_attr import ExplanationStore  # the reader of issue 29's store
+#: The oldest store layout the audit reads (``format_version`` of the store's manifest).
+MIN_STORE_VERSION = 1
+_NEEDED_KEYS = ("map_size", "num_classes", "options")
 
-        return ExplanationStore(Path(store))
+
+def _open(store: Any) -> Any:
+    """An ``ExplanationStore`` from a path, or the reader given; its manifest checked."""
+    if isinstance(store, (str, os.PathLike)):
+        from ttame_attr.dataset._reader import ExplanationStore
+
+        store = ExplanationStore(Path(store))
     for attr in ("maps", "iter_classes", "table", "map_size", "manifest"):
         if not hasattr(store, attr):
-            raise TypeError(f"store: expected a store path or an ExplanationStore, got {type(store).__name__} "
-                            f"(no {attr!r}). Open one with ttame_attr.ExplanationStore(path).")
+            raise TypeError(f"store: expected a store path or an ExplanationStore, got "
+                            f"{type(store).__name__} (no {attr!r}). Open one with "
+                            "ttame_attr.ExplanationStore(path).")
+    manifest = store.manifest
+    version = manifest.get("format_version")
+    missing = [k for k in _NEEDED_KEYS if k not in manifest]
+    if not isinstance(version, int) or version < MIN_STORE_VERSION or missing:
+        what = f"lacks {missing}" if missing and isinstance(version, int) and version >= MIN_STORE_VERSION \
+            else f"has format_version {version!r}"
+        raise ValueError(f"store: {getattr(store, 'path', 'the store')} {what}: it was written by an older "
+                         f"ttame_attr; the audit reads format_version >= {MIN_STORE_VERSION}. Explain the "
+                         "data again with this version (`ttame explain ... --store DIR` or explain_dataset).")
     return store
 
 
@@ -123,8 +138,9 @@ def audit(store: Any, *, images: Any = None, grid: int = 8, max_groups: int = 4,
         >>> report = audit("explanations/")  # doctest: +SKIP
         >>> report.write("audit/")  # doctest: +SKIP
     """
-    for name, value, low in (("grid", grid, 2), ("max_groups", max_groups, 1), ("min_group_size", min_group_size, 1),
-                             ("examples", examples, 1), ("chunk_size", chunk_size, 1), ("seed", seed, 0),
+    for name, value, low in (("grid", grid, 2), ("max_groups", max_groups, 1),
+                             ("min_group_size", min_group_size, 1), ("examples", examples, 1),
+                             ("chunk_size", chunk_size, 1), ("seed", seed, 0),
                              ("show_classes", show_classes, 0)):
         _check_int(name, value, low)
     if max_images is not None:
@@ -151,9 +167,9 @@ def audit(store: Any, *, images: Any = None, grid: int = 8, max_groups: int = 4,
 
     classes = [_class_record(summary, cs, float(threshold), where) for cs, _ in scored]
     order = sorted(range(len(classes)), key=lambda j: (-classes[j]["score"], classes[j]["class"]))
-    options = {"grid": grid, "max_groups": max_groups, "min_group_size": min_group_size, "examples": examples,
-               "threshold": float(threshold), "max_images": max_images, "chunk_size": chunk_size, "seed": seed,
-               "show_classes": show_classes}
+    options = {"grid": grid, "max_groups": max_groups, "min_group_size": min_group_size,
+               "examples": examples, "threshold": float(threshold), "max_images": max_images,
+               "chunk_size": chunk_size, "seed": seed, "show_classes": show_classes}
     report = AuditReport(classes=[classes[j] for j in order],
                          images=_image_records(summary, scored, max_images), options=options,
                          provenance=_provenance(store))

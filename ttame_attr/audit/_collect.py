@@ -32,7 +32,10 @@ class ClassData:
         evidence: ``(n, gh * gw)`` float32 coarse evidence, each row summing to one.
         border: ``(n,)`` share of each image's evidence on the grid's outer ring.
         off_object: ``(n,)`` share of evidence off the object mask, or ``None`` without masks.
+        off_peak: ``(n,)`` how much of each image's peak cell lies off the object (1: all of
+            it), or ``None`` without masks.
         mean_map: ``(h, w)`` mean of the class's top-1 maps (raw values).
+        ring: ``(cells,)`` bool, the grid's outer ring.
     """
 
     cls: int
@@ -40,12 +43,19 @@ class ClassData:
     evidence: np.ndarray
     border: np.ndarray
     off_object: np.ndarray | None
+    off_peak: np.ndarray | None
     mean_map: np.ndarray
+    ring: np.ndarray
 
     @property
     def peaks(self) -> np.ndarray:
         """``(n,)`` grid cell holding each image's largest evidence."""
         return self.evidence.argmax(axis=1)
+
+    @property
+    def border_peak(self) -> np.ndarray:
+        """``(n,)`` 1.0 where the image's evidence peaks on the grid's outer ring, else 0.0."""
+        return self.ring[self.peaks].astype(np.float32)
 
 
 @dataclass
@@ -99,16 +109,18 @@ def _mask_fraction(masks: Any, start: int, stop: int, map_size: tuple[int, int],
 
 
 def _stream(store: Any, predicted: np.ndarray, num_classes: int, grid: tuple[int, int], chunk_size: int,
-            masks: Any | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
+            masks: Any | None) -> tuple[np.ndarray, ...]:
     """Read every top-1 map once, in contiguous chunks of rows (whole shards at a time).
 
-    Returns ``(evidence (n, cells), border (n,), off_object (n,) or None, map sums (classes, h, w))``.
+    Returns ``(evidence (n, cells), border (n,), off_object (n,), off_peak (n,), map sums
+    (classes, h, w))``, the two ``off`` arrays ``None`` without masks.
     """
     n = len(predicted)
     ring = torch.from_numpy(border_cells(grid))
     evidence = np.zeros((n, grid[0] * grid[1]), dtype=np.float32)
     border = np.zeros(n, dtype=np.float32)
     off = np.zeros(n, dtype=np.float32) if masks is not None else None
+    off_peak = np.zeros(n, dtype=np.float32) if masks is not None else None
     sums = None
     for start in range(0, n, chunk_size):
         stop = min(n, start + chunk_size)
@@ -120,9 +132,11 @@ def _stream(store: Any, predicted: np.ndarray, num_classes: int, grid: tuple[int
         evidence[start:stop] = ev.numpy()
         border[start:stop] = ev[:, ring].sum(1).numpy()
         if off is not None:
-            on = (ev * _mask_fraction(masks, start, stop, tuple(maps.shape[-2:]), grid)).sum(1)
-            off[start:stop] = (1.0 - on).clamp(0, 1).numpy()
-    return evidence, border, off, sums.numpy()
+            fraction = _mask_fraction(masks, start, stop, tuple(maps.shape[-2:]), grid)
+            off[start:stop] = (1.0 - (ev * fraction).sum(1)).clamp(0, 1).numpy()
+            peak = fraction.gather(1, ev.argmax(1, keepdim=True))[:, 0]
+            off_peak[start:stop] = (1.0 - peak).clamp(0, 1).numpy()
+    return evidence, border, off, off_peak, sums.numpy()
 
 
 def _object_masks(store: Any) -> Any | None:
@@ -149,10 +163,12 @@ def collect(store: Any, grid: int, chunk_size: int) -> StoreSummary:
     for cls, rows in by_class.items():
         predicted[rows] = cls
     num_classes = max([int(store.num_classes)] + [c + 1 for c in by_class])
-    evidence, border, off, sums = _stream(store, predicted, num_classes, cells, chunk_size, masks)
+    evidence, border, off, off_peak, sums = _stream(store, predicted, num_classes, cells, chunk_size, masks)
+    ring = border_cells(cells)
     classes = [ClassData(cls=cls, rows=rows, evidence=evidence[rows], border=border[rows],
                          off_object=off[rows] if off is not None else None,
-                         mean_map=(sums[cls] / len(rows)).astype(np.float32))
+                         off_peak=off_peak[rows] if off_peak is not None else None,
+                         mean_map=(sums[cls] / len(rows)).astype(np.float32), ring=ring)
                for cls, rows in sorted(by_class.items())]
     logger.info("read %d images of %d predicted classes", len(index), len(classes))
     names = store.class_names

@@ -69,7 +69,8 @@ def _label(c: dict[str, Any]) -> str:
 
 
 def _ranking(report: AuditReport) -> str:
-    head = "<tr><th>rank</th><th>class</th><th>images</th><th>score</th><th>flagged</th><th>main reason</th></tr>"
+    head = "".join(f"<th>{t}</th>" for t in ("rank", "class", "images", "score", "flagged", "main reason"))
+    head = f"<tr>{head}</tr>"
     rows = []
     for rank, c in enumerate(report.classes, 1):
         bar = f'<span class="bar" style="width:{int(60 * c["score"])}px"></span>'
@@ -115,7 +116,7 @@ def write_html(report: AuditReport, path: str | Path) -> Path:
     model = manifest.get("model") or {}
     summary = [("store", report.provenance.get("store")), ("model", model.get("spec") or model.get("class")),
                ("images", sum(c["images"] for c in report.classes)), ("classes", len(report.classes)),
-               ("flagged (score >= %.2f)" % report.options["threshold"], len(report.flagged)),
+               (f"flagged (score >= {report.options['threshold']:.2f})", len(report.flagged)),
                ("audited with", report.provenance.get("audited_with"))]
     parts = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
              "<title>Classifier audit</title>", f"<style>{STYLE}{_EXTRA_STYLE}</style></head><body>",

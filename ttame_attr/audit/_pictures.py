@@ -84,7 +84,8 @@ def gather_pictures(store: Any, summary: StoreSummary, shown: list[tuple[ClassSc
         groups = []
         for g in cs.groups:
             mean = data.evidence[g.members].mean(axis=0).reshape(summary.grid)
-            groups.append({"group": g.group, "mean": mean, **_examples(store, summary, data.rows[g.typical], fetch)})
+            examples_of = _examples(store, summary, data.rows[g.typical], fetch)
+            groups.append({"group": g.group, "mean": mean, **examples_of})
         top = np.argsort(-im.score, kind="stable")[:examples]
         out[cs.cls] = {"mean_map": data.mean_map, "groups": groups,
                        "top": _examples(store, summary, data.rows[top], fetch),

@@ -76,12 +76,12 @@ def _sentences(sig: dict[str, Excess], grid: tuple[int, int], outlier_info: tupl
                            "watermark or border)")
     if "border" in sig:
         b = sig["border"]
-        out["border"] = (b.value, f"{b.share:.0%} of its evidence lies on the image border, against "
-                         f"{b.baseline:.0%} for other classes")
+        out["border"] = (b.value, f"{b.share:.0%} of its explanations peak on the image border, against "
+                         f"{b.baseline:.0%} of other classes'")
     if sig.get("off_object") is not None:
         o = sig["off_object"]
-        out["off_object"] = (o.value, f"{o.share:.0%} of its evidence lies off the object, against "
-                             f"{o.baseline:.0%} for other classes")
+        out["off_object"] = (o.value, f"{o.share:.0%} of its explanations peak off the object, against "
+                             f"{o.baseline:.0%} of other classes'")
     if outlier_info is not None:
         value, distance, alike, g, n = outlier_info
         out["outlier"] = (value, f"group {g} ({n} images) is explained unlike the class's other images "
@@ -114,13 +114,14 @@ class Baselines:
     """What the other classes show, to compare a class with."""
 
     peak_counts: np.ndarray  # (cells,) peaks of the other classes' images
-    border: float
-    off_object: float | None
+    border: float  # share of their explanations peaking on the border
+    off_object: float | None  # their mean share of the peak cell off the object
 
 
 def _signals_of(peaks: np.ndarray, border: np.ndarray, off: np.ndarray | None, base: Baselines,
-                grid: tuple[int, int]) -> dict[str, Excess]:
-    sig = {"position": position(peaks, base.peak_counts, grid), "border": mean_excess(border, base.border)}
+                grid: tuple[int, int], block: bool = True) -> dict[str, Excess]:
+    sig = {"position": position(peaks, base.peak_counts, grid, block),
+           "border": mean_excess(border, base.border)}
     sig["off_object"] = mean_excess(off, base.off_object) if off is not None and base.off_object is not None \
         else None
     return sig
@@ -130,7 +131,7 @@ def score_class(data: ClassData, groups_of: np.ndarray, base: Baselines, grid: t
                 examples: int) -> tuple[ClassScore, ImageScores]:
     """Score one class, its groups and its images."""
     peaks = data.peaks
-    sig = _signals_of(peaks, data.border, data.off_object, base, grid)
+    sig = _signals_of(peaks, data.border_peak, data.off_peak, base, grid)
     sentences = _sentences(sig, grid)
     blocks = block_sums(data.evidence, grid)  # (n, cells): evidence in each cell's 3x3 block
     parts = {"position": sig["position"].value * blocks[:, sig["position"].cell],
@@ -145,11 +146,12 @@ def score_class(data: ClassData, groups_of: np.ndarray, base: Baselines, grid: t
     for g in range(int(groups_of.max()) + 1):
         members = np.flatnonzero(groups_of == g)
         ev = data.evidence[members]
-        rest = data.evidence[groups_of != g].mean(axis=0) if len(members) < len(peaks) else None
-        off = data.off_object[members] if data.off_object is not None else None
-        gsig = _signals_of(peaks[members], data.border[members], off, base, grid)
+        rest = data.evidence[groups_of != g] if len(members) < len(peaks) else None
+        off = data.off_peak[members] if data.off_peak is not None else None
+        gsig = _signals_of(peaks[members], data.border_peak[members], off, base, grid, block=False)
         value, distance, alike = outlier(ev, rest)
-        gsent = _sentences(gsig, grid, (value, distance, alike, g, len(members)) if rest is not None else None)
+        info = (value, distance, alike, g, len(members)) if rest is not None else None
+        gsent = _sentences(gsig, grid, info)
         gscore, greasons = _pick(gsent)
         likeness = 1.0 - tv(ev, ev.mean(axis=0))
         g_pos = gsig["position"].value * blocks[members, gsig["position"].cell]
@@ -161,15 +163,17 @@ def score_class(data: ClassData, groups_of: np.ndarray, base: Baselines, grid: t
         parts["outlier"][members] = value * likeness
         details["outlier"][members] = likeness
         gsig_dict = _as_dict(gsig, grid)
-        gsig_dict["outlier"] = {"value": round(value, 4), "distance": round(distance, 4), "alike": round(alike, 4)}
+        gsig_dict["outlier"] = {"value": round(value, 4), "distance": round(distance, 4),
+                                "alike": round(alike, 4)}
         groups.append(GroupScore(group=g, members=members, signals=gsig_dict, score=gscore, reasons=greasons,
                                  typical=members[np.argsort(-likeness, kind="stable")[:examples]]))
-        sentences[f"group {g}"] = (gscore, f"group {g} ({len(members)} of {len(peaks)} images): {greasons[0]}")
+        sentences[f"group {g}"] = (gscore, f"group {g} ({len(members)} of {len(peaks)} images): "
+                                           f"{greasons[0]}")
     score, reasons = _pick(sentences)
     groups.sort(key=lambda gs: (-gs.score, gs.group))
     image_score = np.max(np.stack(list(parts.values())), axis=0)
-    return (ClassScore(cls=data.cls, size=len(peaks), signals=_as_dict(sig, grid), score=score, reasons=reasons,
-                       groups=groups, hotspot=sig["position"].cell, groups_of=groups_of),
+    return (ClassScore(cls=data.cls, size=len(peaks), signals=_as_dict(sig, grid), score=score,
+                       reasons=reasons, groups=groups, hotspot=sig["position"].cell, groups_of=groups_of),
             ImageScores(score=image_score, parts=parts, details=details))
 
 
@@ -193,8 +197,8 @@ def baselines(summary: StoreSummary) -> list[Baselines]:
     """For each class of ``summary``, what the images of all the *other* classes show."""
     cells = summary.grid[0] * summary.grid[1]
     counts = [np.bincount(d.peaks, minlength=cells).astype(np.float64) for d in summary.classes]
-    borders = [float(d.border.sum()) for d in summary.classes]
-    offs = [float(d.off_object.sum()) if d.off_object is not None else 0.0 for d in summary.classes]
+    borders = [float(d.border_peak.sum()) for d in summary.classes]
+    offs = [float(d.off_peak.sum()) if d.off_peak is not None else 0.0 for d in summary.classes]
     sizes = [len(d.rows) for d in summary.classes]
     total_counts, total_border, total_off, total = sum(counts), sum(borders), sum(offs), sum(sizes)
     ring = float(np.mean(border_cells(summary.grid)))

@@ -8,13 +8,13 @@ consistent by chance.
 
 - ``position``: the share of explanations that peak in the same small region (a 3x3 block of
   grid cells), beyond the share of other classes' explanations that peak there.
-- ``border``: the class's mean share of evidence on the outer ring of grid cells, beyond the
-  other classes' mean.
-- ``off_object``: the class's mean share of evidence off the object mask, beyond the other
-  classes' mean (only when the store has masks).
+- ``border``: the share of explanations that peak on the outer ring of grid cells, beyond the
+  other classes' share.
+- ``off_object``: the share of explanations that peak off the object mask (the pointing game's
+  miss rate), beyond the other classes' (only when the store has masks).
 - ``outlier``: for a group, its distance from the class's other explanations (total variation
-  between mean evidence) times how alike its own explanations are (one minus their mean
-  distance to the group's mean).
+  between mean evidence) beyond how much those differ among themselves, times how alike its own
+  explanations are (one minus their mean distance to the group's mean).
 """
 
 from __future__ import annotations
@@ -55,7 +55,8 @@ def _lower(share: float, n: int) -> float:
     return max(0.0, share - 2.0 * np.sqrt(max(share * (1.0 - share), 0.0) / max(n, 1)))
 
 
-def position(peaks: np.ndarray, other_peak_counts: np.ndarray, grid: tuple[int, int]) -> Excess:
+def position(peaks: np.ndarray, other_peak_counts: np.ndarray, grid: tuple[int, int],
+             block: bool = True) -> Excess:
     """The ``position`` signal of images whose explanations peak at ``peaks``.
 
     Args:
@@ -63,16 +64,23 @@ def position(peaks: np.ndarray, other_peak_counts: np.ndarray, grid: tuple[int, 
         other_peak_counts: ``(cells,)`` how many of the other classes' images peak in each cell
             (all zeros when there are no other classes: the baseline is then a uniform spread).
         grid: ``(gh, gw)``.
+        block: count peaks in each cell's 3x3 block (a class: a mark may straddle cells), or in
+            the cell alone (a group: its members were grouped *because* their evidence lies
+            close together, so only one exact spot shared by nearly all of them is unusual).
     """
     cells = grid[0] * grid[1]
-    blocks = block_sums(np.bincount(peaks, minlength=cells).astype(np.float64), grid)
-    cell = int(blocks.argmax())
-    share = _lower(float(blocks[cell]) / len(peaks), len(peaks))
+
+    def spread(counts: np.ndarray) -> np.ndarray:
+        return block_sums(counts, grid) if block else counts
+
+    counts = spread(np.bincount(peaks, minlength=cells).astype(np.float64))
+    cell = int(counts.argmax())
+    share = _lower(float(counts[cell]) / len(peaks), len(peaks))
     total_other = float(other_peak_counts.sum())
     if total_other > 0:
-        baseline = float(block_sums(other_peak_counts.astype(np.float64), grid)[cell]) / total_other
+        baseline = float(spread(other_peak_counts.astype(np.float64))[cell]) / total_other
     else:
-        baseline = float(block_sums(np.ones(cells), grid)[cell]) / cells
+        baseline = float(spread(np.ones(cells))[cell]) / cells
     return Excess(excess(share, baseline), share, baseline, cell)
 
 
@@ -89,19 +97,23 @@ def tv(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return 0.5 * np.abs(a - b).sum(axis=-1)
 
 
-def outlier(group: np.ndarray, rest_mean: np.ndarray | None) -> tuple[float, float, float]:
-    """``(signal, distance, alikeness)`` of a group against the rest of its class.
+def outlier(group: np.ndarray, rest: np.ndarray | None) -> tuple[float, float, float]:
+    """``(signal, distance, alikeness)`` of a group's evidence ``(m, cells)`` against the rest of its class.
 
-    ``distance`` is the total variation between the group's mean evidence and the rest's;
-    ``alikeness`` is one minus the group's mean distance to its own mean. Without a rest (one
-    group) the signal is 0.
+    ``distance`` is the total variation between the group's mean evidence and the rest's mean,
+    counted beyond the rest's own spread (their mean distance to their mean), so that groups cut
+    out of a class whose explanations vary anyway (objects anywhere in the image) are not
+    outliers; ``alikeness`` is one minus the group's mean distance to its own mean. The signal
+    is their product; 0 without a rest (a single group).
     """
     centre = group.mean(axis=0)
     alike = float(1.0 - tv(group, centre).mean())
-    if rest_mean is None:
+    if rest is None or len(rest) == 0:
         return 0.0, 0.0, alike
+    rest_mean = rest.mean(axis=0)
     distance = float(tv(centre, rest_mean))
-    return distance * alike, distance, alike
+    spread = float(tv(rest, rest_mean).mean())
+    return excess(distance, spread) * alike, distance, alike
 
 
 def region_name(cell: int, grid: tuple[int, int]) -> str:

@@ -1,4 +1,4 @@
-"""The ``ttame`` command line: fit, explain, evaluate, export, layers, demo.
+"""The ``ttame`` command line: fit, explain, evaluate, export, layers, audit, demo.
 
 Run ``ttame --help`` or ``ttame COMMAND --help``. User errors (unknown model specs, missing
 paths, bad options) exit with status 2 and one line on stderr.
@@ -11,6 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from ttame_attr.cli._audit import add_audit_arguments
 from ttame_attr.cli._errors import CLIError
 from ttame_attr.cli._models import SPEC_HELP
 from ttame_attr.cli._store import add_store_arguments
@@ -141,6 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = _model_parser(sub, "layers", "the adapter and layers T-TAME would use for a model")
     p.add_argument("--layers", nargs="+", default=None, help="check these module names instead")
     p.add_argument("--adapter", default=None, help="force an adapter (cnn, vit, swin, ...)")
+
+    p = sub.add_parser("audit", help="audit a classifier from a store of its explanations: its shortcuts, "
+                       "class by class", description="Find, per predicted class and from the maps alone, "
+                       "groups of images explained the same way and signs of a shortcut (evidence at a fixed "
+                       "spot, on the border, off the object); write DIR/audit.json and DIR/audit.html.")
+    add_audit_arguments(p).set_defaults(func="cmd_audit")
 
     p = sub.add_parser("demo", help="the end-to-end demo on synthetic data, with an HTML report")
     add_demo_arguments(p).set_defaults(func="cmd_demo")

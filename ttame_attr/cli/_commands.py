@@ -14,11 +14,12 @@ import torch
 from torch import Tensor
 
 from ttame_attr import TTAME, extract_logits
+from ttame_attr.cli._audit import cmd_audit
 from ttame_attr.cli._data import eval_transform, find_images, image_loader, load_batch, train_transform
 from ttame_attr.cli._errors import CLIError
 from ttame_attr.cli._models import load_model, model_preprocessing
 
-__all__ = ["cmd_demo", "cmd_evaluate", "cmd_explain", "cmd_export", "cmd_fit", "cmd_layers"]
+__all__ = ["cmd_audit", "cmd_demo", "cmd_evaluate", "cmd_explain", "cmd_export", "cmd_fit", "cmd_layers"]
 
 
 @contextmanager
