@@ -107,7 +107,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=1, help="explain the K most probable classes")
     p.add_argument("--format", choices=("npy", "pt"), default="npy", help="map file format")
     p.add_argument("--no-overlay", action="store_true", help="write the maps only")
-    p.add_argument("--batch-size", type=int, default=32)
     add_store_arguments(p)
 
     p = _model_parser(sub, "evaluate", "AD/IC and ROAD of a trained head on images",

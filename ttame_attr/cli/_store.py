@@ -15,7 +15,8 @@ __all__ = ["add_store_arguments", "check_store_args", "explain_to_store"]
 
 
 def add_store_arguments(p: argparse.ArgumentParser) -> None:
-    """The options of ``ttame explain`` for the store."""
+    """``--batch-size`` and the options of ``ttame explain`` for the store."""
+    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
     p.add_argument("--store", default=None, metavar="DIR",
                    help="write an explanation store (sharded Parquet: classes, probabilities, float16 maps "
                         "at the head's map size, per-map statistics) instead of one file per image; "

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["STAT_COLUMNS", "batch_columns", "decode_maps", "map_statistics", "require_pyarrow",
-           "to_arrow"]
+__all__ = ["STAT_COLUMNS", "arrow_fields", "batch_columns", "decode_maps", "map_statistics",
+           "require_pyarrow", "to_arrow"]
 
 #: The per-map statistics, one float32 per returned class (see :func:`map_statistics`).
 STAT_COLUMNS = ("peak_y", "peak_x", "center_mass", "border_mass", "entropy", "area")
@@ -117,23 +117,15 @@ def _list_array(pa: Any, values: np.ndarray, type_: Any) -> Any:
     return pa.ListArray.from_arrays(offsets, pa.array(values.reshape(-1), type=type_))
 
 
-def to_arrow(columns: dict[str, Any]) -> Any:
-    """A ``pyarrow.Table`` of the store's schema from concatenated columns.
-
-    ``columns`` holds ``index`` (N,), ``path`` (list of str or None), ``label`` (N,) int64 with
-    -1 for unknown, and the arrays of :func:`batch_columns`. ``maps`` become one ``binary``
-    value per row: the ``(K, h, w)`` float16 array, C order, little-endian.
-    """
+def arrow_fields(columns: dict[str, Any]) -> dict[str, Any]:
+    """The pyarrow arrays of :func:`batch_columns`' output: ``classes``, ``probabilities``,
+    ``maps`` (binary, see :func:`to_arrow`), the statistics and ``object_mask`` if present."""
     pa = require_pyarrow()
-    n = len(columns["index"])
-    labels = np.asarray(columns["label"], dtype=np.int64)
     maps = np.ascontiguousarray(columns["maps"], dtype="<f2")
+    n = maps.shape[0]
     size = maps[0].nbytes if n else 0
     offsets = pa.py_buffer(np.arange(0, n * size + 1, max(size, 1), dtype=np.int32)[:n + 1])
     fields = {
-        "index": pa.array(np.asarray(columns["index"], dtype=np.int64)),
-        "path": pa.array(columns["path"], type=pa.string()),
-        "label": pa.array(labels, mask=labels < 0, type=pa.int64()),
         "classes": _list_array(pa, columns["classes"], pa.int32()),
         "probabilities": _list_array(pa, columns["probabilities"], pa.float32()),
         "maps": pa.Array.from_buffers(pa.binary(), n, [None, offsets, pa.py_buffer(maps.tobytes())]),
@@ -142,6 +134,24 @@ def to_arrow(columns: dict[str, Any]) -> Any:
         fields[name] = _list_array(pa, columns[name], pa.float32())
     if "object_mask" in columns:
         fields["object_mask"] = _list_array(pa, columns["object_mask"], pa.uint8())
+    return fields
+
+
+def to_arrow(columns: dict[str, Any]) -> Any:
+    """A ``pyarrow.Table`` of the store's schema from concatenated columns.
+
+    ``columns`` holds ``index`` (N,), ``path`` (list of str or None), ``label`` (N,) int64 with
+    -1 for unknown, and the arrays of :func:`batch_columns`. ``maps`` become one ``binary``
+    value per row: the ``(K, h, w)`` float16 array, C order, little-endian.
+    """
+    pa = require_pyarrow()
+    labels = np.asarray(columns["label"], dtype=np.int64)
+    fields = {
+        "index": pa.array(np.asarray(columns["index"], dtype=np.int64)),
+        "path": pa.array(columns["path"], type=pa.string()),
+        "label": pa.array(labels, mask=labels < 0, type=pa.int64()),
+        **arrow_fields(columns),
+    }
     return pa.table(fields)
 
 

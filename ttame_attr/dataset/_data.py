@@ -17,9 +17,12 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-__all__ = ["Batch", "ShardBatches", "Source", "collate", "resolve_source"]
+__all__ = ["IMAGENET", "Batch", "ShardBatches", "Source", "collate", "resolve_source"]
 
 logger = logging.getLogger(__name__)
+
+#: ImageNet's mean and std (``ttame_attr.IMAGENET_MEAN`` / ``IMAGENET_STD``): the default normalisation.
+IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
 @dataclass

@@ -4,14 +4,16 @@ Layout of a store ``STORE/``:
 
 - ``STORE/shards/shard-000042.parquet``: the rows of shard 42 (images ``42 * S`` to
   ``43 * S - 1`` of the dataset, ``S`` the shard size), written to a temporary file and renamed;
-- ``STORE/shards/shard-000042.json``: its record (rows, SHA-256, skipped images), written
+- ``STORE/records/shard-000042.json``: its record (rows, SHA-256, skipped images), written
   atomically *after* the Parquet file: a shard is finished exactly when its record exists and
   the file's hash matches it;
 - ``STORE/manifest.json``: the run's identity (model, head hash, package version, options) and
   the list of finished shards, rewritten atomically by rank 0 (from the records) after each of
   its shards and at the end, ``complete`` once every shard is there.
 
-Each rank writes only its own shards and records, so ranks never write the same file.
+Each rank writes only its own shards and records, so ranks never write the same file. The
+``shards`` folder holds Parquet files only (temporary files start with ``.``, which pyarrow and
+``datasets`` skip), so it can be read as one Parquet dataset.
 """
 
 from __future__ import annotations
@@ -42,8 +44,8 @@ def shard_path(store: Path, shard: int) -> Path:
 
 
 def record_path(store: Path, shard: int) -> Path:
-    """``STORE/shards/shard-000042.json``: the record written once the shard is finished."""
-    return store / "shards" / f"shard-{shard:06d}.json"
+    """``STORE/records/shard-000042.json``: the record written once the shard is finished."""
+    return store / "records" / f"shard-{shard:06d}.json"
 
 
 def file_sha256(path: Path) -> str:
@@ -98,7 +100,7 @@ def finished_shards(store: Path, verify: bool = True) -> dict[int, dict[str, Any
     are removed, and it is left out (so it is computed again).
     """
     found: dict[int, dict[str, Any]] = {}
-    for path in sorted((store / "shards").glob("shard-*.json")):
+    for path in sorted((store / "records").glob("shard-*.json")):
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
             shard = int(record["shard"])
@@ -122,9 +124,16 @@ def check_identity(manifest: dict[str, Any], identity: dict[str, Any], store: Pa
     Raises:
         ValueError: naming each key that differs, its stored and its new value, and the fix.
     """
-    differ = [key for key in IDENTITY_KEYS if _jsonable(manifest.get(key)) != _jsonable(identity.get(key))]
+    differ = []
+    for key in IDENTITY_KEYS:
+        old, new = _jsonable(manifest.get(key)), _jsonable(identity.get(key))
+        if isinstance(old, dict) and isinstance(new, dict):
+            differ += [(f"{key}.{k}", old.get(k), new.get(k)) for k in sorted({*old, *new})
+                       if old.get(k) != new.get(k)]
+        elif old != new:
+            differ.append((key, old, new))
     if differ:
-        lines = "; ".join(f"{key}: stored {manifest.get(key)!r}, now {identity.get(key)!r}" for key in differ)
+        lines = "; ".join(f"{key}: stored {old!r}, now {new!r}" for key, old, new in differ)
         raise ValueError(f"store: {str(store)!r} was written by another run ({lines}). Resuming it would mix "
                          "the two; use a new store path, delete this one, or rerun with the stored "
                          "settings.")

@@ -12,7 +12,7 @@ from torch import nn
 
 from ttame_attr._version import __version__
 from ttame_attr.dataset._columns import batch_columns, require_pyarrow
-from ttame_attr.dataset._data import ShardBatches, make_loader, resolve_source
+from ttame_attr.dataset._data import IMAGENET, ShardBatches, make_loader, resolve_source
 from ttame_attr.dataset._manifest import (
     FORMAT_VERSION,
     check_identity,
@@ -23,7 +23,7 @@ from ttame_attr.dataset._manifest import (
 from ttame_attr.dataset._reader import ExplanationStore
 from ttame_attr.dataset._writer import ShardWriter
 
-__all__ = ["explain_dataset"]
+__all__ = ["explain_dataset", "explained_module", "weights_sha256"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,12 +38,11 @@ def weights_sha256(module: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def _explained_module(explainer: Any, top_k: int) -> tuple[nn.Module, Any]:
+def explained_module(explainer: Any, top_k: int) -> tuple[nn.Module, Any]:
     """``(module returning (logits, classes, maps) at map size, the model)`` for ``explainer``."""
-    from ttame_attr import TTAME
     from ttame_attr.export import ExplainedModel
 
-    if isinstance(explainer, TTAME):
+    if not isinstance(explainer, nn.Module) and callable(getattr(explainer, "as_module", None)):  # a TTAME
         return explainer.as_module(top_k, upsample=False), explainer.model
     if isinstance(explainer, ExplainedModel):
         if explainer.top_k != top_k or explainer.upsample is not False or explainer.scale != "sigmoid":
@@ -57,14 +56,13 @@ def _explained_module(explainer: Any, top_k: int) -> tuple[nn.Module, Any]:
 
 
 def _default_transform(module: nn.Module) -> Any:
-    from ttame_attr import IMAGENET_MEAN, IMAGENET_STD
     from ttame_attr.cli._data import eval_transform
 
     norm = module.normalization
     if norm is None:
         logger.info("explain_dataset: the explainer has no normalization; files are normalised with "
                     "ImageNet's mean and std")
-        norm = (IMAGENET_MEAN, IMAGENET_STD)
+        norm = IMAGENET
     return eval_transform(module.input_size, norm[0], norm[1])
 
 
@@ -235,9 +233,11 @@ def explain_dataset(explainer: Any, data: Any, store: str | Path, *, top_k: int 
         >>> store.table(["path", "classes"]).to_pandas()  # doctest: +SKIP
     """
     require_pyarrow()
-    module, model = _explained_module(explainer, _check_positive("top_k", top_k))
+    module, model = explained_module(explainer, _check_positive("top_k", top_k))
     source = resolve_source(data, transform if transform is not None else _default_transform(module))
-    batch_size = _check_positive("batch_size", batch_size or source.loader.get("batch_size") or 64)
+    if batch_size is None:
+        batch_size = source.loader.get("batch_size") or 64
+    _check_positive("batch_size", batch_size)
     num_workers = _check_positive("num_workers", num_workers if num_workers is not None
                                   else source.loader.get("num_workers", 0))
     _check_positive("shard_size", shard_size)
