@@ -11,7 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from ttame_attr.cli._audit import add_audit_arguments
+from ttame_attr.cli._audit import add_audit_parser
 from ttame_attr.cli._errors import CLIError
 from ttame_attr.cli._models import SPEC_HELP
 from ttame_attr.cli._store import add_store_arguments
@@ -78,8 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val", nargs="+", default=None,
                    help="validation images (loss per epoch; --skip-unreadable applies to them too)")
     p.add_argument("--layers", nargs="+", default=None, help="module names to read (default: the adapter's)")
-    p.add_argument("--epochs", type=int, default=None,
-                   help="epochs (default: the recipe's; paper: 8)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs (default: the recipe's; paper: 8)")
     p.add_argument("--batch-size", type=int, default=32, help="batch size (paper: 32)")
     p.add_argument("--lr", type=float, default=None,
                    help="OneCycleLR max learning rate (default: the recipe's; paper: 1e-3)")
@@ -142,11 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", nargs="+", default=None, help="check these module names instead")
     p.add_argument("--adapter", default=None, help="force an adapter (cnn, vit, swin, ...)")
 
-    p = sub.add_parser("audit", help="audit a classifier from a store of its explanations: its shortcuts, "
-                       "class by class", description="Find, per predicted class and from the maps alone, "
-                       "groups of images explained the same way and signs of a shortcut (evidence at a fixed "
-                       "spot, on the border, off the object); write DIR/audit.json and DIR/audit.html.")
-    add_audit_arguments(p).set_defaults(func="cmd_audit")
+    add_audit_parser(sub)
 
     p = sub.add_parser("demo", help="the end-to-end demo on synthetic data, with an HTML report")
     add_demo_arguments(p).set_defaults(func="cmd_demo")

@@ -7,11 +7,15 @@ from pathlib import Path
 
 from ttame_attr.cli._errors import CLIError
 
-__all__ = ["add_audit_arguments", "cmd_audit"]
+__all__ = ["add_audit_parser", "cmd_audit"]
 
 
-def add_audit_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The options of ``ttame audit``."""
+def add_audit_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``ttame audit`` and its options to the subcommands ``sub``."""
+    p = sub.add_parser("audit", help="audit a classifier from a store of its explanations: its shortcuts, "
+                       "class by class", description="Find, per predicted class and from the maps alone, "
+                       "groups of images explained the same way and signs of a shortcut (evidence at a "
+                       "fixed spot, on the border, off the object); write DIR/audit.json and DIR/audit.html.")
     p.add_argument("store", help="an explanation store (`ttame explain --store` or explain_dataset)")
     p.add_argument("--out", default="ttame_audit",
                    help="folder for audit.json and audit.html (default ttame_audit)")
@@ -25,6 +29,7 @@ def add_audit_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--max-images", type=int, default=1000,
                    help="images listed in audit.json, most suspicious first (0: all; default 1000)")
     p.add_argument("--seed", type=int, default=0, help="seeds the clustering")
+    p.set_defaults(func="cmd_audit")
     return p
 
 
