@@ -30,15 +30,15 @@ _EXTRA_STYLE = """
 .gallery figure.mean { border-right: 2px solid #bbb; padding-right: 6px; }
 .flag { color: #b00020; font-weight: bold; } .ok { color: #2b7a2b; }
 .bar { display: inline-block; height: 0.7em; background: #d9534f; vertical-align: middle; }
-td.reason { text-align: left; max-width: 560px; font-size: 0.9em; }
+td.reason, th.reason { text-align: left; max-width: 560px; font-size: 0.9em; }
 """
 
 _HOW_TO_READ = (
     "Each class is scored from its explanations alone (no labels): 0 means nothing unusual, 1 the "
     "strongest signal. <b>position</b>: the class's explanations peak at the same spot whatever the "
-    "image, unlike other classes' (a mark, tag, watermark or border); <b>border</b>: its evidence "
-    "lies on the image border more than other classes'; <b>off object</b>: its evidence lies off the "
-    "object mask more than other classes' (stores with masks only); <b>outlier group</b>: a group of "
+    "image, unlike other classes' (a mark, tag, watermark or border); <b>border</b>: its explanations "
+    "peak on the image border more often than other classes'; <b>off object</b>: they peak off the "
+    "object mask more often than other classes' (stores with masks only); <b>outlier group</b>: a group of "
     "its images is explained unlike the rest of the class and alike within itself. Open the galleries "
     "of a flagged class and look at what its maps light up.")
 
@@ -69,8 +69,8 @@ def _label(c: dict[str, Any]) -> str:
 
 
 def _ranking(report: AuditReport) -> str:
-    head = "".join(f"<th>{t}</th>" for t in ("rank", "class", "images", "score", "flagged", "main reason"))
-    head = f"<tr>{head}</tr>"
+    head = "".join(f"<th>{t}</th>" for t in ("rank", "class", "images", "score", "flagged"))
+    head = f"<tr>{head}<th class='reason'>main reason</th></tr>"
     rows = []
     for rank, c in enumerate(report.classes, 1):
         bar = f'<span class="bar" style="width:{int(60 * c["score"])}px"></span>'

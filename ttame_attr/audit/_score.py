@@ -83,9 +83,9 @@ def _sentences(sig: dict[str, Excess], grid: tuple[int, int], outlier_info: tupl
         out["off_object"] = (o.value, f"{o.share:.0%} of its explanations peak off the object, against "
                              f"{o.baseline:.0%} of other classes'")
     if outlier_info is not None:
-        value, distance, alike, g, n = outlier_info
-        out["outlier"] = (value, f"group {g} ({n} images) is explained unlike the class's other images "
-                          f"(distance {distance:.2f}) and alike within itself ({alike:.2f})")
+        value, distance, alike = outlier_info
+        out["outlier"] = (value, f"its images are explained unlike the class's other images (distance "
+                          f"{distance:.2f}) and alike among themselves ({alike:.2f})")
     return out
 
 
@@ -150,7 +150,7 @@ def score_class(data: ClassData, groups_of: np.ndarray, base: Baselines, grid: t
         off = data.off_peak[members] if data.off_peak is not None else None
         gsig = _signals_of(peaks[members], data.border_peak[members], off, base, grid, block=False)
         value, distance, alike = outlier(ev, rest)
-        info = (value, distance, alike, g, len(members)) if rest is not None else None
+        info = (value, distance, alike) if rest is not None else None
         gsent = _sentences(gsig, grid, info)
         gscore, greasons = _pick(gsent)
         likeness = 1.0 - tv(ev, ev.mean(axis=0))
