@@ -60,18 +60,22 @@ def train_net(arch: str, planted: bool, args: argparse.Namespace) -> tuple[torch
     """The classifier trained on (marked) training images, its accuracy and its reliance on the mark."""
     torch.manual_seed(args.seed)
     shortcut = SHORTCUT if planted else None
-    train = _tensors(MarkedShapes(args.train, split="train", seed=args.seed, shortcut=shortcut))
-    val = _tensors(MarkedShapes(512, split="val", seed=args.seed, shortcut=shortcut))
-    if arch == "cnn" and args.finetune_shipped:  # the shipped CNN (it knows the shapes), fine-tuned
+    if arch == "cnn" and not planted:  # the control: the shipped CNN, trained on clean shapes
+        net = load_reference_classifier()[0]
+        args = argparse.Namespace(**{**vars(args), "epochs": 0})
+    elif arch == "cnn" and args.finetune_shipped:  # the shipped CNN (it knows the shapes), fine-tuned
         net = load_reference_classifier()[0].train()
     else:
         net = build_classifier(arch, image_size=64)
     t0 = time.perf_counter()
-    train_classifier(net, DataLoader(TensorDataset(*train[:2]), batch_size=128, shuffle=True,
-                                     generator=torch.Generator().manual_seed(args.seed)),
-                     DataLoader(TensorDataset(*val[:2]), batch_size=256), args.epochs,
-                     lr=1e-3 if arch == "cnn" and args.finetune_shipped else 3e-3,
-                     augment=False, seed=args.seed)
+    if args.epochs:
+        train = _tensors(MarkedShapes(args.train, split="train", seed=args.seed, shortcut=shortcut))
+        val = _tensors(MarkedShapes(512, split="val", seed=args.seed, shortcut=shortcut))
+        train_classifier(net, DataLoader(TensorDataset(*train[:2]), batch_size=128, shuffle=True,
+                                         generator=torch.Generator().manual_seed(args.seed)),
+                         DataLoader(TensorDataset(*val[:2]), batch_size=256), args.epochs,
+                         lr=1e-3 if arch == "cnn" and args.finetune_shipped else 3e-3,
+                         augment=False, seed=args.seed)
     seconds = time.perf_counter() - t0
     model = Normalized(net, MEAN, STD).eval()
     clean, labels, _, _ = _tensors(MarkedShapes(1000, split="val", seed=args.seed + 1, shortcut=None))
@@ -144,14 +148,15 @@ def run_case(arch: str, planted: bool, args: argparse.Namespace) -> dict[str, An
                             batch_size=128, progress=False)
     times["explain_ttame"] = round(time.perf_counter() - t0, 2)
     t0 = time.perf_counter()
-    report = audit(store, images=ds, max_images=None)
+    rendered = TensorDataset(images, labels, masks)
+    report = audit(store, images=rendered, max_images=None)
     times["audit_ttame"] = round(time.perf_counter() - t0, 2)
     report.write(args.reports / name / "ttame")
     classes = np.array([c[0] for c in store.table(["classes"]).column("classes").to_pylist()])
     gstore, times["explain_gradcam"] = _gradcam_store(model.net, arch, images, masks, classes, ds.class_names,
                                                       store.map_size)
     t0 = time.perf_counter()
-    greport = audit(gstore, images=ds, max_images=None)
+    greport = audit(gstore, images=rendered, max_images=None)
     times["audit_gradcam"] = round(time.perf_counter() - t0, 2)
     greport.write(args.reports / name / "gradcam")
     result = {"arch": arch, "planted": planted, "classifier": clf, "seconds": times,
@@ -234,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="fine-tune the shipped CNN (it knows the shapes: it learns the mark less) instead of "
                         "training the CNN from scratch")
     p.add_argument("--ttame-train", type=int, default=1000, help="training images of the T-TAME head")
-    p.add_argument("--ttame-epochs", type=int, default=2)
+    p.add_argument("--ttame-epochs", type=int, default=4)
     p.add_argument("--scale-images", type=int, default=20000, help="images of the scale check (0: skip)")
     p.add_argument("--no-control", action="store_true")
     p.add_argument("--seed", type=int, default=0)

@@ -28,9 +28,10 @@ def planted_report() -> tuple[AuditReport, np.ndarray]:
 
 def test_evidence_is_the_excess_over_the_median_summing_to_one() -> None:
     m = torch.tensor([[[0.1, 0.1], [0.1, 0.5]]])  # median of the 4 values 0.1 -> excess (0, 0, 0, 0.4)
-    assert evidence_of(m, (2, 2)).tolist() == [[0.0, 0.0, 0.0, 1.0]]
-    flat = evidence_of(torch.full((1, 4, 4), 0.3), (2, 2))  # no excess: uniform
-    assert flat.tolist() == [[0.25, 0.25, 0.25, 0.25]]
+    ev, flat = evidence_of(m, (2, 2))
+    assert ev.tolist() == [[0.0, 0.0, 0.0, 1.0]] and flat.tolist() == [False]
+    ev, flat = evidence_of(torch.full((1, 4, 4), 0.3) + 0.01 * torch.eye(4), (2, 2))  # excess 0.005
+    assert ev.tolist() == [[0.25, 0.25, 0.25, 0.25]] and flat.tolist() == [True]
 
 
 def test_block_sums_region_names_and_distances() -> None:
@@ -38,26 +39,29 @@ def test_block_sums_region_names_and_distances() -> None:
     assert [region_name(c, (8, 8)) for c in (0, 7, 63, 27, 3, 24)] == [
         "top-left corner", "top-right corner", "bottom-right corner", "centre", "top edge", "left edge"]
     assert tv(np.array([1.0, 0.0]), np.array([0.0, 1.0])) == 1.0
-    assert excess(0.6, 0.2) == pytest.approx(0.5)  # (0.6 - 0.2) / (1 - 0.2)
+    assert excess(0.6, 0.2) == pytest.approx(0.4)
     assert excess(0.1, 0.2) == 0.0
 
 
 def test_position_signal_by_hand() -> None:
     # 100 images peak in cell 0 of a 4x4 grid; the other classes' 100 images peak in cell 15.
     signal = position(np.zeros(100, dtype=int), np.bincount([15] * 100, minlength=16).astype(float), (4, 4))
-    assert signal.cell == 0 and signal.share == 1.0 and signal.baseline == 0.0 and signal.value == 1.0
-    # Half of 100 images in cell 0: share 0.5 - 2 * sqrt(0.25 / 100) = 0.4 (the lower bound);
-    # the other classes peak in cell 0's block 10% of the time: (0.4 - 0.1) / 0.9.
+    # Wilson's lower bound (z = 2) of 100 / 100: (1 + 0.02 - 2 * sqrt(0.0001)) / 1.04 = 1 / 1.04
+    assert signal.cell == 0 and signal.share == pytest.approx(1 / 1.04) and signal.baseline == 0.0
+    assert signal.value == pytest.approx(1 / 1.04)
+    # Half of 100 images in cell 0: (0.5 + 0.02 - 2 * sqrt(0.0025 + 0.0001)) / 1.04 = 0.40194;
+    # the other classes peak in cell 0's block 10% of the time: 0.40194 - 0.1.
     peaks = np.array([0] * 50 + [15] * 50)
     other = np.bincount([1] * 10 + [10] * 90, minlength=16).astype(float)
     signal = position(peaks, other, (4, 4))
-    assert (signal.share, signal.baseline) == (pytest.approx(0.4), pytest.approx(0.1))
-    assert signal.value == pytest.approx(0.3 / 0.9)
+    assert (signal.share, signal.baseline) == (pytest.approx(0.40194, abs=1e-5), pytest.approx(0.1))
+    assert signal.value == pytest.approx(0.30194, abs=1e-5)
 
 
 def test_mean_excess_and_outlier_by_hand() -> None:
-    sig = mean_excess(np.full(10, 0.6), 0.2)  # no spread: no correction
-    assert sig.share == pytest.approx(0.6) and sig.value == pytest.approx(0.5)
+    sig = mean_excess(np.full(10, 0.6), 0.2)  # Wilson: (0.6 + 0.2 - 2 * sqrt(0.024 + 0.01)) / 1.4
+    assert sig.share == pytest.approx((0.8 - 2 * np.sqrt(0.034)) / 1.4)
+    assert sig.value == pytest.approx(sig.share - 0.2)
     group = np.array([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
     rest = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])  # mean (0, .5, .5), spread 0.5
     value, distance, alike = outlier(group, rest)
@@ -71,7 +75,7 @@ def test_planted_shortcut_is_found(planted_report) -> None:
     report, marked = planted_report
     first = report.classes[0]
     assert first["class"] == 2 and first["flagged"] and first["name"] == "shape2"
-    assert "top-left corner" in first["reasons"][0]
+    assert any("top-left corner" in r for r in first["reasons"])
     assert [c["class"] for c in report.flagged] == [2]
     n = int(marked.sum())
     assert np.mean([marked[im["index"]] for im in report.images[:n]]) == 1.0
@@ -110,7 +114,7 @@ def test_border_and_off_object_signals() -> None:
     first = report.classes[0]
     assert first["class"] == 1 and first["flagged"]
     assert first["signals"]["border"]["value"] > 0.5 and first["signals"]["off_object"]["value"] > 0.5
-    assert first["signals"]["border"]["share"] == pytest.approx(1.0, abs=0.02)
+    assert first["signals"]["border"]["share"] == pytest.approx(1 / (1 + 4 / 30), abs=1e-4)  # 30/30, Wilson
     assert any("border" in r for r in first["reasons"])
     assert any("off the object" in r for r in first["reasons"])
     assert all(not c["flagged"] for c in report.classes[1:])
@@ -198,3 +202,19 @@ def test_bad_options_and_stores() -> None:
     store.manifest["format_version"] = 0
     with pytest.raises(ValueError, match="older"):
         audit(store)
+
+
+def test_flat_maps_are_left_out() -> None:
+    store, marked = planted(n_per_class=30)
+    flat = np.flatnonzero(store._classes[:, 0] == 0)[:20]  # 20 of class 0's maps: no evidence
+    store._maps[flat] = 0.05
+    dead = np.flatnonzero(store._classes[:, 0] == 1)  # all of class 1's
+    store._maps[dead] = 0.001
+    report = audit(store, max_images=None)
+    by_class = {c["class"]: c for c in report.classes}
+    assert by_class[0]["flat_maps"] == 20 and not by_class[0]["flagged"]
+    assert by_class[1]["flat_maps"] == 30 and by_class[1]["score"] == 0.0 and by_class[1]["groups"] == []
+    assert "flat" in by_class[1]["reasons"][0]
+    assert [c["class"] for c in report.flagged] == [2]
+    flat_images = [im for im in report.images if im["index"] in set(flat) | set(dead)]
+    assert all(im["group"] == -1 and im["score"] == 0.0 for im in flat_images)

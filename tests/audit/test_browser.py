@@ -48,7 +48,7 @@ def chromium() -> str:
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     if path is None:
         pytest.fail("chromium is not installed: the HTML reports are checked in headless Chromium. "
-                    "scripts/test.sh installs it (apt-get install -y chromium, as root); install it and rerun.")
+                    "scripts/test.sh installs it (apt-get install -y chromium, as root); install it, rerun.")
     return path
 
 
@@ -92,7 +92,8 @@ def test_demo_report_renders_without_errors(tmp_path) -> None:
 
 def test_the_check_sees_broken_images_and_script_errors(tmp_path) -> None:
     page = tmp_path / "bad.html"
-    page.write_text("<!DOCTYPE html><html><head></head><body><img alt='gone' src='data:image/png;base64,AAAA'>"
+    page.write_text("<!DOCTYPE html><html><head></head><body>"
+                    "<img alt='gone' src='data:image/png;base64,AAAA'>"
                     "<script>undefined_function();</script></body></html>")
     result = render(page, tmp_path)
     assert result["broken"] == ["gone"]

@@ -13,7 +13,7 @@ from ttame_attr.audit._cluster import cluster, require_sklearn
 from ttame_attr.audit._collect import StoreSummary, collect
 from ttame_attr.audit._pictures import gather_pictures
 from ttame_attr.audit._report import AuditReport
-from ttame_attr.audit._score import ClassScore, ImageScores, baselines, image_reasons, score_class
+from ttame_attr.audit._score import ClassScore, ImageScores, baselines, image_reasons, score_class_with_blanks
 
 __all__ = ["audit"]
 
@@ -71,7 +71,8 @@ def _class_record(summary: StoreSummary, cs: ClassScore, threshold: float, where
                "score": round(g.score, 4), "reasons": g.reasons, "signals": g.signals,
                "typical": [where(cs.cls, int(i)) for i in g.typical]} for g in cs.groups]
     return {"class": cs.cls, "name": names[cs.cls] if names is not None and cs.cls < len(names) else None,
-            "images": cs.size, "score": round(cs.score, 4), "flagged": bool(cs.score >= threshold),
+            "images": cs.size, "flat_maps": cs.blank, "score": round(cs.score, 4),
+            "flagged": bool(cs.score >= threshold),
             "reasons": cs.reasons, "signals": cs.signals, "groups": groups}
 
 
@@ -157,8 +158,10 @@ def audit(store: Any, *, images: Any = None, grid: int = 8, max_groups: int = 4,
     bases = baselines(summary)
     scored = []
     for data, base in zip(summary.classes, bases):
-        groups_of = cluster(data.evidence, max_groups, min_group_size, seed + data.cls)
-        scored.append(score_class(data, groups_of, base, summary.grid, examples))
+        def group(evidence: np.ndarray, cls: int = data.cls) -> np.ndarray:
+            return cluster(evidence, max_groups, min_group_size, seed + cls)
+
+        scored.append(score_class_with_blanks(data, group, base, summary.grid, examples))
 
     def where(cls: int, i: int) -> dict[str, Any]:
         j = next(j for j, d in enumerate(summary.classes) if d.cls == cls)

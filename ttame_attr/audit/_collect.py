@@ -17,7 +17,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ClassData", "StoreSummary", "border_cells", "collect", "grid_shape"]
+__all__ = ["MIN_CONTRAST", "ClassData", "StoreSummary", "border_cells", "collect", "grid_shape"]
+
+#: A map whose coarse grid rises less than this above its median (maps in [0, 1]) is *flat*: it
+#: shows no evidence (e.g. a class the head gave up on), and the audit leaves it out of its signals.
+MIN_CONTRAST = 0.02
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +40,7 @@ class ClassData:
             it), or ``None`` without masks.
         mean_map: ``(h, w)`` mean of the class's top-1 maps (raw values).
         ring: ``(cells,)`` bool, the grid's outer ring.
+        blank: ``(n,)`` bool, the flat maps (no evidence; their ``evidence`` row is uniform).
     """
 
     cls: int
@@ -46,6 +51,17 @@ class ClassData:
     off_peak: np.ndarray | None
     mean_map: np.ndarray
     ring: np.ndarray
+    blank: np.ndarray
+
+    def subset(self, keep: np.ndarray) -> ClassData:
+        """The same class restricted to the images where ``keep`` is True."""
+        def pick(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[keep]
+
+        return ClassData(cls=self.cls, rows=self.rows[keep], evidence=self.evidence[keep],
+                         border=self.border[keep], off_object=pick(self.off_object),
+                         off_peak=pick(self.off_peak),
+                         mean_map=self.mean_map, ring=self.ring, blank=self.blank[keep])
 
     @property
     def peaks(self) -> np.ndarray:
@@ -86,18 +102,19 @@ def border_cells(grid: tuple[int, int]) -> np.ndarray:
     return ring.reshape(-1)
 
 
-def evidence_of(maps: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """``(B, h, w)`` maps -> ``(B, gh * gw)`` coarse evidence summing to one.
+def evidence_of(maps: torch.Tensor, grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(B, h, w)`` maps -> ``(B, gh * gw)`` coarse evidence summing to one, and ``(B,)`` flat.
 
     Evidence is the map's excess over its own median (clipped at zero): a map's uniform
     background, which T-TAME's sigmoid masks and Grad-CAM's both have, then counts for nothing.
-    A map with no excess (constant) becomes uniform.
+    A flat map (excess below :data:`MIN_CONTRAST`) gets uniform evidence and is marked flat.
     """
     coarse = F.adaptive_avg_pool2d(maps[:, None].float(), grid).flatten(1)
     excess = (coarse - coarse.median(dim=1, keepdim=True).values).clamp_min(0)
+    flat = excess.amax(dim=1) < MIN_CONTRAST
     total = excess.sum(dim=1, keepdim=True)
     uniform = torch.full_like(excess, 1.0 / excess.shape[1])
-    return torch.where(total > 1e-12, excess / total.clamp_min(1e-12), uniform)
+    return torch.where(flat[:, None], uniform, excess / total.clamp_min(1e-12)), flat
 
 
 def _mask_fraction(masks: Any, start: int, stop: int, map_size: tuple[int, int],
@@ -118,6 +135,7 @@ def _stream(store: Any, predicted: np.ndarray, num_classes: int, grid: tuple[int
     n = len(predicted)
     ring = torch.from_numpy(border_cells(grid))
     evidence = np.zeros((n, grid[0] * grid[1]), dtype=np.float32)
+    blank = np.zeros(n, dtype=bool)
     border = np.zeros(n, dtype=np.float32)
     off = np.zeros(n, dtype=np.float32) if masks is not None else None
     off_peak = np.zeros(n, dtype=np.float32) if masks is not None else None
@@ -128,15 +146,16 @@ def _stream(store: Any, predicted: np.ndarray, num_classes: int, grid: tuple[int
         if sums is None:
             sums = torch.zeros(num_classes, *maps.shape[-2:], dtype=torch.float64)
         sums.index_add_(0, torch.from_numpy(predicted[start:stop]), maps.double())
-        ev = evidence_of(maps, grid)
+        ev, flat = evidence_of(maps, grid)
         evidence[start:stop] = ev.numpy()
+        blank[start:stop] = flat.numpy()
         border[start:stop] = ev[:, ring].sum(1).numpy()
         if off is not None:
             fraction = _mask_fraction(masks, start, stop, tuple(maps.shape[-2:]), grid)
             off[start:stop] = (1.0 - (ev * fraction).sum(1)).clamp(0, 1).numpy()
             peak = fraction.gather(1, ev.argmax(1, keepdim=True))[:, 0]
             off_peak[start:stop] = (1.0 - peak).clamp(0, 1).numpy()
-    return evidence, border, off, off_peak, sums.numpy()
+    return evidence, border, off, off_peak, blank, sums.numpy()
 
 
 def _object_masks(store: Any) -> Any | None:
@@ -163,12 +182,13 @@ def collect(store: Any, grid: int, chunk_size: int) -> StoreSummary:
     for cls, rows in by_class.items():
         predicted[rows] = cls
     num_classes = max([int(store.num_classes)] + [c + 1 for c in by_class])
-    evidence, border, off, off_peak, sums = _stream(store, predicted, num_classes, cells, chunk_size, masks)
+    evidence, border, off, off_peak, blank, sums = _stream(store, predicted, num_classes, cells, chunk_size,
+                                                           masks)
     ring = border_cells(cells)
     classes = [ClassData(cls=cls, rows=rows, evidence=evidence[rows], border=border[rows],
                          off_object=off[rows] if off is not None else None,
                          off_peak=off_peak[rows] if off_peak is not None else None,
-                         mean_map=(sums[cls] / len(rows)).astype(np.float32), ring=ring)
+                         mean_map=(sums[cls] / len(rows)).astype(np.float32), ring=ring, blank=blank[rows])
                for cls, rows in sorted(by_class.items())]
     logger.info("read %d images of %d predicted classes", len(index), len(classes))
     names = store.class_names

@@ -12,6 +12,7 @@ A score is the largest of the signals of :mod:`ttame_attr.audit._signals` that a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,7 +21,7 @@ from ttame_attr.audit._collect import ClassData, StoreSummary, border_cells
 from ttame_attr.audit._signals import Excess, block_sums, mean_excess, outlier, position, region_name, tv
 
 __all__ = ["REASON_MIN", "Baselines", "ClassScore", "GroupScore", "ImageScores", "baselines", "image_reasons",
-           "score_class"]
+           "score_class", "score_class_with_blanks"]
 
 #: Signals at least this strong are given as reasons (the strongest one always is).
 REASON_MIN = 0.25
@@ -49,7 +50,8 @@ class ClassScore:
     reasons: list[str]
     groups: list[GroupScore]
     hotspot: int
-    groups_of: np.ndarray = field(repr=False)  # (n,) group of each image
+    groups_of: np.ndarray = field(repr=False)  # (n,) group of each image, -1 for a flat map
+    blank: int = 0  # images whose map is flat
 
 
 @dataclass
@@ -177,8 +179,38 @@ def score_class(data: ClassData, groups_of: np.ndarray, base: Baselines, grid: t
             ImageScores(score=image_score, parts=parts, details=details))
 
 
+def score_class_with_blanks(data: ClassData, cluster_fn: Callable[[np.ndarray], np.ndarray], base: Baselines,
+                            grid: tuple[int, int], examples: int) -> tuple[ClassScore, ImageScores]:
+    """:func:`score_class` on the class's images with evidence; flat maps get group -1 and score 0."""
+    n, keep = len(data.rows), ~data.blank
+    where = np.flatnonzero(keep)
+    signals = ("position", "border", "off_object", "outlier")
+    empty = ImageScores(score=np.zeros(n), parts={k: np.zeros(n) for k in signals},
+                        details={k: np.zeros(n) for k in (*signals, "spot")})
+    if len(where) == 0:
+        return ClassScore(cls=data.cls, size=n, signals={}, score=0.0, groups=[], hotspot=0,
+                          reasons=[f"all its {n} explanations are flat: no evidence to audit (a class the "
+                                   "explainer gave up on?)"], groups_of=np.full(n, -1), blank=n), empty
+    cs, im = score_class(data.subset(keep), cluster_fn(data.evidence[keep]), base, grid, examples)
+    groups_of = np.full(n, -1, dtype=np.int64)
+    groups_of[where] = cs.groups_of
+    for g in cs.groups:
+        g.members, g.typical = where[g.members], where[g.typical]
+    empty.score[where] = im.score
+    for name in empty.parts:
+        empty.parts[name][where] = im.parts[name]
+    for name in empty.details:
+        empty.details[name][where] = im.details[name]
+    cs.size, cs.groups_of, cs.blank = n, groups_of, n - len(where)
+    if cs.blank:
+        cs.reasons.append(f"{cs.blank} of its {n} explanations are flat (no evidence); they are left out")
+    return cs, empty
+
+
 def image_reasons(scores: ImageScores, i: int, group: int, grid: tuple[int, int]) -> list[str]:
     """The reasons of image ``i`` (position within its class), strongest first."""
+    if group < 0:
+        return ["its map is flat: no evidence to audit"]
     d = scores.details
     words = {
         "position": f"{d['position'][i]:.0%} of its evidence sits at its class's fixed spot "
@@ -196,10 +228,11 @@ def image_reasons(scores: ImageScores, i: int, group: int, grid: tuple[int, int]
 def baselines(summary: StoreSummary) -> list[Baselines]:
     """For each class of ``summary``, what the images of all the *other* classes show."""
     cells = summary.grid[0] * summary.grid[1]
-    counts = [np.bincount(d.peaks, minlength=cells).astype(np.float64) for d in summary.classes]
-    borders = [float(d.border_peak.sum()) for d in summary.classes]
-    offs = [float(d.off_peak.sum()) if d.off_peak is not None else 0.0 for d in summary.classes]
-    sizes = [len(d.rows) for d in summary.classes]
+    valid = [d.subset(~d.blank) for d in summary.classes]  # flat maps take no part
+    counts = [np.bincount(d.peaks, minlength=cells).astype(np.float64) for d in valid]
+    borders = [float(d.border_peak.sum()) for d in valid]
+    offs = [float(d.off_peak.sum()) if d.off_peak is not None else 0.0 for d in valid]
+    sizes = [len(d.rows) for d in valid]
     total_counts, total_border, total_off, total = sum(counts), sum(borders), sum(offs), sum(sizes)
     ring = float(np.mean(border_cells(summary.grid)))
     out = []

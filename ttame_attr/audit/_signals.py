@@ -1,10 +1,11 @@
 """The audit's signals, each a number in [0, 1] (0: nothing unusual).
 
-Every signal compares a class (or a group of it) with the images predicted as *other* classes,
+Every signal compares a class (or a group of it) with the images predicted as *other* classes
+(the signal is the difference of the two shares, 0 when the class shows less),
 so what all classes share (objects photographed in the centre, a frame around every image)
 raises no alarm; only what sets one class apart does. Shares measured on few images are taken
-at a lower confidence bound (two standard errors below), so a class of ten images does not look
-consistent by chance.
+at a lower confidence bound (Wilson's, two standard errors), so a class of ten images does not
+look consistent by chance. Flat maps (no evidence) take no part.
 
 - ``position``: the share of explanations that peak in the same small region (a 3x3 block of
   grid cells), beyond the share of other classes' explanations that peak there.
@@ -37,8 +38,8 @@ class Excess:
 
 
 def excess(share: float, baseline: float) -> float:
-    """How far ``share`` exceeds ``baseline``, as a fraction of the room above it."""
-    return float(max(0.0, share - baseline) / max(1e-9, 1.0 - baseline))
+    """How far ``share`` exceeds ``baseline`` (a difference of shares, 0 when below)."""
+    return float(max(0.0, share - baseline))
 
 
 def block_sums(values: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
@@ -50,9 +51,13 @@ def block_sums(values: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
     return out.reshape(values.shape)
 
 
-def _lower(share: float, n: int) -> float:
-    """Two standard errors below a share measured on ``n`` images (not below 0)."""
-    return max(0.0, share - 2.0 * np.sqrt(max(share * (1.0 - share), 0.0) / max(n, 1)))
+def _lower(share: float, n: int, z: float = 2.0) -> float:
+    """The Wilson lower bound (``z`` standard errors) of a share measured on ``n`` images."""
+    if n <= 0:
+        return 0.0
+    centre = share + z * z / (2 * n)
+    spread = z * np.sqrt(max(share * (1.0 - share), 0.0) / n + z * z / (4 * n * n))
+    return float(max(0.0, (centre - spread) / (1.0 + z * z / n)))
 
 
 def position(peaks: np.ndarray, other_peak_counts: np.ndarray, grid: tuple[int, int],
@@ -86,9 +91,7 @@ def position(peaks: np.ndarray, other_peak_counts: np.ndarray, grid: tuple[int, 
 
 def mean_excess(values: np.ndarray, baseline: float) -> Excess:
     """A mean share (lower confidence bound) against the other classes' mean share."""
-    n = len(values)
-    se = float(values.std()) / np.sqrt(max(n, 1)) if n > 1 else float(values.mean())
-    share = max(0.0, float(values.mean()) - 2.0 * se)
+    share = _lower(float(values.mean()), len(values))  # values in [0, 1]: at most a share's variance
     return Excess(excess(share, baseline), share, baseline)
 
 
@@ -113,7 +116,7 @@ def outlier(group: np.ndarray, rest: np.ndarray | None) -> tuple[float, float, f
     rest_mean = rest.mean(axis=0)
     distance = float(tv(centre, rest_mean))
     spread = float(tv(rest, rest_mean).mean())
-    return excess(distance, spread) * alike, distance, alike
+    return max(0.0, distance - spread) / max(1e-9, 1.0 - spread) * alike, distance, alike
 
 
 def region_name(cell: int, grid: tuple[int, int]) -> str:
