@@ -130,16 +130,31 @@ def run_case(arch: str, planted: bool, args: argparse.Namespace) -> dict[str, An
     """One classifier, with or without the planted mark: train, fit, explain, audit (T-TAME and Grad-CAM)."""
     name = f"{arch}_{'planted' if planted else 'control'}"
     print(f"== {name}", flush=True)
-    model, clf = train_net(arch, planted, args)
+    cache = args.cache / name if args.cache else None
+    if cache is not None and (cache / "head.pt").is_file():  # a rerun of the audit on the same models
+        clf = json.loads((cache / "info.json").read_text())
+        net = build_classifier(arch, image_size=64)
+        net.load_state_dict(torch.load(cache / "net.pt", weights_only=True))
+        model = Normalized(net.eval(), MEAN, STD).eval()
+        explainer = TTAME.load(cache / "head.pt", model)
+    else:
+        model, clf = train_net(arch, planted, args)
+        explainer = TTAME(model, input_size=(3, 64, 64))
+        train_images = _tensors(MarkedShapes(args.ttame_train, split="train", seed=args.seed,
+                                             shortcut=SHORTCUT if planted else None))[0]
+        t0 = time.perf_counter()
+        explainer.fit(DataLoader(train_images, batch_size=32, shuffle=True, drop_last=True,
+                                 generator=torch.Generator().manual_seed(args.seed)),
+                      epochs=args.ttame_epochs, progress=False)
+        clf["fit_seconds"] = round(time.perf_counter() - t0, 1)
+        if cache is not None:
+            cache.mkdir(parents=True, exist_ok=True)
+            torch.save(model.net.state_dict(), cache / "net.pt")
+            explainer.save(cache / "head.pt")
+            (cache / "info.json").write_text(json.dumps(clf))
     print(f"   classifier: {clf}", flush=True)
-    explainer = TTAME(model, input_size=(3, 64, 64))
-    train_images = _tensors(MarkedShapes(args.ttame_train, split="train", seed=args.seed,
-                                         shortcut=SHORTCUT if planted else None))[0]
-    t0 = time.perf_counter()
-    explainer.fit(DataLoader(train_images, batch_size=32, shuffle=True, drop_last=True,
-                             generator=torch.Generator().manual_seed(args.seed)),
-                  epochs=args.ttame_epochs, progress=False)
-    times = {"train_classifier": clf.pop("train_seconds"), "fit_ttame": round(time.perf_counter() - t0, 1)}
+    clf = dict(clf)
+    times = {"train_classifier": clf.pop("train_seconds"), "fit_ttame": clf.pop("fit_seconds")}
     ds = MarkedShapes(args.audited, split="test", seed=args.seed, shortcut=SHORTCUT if planted else None)
     images, labels, masks, marked = _tensors(ds)  # rendered once, for both methods
     store_dir = Path(tempfile.mkdtemp(prefix=f"ttame_audit_{name}_"))
@@ -246,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="tiny sizes, to a temp dir")
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--cache", type=Path, default=None,
+                   help="keep the trained classifiers and heads here and reuse them on a rerun")
     p.add_argument("--reports", type=Path, default=None,
                    help="where the HTML reports go (default: a temp dir)")
     args = p.parse_args(argv)

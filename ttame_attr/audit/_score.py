@@ -4,10 +4,11 @@ A score is the largest of the signals of :mod:`ttame_attr.audit._signals` that a
 
 - a class: its own ``position``, ``border`` and ``off_object`` signals and its groups' scores;
 - a group: the same three signals measured on the group alone, and its ``outlier`` signal;
-- an image: each signal of its class or group times how much of *this* image's evidence shows
-  it (its evidence share at the class's or group's fixed spot, on the border, off the object, or
-  its likeness to its group's mean). An image that carries its class's shortcut scores high; an
-  image of the same class explained by its object scores low.
+- an image: each signal of its class or group times how much *this* image shows it: half for
+  its own peak being there (at the fixed spot, on the border, off the object), half for its
+  evidence share there; for ``outlier``, its likeness to its group's mean. An image that carries
+  its class's shortcut scores high; an image of the same class explained by its object scores
+  low.
 """
 
 from __future__ import annotations
@@ -129,6 +130,19 @@ def _signals_of(peaks: np.ndarray, border: np.ndarray, off: np.ndarray | None, b
     return sig
 
 
+def _near(peaks: np.ndarray, cell: int, grid: tuple[int, int]) -> np.ndarray:
+    """Whether each peak lies in the 3x3 block around ``cell``."""
+    py, px = np.divmod(peaks, grid[1])
+    cy, cx = divmod(int(cell), grid[1])
+    return (np.abs(py - cy) <= 1) & (np.abs(px - cx) <= 1)
+
+
+def _shows(peak_there: np.ndarray, share: np.ndarray) -> np.ndarray:
+    """How much an image shows a signal, in [0, 1]: half for its peak being where the signal is
+    (the signals count peaks), half for the share of its evidence there (to rank within)."""
+    return 0.5 * peak_there.astype(np.float64) + 0.5 * np.asarray(share, dtype=np.float64)
+
+
 def score_class(data: ClassData, groups_of: np.ndarray, base: Baselines, grid: tuple[int, int],
                 examples: int) -> tuple[ClassScore, ImageScores]:
     """Score one class, its groups and its images."""
@@ -136,9 +150,12 @@ def score_class(data: ClassData, groups_of: np.ndarray, base: Baselines, grid: t
     sig = _signals_of(peaks, data.border_peak, data.off_peak, base, grid)
     sentences = _sentences(sig, grid)
     blocks = block_sums(data.evidence, grid)  # (n, cells): evidence in each cell's 3x3 block
-    parts = {"position": sig["position"].value * blocks[:, sig["position"].cell],
-             "border": sig["border"].value * data.border,
-             "off_object": (sig["off_object"].value * data.off_object if sig["off_object"] is not None
+    spot = sig["position"].cell
+    off_shows = (_shows(data.off_peak > 0.5, data.off_object) if data.off_object is not None
+                 else np.zeros(len(peaks)))
+    parts = {"position": sig["position"].value * _shows(_near(peaks, spot, grid), blocks[:, spot]),
+             "border": sig["border"].value * _shows(data.border_peak > 0, data.border),
+             "off_object": (sig["off_object"].value * off_shows if sig["off_object"] is not None
                             else np.zeros(len(peaks))),
              "outlier": np.zeros(len(peaks))}
     details = {"position": blocks[:, sig["position"].cell], "border": data.border.copy(),
@@ -156,7 +173,8 @@ def score_class(data: ClassData, groups_of: np.ndarray, base: Baselines, grid: t
         gsent = _sentences(gsig, grid, info)
         gscore, greasons = _pick(gsent)
         likeness = 1.0 - tv(ev, ev.mean(axis=0))
-        g_pos = gsig["position"].value * blocks[members, gsig["position"].cell]
+        g_cell = gsig["position"].cell
+        g_pos = gsig["position"].value * _shows(peaks[members] == g_cell, blocks[members, g_cell])
         better = g_pos > parts["position"][members]
         parts["position"][members] = np.where(better, g_pos, parts["position"][members])
         details["position"][members] = np.where(better, blocks[members, gsig["position"].cell],
