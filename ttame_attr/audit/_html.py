@@ -94,6 +94,9 @@ def _class_section(rank: int, c: dict[str, Any], pics: dict[str, Any]) -> list[s
         parts.append("<ul>" + "".join(f"<li>{html.escape(r)}</li>" for r in c["reasons"][1:]) + "</ul>")
     parts.append("<div class='gallery'>" + _figure(_heat(pics["mean_map"], 128), f"mean map of {c['images']} "
                  "images", "mean") + "</div>")
+    if c.get("flat_maps"):
+        parts.append(f"<p class='note'>{c['flat_maps']} of its {c['images']} maps are flat (no evidence) and "
+                     "are left out of its groups and signals.</p>")
     records = {g["group"]: g for g in c["groups"]}
     for g in pics["groups"]:
         rec = records[g["group"]]
