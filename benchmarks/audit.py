@@ -183,12 +183,16 @@ def run_case(arch: str, planted: bool, args: argparse.Namespace) -> dict[str, An
     return result
 
 
+# The peak RSS of the probe's own address space: VmHWM, which exec resets (ru_maxrss does not: a
+# child forked from this process would report this process's peak).
 _MEMORY_PROBE = """
-import resource, sys, time
+import re, sys, time
 from ttame_attr import audit
 t0 = time.perf_counter()
 audit(sys.argv[1], max_images=1000)
-print(time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+seconds = time.perf_counter() - t0
+status = open("/proc/self/status").read()
+print(seconds, re.search(r"VmHWM:\\s+(\\d+) kB", status).group(1))
 """
 
 
@@ -257,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ttame-epochs", type=int, default=4)
     p.add_argument("--scale-images", type=int, default=20000, help="images of the scale check (0: skip)")
     p.add_argument("--no-control", action="store_true")
+    p.add_argument("--control-archs", nargs="*", default=None,
+                   help="the classifiers that also get a control run (default: all of --archs)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="tiny sizes, to a temp dir")
@@ -275,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     cases = []
     settings = {k: v for k, v in vars(args).items() if k not in ("out", "reports", "quick")}
     for arch in args.archs:
-        for planted in (True, False)[: 1 if args.no_control else 2]:
+        control = not args.no_control and (args.control_archs is None or arch in args.control_archs)
+        for planted in (True, False)[: 2 if control else 1]:
             cases.append(run_case(arch, planted, args))
             payload = {"run": run_info("audit.py", argv), "settings": settings, "cases": cases,
                        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
