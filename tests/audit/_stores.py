@@ -13,10 +13,14 @@ from ttame_attr.data import SyntheticShapes
 
 
 def tiny_explainer(num_classes: int = 8, size: int = 32) -> TTAME:
-    """An untrained small CNN with a T-TAME head (random fusion rows: maps with contrast)."""
+    """An untrained small CNN with a T-TAME head whose random fusion rows are scaled up, so that
+    its maps have contrast (an untrained head's maps are nearly flat)."""
     torch.manual_seed(0)
     net = build_classifier("cnn", num_classes=num_classes, image_size=size).eval()
-    return TTAME(net, input_size=(3, size, size), head_init="pytorch")
+    explainer = TTAME(net, input_size=(3, size, size), head_init="pytorch")
+    with torch.no_grad():
+        explainer.head.fusion.weight.mul_(40.0)
+    return explainer
 
 
 def shapes_store(path: Path, n: int = 48, size: int = 32) -> tuple[Path, SyntheticShapes]:
