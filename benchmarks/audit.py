@@ -104,9 +104,13 @@ def _metrics(report: Any, marked: np.ndarray, planted: bool) -> dict[str, Any]:
     n = max(1, len(predicted_marked))
     out["top_precision"] = float(np.mean([marked[im["index"]] for im in images[:n]]))
     out["marked_in_shortcut_class"] = len(predicted_marked)
-    first = classes[0]["groups"][0]
-    members = [im for im in images if im["class"] == classes[0]["class"] and im["group"] == first["group"]]
-    out["first_group"] = {"class": classes[0]["class"], "group": first["group"], "size": first["size"],
+    shown = next((c for c in classes if c["groups"]), None)  # the first class with groups (not all flat)
+    if shown is None:
+        out["first_group"] = {"class": None, "group": None, "size": 0, "purity": 0.0}
+        return out
+    first = shown["groups"][0]
+    members = [im for im in images if im["class"] == shown["class"] and im["group"] == first["group"]]
+    out["first_group"] = {"class": shown["class"], "group": first["group"], "size": first["size"],
                           "purity": float(np.mean([marked[im["index"]] for im in members]))}
     return out
 
@@ -123,7 +127,7 @@ def _gradcam_store(net: torch.nn.Module, arch: str, images: torch.Tensor, masks:
         maps.append(F.adaptive_avg_pool2d(m, map_size)[:, 0])
     seconds = time.perf_counter() - t0
     small = (F.interpolate(masks, size=map_size, mode="area")[:, 0] > 0.5).numpy()
-    return ArrayStore(torch.cat(maps).numpy(), classes, small, names, type(net).__name__), seconds
+    return ArrayStore(torch.cat(maps).numpy(), classes, small, names, type(net).__name__), round(seconds, 2)
 
 
 def run_case(arch: str, planted: bool, args: argparse.Namespace) -> dict[str, Any]:
