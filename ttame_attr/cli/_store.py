@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,8 @@ def check_store_args(args: argparse.Namespace) -> Path:
         if value is not None and value < (0 if name == "workers" else 1):
             kind = "a non-negative integer" if name == "workers" else "a positive integer"
             raise CLIError(f"--{name.replace('_', '-')}: expected {kind}, got {value}.")
+    if args.device is None and "LOCAL_RANK" in os.environ and torch.cuda.is_available():
+        args.device = f"cuda:{int(os.environ['LOCAL_RANK'])}"  # torchrun: each rank on its own GPU
     store = Path(args.store)
     if store.exists() and not store.is_dir():
         raise CLIError(f"--store: {args.store!r} is a file; give a folder (new, empty, or a store to "
@@ -86,7 +89,6 @@ def _overlays(args: argparse.Namespace, store: Any, transform: Any, mean: Any, s
 def explain_to_store(args: argparse.Namespace, explainer: Any, mean: Any, std: Any) -> tuple[Any, dict]:
     """Run :func:`~ttame_attr.explain_dataset` for ``ttame explain --store``; returns ``(store, skipped)``."""
     import hashlib
-    import os
 
     from ttame_attr.dataset import explain_dataset
 
