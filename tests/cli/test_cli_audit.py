@@ -40,7 +40,8 @@ def test_folder_that_is_not_a_store(tmp_path, capsys) -> None:
 
 
 def test_empty_store(store, tmp_path, capsys) -> None:
-    rc, _, err = run(capsys, "audit", str(empty_store(tmp_path / "empty", store)), "--out", str(tmp_path / "a"))
+    empty = empty_store(tmp_path / "empty", store)
+    rc, _, err = run(capsys, "audit", str(empty), "--out", str(tmp_path / "a"))
     assert_usage_error(rc, err, "no explanations (0 rows)")
     assert not (tmp_path / "a").exists()
 
