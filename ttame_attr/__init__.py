@@ -20,6 +20,7 @@ from ttame_attr.adapters import (
     list_adapters,
     register_adapter,
 )
+from ttame_attr.audit import AuditReport, audit
 from ttame_attr.dataset import ExplanationStore, explain_dataset
 from ttame_attr.training import (
     EpochStats,
@@ -35,6 +36,7 @@ __all__ = [
     "IMAGENET_STD",
     "TTAME",
     "AttentionHead",
+    "AuditReport",
     "BackboneAdapter",
     "EpochStats",
     "Explanation",
@@ -48,6 +50,7 @@ __all__ = [
     "TrainingHistory",
     "__version__",
     "area_loss",
+    "audit",
     "explain_dataset",
     "extract_logits",
     "fit",

@@ -25,7 +25,7 @@ def test_html_builds_without_warnings(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     html = tmp_path / "html"
     for page in ("index", "installation", "quickstart", "how_it_works", "adapters", "training",
-                 "evaluation", "distributed", "cli", "production", "api", "changelog"):
+                 "evaluation", "distributed", "cli", "production", "audit", "api", "changelog"):
         assert (html / f"{page}.html").is_file(), page
     api = (html / "api.html").read_text(encoding="utf-8")
     for name in ("TTAME", "average_drop_increase", "SyntheticShapes", "to_captum_vis",

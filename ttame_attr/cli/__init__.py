@@ -1,4 +1,4 @@
-"""The ``ttame`` command line: fit, explain, evaluate, export, layers, convert, demo.
+"""The ``ttame`` command line: fit, explain, evaluate, export, layers, convert, audit, demo.
 
 Run ``ttame --help`` or ``ttame COMMAND --help``. User errors (unknown model specs, missing
 paths, bad options) exit with status 2 and one line on stderr.
@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from ttame_attr.cli import _convert
+from ttame_attr.cli._audit import add_audit_parser
 from ttame_attr.cli._errors import CLIError
 from ttame_attr.cli._models import SPEC_HELP
 from ttame_attr.cli._store import add_store_arguments
@@ -78,8 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val", nargs="+", default=None,
                    help="validation images (loss per epoch; --skip-unreadable applies to them too)")
     p.add_argument("--layers", nargs="+", default=None, help="module names to read (default: the adapter's)")
-    p.add_argument("--epochs", type=int, default=None,
-                   help="epochs (default: the recipe's; paper: 8)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs (default: the recipe's; paper: 8)")
     p.add_argument("--batch-size", type=int, default=32, help="batch size (paper: 32)")
     p.add_argument("--lr", type=float, default=None,
                    help="OneCycleLR max learning rate (default: the recipe's; paper: 1e-3)")
@@ -143,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adapter", default=None, help="force an adapter (cnn, vit, swin, ...)")
 
     _convert.add_arguments(sub)
+    add_audit_parser(sub)
 
     p = sub.add_parser("demo", help="the end-to-end demo on synthetic data, with an HTML report")
     add_demo_arguments(p).set_defaults(func="cmd_demo")

@@ -16,13 +16,15 @@ from torch import Tensor
 from ttame_attr import TTAME, extract_logits
 from ttame_attr._core.storage import atomic_export_save
 from ttame_attr.cli._convert import cmd_convert
+from ttame_attr.cli._audit import cmd_audit
 from ttame_attr.cli._data import eval_transform, find_images, image_loader, load_batch, train_transform
 from ttame_attr.cli._errors import CLIError
 from ttame_attr.cli._models import load_model, model_preprocessing
 from ttame_attr.cli._outputs import check_out_dir, check_out_file, rescue_write, same_file, write_output
 from ttame_attr.training import advice_shown_by_caller
 
-__all__ = ["cmd_convert", "cmd_demo", "cmd_evaluate", "cmd_explain", "cmd_export", "cmd_fit", "cmd_layers"]
+__all__ = ["cmd_audit", "cmd_convert", "cmd_demo", "cmd_evaluate", "cmd_explain", "cmd_export", "cmd_fit",
+           "cmd_layers"]
 
 
 @contextmanager

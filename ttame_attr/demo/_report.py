@@ -2,36 +2,14 @@
 
 from __future__ import annotations
 
-import base64
 import html
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ttame_attr.viz._html import STYLE, img_tag, kv_table
+
 __all__ = ["metrics_table_rows", "write_report"]
-
-_STYLE = """
-body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222;
-       line-height: 1.45; padding: 0 1em; }
-h1 { font-size: 1.6em; } h2 { margin-top: 1.6em; border-bottom: 1px solid #ddd; }
-table { border-collapse: collapse; margin: 1em 0; font-size: 0.95em; }
-th, td { border: 1px solid #ccc; padding: 4px 10px; text-align: right; }
-th:first-child, td:first-child { text-align: left; }
-th { background: #f3f3f3; }
-td.best { font-weight: bold; background: #eef7ee; }
-img { max-width: 100%; border: 1px solid #eee; }
-img.wide { width: 100%; }
-ul.notes li { background: #fff6e0; padding: 4px 8px; margin: 4px 0; }
-.note { color: #555; font-size: 0.9em; }
-code { background: #f5f5f5; padding: 0 3px; }
-"""
-
-
-def _img(png: bytes, alt: str) -> str:
-    """An ``<img>`` with the PNG embedded."""
-    data = base64.b64encode(png).decode("ascii")
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
-
 
 #: (column title, key in the per-method metrics dict, True if higher is better)
 _COLUMNS: tuple[tuple[str, str, bool], ...] = (
@@ -68,12 +46,6 @@ def _metrics_html(metrics: Mapping[str, Mapping[str, float]]) -> str:
     return f"<table><tr><th>method</th>{head}</tr>{''.join(body)}</table>"
 
 
-def _kv_table(items: Sequence[tuple[str, Any]]) -> str:
-    """A two-column HTML table of ``(label, value)`` rows."""
-    rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>" for k, v in items)
-    return f"<table>{rows}</table>"
-
-
 def write_report(path: str | Path, *, summary: Sequence[tuple[str, Any]],
                  metrics: Mapping[str, Mapping[str, float]], metrics_note: str,
                  figures: Mapping[str, tuple[bytes, str]], notes: Sequence[str] = ()) -> Path:
@@ -91,14 +63,14 @@ def write_report(path: str | Path, *, summary: Sequence[tuple[str, Any]],
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         "<title>T-TAME demo report</title>",
-        f"<style>{_STYLE}</style></head><body>",
+        f"<style>{STYLE}</style></head><body>",
         "<h1>T-TAME demo report</h1>",
         "<p>A small CNN was trained on the synthetic shapes dataset of <code>ttame_attr.data</code> "
         "(each image holds one class-defining shape among distractor shapes and clutter), then a "
         "T-TAME attention head was trained to explain it, without labels, and compared with "
         "Grad-CAM on held-out images.</p>",
         "<h2>Set-up</h2>",
-        _kv_table(summary),
+        kv_table(summary),
         "<h2>Notes</h2>",
         ("<ul class='notes'>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>" if notes
          else "<p class='note'>The library gave no warning during this run.</p>"),
@@ -107,7 +79,7 @@ def write_report(path: str | Path, *, summary: Sequence[tuple[str, Any]],
         f"<p class='note'>{metrics_note}</p>",
     ]
     for title, (png, caption) in figures.items():
-        parts += [f"<h2>{html.escape(title)}</h2>", _img(png, title),
+        parts += [f"<h2>{html.escape(title)}</h2>", img_tag(png, title),
                   f"<p class='note'>{html.escape(caption)}</p>"]
     parts.append("</body></html>")
     path = Path(path)

@@ -1,0 +1,300 @@
+"""The audit on a planted shortcut: does ``ttame_attr.audit`` find it, from T-TAME's maps and from Grad-CAM's?
+
+One command::
+
+    python benchmarks/audit.py                       # cnn and vit, planted + control, scale check
+    python benchmarks/audit.py --quick               # smoke run (tiny sizes), to a temp dir
+
+On :class:`~ttame_attr.data.SyntheticShapes` (64x64), 80% of one class's training and audited
+images carry a small magenta square in the top-left corner; no other class's image does. For
+each classifier (the small CNN and ViT of ``ttame_attr.classifiers``) it trains the classifier,
+shows that it relies on the mark (the share of other classes' test images that flip to the
+shortcut class once marked), fits T-TAME, explains the audited set into a store
+(``explain_dataset``), and audits it. The same audit runs on Grad-CAM maps of the same images
+(pytorch-grad-cam at the layer it recommends, SpRAy's usual kind of input) as the baseline.
+Reported: the shortcut class's rank, the precision of the top-ranked images (marked ones among
+as many as there are marked images of that class), the purity of the first group the report
+shows, and the time of each step. A control (no mark anywhere, its own classifier and head)
+tells the false alarms. A scale check times explain and audit at ``--scale-images`` images and
+the audit's peak memory (a fresh process) at a tenth of that and at all of it.
+
+It writes ``audit.json`` and ``audit.md`` into ``--out`` (default ``benchmarks/results/``) and
+the HTML reports under ``--reports``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _audit_data import ArrayStore, MarkedShapes, paint_mark  # noqa: E402
+from _quality.methods import PytorchGradCAM  # noqa: E402
+from _results import default_out, run_header, run_info, write_results  # noqa: E402
+
+from ttame_attr import TTAME, audit, explain_dataset  # noqa: E402
+from ttame_attr.classifiers import Normalized, build_classifier, load_reference_classifier, train_classifier  # noqa: E402
+from ttame_attr.data import MEAN, STD  # noqa: E402
+
+SHORTCUT = 3  # "cross"
+
+
+def _tensors(ds: MarkedShapes, chunk: int = 1000) -> tuple[torch.Tensor, ...]:
+    parts = [ds.generate(range(s, min(len(ds), s + chunk))) for s in range(0, len(ds), chunk)]
+    return (*(torch.cat([p[i] for p in parts]) for i in range(3)), np.concatenate([p[3] for p in parts]))
+
+
+def train_net(arch: str, planted: bool, args: argparse.Namespace) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The classifier trained on (marked) training images, its accuracy and its reliance on the mark."""
+    torch.manual_seed(args.seed)
+    shortcut = SHORTCUT if planted else None
+    if arch == "cnn" and not planted:  # the control: the shipped CNN, trained on clean shapes
+        net = load_reference_classifier()[0]
+        args = argparse.Namespace(**{**vars(args), "epochs": 0})
+    elif arch == "cnn" and args.finetune_shipped:  # the shipped CNN (it knows the shapes), fine-tuned
+        net = load_reference_classifier()[0].train()
+    else:
+        net = build_classifier(arch, image_size=64)
+    t0 = time.perf_counter()
+    if args.epochs:
+        train = _tensors(MarkedShapes(args.train, split="train", seed=args.seed, shortcut=shortcut))
+        val = _tensors(MarkedShapes(512, split="val", seed=args.seed, shortcut=shortcut))
+        train_classifier(net, DataLoader(TensorDataset(*train[:2]), batch_size=128, shuffle=True,
+                                         generator=torch.Generator().manual_seed(args.seed)),
+                         DataLoader(TensorDataset(*val[:2]), batch_size=256), args.epochs,
+                         lr=1e-3 if arch == "cnn" and args.finetune_shipped else 3e-3,
+                         augment=False, seed=args.seed)
+    seconds = time.perf_counter() - t0
+    model = Normalized(net, MEAN, STD).eval()
+    clean, labels, _, _ = _tensors(MarkedShapes(1000, split="val", seed=args.seed + 1, shortcut=None))
+    with torch.no_grad():
+        pred_clean = model(clean).argmax(1)
+        pred_marked = model(paint_mark(clean)).argmax(1)
+    others = labels != SHORTCUT
+    return model, {"train_seconds": round(seconds, 1),
+                   "clean_accuracy": float((pred_clean == labels).float().mean()),
+                   "flip_to_shortcut_when_marked": float((pred_marked[others] == SHORTCUT).float().mean()),
+                   "shortcut_predicted_unmarked": float((pred_clean[others] == SHORTCUT).float().mean())}
+
+
+def _metrics(report: Any, marked: np.ndarray, planted: bool) -> dict[str, Any]:
+    """Rank of the shortcut class, top-image precision and first-group purity (or the control's alarms)."""
+    classes = report.classes
+    out = {"flagged": [c["class"] for c in report.flagged],
+           "scores": {str(c["class"]): c["score"] for c in classes},
+           "top_class": classes[0]["class"], "top_reason": classes[0]["reasons"][0]}
+    if not planted:
+        out["max_score"] = max(c["score"] for c in classes)
+        return out
+    out["shortcut_rank"] = 1 + [c["class"] for c in classes].index(SHORTCUT)
+    images = report.images
+    predicted_marked = [im for im in images if im["class"] == SHORTCUT and marked[im["index"]]]
+    n = max(1, len(predicted_marked))
+    out["top_precision"] = float(np.mean([marked[im["index"]] for im in images[:n]]))
+    out["marked_in_shortcut_class"] = len(predicted_marked)
+    shown = next((c for c in classes if c["groups"]), None)  # the first class with groups (not all flat)
+    if shown is None:
+        out["first_group"] = {"class": None, "group": None, "size": 0, "purity": 0.0}
+        return out
+    first = shown["groups"][0]
+    members = [im for im in images if im["class"] == shown["class"] and im["group"] == first["group"]]
+    out["first_group"] = {"class": shown["class"], "group": first["group"], "size": first["size"],
+                          "purity": float(np.mean([marked[im["index"]] for im in members]))}
+    return out
+
+
+def _gradcam_store(net: torch.nn.Module, arch: str, images: torch.Tensor, masks: torch.Tensor,
+                   classes: np.ndarray, names: list[str],
+                   map_size: tuple[int, int]) -> tuple[ArrayStore, float]:
+    """Grad-CAM maps of the predicted classes at T-TAME's map size, in an in-memory store."""
+    cam = PytorchGradCAM("Grad-CAM", net, arch)
+    t0 = time.perf_counter()
+    maps = []
+    for s in range(0, len(images), 64):
+        m = cam.explain(images[s:s + 64], torch.from_numpy(classes[s:s + 64]))
+        maps.append(F.adaptive_avg_pool2d(m, map_size)[:, 0])
+    seconds = time.perf_counter() - t0
+    small = (F.interpolate(masks, size=map_size, mode="area")[:, 0] > 0.5).numpy()
+    return ArrayStore(torch.cat(maps).numpy(), classes, small, names, type(net).__name__), round(seconds, 2)
+
+
+def run_case(arch: str, planted: bool, args: argparse.Namespace) -> dict[str, Any]:
+    """One classifier, with or without the planted mark: train, fit, explain, audit (T-TAME and Grad-CAM)."""
+    name = f"{arch}_{'planted' if planted else 'control'}"
+    print(f"== {name}", flush=True)
+    cache = args.cache / name if args.cache else None
+    if cache is not None and (cache / "head.pt").is_file():  # a rerun of the audit on the same models
+        clf = json.loads((cache / "info.json").read_text())
+        net = build_classifier(arch, image_size=64)
+        net.load_state_dict(torch.load(cache / "net.pt", weights_only=True))
+        model = Normalized(net.eval(), MEAN, STD).eval()
+        explainer = TTAME.load(cache / "head.pt", model)
+    else:
+        model, clf = train_net(arch, planted, args)
+        explainer = TTAME(model, input_size=(3, 64, 64))
+        train_images = _tensors(MarkedShapes(args.ttame_train, split="train", seed=args.seed,
+                                             shortcut=SHORTCUT if planted else None))[0]
+        t0 = time.perf_counter()
+        explainer.fit(DataLoader(train_images, batch_size=32, shuffle=True, drop_last=True,
+                                 generator=torch.Generator().manual_seed(args.seed)),
+                      epochs=args.ttame_epochs, progress=False)
+        clf["fit_seconds"] = round(time.perf_counter() - t0, 1)
+        if cache is not None:
+            cache.mkdir(parents=True, exist_ok=True)
+            torch.save(model.net.state_dict(), cache / "net.pt")
+            explainer.save(cache / "head.pt")
+            (cache / "info.json").write_text(json.dumps(clf))
+    print(f"   classifier: {clf}", flush=True)
+    clf = dict(clf)
+    times = {"train_classifier": clf.pop("train_seconds"), "fit_ttame": clf.pop("fit_seconds")}
+    ds = MarkedShapes(args.audited, split="test", seed=args.seed, shortcut=SHORTCUT if planted else None)
+    images, labels, masks, marked = _tensors(ds)  # rendered once, for both methods
+    store_dir = Path(tempfile.mkdtemp(prefix=f"ttame_audit_{name}_"))
+    t0 = time.perf_counter()
+    store = explain_dataset(explainer, TensorDataset(images, labels, masks), store_dir / "store",
+                            batch_size=128, progress=False)
+    times["explain_ttame"] = round(time.perf_counter() - t0, 2)
+    t0 = time.perf_counter()
+    rendered = TensorDataset(images, labels, masks)
+    report = audit(store, images=rendered, max_images=None)
+    times["audit_ttame"] = round(time.perf_counter() - t0, 2)
+    report.write(args.reports / name / "ttame")
+    classes = np.array([c[0] for c in store.table(["classes"]).column("classes").to_pylist()])
+    gstore, times["explain_gradcam"] = _gradcam_store(model.net, arch, images, masks, classes, ds.class_names,
+                                                      store.map_size)
+    t0 = time.perf_counter()
+    greport = audit(gstore, images=rendered, max_images=None)
+    times["audit_gradcam"] = round(time.perf_counter() - t0, 2)
+    greport.write(args.reports / name / "gradcam")
+    result = {"arch": arch, "planted": planted, "classifier": clf, "seconds": times,
+              "marked_audited": int(marked.sum()), "map_size": list(store.map_size),
+              "ttame": _metrics(report, marked, planted), "gradcam": _metrics(greport, marked, planted)}
+    print(f"   {json.dumps(result)}", flush=True)
+    if planted and arch == "cnn" and args.scale_images:
+        result["scale"] = scale_check(explainer, args, store_dir)
+    return result
+
+
+# The peak RSS of the probe's own address space: VmHWM, which exec resets (ru_maxrss does not: a
+# child forked from this process would report this process's peak).
+_MEMORY_PROBE = """
+import re, sys, time
+from ttame_attr import audit
+t0 = time.perf_counter()
+audit(sys.argv[1], max_images=1000)
+seconds = time.perf_counter() - t0
+status = open("/proc/self/status").read()
+print(seconds, re.search(r"VmHWM:\\s+(\\d+) kB", status).group(1))
+"""
+
+
+def scale_check(explainer: TTAME, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """Explain and audit ``--scale-images`` images; the audit's time and peak memory at n/10 and n."""
+    out = {}
+    for n in (args.scale_images // 10, args.scale_images):
+        rendered = _tensors(MarkedShapes(n, split="test", seed=args.seed + 5, shortcut=SHORTCUT))
+        ds = TensorDataset(*rendered[:3])
+        t0 = time.perf_counter()
+        explain_dataset(explainer, ds, tmp / f"scale_{n}", batch_size=256, progress=False)
+        explain = time.perf_counter() - t0
+        probe = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, str(tmp / f"scale_{n}")], check=True,
+                               capture_output=True, text=True)
+        seconds, rss_kib = probe.stdout.split()[-2:]
+        out[str(n)] = {"explain_seconds": round(explain, 2), "audit_seconds": round(float(seconds), 2),
+                       "audit_over_explain": round(float(seconds) / explain, 4),
+                       "audit_peak_rss_mib": round(int(rss_kib) / 1024, 1)}
+        print(f"   scale {n}: {out[str(n)]}", flush=True)
+    return out
+
+
+def markdown(payload: dict[str, Any]) -> str:
+    lines = ["# Auditing a planted shortcut: `benchmarks/audit.py`", "", run_header(payload["run"]), "",
+             f"Settings: {payload['settings']}", "",
+             "| classifier | maps | shortcut class rank | top-image precision | first group purity (size) "
+             "| flagged classes | explain s | audit s | clean acc. | flip to shortcut when marked |",
+             "|---|---|---:|---:|---:|---|---:|---:|---:|---:|"]
+    for case in payload["cases"]:
+        for method in ("ttame", "gradcam"):
+            m, t = case[method], case["seconds"]
+            label = "T-TAME" if method == "ttame" else "Grad-CAM"
+            if case["planted"]:
+                g = m["first_group"]
+                cells = (f"{m['shortcut_rank']} | {m['top_precision']:.3f} | "
+                         f"{g['purity']:.3f} ({g['size']}) | {m['flagged']}")
+            else:
+                cells = f"control | | max score {m['max_score']:.2f} | {m['flagged']}"
+            kind = "planted" if case["planted"] else "control"
+            lines.append(f"| {case['arch']} {kind} | {label} | {cells} | "
+                         f"{t['explain_' + method]} | {t['audit_' + method]} | "
+                         f"{case['classifier']['clean_accuracy']:.3f} | "
+                         f"{case['classifier']['flip_to_shortcut_when_marked']:.3f} |")
+    lines += ["", "Step times (seconds): " + "; ".join(
+        f"{c['arch']} {'planted' if c['planted'] else 'control'}: {c['seconds']}" for c in payload["cases"])]
+    for case in payload["cases"]:
+        if "scale" in case:
+            lines += ["", "| images | explain s | audit s | audit / explain | audit peak RSS MiB |",
+                      "|---:|---:|---:|---:|---:|"]
+            lines += [f"| {n} | {s['explain_seconds']} | {s['audit_seconds']} | "
+                      f"{s['audit_over_explain']:.3f} | {s['audit_peak_rss_mib']} |"
+                      for n, s in case["scale"].items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--archs", nargs="+", default=["cnn", "vit"], choices=["cnn", "vit"])
+    p.add_argument("--train", type=int, default=2000, help="training images of the classifier")
+    p.add_argument("--audited", type=int, default=800, help="audited (held-out) images")
+    p.add_argument("--epochs", type=int, default=3, help="classifier epochs")
+    p.add_argument("--finetune-shipped", action="store_true",
+                   help="fine-tune the shipped CNN (it knows the shapes: it learns the mark less) instead of "
+                        "training the CNN from scratch")
+    p.add_argument("--ttame-train", type=int, default=1000, help="training images of the T-TAME head")
+    p.add_argument("--ttame-epochs", type=int, default=4)
+    p.add_argument("--scale-images", type=int, default=20000, help="images of the scale check (0: skip)")
+    p.add_argument("--no-control", action="store_true")
+    p.add_argument("--control-archs", nargs="*", default=None,
+                   help="the classifiers that also get a control run (default: all of --archs)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--quick", action="store_true", help="tiny sizes, to a temp dir")
+    p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--cache", type=Path, default=None,
+                   help="keep the trained classifiers and heads here and reuse them on a rerun")
+    p.add_argument("--reports", type=Path, default=None,
+                   help="where the HTML reports go (default: a temp dir)")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.quick:
+        args.train, args.audited, args.epochs, args.ttame_epochs, args.scale_images = 600, 200, 1, 1, 1000
+        args.ttame_train = 300
+    args.out = args.out or default_out(args.quick, "audit")
+    args.reports = args.reports or Path(tempfile.mkdtemp(prefix="ttame_audit_reports_"))
+    cases = []
+    settings = {k: v for k, v in vars(args).items() if k not in ("out", "reports", "quick")}
+    for arch in args.archs:
+        control = not args.no_control and (args.control_archs is None or arch in args.control_archs)
+        for planted in (True, False)[: 2 if control else 1]:
+            cases.append(run_case(arch, planted, args))
+            payload = {"run": run_info("audit.py", argv), "settings": settings, "cases": cases,
+                       "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+            for path in write_results(args.out, "audit", payload, markdown(payload)):  # after every case
+                print(f"wrote {path}", flush=True)
+    print(f"HTML reports under {args.reports}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
