@@ -15,8 +15,8 @@ from torch import Tensor
 
 from ttame_attr import TTAME, extract_logits
 from ttame_attr._core.storage import atomic_export_save
-from ttame_attr.cli._convert import cmd_convert
 from ttame_attr.cli._audit import cmd_audit
+from ttame_attr.cli._convert import cmd_convert
 from ttame_attr.cli._data import eval_transform, find_images, image_loader, load_batch, train_transform
 from ttame_attr.cli._errors import CLIError
 from ttame_attr.cli._models import load_model, model_preprocessing
