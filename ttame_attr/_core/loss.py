@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import torch.nn.functional as F
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["LossTerms", "MultiLabelTTAMELoss", "TTAMELoss", "area_loss", "variation_loss"]
@@ -137,7 +137,8 @@ class MultiLabelTTAMELoss(TTAMELoss):
         """
         if logits_masked.dim() != 2 or labels.shape != (logits_masked.shape[0],):
             raise ValueError(f"labels: expected shape ({logits_masked.shape[0]},), one label per masked "
-                             f"image of logits_masked {tuple(logits_masked.shape)}, got {tuple(labels.shape)}.")
+                             f"image of logits_masked {tuple(logits_masked.shape)}, got "
+                             f"{tuple(labels.shape)}.")
         picked = logits_masked.float().gather(1, labels.view(-1, 1).long()).squeeze(1)
         bce = F.binary_cross_entropy_with_logits(picked, torch.ones_like(picked))
         masks = masks.float()
