@@ -107,3 +107,29 @@ def test_sample_pairs_is_reproducible() -> None:
     a = sample_pairs(labels, 7, torch.Generator().manual_seed(4))
     b = sample_pairs(labels, 7, torch.Generator().manual_seed(4))
     assert torch.equal(a.image, b.image) and torch.equal(a.label, b.label)
+
+
+def test_fixed_width_labels_agree_with_positive_labels() -> None:
+    from ttame_attr._core.labels import fixed_width_labels
+
+    logits = torch.randn(20, 6, generator=torch.Generator().manual_seed(3)) * 2
+    for width in (1, 3, 6):
+        classes, probs, valid = fixed_width_labels(logits, width)
+        ref = positive_labels(logits, max_labels=width)
+        n = ref.classes.shape[1]
+        assert classes.shape == (20, width) and torch.equal(classes[:, :n], ref.classes)
+        assert torch.equal(valid[:, :n], ref.valid) and not valid[:, n:].any()
+        assert torch.allclose(probs[:, :n], ref.probs) and (classes[:, n:] == -1).all()
+
+
+def test_fixed_width_labels_traces_to_one_graph() -> None:
+    from ttame_attr._core.labels import fixed_width_labels
+
+    class Labels(torch.nn.Module):
+        def forward(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            return fixed_width_labels(logits, 2)
+
+    program = torch.export.export(Labels(), (torch.randn(2, 4),))
+    logits = torch.tensor([[-5.0, 1.0, 2.0, -1.0], [-3.0, -2.0, -4.0, -6.0]])
+    classes, probs, valid = program.module()(logits)
+    assert classes.tolist() == [[2, 1], [1, -1]] and valid.tolist() == [[True, True], [True, False]]

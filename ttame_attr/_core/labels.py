@@ -17,7 +17,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["LabelPairs", "PositiveLabels", "check_threshold", "positive_labels", "sample_pairs"]
+__all__ = ["LabelPairs", "PositiveLabels", "check_threshold", "fixed_width_labels", "positive_labels",
+           "sample_pairs"]
 
 #: Default probability above which a label counts as present.
 DEFAULT_THRESHOLD = 0.5
@@ -193,3 +194,35 @@ def sample_pairs(labels: PositiveLabels, max_pairs: int | None,
     keep[chosen] = True
     image, slot = keep.view(n, width).nonzero(as_tuple=True)
     return LabelPairs(image=image, label=labels.classes[image, slot])
+
+
+def fixed_width_labels(logits: Tensor, width: int,
+                       threshold: float = DEFAULT_THRESHOLD) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`positive_labels` with a fixed number of columns, for traced and exported graphs.
+
+    No shape depends on the values and nothing synchronises with the host, so
+    ``torch.export``, ONNX and ``torch.compile`` see one graph. Where ``positive_labels(logits,
+    threshold, max_labels=width)`` has fewer than ``width`` columns, the extra columns are
+    padding; otherwise the two agree (up to the order of exactly tied probabilities).
+
+    Args:
+        logits: ``(N, K)`` logits.
+        width: columns ``L``, in ``[1, K]`` (the most labels an image can return).
+        threshold: probability above which a label is positive.
+
+    Returns:
+        ``(classes, probs, valid)``, each ``(N, L)``: the ``L`` most probable classes (``-1``
+        at padding), their sigmoid probabilities (0 at padding) and a bool validity mask whose
+        first column is always True (the top-1 when no label is positive).
+
+    Example:
+        >>> classes, probs, valid = fixed_width_labels(torch.tensor([[2.0, -1.0, 0.5]]), 3)
+        >>> classes.tolist(), valid.tolist()
+        ([[0, 2, -1]], [[True, True, False]])
+    """
+    probs = logits.float().sigmoid()
+    top_p, top_c = probs.topk(width, dim=1)
+    first = torch.arange(width, device=logits.device) == 0
+    valid = (top_p > threshold) | first
+    classes = torch.where(valid, top_c, torch.full_like(top_c, -1))
+    return classes, torch.where(valid, top_p, torch.zeros_like(top_p)), valid
