@@ -21,9 +21,21 @@ A figure in README is the text between an opening and a closing marker::
 * Inline figure: markers and value on one line. Block (a whole table): the markers on their own
   lines; the value goes between them, ending with a newline.
 
-``python benchmarks/readme_figures.py --check`` (the default) exits 1 and lists every figure that
-differs from its source (or whose source is missing); ``--write`` rewrites them from the
-committed results. ``tests/benchmarks/test_readme_figures.py`` runs the check on README.md.
+Generated tables: a whole table built from one results ``.json`` by a named builder, one marker
+pair per table::
+
+    <!-- results-table: benchmarks/results/quality.json#ad-ic -->
+    | method | CNN AD 15% ↓ | ...
+    <!-- /results-table -->
+
+The builders (``TABLES``): ``ad-ic`` (``quality.json``: AD 15% and IC 15%, mean ± std over the
+seeds, per backbone; bold where the run claims the method first, italic for a best mean within
+the spread), ``speed`` (``speed.json``: the ratios over a plain forward pass and a training step's
+floor) and ``coverage`` (``zoo.json``: zero-config coverage per library).
+
+``python benchmarks/readme_figures.py --check`` (the default) exits 1 and lists every figure or
+table that differs from its source (or whose source is missing); ``--write`` rewrites them from
+the committed results. ``tests/benchmarks/test_readme_figures.py`` runs the check on README.md.
 """
 
 from __future__ import annotations
@@ -46,6 +58,14 @@ MARK = re.compile(
 )
 
 
+TABLE_OPEN = re.compile(r"<!--\s*results-table:")
+TABLE_MARK = re.compile(
+    r"<!--\s*results-table:\s*(?P<file>[^#\s]+)#(?P<path>[^\s>]+)\s*-->(?P<body>.*?)"
+    r"<!--\s*/results-table\s*-->",
+    re.S,
+)
+
+
 class FigureError(ValueError):
     """A marker whose source cannot give a value."""
 
@@ -62,9 +82,11 @@ class Figure:
     end: int
     line: int
 
+    table: bool = False  # a generated table: ``path`` names a builder of ``TABLES``
+
     @property
     def block(self) -> bool:
-        return self.body.startswith("\n")
+        return self.table or self.body.startswith("\n")
 
     def where(self) -> str:
         return f"line {self.line}: {self.file}#{self.path}"
@@ -81,7 +103,16 @@ def find_figures(text: str) -> list[Figure]:
     if opened != len(figures):
         raise FigureError(f"{opened} opening markers but {len(figures)} closed figures: every "
                           "'<!-- results: FILE#PATH -->' needs a '<!-- /results -->'")
-    return figures
+    tables = [
+        Figure(m["file"], m["path"], None, m["body"], m.start("body"), m.end("body"),
+               text.count("\n", 0, m.start()) + 1, table=True)
+        for m in TABLE_MARK.finditer(text)
+    ]
+    opened = len(TABLE_OPEN.findall(text))
+    if opened != len(tables):
+        raise FigureError(f"{opened} opening table markers but {len(tables)} closed tables: every "
+                          "'<!-- results-table: FILE#NAME -->' needs a '<!-- /results-table -->'")
+    return sorted(figures + tables, key=lambda fig: fig.start)
 
 
 def json_value(data: Any, path: str) -> Any:
@@ -136,6 +167,12 @@ def expected_body(fig: Figure, root: Path, loaded: dict[Path, Any] | None = None
         text = source.read_text()
         loaded[source] = json.loads(text) if source.suffix == ".json" else text
     data = loaded[source]
+    if fig.table:
+        if fig.path not in TABLES:
+            raise FigureError(f"no table builder {fig.path!r} (builders: {sorted(TABLES)})")
+        if source.suffix != ".json":
+            raise FigureError("a generated table reads a results .json")
+        return "\n" + TABLES[fig.path](data).rstrip("\n") + "\n"
     value = json_value(data, fig.path) if source.suffix == ".json" else md_section(data, fig.path)
     text = _render(value, fig.fmt)
     if fig.block:
@@ -144,6 +181,74 @@ def expected_body(fig: Figure, root: Path, loaded: dict[Path, Any] | None = None
         raise FigureError("a multi-line value in an inline figure: put the markers on lines of "
                           "their own")
     return text.strip("\n")
+
+
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _mean_std(method: dict, first: dict, name: str, key: str) -> str:
+    """``mean ± std`` of ``method``'s ``key`` to one decimal; bold when the run claims it first,
+    italic when it has the best mean within the spread."""
+    try:
+        mean, std = method[key], method["std"][key]
+    except KeyError as err:
+        raise FigureError(f"no {err} for {name}") from err
+    text = f"{mean:.1f}" if std is None else f"{mean:.1f} ± {std:.1f}"
+    rank = first.get(key, {})
+    if rank.get("first") == name:
+        return f"**{text}**"
+    return f"*{text}*" if name in rank.get("tied_best", ()) else text
+
+
+def table_ad_ic(data: dict) -> str:
+    """``quality.json``: AD 15% and IC 15% of every method, per backbone."""
+    backbones = json_value(data, "backbones")
+    methods: list[str] = []
+    for report in backbones.values():
+        methods += [m for m in report["methods"] if m not in methods]
+    head = ["method"]
+    for name in backbones:
+        label = {"cnn": "CNN", "vit": "ViT", "swin": "Swin"}.get(name, name)
+        head += [f"{label} AD 15% ↓", f"{label} IC 15% ↑"]
+    lines = [_row(head), "|---|" + "---:|" * (len(head) - 1)]
+    for method in methods:
+        cells = [method]
+        for report in backbones.values():
+            scores = report["methods"].get(method)
+            cells += ([_mean_std(scores, report.get("first", {}), method, key)
+                       for key in ("ad_15", "ic_15")] if scores else ["–", "–"])
+        lines.append(_row(cells))
+    return "\n".join(lines) + "\n"
+
+
+SPEED_ROWS = ("attribute/forward", "explain/forward", "gradcam/forward", "fit step/floor",
+              "fit peak mem/floor")
+
+
+def table_speed(data: dict) -> str:
+    """``speed.json``: time (and memory) ratios per model, fp32."""
+    ratios = json_value(data, "ratios")
+    lines = [_row(["ratio (A / B)", *ratios]), "|---|" + "---:|" * len(ratios)]
+    for row in SPEED_ROWS:
+        cells = [row]
+        for by_precision in ratios.values():
+            value = by_precision.get("fp32", {}).get(row)
+            cells.append("" if value is None else f"{value:.2f}")
+        lines.append(_row(cells))
+    return "\n".join(lines) + "\n"
+
+
+def table_coverage(data: dict) -> str:
+    """``zoo.json``: models that work zero-config, per library."""
+    coverage = json_value(data, "coverage")
+    lines = [_row(["library", "models that work", "excluded (with the reason)"]), "|---|---:|---:|"]
+    for library, row in coverage.items():
+        lines.append(_row([library, row["fraction"], str(row.get("excluded", 0))]))
+    return "\n".join(lines) + "\n"
+
+
+TABLES = {"ad-ic": table_ad_ic, "speed": table_speed, "coverage": table_coverage}
 
 
 def check(readme: Path, root: Path | None = None) -> list[str]:

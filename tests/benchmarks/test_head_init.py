@@ -16,6 +16,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import head_init  # noqa: E402
 
+from ttame_attr._core.head_file import read_safetensors  # noqa: E402
+
 
 def _row(init: str, seed: int, fidelity: float, dead_fit=(), dead_val=()) -> dict:
     return {"init": init, "seed": seed, "dead_fit": list(dead_fit), "dead_val": list(dead_val),
@@ -60,7 +62,7 @@ def test_quick_run_fits_both_inits_and_reports(tmp_path: Path) -> None:
     # The two heads differ: the cached files hold the fusion each init started from, trained.
     heads = sorted((tmp_path / "_cache_quick").glob("ttame_cnn_*.pt"))
     assert len(heads) == 2
-    weights = [torch.load(h, weights_only=True)["state_dict"]["fusion.weight"] for h in heads]
+    weights = [read_safetensors(h)["state_dict"]["fusion.weight"] for h in heads]
     assert not torch.equal(weights[0], weights[1])
     assert "<!-- table: head-init-cnn -->" in (tmp_path / "head_init.md").read_text()
 

@@ -135,3 +135,88 @@ def test_command_line_exit_status(project: Path) -> None:
     assert failed.returncode == 1 and "'81/80'" in failed.stderr
     assert run("--write").returncode == 0
     assert run().returncode == 0 and readme.read_text() == README
+
+
+QUALITY = {"backbones": {
+    "cnn": {"methods": {"T-TAME": {"ad_15": 3.97, "ic_15": 51.73, "std": {"ad_15": 0.19, "ic_15": 1.47}},
+                        "RISE": {"ad_15": 19.28, "ic_15": 33.67, "std": {"ad_15": 0.89, "ic_15": 0.46}}},
+            "first": {"ad_15": {"first": "T-TAME", "tied_best": ["T-TAME"]},
+                      "ic_15": {"first": None, "tied_best": ["T-TAME"]}}},
+    "vit": {"methods": {"T-TAME": {"ad_15": 13.43, "ic_15": 31.87, "std": {"ad_15": 1.04, "ic_15": 4.51}},
+                        "LeGrad": {"ad_15": 59.77, "ic_15": 3.2, "std": {"ad_15": 0.8, "ic_15": 1.11}}},
+            "first": {}}}}
+QUALITY_TABLE = """| method | CNN AD 15% ↓ | CNN IC 15% ↑ | ViT AD 15% ↓ | ViT IC 15% ↑ |
+|---|---:|---:|---:|---:|
+| T-TAME | **4.0 ± 0.2** | *51.7 ± 1.5* | 13.4 ± 1.0 | 31.9 ± 4.5 |
+| RISE | 19.3 ± 0.9 | 33.7 ± 0.5 | – | – |
+| LeGrad | – | – | 59.8 ± 0.8 | 3.2 ± 1.1 |
+"""
+TABLE_README = f"""# Project
+
+<!-- results-table: results/q.json#ad-ic -->
+{QUALITY_TABLE}<!-- /results-table -->
+
+torchvision <!-- results: results/zoo.json#coverage.torchvision.fraction -->80/80<!-- /results -->
+"""
+
+
+@pytest.fixture()
+def table_project(project: Path) -> Path:
+    (project / "results" / "q.json").write_text(json.dumps(QUALITY))
+    (project / "README.md").write_text(TABLE_README)
+    return project
+
+
+def test_a_generated_table_equals_its_builders_output(table_project: Path) -> None:
+    figures = rf.find_figures(TABLE_README)
+    assert [(f.file, f.path, f.table) for f in figures] == [
+        ("results/q.json", "ad-ic", True), ("results/zoo.json", "coverage.torchvision.fraction", False)]
+    assert rf.check(table_project / "README.md") == []
+
+
+def test_a_table_cell_that_differs_fails_and_write_restores_it(table_project: Path) -> None:
+    readme = table_project / "README.md"
+    readme.write_text(TABLE_README.replace("19.3 ± 0.9", "19.2 ± 0.9"))
+    problems = rf.check(readme)
+    assert len(problems) == 1 and "results/q.json#ad-ic" in problems[0] and "line 3" in problems[0]
+    assert rf.write(readme) == 1
+    assert readme.read_text() == TABLE_README
+
+
+def test_a_changed_result_changes_the_generated_table(table_project: Path) -> None:
+    data = json.loads(json.dumps(QUALITY))
+    data["backbones"]["vit"]["methods"]["T-TAME"]["ad_15"] = 12.0
+    (table_project / "results" / "q.json").write_text(json.dumps(data))
+    problems = rf.check(table_project / "README.md")
+    assert len(problems) == 1 and "12.0 ± 1.0" in problems[0]
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("results/q.json#no-such-table", "no table builder 'no-such-table'"),
+    ("results/missing.json#ad-ic", "does not exist"),
+    ("results/quality.md#ad-ic", "reads a results .json"),
+])
+def test_a_table_whose_source_cannot_build_it_fails(table_project: Path, bad: str, message: str) -> None:
+    readme = table_project / "README.md"
+    readme.write_text(TABLE_README.replace("results/q.json#ad-ic", bad))
+    problems = rf.check(readme)
+    assert len(problems) == 1 and message in problems[0], problems
+
+
+def test_an_unclosed_table_marker_fails(table_project: Path) -> None:
+    readme = table_project / "README.md"
+    readme.write_text(TABLE_README + "\n<!-- results-table: results/q.json#ad-ic -->\n| a |\n")
+    problems = rf.check(readme)
+    assert len(problems) == 1 and "opening table markers" in problems[0]
+
+
+def test_the_speed_and_coverage_builders() -> None:
+    speed = {"ratios": {"resnet50": {"fp32": {"attribute/forward": 1.1653, "fit step/floor": 1.2283}},
+                        "swin_t": {"fp32": {"attribute/forward": 0.9717}}}}
+    assert rf.table_speed(speed).splitlines()[:4] == [
+        "| ratio (A / B) | resnet50 | swin_t |", "|---|---:|---:|",
+        "| attribute/forward | 1.17 | 0.97 |", "| explain/forward |  |  |"]
+    assert "| fit step/floor | 1.23 |  |" in rf.table_speed(speed)
+    zoo = {"coverage": {"timm": {"fraction": "74/74", "excluded": 0},
+                        "transformers": {"fraction": "39/39", "excluded": 7}}}
+    assert rf.table_coverage(zoo).splitlines()[2:] == ["| timm | 74/74 | 0 |", "| transformers | 39/39 | 7 |"]

@@ -12,6 +12,7 @@ import torch
 from cli_helpers import CNN, SIZE, assert_usage_error, run
 
 from ttame_attr import TTAME
+from ttame_attr._core.head_file import read_safetensors
 
 
 # ---------------------------------------------------------------------------- layers
@@ -102,7 +103,7 @@ def test_fit_checkpoint_and_resume(tmp_path, image_dir, capsys, caplog):
     payload = torch.load(ckpt, weights_only=True)
     assert payload["format"] == "ttame_attr.training"
     assert (payload["epoch"], payload["batch"], payload["step"]) == (1, 0, 2)
-    trained = torch.load(head, weights_only=True)["state_dict"]
+    trained = read_safetensors(head)["state_dict"]  # head files are safetensors
     assert trained.keys() == payload["head"].keys()
     for k, v in trained.items():
         assert torch.equal(v, payload["head"][k]), k
@@ -115,7 +116,7 @@ def test_fit_checkpoint_and_resume(tmp_path, image_dir, capsys, caplog):
     assert rc == 0, err
     assert any("resuming from" in r.getMessage() and "epoch 2, batch 0 (step 2)" in r.getMessage()
                for r in caplog.records), caplog.text
-    resumed = torch.load(head, weights_only=True)["state_dict"]
+    resumed = read_safetensors(head)["state_dict"]
     for k, v in payload["head"].items():
         assert torch.equal(resumed[k], v), k  # the checkpoint's head, not a retrained one
     # The final line reports the restored history of the first run.

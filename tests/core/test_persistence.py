@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 
 import pytest
@@ -28,13 +29,39 @@ def test_save_load_gives_identical_maps(trained, tmp_path, images) -> None:
     assert not list(tmp_path.glob(".*tmp"))  # the temporary file was renamed away
 
 
-def test_saved_file_is_plain_data(trained, tmp_path) -> None:
-    path = trained.save(tmp_path / "head.pt")
-    payload = torch.load(path, weights_only=True)
-    assert payload["format"] == "ttame_attr.head"
-    assert payload["config"]["layers"] == ["layer1", "layer2", "layer3"]
-    assert payload["config"]["num_classes"] == 5
-    assert "package_version" in payload["config"]
+def test_saved_file_is_safetensors_with_json_config(trained, tmp_path) -> None:
+    from safetensors import safe_open
+
+    path = trained.save(tmp_path / "head.safetensors")
+    with safe_open(str(path), framework="pt") as f:
+        metadata = f.metadata()
+        assert set(f.keys()) == set(trained.state_dict())
+    assert metadata["format"] == "ttame_attr.head"
+    config = json.loads(metadata["config"])
+    assert config["layers"] == ["layer1", "layer2", "layer3"]
+    assert config["num_classes"] == 5
+    assert "package_version" in config
+    assert config["model_class_path"] == "tiny_models.TinyCNN"
+    assert set(config["model_weights"]["tensors"]) == set(trained.model.state_dict())
+    header = path.read_bytes()[:9]  # safetensors: the JSON header's length, then the header
+    assert header[8:9] == b"{" and int.from_bytes(header[:8], "little") > 0
+
+
+def _save_the_old_way(explainer: TTAME, path) -> None:
+    """What TTAME.save wrote before heads were safetensors (ttame_attr <= 0.x): torch.save of a
+    dict of tensors and plain values, without the model's fingerprint."""
+    payload = {"format": "ttame_attr.head", "format_version": 1, "config": explainer.config(),
+               "state_dict": {k: v.detach().cpu() for k, v in explainer.state_dict().items()}}
+    torch.save(payload, path)
+
+
+def test_head_files_of_older_versions_still_load(trained, tmp_path, images, caplog) -> None:
+    old = tmp_path / "old_head.pt"
+    _save_the_old_way(trained, old)
+    with caplog.at_level("WARNING"):
+        loaded = TTAME.load(old, make_tiny_cnn())
+    assert torch.equal(loaded.attribute(images), trained.attribute(images))
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
 
 
 def test_state_dict_round_trip(trained, images) -> None:

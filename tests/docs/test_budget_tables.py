@@ -1,4 +1,4 @@
-"""The tables of "How many images do I need?" (docs/training.rst) are those of the committed run of
+"""The tables of "How many images do I need?" (docs/studies.rst) are those of the committed run of
 ``benchmarks/budget.py`` (``benchmarks/results/budget.json``): every cell, rounded as printed, and
 no cell for a row the run does not hold."""
 
@@ -16,7 +16,7 @@ CAPTION = re.compile(r"^(AD 15%|IC 15%) of the (CNN|ViT|Swin) \((?:lower|higher)
 
 def doc_tables() -> list[tuple[str, str, dict[tuple[str, int], str]]]:
     """(backbone, metric key, {(setting, images): printed cell}) of every table in the section."""
-    text = (ROOT / "docs" / "training.rst").read_text(encoding="utf-8")
+    text = (ROOT / "docs" / "studies.rst").read_text(encoding="utf-8")
     section = text.split("How many images do I need?\n", 1)[1].split("\nDead class maps", 1)[0]
     lines = section.splitlines()
     tables = []

@@ -62,6 +62,7 @@ def exported(tmp_path_factory):
     return {name: (*built[name], dict(np.load(job[2]))) for name, job in zip(ONNX_MODELS, jobs)}
 
 
+@pytest.mark.slow  # the fixture exports four models to ONNX: minutes
 @pytest.mark.parametrize("name", ONNX_MODELS)
 def test_onnx_runtime_alone_equals_eager_for_any_batch(exported, name) -> None:
     explainer, images, results = exported[name]
@@ -75,6 +76,7 @@ def test_onnx_runtime_alone_equals_eager_for_any_batch(exported, name) -> None:
         np.testing.assert_allclose(results[f"{key}_maps"], maps, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow  # the fixture exports four models to ONNX: minutes
 @pytest.mark.parametrize("name", ONNX_MODELS)
 def test_the_file_says_what_it_takes(exported, name) -> None:
     explainer, _, results = exported[name]

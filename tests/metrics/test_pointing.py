@@ -60,7 +60,8 @@ def test_empty_masks_are_not_counted() -> None:
     res = pointing_game(masks.float(), masks)
     assert res.valid.tolist() == [True, False, True]
     assert res.accuracy == 1.0
-    assert math.isnan(pointing_game(torch.rand(1, 4, 4), torch.zeros(1, 4, 4)).accuracy)
+    with pytest.raises(ValueError, match="masks: all 1 masks are empty"):  # was a silent nan (issue 33)
+        pointing_game(torch.rand(1, 4, 4), torch.zeros(1, 4, 4))
 
 
 def test_energy_values() -> None:

@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import reliability_setup as setup  # noqa: E402
 
 from ttame_attr import TTAME  # noqa: E402
+from ttame_attr._core.head_file import read_safetensors  # noqa: E402
 from ttame_attr._core.storage import atomic_torch_save, safe_torch_load  # noqa: E402
 
 
@@ -89,7 +90,8 @@ def test_truncated_corrupted_and_foreign_files(tmp_path):
     torch.save(explainer.state_dict(), foreign)  # a bare state_dict: valid, but not ours
     with pytest.raises(ValueError, match="not a T-TAME head"):
         TTAME.load(foreign, model)
-    with pytest.raises(ValueError, match="not a T-TAME training checkpoint"):
+    # a head file (safetensors) is not a training checkpoint
+    with pytest.raises(ValueError, match="safetensors file .*not a torch checkpoint"):
         explainer.fit(loader, epochs=1, progress=False, checkpoint_path=good, resume=True)
     with pytest.raises(FileNotFoundError, match="path"):
         TTAME.load(tmp_path / "missing.pt", model)
@@ -132,7 +134,7 @@ def test_nan_weights_are_never_saved(tmp_path):
         explainer.save(tmp_path / "bad.safetensors")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["good.pt"]
     # The earlier good file is intact.
-    payload = safe_torch_load(tmp_path / "good.pt")
+    payload = read_safetensors(tmp_path / "good.pt")  # TTAME.save writes safetensors, whatever the suffix
     assert torch.isfinite(payload["state_dict"]["fusion.bias"]).all()
 
 

@@ -204,7 +204,9 @@ def good_masks(draw):
     shape = draw(st.sampled_from([(n, h, w), (n, 1, h, w)]))
     dtype = draw(st.sampled_from([torch.bool, torch.float32, torch.int64, torch.uint8]))
     seed = draw(st.integers(0, 2**16))
-    return _tensor(shape, torch.float32, seed).round().to(dtype)
+    masks = _tensor(shape, torch.float32, seed).round()
+    masks.view(n, -1)[0, 0] = 1  # at least one mask is not empty (all empty is refused)
+    return masks.to(dtype)
 
 
 MASK_FAULTS = ["rank", "empty", "dtype", "type"]
@@ -386,8 +388,10 @@ def test_pointing_games(data, game) -> None:
     truth = (masks[:, 0] if masks.dim() == 4 else masks).float() > 0.5
     h, w = truth.shape[-2:]
     faults = {
+        # maps and masks of different batch sizes: the masks are named (with both counts)
         "maps": ([k if k != "type" else "explain" for k in MAP_FAULTS],
-                 lambda kind: bad_maps(kind, n)),
+                 lambda kind: bad_maps(kind, n).map(
+                     lambda v: (v[0], (v[1][0], "masks")) if kind == "batch" else v)),
         "masks": (MASK_FAULTS, lambda kind: bad_masks(kind, n)),
     }
     if game == "energy_pointing_game":

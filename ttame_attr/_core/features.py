@@ -32,6 +32,21 @@ def input_size_error(input_size: tuple[int, int, int], err: Exception) -> ValueE
     )
 
 
+def _moved_model_error(model: nn.Module, device: torch.device) -> ValueError | None:
+    """The error for a model that is no longer on the explainer's ``device`` (it was moved after
+    ``TTAME(model)``), or ``None`` if its first parameter or buffer is still there."""
+    found = next(iter(model.parameters()), None)
+    found = found if found is not None else next(iter(model.buffers()), None)
+    if found is None or found.device == device:
+        return None
+    return ValueError(
+        f"model: the model is on {found.device} but the explainer's head and the images are on "
+        f"{device}: the model was moved after TTAME(model) was built. Move the head with it, "
+        f"explainer.head.to({str(found.device)!r}), or move the model back (model.to({str(device)!r})), "
+        "or build TTAME(model) again."
+    )
+
+
 class FeatureExtractor:
     """Runs the model once and returns the chosen layers' outputs as ``(N, C, h, w)`` maps.
 
@@ -143,6 +158,9 @@ class FeatureExtractor:
             except StopForward:
                 pass
             except (RuntimeError, AssertionError) as err:
+                moved = _moved_model_error(self.model, x.device)
+                if moved is not None:
+                    raise moved from err
                 if hw != self.input_size[1:]:
                     raise ValueError(
                         f"inputs: the model rejected images of size {hw} ({type(err).__name__}: "

@@ -1,7 +1,9 @@
 """The head file: :meth:`TTAME.save` and :meth:`TTAME.load`, never executing code from the file.
 
-A ``.pt`` file (``torch.save`` of a dict of tensors and plain values) or a ``.safetensors`` file
-(the weights as tensors, the configuration as JSON metadata).
+:meth:`TTAME.save` writes a safetensors file (the weights as tensors, the configuration as JSON
+metadata, whatever the file's suffix). :meth:`TTAME.load` also reads the ``torch.save`` files of
+ttame_attr 0.x (a dict of tensors and plain values, read with ``weights_only=True``) and the
+checkpoints of the paper's authors' code (:mod:`ttame_attr._core.authors`).
 """
 
 from __future__ import annotations
@@ -12,8 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
+from ttame_attr._core.authors import (
+    check_authors_map_size,
+    convert_authors_checkpoint,
+    is_authors_checkpoint,
+)
+from ttame_attr._core.fingerprint import check_model_identity, model_identity
 from ttame_attr._core.storage import (
-    atomic_torch_save,
     atomic_write,
     check_payload,
     nonfinite_entries,
@@ -21,10 +28,11 @@ from ttame_attr._core.storage import (
 )
 from ttame_attr._version import __version__
 
-if TYPE_CHECKING:
-    from ttame_attr._core.ttame import TTAME
+if TYPE_CHECKING:  # the explainer's public parts; the facade module itself sits above this one
+    from ttame_attr._core.parts import ExplainerParts as TTAME
 
-__all__ = ["head_config", "load_head", "save_head"]
+__all__ = ["explainer_from_config", "head_config", "load_head", "read_safetensors", "save_head",
+           "saved_config", "saved_tensors", "write_head_file"]
 
 FORMAT = "ttame_attr.head"
 FORMAT_VERSION = 1
@@ -63,22 +71,21 @@ def _is_safetensors(path: Path) -> bool:
 def _safetensors() -> Any:
     try:
         import safetensors.torch
-    except ImportError as err:
+    except ImportError as err:  # a core dependency; only a broken installation lacks it
         raise ImportError(
-            "path: reading or writing .safetensors files needs the safetensors package: "
-            "pip install safetensors (or save to a .pt file)."
+            "path: reading or writing head files needs the safetensors package: pip install safetensors."
         ) from err
     return safetensors
 
 
-def _read_safetensors(path: Path) -> dict[str, Any]:
+def read_safetensors(path: Path) -> dict[str, Any]:
     try:
         with _safetensors().safe_open(str(path), framework="pt", device="cpu") as f:
             metadata = f.metadata() or {}
             state_dict = {key: f.get_tensor(key) for key in f.keys()}
     except Exception as err:  # safetensors raises its own error types for bad files
-        raise ValueError(f"path: {str(path)!r} is not a readable safetensors file (truncated or "
-                         f"corrupted?): {err}") from err
+        raise ValueError(f"path: {str(path)!r} is not a readable checkpoint (a truncated or corrupted "
+                         f"safetensors file?): {err}") from err
     try:
         config = json.loads(metadata["config"])
         version = int(metadata.get("format_version", "0"))
@@ -91,44 +98,59 @@ def _read_safetensors(path: Path) -> dict[str, Any]:
             "state_dict": state_dict}
 
 
-def save_head(explainer: TTAME, path: str | Path) -> Path:
-    """Write ``explainer``'s head weights and config; see :meth:`TTAME.save`.
-
-    A path ending in ``.safetensors`` is written in the safetensors format (weights as
-    tensors, configuration as JSON metadata; needs the ``safetensors`` package), any other
-    path with ``torch.save``. Both are written atomically and read without running code.
-
-    Raises:
-        ValueError: if the head holds NaN or inf weights (nothing is written).
-    """
-    path = Path(path)
+def saved_tensors(explainer: Any, path: str | Path) -> dict[str, Any]:
+    """The head's weights on the CPU, refusing NaN and inf (nothing is written then)."""
     bad = nonfinite_entries(explainer.state_dict())
     if bad:
         raise ValueError(
             f"explainer: the head holds non-finite weights ({', '.join(bad[:5])}); refusing to "
             f"save them to {str(path)!r}. Retrain (lower lr) or load a good checkpoint."
         )
-    state = {k: v.detach().cpu().contiguous() for k, v in explainer.state_dict().items()}
-    if path.suffix == ".safetensors":
-        metadata = {"format": FORMAT, "format_version": str(FORMAT_VERSION),
-                    "config": json.dumps(explainer.config())}
-        return atomic_write(path, lambda tmp: _safetensors().torch.save_file(state, tmp,
-                                                                             metadata=metadata))
-    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": explainer.config(),
-               "state_dict": state}
-    return atomic_torch_save(payload, path)
+    return {k: v.detach().cpu().contiguous() for k, v in explainer.state_dict().items()}
 
 
-def _read_payload(path: str | Path, map_location: Any) -> dict[str, Any]:
+def saved_config(explainer: Any, backbone: str | None = None) -> dict[str, Any]:
+    """:func:`head_config` and the model's identity (class, weights' fingerprint, backbone)."""
+    identity = model_identity(explainer.model)
+    if backbone is not None:
+        identity["backbone"] = backbone
+    return {**explainer.config(), **identity}
+
+
+def write_head_file(path: str | Path, state: dict[str, Any], config: dict[str, Any]) -> Path:
+    """Write weights and configuration as one safetensors file, atomically."""
+    metadata = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "config": json.dumps(config)}
+    return atomic_write(path, lambda tmp: _safetensors().torch.save_file(state, tmp, metadata=metadata))
+
+
+def save_head(explainer: TTAME, path: str | Path) -> Path:
+    """Write ``explainer``'s head weights and config as a safetensors file; see :meth:`TTAME.save`.
+
+    Written atomically and read without running code, whatever the suffix (``.safetensors``
+    is the usual one). The configuration records the model's class and a fingerprint of its
+    weights, which :meth:`TTAME.load` compares with the model it is given.
+
+    Raises:
+        ValueError: if the head holds NaN or inf weights (nothing is written).
+    """
+    state = saved_tensors(explainer, path)
+    return write_head_file(path, state, saved_config(explainer))
+
+
+def _read_payload(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"path: no checkpoint file at {str(path)!r}.")
-    payload = _read_safetensors(path) if _is_safetensors(path) else safe_torch_load(
-        path, map_location=map_location
-    )
+    if _is_safetensors(path):
+        return read_safetensors(path)
+    return safe_torch_load(path, map_location="cpu")
+
+
+def _check_ours(payload: Any, path: str | Path) -> None:
     check_payload(
         payload, path, fmt=FORMAT, version=FORMAT_VERSION, what="a T-TAME head",
-        foreign_hint="(TTAME.save writes heads.) For a bare state_dict use TTAME.load_state_dict.",
+        foreign_hint="(TTAME.save writes heads; TTAME.load also reads the checkpoints of the paper's "
+                     "authors.) For a bare state_dict use TTAME.load_state_dict.",
         required=("config", "state_dict"),
     )
     if not isinstance(payload["config"], dict) or not isinstance(payload["state_dict"], dict):
@@ -136,53 +158,86 @@ def _read_payload(path: str | Path, map_location: Any) -> dict[str, Any]:
             f"path: {str(path)!r} claims to be a T-TAME head but has no config or weights; the "
             "file is damaged or was not written by ttame_attr."
         )
-    return payload
 
 
-def load_head(
-    cls: type[TTAME], path: str | Path, model: nn.Module, *, map_location: Any = None, **kwargs: Any
-) -> TTAME:
-    """Rebuild a saved explainer for ``model``; see :meth:`TTAME.load`."""
-    payload = _read_payload(path, map_location="cpu")
-    config = payload["config"]
-    normalization = config.get("normalization")
-    options: dict[str, Any] = {
-        "adapter": config["adapter"],
-        "input_size": tuple(config["input_size"]),
-        "normalization": tuple(normalization) if normalization else None,
-        "mask_space": config.get("mask_space", "auto"),
-    }
-    options.update(kwargs)
-    try:
-        explainer = cls(model, config["layers"], **options)
-    except ValueError as err:  # e.g. a layer of the saved head that this model does not have
-        raise ValueError(
-            f"model: the checkpoint {str(path)!r} (trained on a {config['model_class']}, layers "
-            f"{config['layers']}) does not fit this {type(model).__name__}: {err} Load it with the "
-            "model it was trained for."
-        ) from err
+def _fit_problems(explainer: Any, config: dict[str, Any]) -> list[str]:
     problems = []
     if explainer.num_classes != config["num_classes"]:
         problems.append(
             f"the model outputs {explainer.num_classes} classes, the head was trained for "
             f"{config['num_classes']}"
         )
-    for saved, info in zip(config["layer_info"], explainer.layer_info):
+    for saved, info in zip(config.get("layer_info") or [], explainer.layer_info):
         name, _, channels, height, width = saved[:5]
         if (info.channels, info.height, info.width) != (channels, height, width):
             problems.append(
                 f"layer {name!r} gives (C, h, w) = {(info.channels, info.height, info.width)}, "
                 f"the head expects {(channels, height, width)}"
             )
-    if tuple(explainer.map_size) != tuple(config["map_size"]):
+    if config["map_size"] is not None and tuple(explainer.map_size) != tuple(config["map_size"]):
         problems.append(f"map size {explainer.map_size} != saved {tuple(config['map_size'])}")
+    return problems
+
+
+def explainer_from_config(
+    cls: Any, config: dict[str, Any], state_dict: dict[str, Any], model: nn.Module, source: str,
+    *, map_location: Any = None, options: dict[str, Any] | None = None,
+) -> Any:
+    """Build ``cls(model, ...)`` as ``config`` describes it and load ``state_dict`` into its head.
+
+    Raises:
+        ValueError: naming what differs when the model does not give the saved layers, shapes,
+            class count or map size.
+    """
+    normalization = config.get("normalization")
+    kwargs: dict[str, Any] = {
+        "adapter": config.get("adapter"),
+        "input_size": tuple(config["input_size"]),
+        "normalization": tuple(normalization) if normalization else None,
+        "mask_space": config.get("mask_space", "auto"),
+    }
+    kwargs.update(options or {})
+    trained_on = config.get("model_class") or config.get("backbone") or "another model"
+    try:
+        explainer = cls(model, config["layers"], **kwargs)
+    except ValueError as err:  # e.g. a layer of the saved head that this model does not have
+        raise ValueError(
+            f"model: the checkpoint {source} (trained on a {trained_on}, layers {config['layers']}) does not "
+            f"fit this {type(model).__name__}: {err} Load it with the model it was trained for."
+        ) from err
+    problems = _fit_problems(explainer, config)
     if problems:
         raise ValueError(
-            f"model: the checkpoint {str(path)!r} (trained on a {config['model_class']}) does not "
-            f"fit this {type(model).__name__}: " + "; ".join(problems) + ". Load it with the "
-            "model it was trained for."
+            f"model: the checkpoint {source} (trained on a {trained_on}) does not fit this "
+            f"{type(model).__name__}: " + "; ".join(problems) + ". Load it with the model it was trained for."
         )
     device = map_location if map_location is not None else explainer.device
-    explainer.load_state_dict(payload["state_dict"])
+    try:
+        explainer.load_state_dict(state_dict)
+    except (ValueError, RuntimeError) as err:  # shapes (ours) or missing / unexpected keys (torch's)
+        raise ValueError(f"model: the checkpoint {source} does not fit this {type(model).__name__}: {err}"
+                         ) from err
     explainer.head.to(device)
+    return explainer
+
+
+def load_head(
+    cls: type[TTAME], path: str | Path, model: nn.Module, *, map_location: Any = None,
+    strict: bool = False, **kwargs: Any
+) -> TTAME:
+    """Rebuild a saved explainer for ``model``; see :meth:`TTAME.load`."""
+    payload = _read_payload(path)
+    source = repr(str(path))
+    authors = is_authors_checkpoint(payload)
+    if authors:
+        config, state_dict = convert_authors_checkpoint(payload, model, source, strict=strict)
+    else:
+        _check_ours(payload, path)
+        config, state_dict = payload["config"], payload["state_dict"]
+    explainer = explainer_from_config(cls, config, state_dict, model, source, map_location=map_location,
+                                      options=kwargs)
+    if authors:
+        check_authors_map_size(explainer, source)
+    else:  # after the checks that the head fits at all, which say more
+        check_model_identity(config, model, source, strict)
     return explainer

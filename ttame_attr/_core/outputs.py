@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import Tensor
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["extract_logits", "forward_logits"]
 
@@ -19,7 +22,8 @@ def extract_logits(output: Any) -> Tensor:
     Accepts a tensor, an object with a ``.logits`` attribute (Hugging Face style), a mapping with
     one of the keys ``logits``, ``output``, ``out``, ``pred``, ``preds`` or ``scores`` (or with a
     single 2-D tensor under any key), or a tuple / list whose first element is the logits (e.g.
-    Inception's auxiliary outputs).
+    Inception's auxiliary outputs). When such a tuple holds other ``(N, *)`` tensors too (e.g.
+    ``(embedding, logits)``), a warning naming the element taken is logged once.
 
     Args:
         output: the value returned by ``model(x)``.
@@ -62,8 +66,36 @@ def _find_tensor(output: Any) -> Tensor | None:
         tables = [v for v in output.values() if isinstance(v, Tensor) and v.dim() == 2]
         return tables[0] if len(tables) == 1 else None
     if isinstance(output, (tuple, list)) and output:
-        return _find_tensor(output[0])
+        found = _find_tensor(output[0])
+        _warn_if_ambiguous(output, found)
+        return found
     return None
+
+
+_WARNED: set[tuple[Any, ...]] = set()
+
+
+def _warn_if_ambiguous(output: tuple | list, taken: Tensor | None) -> None:
+    """Log once per output layout when a tuple / list holds other tensors the logits could be
+    (e.g. ``(embedding, logits)``): the first element is taken, which may be the wrong one."""
+    if not isinstance(taken, Tensor) or taken.dim() != 2:
+        return
+    others = [i for i, v in enumerate(output) if i and isinstance(v, Tensor) and v.dim() == 2
+              and v.shape[0] == taken.shape[0]]
+    if not others:
+        return
+    shapes = tuple(tuple(v.shape[1:]) if isinstance(v, Tensor) else type(v).__name__ for v in output)
+    if shapes in _WARNED:
+        return
+    _WARNED.add(shapes)
+    described = ", ".join(f"[{i}] {tuple(v.shape) if isinstance(v, Tensor) else type(v).__name__}"
+                          for i, v in enumerate(output))
+    logger.warning(
+        "model output: a %s of %d elements (%s); element 0 (%d classes) is taken as the logits, "
+        "although element%s %s could be them too. If the logits are another element, wrap the model so "
+        "that forward returns them alone, e.g. `lambda x: model(x)[%d]` in an nn.Module.",
+        type(output).__name__, len(output), described, taken.shape[1], "s" if len(others) > 1 else "",
+        ", ".join(map(str, others)), others[-1])
 
 
 def forward_logits(model: torch.nn.Module, x: Tensor) -> Tensor:

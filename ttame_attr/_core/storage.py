@@ -7,8 +7,11 @@ and the reference classifiers' weights.
 
 from __future__ import annotations
 
+import errno
+import io
 import os
 import pickle
+import stat
 import tempfile
 import zipfile
 import zlib
@@ -21,39 +24,110 @@ from torch import Tensor
 
 __all__ = [
     "all_finite",
+    "atomic_export_save",
     "atomic_torch_save",
     "atomic_write",
     "check_payload",
     "nonfinite_entries",
     "safe_torch_load",
+    "write_bytes_atomically",
 ]
 
 
-def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
+def atomic_write(path: str | Path, write: Callable[[str], None], *, durable: bool = True,
+                 keep_suffix: bool = False) -> Path:
     """Call ``write(tmp)`` on a temporary file in ``path``'s folder, then rename it to ``path``.
 
     The file and its folder are fsynced, so a crash while writing leaves the previous file
-    intact, never a truncated one; the temporary file is removed on error.
+    intact, never a truncated one; the temporary file is removed on error. The file gets the
+    mode of the file it replaces, or for a new file the one the umask gives (``0o666 & ~umask``),
+    not ``mkstemp``'s owner-only ``0o600``. A symbolic link at ``path`` is replaced by the file,
+    never followed.
+
+    Args:
+        path: the file to write.
+        write: writes the contents to the temporary path it is given.
+        durable: fsync the file and its folder (off for many small outputs).
+        keep_suffix: end the temporary name with ``path``'s suffix (for writers that choose the
+            format from it, or append theirs: PIL, ``numpy.save``).
+
+    Raises:
+        OSError: with ``errno.ENOSPC`` / ``EDQUOT`` and a message naming the file when the disk is
+            full (the previous file, if any, is kept); other ``OSError`` as they come.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    mode = _target_mode(path)
+    suffix = ".tmp" + (path.suffix if keep_suffix else "")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        try:
+            write(tmp)
+            if durable:
+                with open(tmp, "rb+") as f:
+                    os.fsync(f.fileno())
+        except OSError as err:
+            if err.errno in _DISK_FULL:
+                kept = "the previous file is kept" if path.exists() else "no file was written"
+                raise OSError(err.errno, f"no space left on the device of {str(path.parent)!r} while "
+                                         f"writing {str(path)!r}; {kept}. Free some space and retry, or "
+                                         "write elsewhere.") from err
+            raise
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    if durable:
+        _fsync_dir(path.parent)
     return path
 
 
+#: ``errno`` values of a full disk or an exhausted quota.
+_DISK_FULL = tuple(code for code in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) if code is not None)
+
+
+def _target_mode(path: Path) -> int:
+    """The permission bits ``path`` should get: those of the file it replaces, else the umask's
+    (also for a symbolic link, whose target is not the file being written)."""
+    try:
+        found = path.lstat()
+        if stat.S_ISREG(found.st_mode):
+            return stat.S_IMODE(found.st_mode)
+    except OSError:
+        pass
+    umask = os.umask(0o022)  # read it (there is no getter), then put it back at once
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def write_bytes_atomically(path: str | Path, serialize: Callable[[io.BytesIO], None]) -> Path:
+    """``serialize(buffer)`` into memory, then :func:`atomic_write` the bytes.
+
+    For writers that fail badly on a full disk when given a path (``torch.export.save`` aborts
+    the process from C++): here the disk is written by Python, so a full disk is an ``OSError``.
+    """
+    buffer = io.BytesIO()
+    serialize(buffer)
+    data = buffer.getbuffer()
+    return atomic_write(path, lambda tmp: _write_all(tmp, data))
+
+
+def _write_all(tmp: str, data: Any) -> None:
+    with open(tmp, "wb") as f:
+        f.write(data)
+
+
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save`` through :func:`atomic_write`."""
-    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    """``torch.save`` through :func:`write_bytes_atomically` (a full disk: one clear ``OSError``)."""
+    return write_bytes_atomically(path, lambda buffer: torch.save(obj, buffer))
+
+
+def atomic_export_save(program: Any, path: str | Path) -> Path:
+    """``torch.export.save`` of an ``ExportedProgram`` (``.pt2``) through
+    :func:`write_bytes_atomically`: a full disk keeps the previous file and raises an ``OSError``."""
+    return write_bytes_atomically(path, lambda buffer: torch.export.save(program, buffer))
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -76,6 +150,11 @@ def safe_torch_load(path: str | Path, map_location: Any = None) -> Any:
     if not path.is_file():
         raise FileNotFoundError(f"path: no checkpoint file at {str(path)!r}.")
     _check_zip_crcs(path)
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if len(head) == 9 and head[8:9] == b"{" and not head.startswith(b"PK"):  # safetensors: length, JSON
+        raise ValueError(f"path: {str(path)!r} is a safetensors file (such as a head written by "
+                         "TTAME.save), not a torch checkpoint.")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
@@ -83,10 +162,12 @@ def safe_torch_load(path: str | Path, map_location: Any = None) -> Any:
             raise ValueError(
                 f"path: {str(path)!r} is not a readable checkpoint (corrupted?): {err}"
             ) from err
+        found = next((line.strip() for line in str(err).splitlines() if "Unsupported global" in line), "")
         raise ValueError(
             f"path: {str(path)!r} is refused: it holds more than tensors and plain values "
-            "(loading it could run code), or it is damaged. Nothing from it was executed. Only "
-            "files written by ttame_attr are accepted."
+            f"(loading it could run code), or it is damaged{f' ({found})' if found else ''}. Nothing "
+            "from it was executed. Only files of tensors and plain values are accepted (those written "
+            "by ttame_attr, and checkpoints of the paper's authors saved with plain hyper-parameters)."
         ) from err
     except Exception as err:  # noqa: BLE001 - any failure to parse a damaged file
         # RuntimeError, EOFError, zipfile.BadZipFile, OSError, and for damaged pickles also

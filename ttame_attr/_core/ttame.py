@@ -15,7 +15,8 @@ from torch import Tensor, nn
 
 from ttame_attr._core.features import FeatureExtractor
 from ttame_attr._core.head import AttentionHead, check_head_init
-from ttame_attr._core.head_file import head_config, load_head, save_head
+from ttame_attr._core.head_file import head_config
+from ttame_attr._core.hub import from_pretrained, load_any, push_to_hub, save_any, save_pretrained
 from ttame_attr._core.images import check_images
 from ttame_attr._core.loss import TTAMELoss
 from ttame_attr._core.maps import Scale, check_map_options, resize_maps, scale_maps, target_size
@@ -33,9 +34,8 @@ from ttame_attr._core.targets import parse_target
 from ttame_attr._typing import TargetType
 from ttame_attr.adapters._base import BackboneAdapter, LayerInfo
 from ttame_attr.adapters._registry import resolve_adapter
-from ttame_attr.export._export import export_onnx, export_program
-from ttame_attr.export._module import as_module
-from ttame_attr.training._fit import fit
+from ttame_attr.export import as_module, export_onnx, export_program
+from ttame_attr.training import fit
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "TTAME", "Explanation"]
 
@@ -361,27 +361,35 @@ class TTAME(Attribution):
         return self.head.load_state_dict(state_dict, strict=strict)
 
     def save(self, path: str | Path) -> Path:
-        """Write the head and its configuration to ``path`` (atomically).
+        """Write the head and its configuration to ``path`` (atomically), as safetensors.
 
-        The file holds tensors and plain Python values only and is read back with
-        ``torch.load(weights_only=True)``: loading it never runs code.
+        One safetensors file (weights, and the configuration as JSON metadata), or the Hub format
+        of :meth:`save_pretrained` when ``path`` is an existing folder. Nothing is pickled. The
+        configuration records the model's class and weights' fingerprint, which :meth:`load` checks.
         """
-        return save_head(self, path)
+        return save_any(self, path)
 
     @classmethod
     def load(
-        cls, path: str | Path, model: nn.Module, *, map_location: Any = None, **kwargs: Any
+        cls, path: str | Path, model: nn.Module, *, map_location: Any = None, strict: bool = False,
+        **kwargs: Any,
     ) -> TTAME:
         """Rebuild a saved explainer for ``model``.
 
         Checks that the model gives the saved layers with the saved shapes and class count, and
-        says exactly what differs otherwise.
+        says exactly what differs otherwise; warns (refuses with ``strict=True``) when the model's
+        class or weights differ from those the head was trained with, naming the first difference.
 
         Args:
-            path: a file written by :meth:`save`.
+            path: a file written by :meth:`save` (also the ``torch.save`` files of earlier
+                versions), a folder written by :meth:`save_pretrained`, or a checkpoint of the
+                paper's authors' code (converted; see :doc:`/sharing`).
             model: the classifier the head was trained for.
-            map_location: passed to ``torch.load``; by default the model's device.
+            map_location: where the head goes; by default the model's device.
+            strict: refuse, instead of warning, a model whose class or weights differ.
             **kwargs: overrides for the constructor (e.g. ``mask_space``).
         """
-        return load_head(cls, path, model, map_location=map_location, **kwargs)
+        return load_any(cls, path, model, map_location=map_location, strict=strict, **kwargs)
 
+    # The Hugging Face Hub format (ttame_attr._core.hub; docs/sharing.rst)
+    save_pretrained, push_to_hub, from_pretrained = save_pretrained, push_to_hub, classmethod(from_pretrained)

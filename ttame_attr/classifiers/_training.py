@@ -1,6 +1,7 @@
 """Training the small classifiers: AdamW, a one-cycle schedule, flips and 90-degree turns.
 
-It runs on the package's own epoch loop (:mod:`ttame_attr.training`), with its progress bar.
+Its own small loop: one pass over the loader per epoch, a step per batch, then the epoch's means
+and the validation accuracy.
 """
 
 from __future__ import annotations
@@ -9,19 +10,15 @@ import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from functools import partial
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ttame_attr._core.progress import progress_bar
 from ttame_attr.data import normalize
 from ttame_attr.data._synthetic import check_int
-from ttame_attr.training._data import DataOrder
-from ttame_attr.training._history import RunningMeans
-from ttame_attr.training._loop import EpochLoop, LoopPiece
-from ttame_attr.training._progress import ProgressBar
 
 __all__ = ["ClassifierHistory", "augment", "evaluate_accuracy", "train_classifier"]
 
@@ -105,9 +102,8 @@ def evaluate_accuracy(model: nn.Module, loader: Iterable, device: str | torch.de
 
 @dataclass(frozen=True)
 class _Result:
-    """What one step did, for the loop's pieces."""
+    """What one step did, for the epoch's means."""
 
-    stepped: bool
     batch_size: int
     loss: float
     correct: int
@@ -145,32 +141,7 @@ class _ClassifierStep:
         self.optimizer.step()
         self.scheduler.step()
         self.step_count += 1
-        return _Result(True, labels.numel(), float(loss.detach()), int((logits.argmax(1) == labels).sum()))
-
-
-class _EpochLog(LoopPiece):
-    """Each epoch's training loss and accuracy, the validation accuracy, and a log line."""
-
-    def __init__(self, history: ClassifierHistory, val: Any, progress: bool) -> None:
-        self.history, self.val = history, val
-        self.log = logger.info if progress else logger.debug
-        self.means = RunningMeans()
-        self.start = time.perf_counter()
-
-    def on_batch_end(self, loop: EpochLoop, result: Any) -> None:
-        self.means.add(result.batch_size, loss=result.loss, accuracy=result.correct / result.batch_size)
-
-    def on_epoch_end(self, loop: EpochLoop, record: dict[str, Any]) -> None:
-        history = self.history
-        history.train_loss.append(self.means.mean("loss"))
-        history.train_accuracy.append(self.means.mean("accuracy"))
-        self.means = RunningMeans()
-        if self.val is not None:
-            history.val_accuracy.append(self.val())
-        self.log("epoch %d/%d: loss %.4f, train acc %.4f, val acc %s, %.1f s", record["epoch"], loop.epochs,
-                 history.train_loss[-1], history.train_accuracy[-1],
-                 f"{history.val_accuracy[-1]:.4f}" if history.val_accuracy else "n/a",
-                 time.perf_counter() - self.start)
+        return _Result(labels.numel(), float(loss.detach()), int((logits.argmax(1) == labels).sum()))
 
 
 def train_classifier(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None, epochs: int,
@@ -212,12 +183,28 @@ def train_classifier(model: nn.Module, train_loader: Iterable, val_loader: Itera
     step = _ClassifierStep(model, epochs, steps, lr, weight_decay, label_smoothing, augment, normalize_inputs,
                            device, seed)
     history = ClassifierHistory()
-    val = None if val_loader is None else partial(evaluate_accuracy, model, val_loader, device,
-                                                  normalize_inputs)
-    log = _EpochLog(history, val, progress)
-    bar = ProgressBar(progress, "classifier epoch {epoch}/{epochs}",
-                      postfix=lambda r: {"loss": f"{r.loss:.3f}"})
-    EpochLoop(step, DataOrder(train_loader, steps, None, record=False), epochs, steps, [bar, log]).run()
-    history.seconds = time.perf_counter() - log.start
+    log = logger.info if progress else logger.debug
+    start = time.perf_counter()
+    for epoch in range(epochs):
+        loss_sum = correct = seen = 0.0
+        bar = progress_bar(enabled=progress, total=steps, desc=f"classifier epoch {epoch + 1}/{epochs}")
+        for batch in train_loader:
+            result = step(batch)
+            loss_sum += result.loss * result.batch_size
+            correct += result.correct
+            seen += result.batch_size
+            bar.update(1)
+            bar.set_postfix({"loss": f"{result.loss:.3f}"})
+        bar.close()
+        if seen == 0:
+            raise ValueError("train_loader: it yielded no batches in this epoch.")
+        history.train_loss.append(loss_sum / seen)
+        history.train_accuracy.append(correct / seen)
+        if val_loader is not None:
+            history.val_accuracy.append(evaluate_accuracy(model, val_loader, device, normalize_inputs))
+        log("epoch %d/%d: loss %.4f, train acc %.4f, val acc %s, %.1f s", epoch + 1, epochs,
+            history.train_loss[-1], history.train_accuracy[-1],
+            f"{history.val_accuracy[-1]:.4f}" if history.val_accuracy else "n/a", time.perf_counter() - start)
+    history.seconds = time.perf_counter() - start
     model.eval()
     return history

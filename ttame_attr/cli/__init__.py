@@ -1,4 +1,4 @@
-"""The ``ttame`` command line: fit, explain, evaluate, export, layers, demo.
+"""The ``ttame`` command line: fit, explain, evaluate, export, layers, convert, demo.
 
 Run ``ttame --help`` or ``ttame COMMAND --help``. User errors (unknown model specs, missing
 paths, bad options) exit with status 2 and one line on stderr.
@@ -11,12 +11,14 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from ttame_attr.cli import _convert
 from ttame_attr.cli._errors import CLIError
 from ttame_attr.cli._models import SPEC_HELP
 
 __all__ = ["CLIError", "build_parser", "main"]
 
-_HEAD_HELP = "head file written by `ttame fit`"
+_HEAD_HELP = ("the head: a file written by `ttame fit`, a folder written by `ttame convert` or "
+              "save_pretrained, hub:ORG/NAME (a Hugging Face Hub repository), or an authors' checkpoint")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -63,8 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ttame", description="T-TAME explanations for image classifiers.")
     parser.add_argument("--version", action="version", version=f"ttame_attr {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    sub.required = True
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser, required=True)
 
     p = _model_parser(sub, "fit", "train a T-TAME head on images (no labels needed)",
                       "Train a T-TAME head with the paper's recipe (SGD Nesterov, OneCycleLR, "
@@ -89,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how the head's fusion starts: 'zeros' (default) every class map at 0.5, 'pytorch' "
                         "PyTorch's default initialisation (can leave some class maps dead)")
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
-    p.add_argument("--out", default="head.pt", help="where to save the head (default head.pt)")
+    p.add_argument("--out", default="head.safetensors", help="where to save the head (safetensors)")
     p.add_argument("--checkpoint", default=None, help="training checkpoint file (every epoch)")
     p.add_argument("--resume", action="store_true", help="resume from the checkpoint if present")
     p.add_argument("--seed", type=int, default=0)
@@ -139,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _model_parser(sub, "layers", "the adapter and layers T-TAME would use for a model")
     p.add_argument("--layers", nargs="+", default=None, help="check these module names instead")
     p.add_argument("--adapter", default=None, help="force an adapter (cnn, vit, swin, ...)")
+
+    _convert.add_arguments(sub)
 
     p = sub.add_parser("demo", help="the end-to-end demo on synthetic data, with an HTML report")
     add_demo_arguments(p).set_defaults(func="cmd_demo")

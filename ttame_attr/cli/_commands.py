@@ -13,11 +13,14 @@ import torch
 from torch import Tensor
 
 from ttame_attr import TTAME, extract_logits
+from ttame_attr._core.storage import atomic_export_save
+from ttame_attr.cli._convert import cmd_convert
 from ttame_attr.cli._data import eval_transform, find_images, image_loader, load_batch, train_transform
 from ttame_attr.cli._errors import CLIError
 from ttame_attr.cli._models import load_model, model_preprocessing
+from ttame_attr.cli._outputs import check_out_dir, check_out_file, rescue_write, same_file, write_output
 
-__all__ = ["cmd_demo", "cmd_evaluate", "cmd_explain", "cmd_export", "cmd_fit", "cmd_layers"]
+__all__ = ["cmd_convert", "cmd_demo", "cmd_evaluate", "cmd_explain", "cmd_export", "cmd_fit", "cmd_layers"]
 
 
 @contextmanager
@@ -63,17 +66,17 @@ def _report_skipped(skipped: dict[Path, str], listing: Path | None, shown: int =
         print(f"  ... and {len(skipped) - shown} more" + (f", all listed in {listing}" if listing else ""))
     if listing is not None:
         lines = [f"# {len(skipped)} unreadable images skipped by ttame", *(str(p.resolve()) for p in skipped)]
-        listing.parent.mkdir(parents=True, exist_ok=True)
-        listing.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        write_output(listing, lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n", encoding="utf-8"))
         print(f"wrote the list of skipped images to {listing}")
 
 
 def _model(args: argparse.Namespace) -> tuple[Any, tuple[int, int, int], Any, Any]:
     """``(model, input size, mean, std)`` of the model options."""
+    _check_counts(args, "input_size")
     model, processor = load_model(args.model, pretrained=args.pretrained, num_classes=args.num_classes,
                                   weights=args.weights)
     size, mean, std = model_preprocessing(model, processor)
-    if args.input_size:
+    if args.input_size is not None:
         size = (size[0], args.input_size, args.input_size)
     return model, size, mean, std
 
@@ -83,10 +86,23 @@ def _trained_head(args: argparse.Namespace) -> tuple[TTAME, torch.device, Any, A
     device = _device(args.device)
     model, _, mean, std = _model(args)
     model.to(device)
-    if not Path(args.head).is_file():
-        raise CLIError(f"--head: no such file {args.head!r} (train one with `ttame fit`).")
-    with _user_errors(TypeError, ValueError, FileNotFoundError):
-        return TTAME.load(args.head, model, map_location=device), device, mean, std
+    hub = args.head.startswith("hub:")
+    if not hub and not Path(args.head).exists():
+        raise CLIError(f"--head: no such file or folder {args.head!r} (train one with `ttame fit`, or "
+                       "give hub:ORG/NAME).")
+    with _user_errors(TypeError, ValueError, FileNotFoundError, ImportError):
+        if hub:
+            explainer = TTAME.from_pretrained(args.head[4:], model, map_location=device)
+        else:
+            explainer = TTAME.load(args.head, model, map_location=device)
+    if args.input_size is not None and explainer.input_size[1:] != (args.input_size, args.input_size):
+        raise CLIError(f"--input-size: the head {args.head!r} was trained for {explainer.input_size[1]}x"
+                       f"{explainer.input_size[2]} inputs, not {args.input_size}; drop --input-size (the "
+                       "head's size is used) or fit a head at that size.")
+    top_k = getattr(args, "top_k", 1)
+    if top_k > explainer.num_classes:
+        raise CLIError(f"--top-k: expected at most the model's {explainer.num_classes} classes, got {top_k}.")
+    return explainer, device, mean, std
 
 
 def cmd_layers(args: argparse.Namespace) -> int:
@@ -119,6 +135,12 @@ def cmd_fit(args: argparse.Namespace) -> int:
     files = find_images(args.data)
     val_files = find_images(args.val) if args.val else None
     checkpoint = args.checkpoint or (str(Path(args.out).with_suffix(".ckpt")) if args.resume else None)
+    check_out_file("--out", args.out)
+    if checkpoint is not None:
+        check_out_file("--checkpoint", checkpoint)
+        if same_file(checkpoint, args.out):
+            raise CLIError(f"--checkpoint and --out: both name {args.out!r}, so the head would overwrite the "
+                           "training checkpoint; give them different files (--checkpoint FILE).")
     device = _device(args.device)
     torch.manual_seed(args.seed)
     model, size, mean, std = _model(args)
@@ -139,7 +161,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         history = explainer.fit(loader, epochs=args.epochs, lr=args.lr, recipe=args.recipe,
                                 val_loader=val_loader, progress=not args.quiet, checkpoint_path=checkpoint,
                                 resume=args.resume)
-    out = explainer.save(args.out)
+    out = rescue_write("--out", Path(args.out), explainer.save)
     sched = history.schedule
     origin = ", ".join(f"{name} {how}" for name, how in sched["source"].items())
     print(f"schedule: {sched['epochs']} epochs x {sched['steps_per_epoch']} steps, max lr {sched['lr']:.3g} "
@@ -156,6 +178,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if history.full_classes():
         print(f"note: {history.full_class_advice()} (ttame fit: --recipe paper, --lr, --seed)")
     if args.skip_unreadable:
+        unread = loader.check_unread()
+        if unread:
+            print(f"checked the {unread} images training never loaded (the last, partial batch of each "
+                  "epoch is dropped)")
         skipped = {**loader.skipped, **(val_loader.skipped if val_loader is not None else {})}
         _report_skipped(skipped, out.with_suffix(".skipped.txt"))
     return 0
@@ -179,14 +205,15 @@ def _write_maps(args: argparse.Namespace, out: Path, stem: str, x: Tensor, maps:
     from ttame_attr.viz import save_overlays
 
     if args.format == "npy":
-        np.save(out / f"{stem}.npy", maps.numpy())
+        write_output(out / f"{stem}.npy", lambda tmp: np.save(tmp, maps.numpy()))
     else:
-        torch.save({"maps": maps.clone(), "classes": classes.cpu().clone(),
-                    "probabilities": probs.float().cpu().clone()}, out / f"{stem}.pt")
+        payload = {"maps": maps.clone(), "classes": classes.cpu().clone(),
+                   "probabilities": probs.float().cpu().clone()}
+        write_output(out / f"{stem}.pt", lambda tmp: torch.save(payload, tmp))
     for k in range(maps.shape[0] if not args.no_overlay else 0):
         suffix = "" if maps.shape[0] == 1 else f"_top{k + 1}"
-        save_overlays(x.cpu(), maps[None, k:k + 1], [out / f"{stem}{suffix}_class{int(classes[k])}.png"],
-                      mean=mean, std=std)
+        write_output(out / f"{stem}{suffix}_class{int(classes[k])}.png", lambda tmp, k=k: save_overlays(
+            x.cpu(), maps[None, k:k + 1], [Path(tmp)], mean=mean, std=std))
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -197,10 +224,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
         raise CLIError("--target and --top-k: give one or the other.")
     _check_counts(args, "batch_size")
     files = find_images(args.images)
+    out = check_out_dir("--out", args.out)
     explainer, device, mean, std = _trained_head(args)
     if args.target is not None and not 0 <= args.target < explainer.num_classes:
         raise CLIError(f"--target: expected a class in [0, {explainer.num_classes - 1}], got {args.target}.")
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     transform = eval_transform(explainer.input_size, mean, std)
     unique_stems = len(files) == len({f.stem for f in files})
@@ -239,6 +266,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if args.limit < 1:
             raise CLIError(f"--limit: expected a positive integer, got {args.limit}.")
         files = files[:args.limit]
+    if args.json:
+        check_out_file("--json", args.json)
     explainer, _, mean, std = _trained_head(args)
     model = explainer.model
     loader = image_loader(files, eval_transform(explainer.input_size, mean, std), skip=args.skip_unreadable,
@@ -246,8 +275,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     metrics: dict[str, Any] = {"ad_ic": AverageDropIncrease(model, fractions=(1.0, 0.5, 0.15))}
     if not args.no_road:
         metrics["road"] = ROAD(model, generator=torch.Generator().manual_seed(args.seed))
-    results = evaluate(model, loader, lambda x, target: explainer.attribute(x, target=target),
-                       metrics=metrics, progress=not args.quiet)
+    with _user_errors(ValueError):  # e.g. maps holding NaN or inf, named by image
+        results = evaluate(model, loader, lambda x, target: explainer.attribute(x, target=target),
+                           metrics=metrics, progress=not args.quiet)
     adic = results["ad_ic"]
     table = {f"AD {int(f * 100)}%": adic.average_drop[f] for f in adic.fractions}
     table.update({f"IC {int(f * 100)}%": adic.increase_in_confidence[f] for f in adic.fractions})
@@ -264,7 +294,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         _report_skipped(loader.skipped, None)
     if args.json:
         report = {"images": images, "metrics": table, "skipped": [str(p) for p in loader.skipped]}
-        Path(args.json).write_text(json.dumps(report, indent=2))
+        write_output(Path(args.json), lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)))
     return 0
 
 
@@ -280,19 +310,19 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise CLIError(f"--out: cannot tell the format from {str(out)!r}; name it .onnx or .pt2, or pass "
                        "--format onnx|pt2.")
     _check_counts(args, "top_k")
+    check_out_file("--out", out)
     explainer, device, mean, std = _trained_head(args)
     example = torch.rand(1 if args.static_batch else 2, *explainer.input_size, device=device)
     options = {"top_k": args.top_k, "scale": args.scale, "upsample": not args.map_size,
                "dynamic_batch": not args.static_batch}
-    with _user_errors(ValueError, ImportError, ExportError):
+    with _user_errors(ValueError, ImportError, ExportError, OSError):  # OSError: e.g. a full disk
         if fmt == "onnx":
             meta = {"ttame_attr.normalization": json.dumps([list(mean), list(std)]),
                     "ttame_attr.model_spec": args.model}
             explainer.export_onnx(out, example, metadata=meta, **options)
         else:
             program = explainer.export_program(example, **options)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            torch.export.save(program, out)
+            atomic_export_save(program, out)
     batch = "1" if args.static_batch else "any"
     size = "x".join(map(str, explainer.map_size if args.map_size else explainer.input_size[1:]))
     print(f"wrote {out} ({fmt}, {out.stat().st_size / 2**20:.1f} MB)")
@@ -307,5 +337,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Run the end-to-end demo and print where the report is."""
     from ttame_attr.demo import run_from_args
 
+    check_out_dir("--out", args.out)
     with _user_errors(ValueError):
         return run_from_args(args)

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 from ttame_attr.cli._errors import CLIError
 
 __all__ = ["IMAGE_SUFFIXES", "ImageFiles", "ReadableBatches", "Unreadable", "collate_readable",
-           "eval_transform", "find_images", "image_loader", "load_batch", "train_transform",
+           "eval_transform", "find_images", "image_loader", "load_batch", "to_rgb", "train_transform",
            "unreadable_message"]
 
 logger = logging.getLogger(__name__)
@@ -95,6 +95,44 @@ def unreadable_message(option: str, path: Path, reason: str) -> str:
             "--skip-unreadable to skip unreadable images.")
 
 
+#: The largest value of each integer PIL mode wider than 8 bits (16-bit PNG / TIFF).
+_HIGH_DEPTH = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535}
+
+
+def to_rgb(img: Any) -> Any:
+    """A PIL image as 8-bit RGB, high bit depths scaled, not clipped.
+
+    ``Image.convert("RGB")`` clips 16-bit and 32-bit grey images at 255 (a 0-65535 gradient
+    becomes almost all white). Here a 16-bit image (``I;16*``, or ``I`` with values in
+    0..65535) is scaled by 255 / 65535 and a float image (``F``) with values in [0, 1] by 255,
+    rounded to 8 bits (the precision the transforms and most models work at).
+
+    Raises:
+        ValueError: for a 32-bit integer image with values outside 0..65535 or a float image
+            outside [0, 1] (or holding NaN), whose range cannot be told from the file.
+    """
+    import numpy as np
+    from PIL import Image
+
+    if img.mode not in (*_HIGH_DEPTH, "I", "F"):
+        return img.convert("RGB")
+    values = np.asarray(img, dtype=np.float64)
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if img.mode == "F":
+        if not (np.isfinite(values).all() and low >= 0.0 and high <= 1.0):
+            raise ValueError(f"a 32-bit float image with values in [{low:g}, {high:g}]; only floats in "
+                             "[0, 1] are read (their range is not in the file): scale it to [0, 1] or save "
+                             "it as an 8- or 16-bit image")
+        peak = 1.0
+    elif img.mode == "I" and (low < 0 or high > 65535):
+        raise ValueError(f"a 32-bit integer image with values in [{low:g}, {high:g}], beyond 16 bits (its "
+                         "range is not in the file): save it as an 8- or 16-bit image")
+    else:
+        peak = 65535.0
+    grey = np.rint(values * (255.0 / peak)).astype(np.uint8)
+    return Image.fromarray(grey).convert("RGB")
+
+
 class Unreadable(NamedTuple):
     """What :class:`ImageFiles` returns for a file PIL cannot read (``report_unreadable=True``)."""
 
@@ -133,7 +171,7 @@ class ImageFiles(Dataset):
         path = self.files[index]
         try:
             with Image.open(path) as img:
-                image = img.convert("RGB")
+                image = to_rgb(img)
         except Exception as err:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ValueError, ...
             reason = f"{type(err).__name__}: {err}"
             if self.report_unreadable:
@@ -171,6 +209,7 @@ class ReadableBatches:
         self.loader, self.skip, self.option = loader, skip, option
         self.files: list[Path] = loader.dataset.files  # type: ignore[attr-defined]
         self._skipped: dict[int, str] = {}
+        self._read: set[int] = set()
 
     @property
     def skipped(self) -> dict[Path, str]:
@@ -184,9 +223,24 @@ class ReadableBatches:
     def __len__(self) -> int:
         return len(self.loader)
 
+    def check_unread(self) -> int:
+        """Read every file no iteration has loaded yet (``drop_last`` leaves the last, partial
+        batch out of each epoch), recording the unreadable ones in :attr:`skipped` as well, so
+        that ``--skip-unreadable`` reports every unreadable file, not only those that happened
+        to be read. Returns how many files were checked."""
+        unread = [i for i in range(len(self.files)) if i not in self._read]
+        for index in unread:
+            item = self.loader.dataset[index]
+            if isinstance(item, Unreadable):
+                self._skipped[index] = item.reason
+            self._read.add(index)
+        return len(unread)
+
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         yielded = 0
         for images, indices, bad in self.loader:
+            self._read.update(indices.tolist())
+            self._read.update(item.index for item in bad)
             for item in bad:
                 path = self.files[item.index]
                 if not self.skip:

@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 SPEC_HELP = (
     "torchvision:NAME (e.g. torchvision:resnet50), timm:NAME (e.g. timm:vit_base_patch16_224), "
     "hf:NAME_OR_FOLDER (a transformers image classifier, e.g. hf:google/vit-base-patch16-224), "
-    "a Python import path module:callable returning an nn.Module, or a TorchScript file (.pt)"
+    "or a Python import path module:callable returning an nn.Module"
 )
 
 
@@ -108,7 +108,8 @@ def _torchscript(path: Path, pretrained: bool) -> nn.Module:
     try:
         return torch.jit.load(str(path), map_location="cpu")
     except Exception as err:
-        raise CLIError(f"model: {str(path)!r} is not a TorchScript file ({type(err).__name__}).") from None
+        raise CLIError(f"model: {str(path)!r} is not a TorchScript file ({type(err).__name__}); a model is "
+                       f"named by a spec ({SPEC_HELP}), and a state dict goes to --weights FILE.") from None
 
 
 def _build(spec: str, pretrained: bool, num_classes: int | None) -> LoadedModel:

@@ -56,16 +56,23 @@ def _read(path: Path) -> Any:
         return safe_torch_load(path, map_location="cpu")
     except ValueError as err:
         cause = err.__cause__
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(cause)) if cause is not None else None
-        if found:  # an object of a class (a pickled model, an optimizer, ...): loading it runs code
-            raise CLIError(
-                f"--weights: {str(path)!r} holds more than tensors and plain values (an object of "
-                f"{found.group(1)}), which could run code when loaded; nothing from it was executed. "
-                "Save the weights alone: torch.save(model.state_dict(), 'weights.pt'), or as .safetensors."
-            ) from None
         text = str(cause if cause is not None else err)
+        found = (re.search(r"unsupported (?:global: )?GLOBAL ([\w.]+)", text, re.IGNORECASE)
+                 or re.search(r"reduce for unrecognized function <?(?:built-in function )?([\w.]+)", text))
+        if found:
+            # an object of a class or a function call (a pickled model, an optimizer, os.system):
+            # loading it could run code. torch's advice (weights_only=False) is not repeated.
+            what = f" (it calls or builds {found.group(1)})"
+            raise CLIError(
+                f"--weights: {str(path)!r} holds more than tensors and plain values: code that would run "
+                f"when loaded{what}. It was refused and nothing from it was executed. Save the weights "
+                "alone: torch.save(model.state_dict(), 'weights.pt'), or as .safetensors."
+            ) from None
         unpickler = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
-        detail = unpickler.group(1) if unpickler else (text.strip().splitlines() or [""])[0]
+        # torch's own advice (load with weights_only=False, i.e. run the file's code) is never quoted
+        plain = [line for line in text.splitlines() if line.strip() and "weights_only" not in line
+                 and "weights only" not in line.lower() and "documentation of torch.load" not in line]
+        detail = unpickler.group(1) if unpickler else (plain or [""])[0]
         raise CLIError(f"--weights: {str(path)!r} is not a readable torch file (truncated or corrupted?); "
                        "expected a state dict saved with torch.save or a .safetensors file "
                        f"({type(cause or err).__name__}: {detail})") from None

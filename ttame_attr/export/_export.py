@@ -8,7 +8,6 @@ import io
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,12 +17,13 @@ from torch import Tensor, nn
 
 from ttame_attr._core.maps import Scale
 from ttame_attr._core.outputs import extract_logits
+from ttame_attr._core.storage import atomic_write
 from ttame_attr._version import __version__
 from ttame_attr.export._clone import structural_clone
 from ttame_attr.export._module import ExplainedModel, ExportError
 
-if TYPE_CHECKING:
-    from ttame_attr._core.ttame import TTAME
+if TYPE_CHECKING:  # the explainer's public parts; the facade module itself sits above this one
+    from ttame_attr._core.parts import ExplainerParts as TTAME
 
 __all__ = ["OUTPUT_NAMES", "export_onnx", "export_program", "onnx_metadata"]
 
@@ -171,7 +171,8 @@ def export_onnx(explainer: TTAME, path: str | os.PathLike, example: Tensor | Non
     Args:
         path: the ``.onnx`` file to write.
         example, top_k, scale, upsample, dynamic_batch: as in :meth:`export_program`.
-        opset: the ONNX opset (default: the exporter's).
+        opset: the ONNX opset (default: the exporter's). Torch's exporter writes opset 18 or
+            later; an opset it cannot convert the graph to is refused (nothing is written).
         metadata: more string entries for the file's metadata (they win over the defaults).
 
     Returns:
@@ -180,6 +181,8 @@ def export_onnx(explainer: TTAME, path: str | os.PathLike, example: Tensor | Non
     Raises:
         ImportError: without ``onnx`` and ``onnxscript`` (``pip install "ttame-attr[export]"``).
         ExportError: naming the part that failed.
+        ValueError: an ``opset`` that is not a positive integer, or one the exporter cannot write.
+        OSError: a full disk (the previous file is kept).
     """
     try:
         import onnx  # noqa: F401
@@ -187,6 +190,8 @@ def export_onnx(explainer: TTAME, path: str | os.PathLike, example: Tensor | Non
     except ImportError as err:
         raise ImportError(f"export_onnx needs onnx and onnxscript ({err}); install them with "
                           "`pip install \"ttame-attr[export]\"`.") from None
+    if opset is not None and (isinstance(opset, bool) or not isinstance(opset, int) or opset < 1):
+        raise ValueError(f"opset: expected a positive integer ONNX opset or None, got {opset!r}.")
     module = ExplainedModel(explainer, top_k, scale, upsample)
     x = _example(explainer, example)
     target = Path(path)
@@ -207,15 +212,25 @@ def export_onnx(explainer: TTAME, path: str | os.PathLike, example: Tensor | Non
                         "dynamic_batch=False, or export_program() (torch.export alone)") from err
     finally:
         logger.debug("torch.onnx.export: %s", chatter.getvalue().strip())
+    _check_opset(program, opset)
     program.model.metadata_props.update({**onnx_metadata(explainer, top_k, scale), **(metadata or {})})
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
+
+    def save(tmp: str) -> None:
         with contextlib.redirect_stdout(chatter):
             program.save(tmp, external_data=False)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+
+    atomic_write(target, save)
     logger.info("export_onnx: wrote %s (%.1f MB)", target, target.stat().st_size / 2**20)
     return target
+
+
+def _check_opset(program: Any, opset: int | None) -> None:
+    """Refuse an ONNX program whose default-domain opset is not the ``opset`` asked for (the
+    exporter falls back to its own, 18, when it cannot convert, and only logs it)."""
+    if opset is None:
+        return
+    written = dict(program.model.opset_imports).get("")
+    if written is not None and written != opset:
+        raise ValueError(f"opset: {opset} was asked for, but torch's ONNX exporter could only write opset "
+                         f"{written} for this model (it cannot convert it down); nothing was written. Pass "
+                         f"opset={written} or later, or leave opset out.")

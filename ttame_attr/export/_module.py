@@ -20,7 +20,7 @@ from ttame_attr.adapters._hooks import as_tensor_output
 from ttame_attr.export._clone import structural_clone
 
 if TYPE_CHECKING:
-    from ttame_attr._core.ttame import TTAME
+    from ttame_attr._core.parts import ExplainerParts
 
 __all__ = ["ExplainedModel", "ExplainedOutput", "ExportError", "as_module", "check_head_matches"]
 
@@ -75,7 +75,7 @@ def _tap_hook(module: nn.Module, args: Any, output: Any) -> None:
         tap.sink.items[tap.name] = tensor.clone() if tap.clone else tensor
 
 
-def check_head_matches(explainer: TTAME) -> None:
+def check_head_matches(explainer: ExplainerParts) -> None:
     """Refuse a head whose branches or classes do not fit the explainer's layers and model.
 
     Raises:
@@ -120,7 +120,7 @@ class ExplainedModel(nn.Module):
         ExportError: the layers cannot be read from the clone (``part="feature capture"``).
     """
 
-    def __init__(self, explainer: TTAME, top_k: int = 1, scale: Scale = "sigmoid",
+    def __init__(self, explainer: ExplainerParts, top_k: int = 1, scale: Scale = "sigmoid",
                  upsample: bool | tuple[int, int] = True) -> None:
         super().__init__()
         if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= explainer.num_classes:
@@ -145,7 +145,7 @@ class ExplainedModel(nn.Module):
         self.eval()
         self._check_capture(explainer)
 
-    def _check_capture(self, explainer: TTAME) -> None:
+    def _check_capture(self, explainer: ExplainerParts) -> None:
         param = next(explainer.model.parameters(), None)
         x = torch.zeros(2, *self.input_size, device=param.device if param is not None else None)
         try:
@@ -180,7 +180,7 @@ class ExplainedModel(nn.Module):
         return f"top_k={self.top_k}, scale={self.scale!r}, input_size={self.input_size}"
 
 
-def as_module(explainer: TTAME, top_k: int = 1, *, scale: Scale = "sigmoid",
+def as_module(explainer: ExplainerParts, top_k: int = 1, *, scale: Scale = "sigmoid",
               upsample: bool | tuple[int, int] = True) -> ExplainedModel:
     """The classifier and this head as one ``nn.Module`` returning ``(logits, classes, maps)``.
 

@@ -23,8 +23,10 @@ Multi-label and single-logit ``(N, 1)`` models: pass ``multi_label=True`` to AD/
 deletion / insertion and :func:`evaluate`, which then read each label's sigmoid probability
 (ROAD: the label stays positive) instead of a softmax probability (``docs/multilabel.rst``).
 
-Metrics expect the model in eval mode and never change its mode (a model in training mode
-gets a logged warning). They run under ``torch.no_grad()`` on the model's device and never
+Metrics run the model in eval mode and restore each module's mode afterwards (a model in
+training mode gets a logged warning; its batch-norm statistics are never updated). Maps holding
+NaN or inf are refused with a ``ValueError`` naming the images (:func:`evaluate` can skip and
+count them instead). They run under ``torch.no_grad()`` on the model's device and never
 modify the inputs, the maps or the model.
 """
 

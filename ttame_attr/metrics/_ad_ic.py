@@ -10,14 +10,15 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
+from ttame_attr._core.parts import ExplainerParts
 from ttame_attr._core.setup import Normalization, parse_normalization
-from ttame_attr._core.ttame import TTAME
 from ttame_attr.metrics._common import (
     MapsOrExplain,
     TargetArg,
     check_fractions,
     check_multi_label,
     check_positive_int,
+    in_eval_mode,
     make_baseline,
     pixel_ranks,
     prepare,
@@ -146,6 +147,7 @@ def _masked_probs(model: nn.Module, inputs: Tensor, maps: Tensor, target: Tensor
     return torch.stack(columns, dim=1)
 
 
+@in_eval_mode("average_drop_increase")
 def average_drop_increase(
     model: nn.Module, inputs: Tensor, maps: MapsOrExplain, target: TargetArg = None,
     fractions: Sequence[float] = DEFAULT_FRACTIONS, baseline: float | Tensor = 0.0,
@@ -172,9 +174,10 @@ def average_drop_increase(
     upsampled first (as any other method's), pass ``explainer.attribute`` instead.
 
     A constant map (e.g. all zeros) normalises to all zeros, so its masked image is the
-    baseline everywhere. The model is expected in eval mode and its mode is never changed
-    (training mode gets a logged warning). Forward passes run under ``torch.no_grad()`` on the
-    model's device; explanation methods are called with gradients enabled.
+    baseline everywhere. The model runs in eval mode and each module's mode is restored
+    afterwards (training mode gets a logged warning). Forward passes run under
+    ``torch.no_grad()`` on the model's device; explanation methods are called with gradients
+    enabled.
 
     Other libraries' numbers differ in units and protocol (``docs/evaluation.rst``):
     pytorch-grad-cam's ``DropInConfidence`` is the absolute drop ``max(0, Y - O)`` per image
@@ -228,7 +231,7 @@ def average_drop_increase(
     fr = check_fractions(fractions)
     max_batch = check_positive_int(max_batch, "max_batch")
     keep = _check_keep(keep)
-    explainer = maps if isinstance(maps, TTAME) else None
+    explainer = maps if isinstance(maps, ExplainerParts) else None
     if explainer is not None:
         maps = functools.partial(_paper_maps, explainer)
     channels = inputs.shape[1] if isinstance(inputs, Tensor) and inputs.dim() == 4 else None
@@ -242,7 +245,7 @@ def average_drop_increase(
     return ADICResult.from_per_sample(fr, y, o, prep.target)
 
 
-def _paper_maps(explainer: TTAME, inputs: Tensor, target: Tensor) -> Tensor:
+def _paper_maps(explainer: ExplainerParts, inputs: Tensor, target: Tensor) -> Tensor:
     """The authors' evaluation map: pre-sigmoid ``c`` of the target class at the map size."""
     return explainer.attribute(inputs, target=target, scale="raw", upsample=False)
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -14,18 +15,22 @@ from torch import Tensor, nn
 
 from ttame_attr._core.images import check_images
 from ttame_attr._core.maps import minmax_scale
+from ttame_attr._core.modes import eval_mode
 from ttame_attr._core.outputs import forward_logits
 from ttame_attr._core.targets import classes_per_image
 from ttame_attr._typing import TargetType
 
 __all__ = [
-    "MULTI_LABEL_THRESHOLD", "ExplainFn", "MapsOrExplain", "Prepared", "TargetArg", "check_fractions",
-    "check_multi_label", "check_positive_int", "chunks", "clean_forward", "get_maps", "make_baseline",
-    "model_device", "pixel_ranks", "prepare", "prepare_maps", "probabilities", "to_probabilities",
+    "MULTI_LABEL_THRESHOLD", "ExplainFn", "MapsOrExplain", "Prepared", "TargetArg", "check_finite_maps",
+    "check_fractions", "check_multi_label", "check_positive_int", "chunks", "clean_forward", "get_maps",
+    "in_eval_mode", "make_baseline", "model_device", "nonfinite_maps", "pixel_ranks", "prepare",
+    "prepare_maps", "probabilities", "to_probabilities",
     "warn_if_training",
 ]
 
 logger = logging.getLogger(__name__)
+
+F_ = TypeVar("F_", bound=Callable[..., Any])
 
 #: An explanation method: ``explain(inputs, target) -> maps``.
 ExplainFn = Callable[[Tensor, Tensor], Any]
@@ -82,9 +87,25 @@ def warn_if_training(model: nn.Module, where: str) -> None:
                         "whose explanations are evaluated.")
     if any(m.training for m in model.modules()) and model not in _WARNED_TRAINING:
         _WARNED_TRAINING.add(model)
-        logger.warning("%s: the model is in training mode (dropout, batch-norm statistics); the metric does "
-                       "not change it, so scores may be random or shift the model's statistics. Call "
-                       "model.eval() before evaluating.", where)
+        logger.warning("%s: the model is in training mode; the metric runs it in eval mode (no dropout, "
+                       "batch-norm statistics used, never updated) and restores each module's mode "
+                       "afterwards. Call model.eval() to silence this.", where)
+
+
+def in_eval_mode(where: str) -> Callable[[F_], F_]:
+    """Decorate a metric whose first argument is the model: warn if it is in training mode
+    (:func:`warn_if_training`), run the metric with it in eval mode, restore every module's mode."""
+
+    def decorate(metric: F_) -> F_:
+        @functools.wraps(metric)
+        def wrapper(model: Any, *args: Any, **kwargs: Any) -> Any:
+            warn_if_training(model, where)
+            with eval_mode(model):
+                return metric(model, *args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
 
 
 def chunks(total: int, size: int | None) -> Iterator[slice]:
@@ -197,6 +218,7 @@ def prepare_maps(maps: Tensor, n: int, size: tuple[int, int], minmax: bool = Fal
     if min(maps.shape[1:]) == 0:
         raise ValueError(f"maps: maps have an empty channel or spatial size, shape {tuple(maps.shape)}.")
     m = maps.detach().float()
+    check_finite_maps(m)
     if m.dim() == 3:
         m = m.unsqueeze(1)
     elif m.shape[1] > 1:
@@ -206,6 +228,30 @@ def prepare_maps(maps: Tensor, n: int, size: tuple[int, int], minmax: bool = Fal
     if tuple(m.shape[-2:]) != tuple(size):
         m = F.interpolate(m, size=size, mode="bilinear", align_corners=False)
     return m[:, 0]
+
+
+def nonfinite_maps(maps: Tensor) -> Tensor:
+    """``(N,)`` bool: which maps of a batch hold a NaN or an infinity."""
+    return ~torch.isfinite(maps.detach()).flatten(1).all(dim=1)
+
+
+def check_finite_maps(maps: Tensor, first: int = 0) -> None:
+    """Refuse maps holding NaN or inf (min-max scaling would turn them into plausible scores).
+
+    Args:
+        maps: ``(N, ...)`` maps of a batch.
+        first: the position of the batch's first image, for the message (``evaluate``).
+
+    Raises:
+        ValueError: naming the images (positions in the batch, or from ``first``).
+    """
+    bad = nonfinite_maps(maps).nonzero().flatten().tolist()
+    if bad:
+        where = "images" if first else "images (positions in the batch)"
+        shown = ", ".join(str(first + i) for i in bad[:10]) + (", ..." if len(bad) > 10 else "")
+        raise ValueError(f"maps: the maps of {len(bad)} of {maps.shape[0]} {where} {shown} hold NaN or inf, "
+                         "which no metric can score. Fix the explanation method (or the images), or with "
+                         "evaluate() pass nonfinite='skip' to leave such images out and count them.")
 
 
 def pixel_ranks(maps: Tensor, descending: bool = True) -> Tensor:

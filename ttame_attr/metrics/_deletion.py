@@ -17,6 +17,7 @@ from ttame_attr.metrics._common import (
     check_multi_label,
     check_positive_int,
     chunks,
+    in_eval_mode,
     make_baseline,
     pixel_ranks,
     prepare,
@@ -137,6 +138,7 @@ def _run(
     return CurveResult.from_per_sample(kind, fractions.float(), curves, prep.target)
 
 
+@in_eval_mode("deletion")
 def deletion(
     model: nn.Module, inputs: Tensor, maps: MapsOrExplain, target: TargetArg = None, steps: int | None = None,
     baseline: BaselineArg = 0.0, max_batch: int | None = None, blur_kernel: int = 11, blur_sigma: float = 5.0,
@@ -150,6 +152,7 @@ def deletion(
                 max_batch, multi_label)
 
 
+@in_eval_mode("insertion")
 def insertion(
     model: nn.Module, inputs: Tensor, maps: MapsOrExplain, target: TargetArg = None, steps: int | None = None,
     baseline: BaselineArg = "blur", max_batch: int | None = None, blur_kernel: int = 11,

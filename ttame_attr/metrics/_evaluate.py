@@ -12,16 +12,18 @@ from torch import Tensor, nn
 from ttame_attr._core.images import check_images
 from ttame_attr._core.labels import check_threshold, positive_labels
 from ttame_attr._core.outputs import forward_logits
+from ttame_attr._core.parts import ExplainerParts
 from ttame_attr._core.progress import progress_bar
-from ttame_attr._core.ttame import TTAME
 from ttame_attr.metrics._ad_ic import AverageDropIncrease
 from ttame_attr.metrics._common import (
     MapsOrExplain,
+    check_finite_maps,
     check_multi_label,
     clean_forward,
     get_maps,
+    in_eval_mode,
     model_device,
-    warn_if_training,
+    nonfinite_maps,
 )
 from ttame_attr.metrics._deletion import Deletion, Insertion
 from ttame_attr.metrics._road import ROAD
@@ -92,6 +94,7 @@ def _batch_targets(model: nn.Module, x: Tensor, labels: Any, target: str, multi_
     return x[pairs.image], pairs.label
 
 
+@in_eval_mode("evaluate")
 def evaluate(
     model: nn.Module,
     loader: Iterable[Any],
@@ -104,13 +107,15 @@ def evaluate(
     *,
     multi_label: bool | None = None,
     threshold: float = 0.5,
+    nonfinite: Literal["raise", "skip"] = "raise",
 ) -> dict[str, Any]:
     """Evaluate an explanation method with several metrics over a data loader.
 
     Each batch is explained once (with the target below) and the same maps are passed to every
     metric. A :class:`~ttame_attr.TTAME` explainer is, besides, passed itself to AD/IC, which
     takes the paper's maps from it (pre-sigmoid, at map size: one more forward pass). The model
-    is expected in eval mode and its mode is never changed.
+    runs in eval mode (a warning if it was in training mode), and every module's mode is
+    restored afterwards.
 
     Args:
         model: the classifier.
@@ -136,13 +141,19 @@ def evaluate(
             built by name use sigmoid probabilities. Default: the explainer's ``multi_label``
             when it has one, else ``False``.
         threshold: the probability above which a label is positive (multi-label only).
+        nonfinite: what to do with an image whose map holds NaN or inf: ``"raise"`` (default) a
+            ``ValueError`` naming the images (their positions in the loader), or ``"skip"``:
+            leave them out of every metric; the result then also holds ``"nonfinite"``, the
+            list of their positions (a logged warning gives the count).
 
     Returns:
-        ``{name: result}``, each metric's ``compute()`` result.
+        ``{name: result}``, each metric's ``compute()`` result (and, with ``nonfinite="skip"``,
+        ``"nonfinite"``: the loader positions of the images left out).
 
     Raises:
         ValueError: unknown metric names, an unknown ``target`` mode, ``target="label"``
-            without labels in the batches, an empty loader.
+            without labels in the batches, an empty loader, maps holding NaN or inf (unless
+            ``nonfinite="skip"``).
         TypeError: batches or metrics of the wrong type.
 
     Example:
@@ -155,8 +166,9 @@ def evaluate(
     """
     if target not in ("predicted", "label"):
         raise ValueError(f"target: expected 'predicted' or 'label', got {target!r}.")
-    warn_if_training(model, "evaluate")
-    explainer = explain if isinstance(explain, TTAME) else None
+    if nonfinite not in ("raise", "skip"):
+        raise ValueError(f"nonfinite: expected 'raise' or 'skip', got {nonfinite!r}.")
+    explainer = explain if isinstance(explain, ExplainerParts) else None
     if normalization is None and explainer is not None:
         normalization = explainer.normalization
     if multi_label is None:
@@ -164,7 +176,7 @@ def evaluate(
     multi_label = check_multi_label(multi_label)
     threshold = check_threshold(threshold)
     built = _build(metrics, model, normalization, multi_label)
-    seen = 0
+    seen, images, skipped = 0, 0, []
     for batch in progress_bar(loader, enabled=progress, desc="evaluate"):
         if max_batches is not None and seen >= max_batches:
             break
@@ -174,11 +186,39 @@ def evaluate(
         if not tgt.numel():
             continue  # a multi-hot batch without any label
         maps = get_maps(explain, x, tgt)
+        first, images, seen = images, images + x.shape[0], seen + 1
+        if nonfinite == "raise":
+            if isinstance(maps, Tensor) and maps.dim() > 1:
+                check_finite_maps(maps, first)
+        else:
+            x, tgt, maps, bad = _finite_only(x, tgt, maps)
+            skipped.extend(first + i for i in bad)
+            if x.shape[0] == 0:
+                continue
         for metric in built.values():
             paper = explainer is not None and isinstance(metric, AverageDropIncrease)
             metric.update(x, explainer if paper else maps, tgt)
-        seen += 1
     if seen == 0:
         raise ValueError("loader: yielded no batches; nothing to evaluate.")
+    if skipped:
+        logger.warning("evaluate: left out %d of %d images whose maps hold NaN or inf (positions %s%s)",
+                       len(skipped), images, skipped[:10], ", ..." if len(skipped) > 10 else "")
+    if len(skipped) == images:
+        raise ValueError(f"maps: the maps of all {images} images hold NaN or inf; nothing to evaluate. Fix "
+                         "the explanation method.")
     logger.info("evaluate: %d batches, metrics %s", seen, list(built))
-    return {name: metric.compute() for name, metric in built.items()}
+    results: dict[str, Any] = {name: metric.compute() for name, metric in built.items()}
+    if nonfinite == "skip":
+        results["nonfinite"] = skipped
+    return results
+
+
+def _finite_only(x: Tensor, tgt: Tensor, maps: Any) -> tuple[Tensor, Tensor, Any, list[int]]:
+    """The images of a batch whose maps are finite (and the positions of the others)."""
+    if not isinstance(maps, Tensor) or maps.dim() < 2 or maps.shape[0] != x.shape[0]:
+        return x, tgt, maps, []  # the metrics report the wrong shape
+    bad = nonfinite_maps(maps)
+    if not bool(bad.any()):
+        return x, tgt, maps, []
+    keep = ~bad.to(x.device)
+    return x[keep], tgt[keep], maps[keep.to(maps.device)], bad.nonzero().flatten().tolist()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -17,6 +18,8 @@ from ttame_attr.metrics._stateful import Accumulator, PerSampleResult
 
 __all__ = ["EnergyPointingGame", "EnergyPointingResult", "PointingGame", "PointingGameResult",
            "energy_pointing_game", "pointing_game"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -82,11 +85,31 @@ def _check_masks(masks: Any) -> Tensor:
         raise ValueError(f"masks: height and width must be at least 1, got shape {tuple(masks.shape)}.")
     if masks.is_complex():
         raise TypeError(f"masks: expected a bool or 0/1 tensor, got dtype {masks.dtype}.")
-    return masks > 0.5 if masks.is_floating_point() else masks.bool()
+    if masks.is_floating_point():
+        soft = masks[(masks > 0) & (masks < 1)]
+        if soft.numel():
+            raise ValueError(f"masks: expected bool or 0/1 masks, got {soft.numel()} values between 0 and 1 "
+                             f"(e.g. {float(soft.flatten()[0])}), a soft or resized mask. Binarise it first, "
+                             "e.g. masks >= 0.5 (resize masks with mode='nearest').")
+    m = masks >= 1 if masks.is_floating_point() else masks.bool()
+    empty = (~m.flatten(1).any(dim=1)).nonzero().flatten().tolist()
+    if len(empty) == m.shape[0]:
+        raise ValueError(f"masks: all {m.shape[0]} masks are empty (no pixel set), so there is nothing to "
+                         "point at. Pass masks with the object's pixels set (bool or 0/1).")
+    if empty:
+        logger.warning("masks: %d of %d masks are empty (positions %s); those images are not scored",
+                       len(empty), m.shape[0], empty[:10])
+    return m
 
 
 def _maps_at(maps: MapsOrExplain, masks: Tensor, inputs: Tensor | None, target: TargetArg) -> Tensor:
     """Maps ``(N, H, W)`` at the masks' resolution, on the masks' device."""
+    given = inputs if inputs is not None and not isinstance(maps, Tensor) else maps
+    n = given.shape[0] if isinstance(given, Tensor) and given.dim() > 0 else None
+    if n is not None and n != masks.shape[0]:
+        what = "images of `inputs`" if given is inputs else "maps"
+        raise ValueError(f"masks: batch size {masks.shape[0]} does not match the {n} {what}. Pass one mask "
+                         "(and one map) per image, in the same order.")
     if callable(maps) or callable(getattr(maps, "attribute", None)):
         if inputs is None or target is None:
             raise ValueError("maps: an explanation method was given, so `inputs` (N, C, H, W) and `target` "
@@ -120,7 +143,8 @@ def pointing_game(maps: MapsOrExplain, masks: Tensor, tolerance: float = 0.0, in
         maps: maps ``(N, 1, h, w)``, ``(N, h, w)`` or ``(N, C, h, w)`` (channels averaged), or
             an explanation method called as ``explain(inputs, target)`` (or an object with
             ``attribute(inputs, target=...)``).
-        masks: ground truth, bool or 0/1 ``(N, H, W)`` or ``(N, 1, H, W)``.
+        masks: ground truth, bool or 0/1 ``(N, H, W)`` or ``(N, 1, H, W)`` (soft values are
+            refused; an empty mask is logged and its image not counted).
         tolerance: radius in pixels around the mask that still counts as a hit (>= 0).
         inputs: images ``(N, C, H, W)``, only needed with an explanation method.
         target: ground-truth class per image (int or ``(N,)``), only with an explanation
@@ -131,7 +155,8 @@ def pointing_game(maps: MapsOrExplain, masks: Tensor, tolerance: float = 0.0, in
 
     Raises:
         TypeError: non-tensor maps or masks.
-        ValueError: wrong ranks, mismatched batch sizes, empty batch, negative tolerance.
+        ValueError: wrong ranks, mismatched batch sizes, empty batch, negative tolerance, soft
+            masks, every mask empty, maps holding NaN or inf.
 
     Example:
         >>> masks = torch.zeros(1, 8, 8, dtype=torch.bool)
@@ -169,7 +194,8 @@ def energy_pointing_game(maps: MapsOrExplain, masks: Tensor, inputs: Tensor | No
 
     Raises:
         TypeError: non-tensor maps or masks.
-        ValueError: wrong ranks, mismatched batch sizes, empty batch.
+        ValueError: wrong ranks, mismatched batch sizes, empty batch, soft masks, every mask
+            empty, maps holding NaN or inf.
 
     Example:
         >>> masks = torch.zeros(1, 4, 4)

@@ -16,6 +16,7 @@ from ttame_attr.metrics._common import (
     check_multi_label,
     check_positive_int,
     chunks,
+    in_eval_mode,
     pixel_ranks,
     prepare,
     probabilities,
@@ -104,6 +105,7 @@ def _road_probs(model: nn.Module, inputs: Tensor, maps: Tensor, target: Tensor, 
     return probs.view(n, 2, p), top1.view(n, 2, p)
 
 
+@in_eval_mode("road")
 def road(
     model: nn.Module, inputs: Tensor, maps: MapsOrExplain, target: TargetArg = None,
     fractions: Sequence[float] = DEFAULT_REMOVED, noise_std: float = 0.01,

@@ -1,4 +1,8 @@
-"""``fit``: check the settings, agree the set-up across ranks, assemble the pieces, run the loop."""
+"""``fit``: check the settings, agree the set-up across ranks, build the :class:`Trainer`, run it.
+
+A batch's path: :func:`fit` -> :meth:`Trainer.fit <ttame_attr.training._trainer.Trainer.fit>`
+(``_trainer.py``) -> :class:`~ttame_attr.TrainStep` (``_step.py``).
+"""
 
 from __future__ import annotations
 
@@ -7,30 +11,23 @@ import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
-from torch import Tensor
 
+from ttame_attr._core.masking import Masker
 from ttame_attr._core.modes import eval_mode
 from ttame_attr._core.outputs import extract_logits
+from ttame_attr._core.parts import ExplainerParts
 from ttame_attr._core.setup import model_device_dtype
 from ttame_attr.training import distributed as dist_
-from ttame_attr.training._checkpoint import Checkpointing, read_checkpoint, resolve_checkpoint_path
-from ttame_attr.training._data import DataOrder, batch_images, loader_len
-from ttame_attr.training._history import ClassPeaks, EpochMeans, History, TrainingHistory
-from ttame_attr.training._loop import EpochLoop, LoopPosition
-from ttame_attr.training._nonfinite import NonFiniteGuard
-from ttame_attr.training._progress import ProgressBar
+from ttame_attr.training._checkpoint import read_checkpoint, resolve_checkpoint_path
+from ttame_attr.training._history import TrainingHistory
 from ttame_attr.training._recipe import check_recipe, resolve_schedule
 from ttame_attr.training._step import TrainStep
-from ttame_attr.training._validation import Validation
+from ttame_attr.training._trainer import Trainer
 
-if TYPE_CHECKING:
-    from ttame_attr._core.ttame import TTAME
-
-__all__ = ["fit"]
+__all__ = ["blank_class", "fit"]
 
 logger = logging.getLogger(__name__)
 
@@ -110,24 +107,28 @@ def _agreed_setup(loader: Any, val_loader: Any, steps_per_epoch: int | None, che
     return _Setup(loader, val_loader, low, None if val is None else val[0], checkpoint)
 
 
-def _to_device(explainer: TTAME, image_key: str | None, batch: Any) -> Tensor:
-    x, _ = explainer._check_inputs(batch_images(batch, image_key))
-    return explainer._to_model(x, non_blocking=True)
+def loader_len(loader: Any) -> int | None:
+    """``len(loader)``, or ``None`` for a loader without a length."""
+    try:
+        return len(loader)
+    except TypeError:
+        return None
 
 
-def blank_class(explainer: TTAME) -> int:
+def blank_class(explainer: ExplainerParts) -> int:
     """The class ``explainer``'s classifier predicts for a fully masked image of its input size
     (every mask value zero, in its ``mask_space``): the prediction an empty mask keeps."""
     c, h, w = explainer.input_size
     _, dtype = model_device_dtype(explainer.model)
     x = torch.zeros(1, c, h, w, device=explainer.device, dtype=dtype)
     with torch.no_grad(), eval_mode(explainer.model):
-        masked = explainer.mask_images(x, torch.zeros(1, 1, 1, 1, device=x.device, dtype=dtype))
+        masker = Masker(explainer.mask_space, explainer.normalization)
+        masked = masker(x, torch.zeros(1, 1, 1, 1, device=x.device, dtype=dtype))
         return int(extract_logits(explainer.model(masked)).argmax(dim=1)[0])
 
 
 def fit(
-    explainer: TTAME, loader: Iterable[Any], epochs: int | None = None, *,
+    explainer: ExplainerParts, loader: Iterable[Any], epochs: int | None = None, *,
     val_loader: Iterable[Any] | None = None, lr: float | None = None, recipe: str = "auto",
     momentum: float = 0.9, weight_decay: float = 5e-4, nesterov: bool = True,
     steps_per_epoch: int | None = None, amp: bool | None = None, progress: bool = True,
@@ -224,35 +225,25 @@ def fit(
     epochs, lr = schedule.epochs, schedule.lr
     if dist_.is_main_process(ctx):
         logger.info("T-TAME training: %s", schedule.describe())
-    prepare = partial(_to_device, explainer, image_key)
+    settings = {"epochs": epochs, "steps_per_epoch": setup.batches, "lr": float(lr),
+                "momentum": float(momentum), "weight_decay": float(weight_decay), "nesterov": bool(nesterov)}
     with eval_mode(explainer.model), dist_.data_parallel_head(explainer.head, ctx) as head:
         step = TrainStep(explainer, epochs * setup.batches, lr=lr, momentum=momentum,
                          weight_decay=weight_decay, nesterov=nesterov, amp=amp, head=head, ctx=ctx)
-        position, history = LoopPosition(), History(epochs, ctx)
-        means, guard = EpochMeans(ctx), NonFiniteGuard(max_skipped_steps, path)
-        peaks = ClassPeaks(explainer.num_classes, ctx)
-        data = DataOrder(setup.loader, setup.batches, ctx, record=path is not None)
-        validation = [] if setup.val_loader is None else [
-            Validation(step, setup.val_loader, prepare, ctx, setup.val_batches)]
-        # The order in which the pieces hear every event (see _loop.py).
-        pieces = [ProgressBar(progress and dist_.is_main_process(ctx)), means, peaks, guard, *validation,
-                  history, data]
-        if path is not None:
-            settings = {"epochs": epochs, "steps_per_epoch": setup.batches, "lr": float(lr),
-                        "momentum": float(momentum), "weight_decay": float(weight_decay),
-                        "nesterov": bool(nesterov), "amp_dtype": str(step.precision.dtype)}
-            stateful = [step, position, means, peaks, guard, history, data]
-            checkpointing = Checkpointing(path, checkpoint_every, stateful, explainer.config(), settings, ctx)
-            if setup.checkpoint is not None:
-                checkpointing.restore(setup.checkpoint)
-            pieces.append(checkpointing)
-        EpochLoop(step, data, epochs, setup.batches, pieces, position, prepare).run()
+        trainer = Trainer(explainer, step, setup.loader, epochs=epochs, batches=setup.batches,
+                          val_loader=setup.val_loader, val_batches=setup.val_batches, image_key=image_key,
+                          progress=progress, max_skipped_steps=max_skipped_steps, checkpoint=path,
+                          checkpoint_every=checkpoint_every,
+                          settings={**settings, "amp_dtype": str(step.precision.dtype)}, ctx=ctx)
+        if setup.checkpoint is not None:
+            trainer.resume(setup.checkpoint)
+        history = trainer.fit()
     explainer.head.eval()
-    history.history.schedule = schedule.as_dict()
-    if history.history.dead_classes():
-        history.history.blank_class = blank_class(explainer)
-    explainer.history = history.history
+    history.schedule = schedule.as_dict()
+    if history.dead_classes():
+        history.blank_class = blank_class(explainer)
+    explainer.history = history
     if dist_.is_main_process(ctx):
-        for advice in history.history.warnings():
+        for advice in history.warnings():
             logger.warning("%s", advice)
-    return history.history
+    return history

@@ -1,21 +1,25 @@
-"""What a training run reports: per-epoch statistics and the running means behind them."""
+"""What a training run records: one :class:`EpochStats` per epoch, and the running statistics
+behind them (:class:`RunningMeans`, :class:`ClassPeaks`).
+
+What to do about a run's problems (the advice text) is in ``_recipe.py``, beside the schedule it
+refers to.
+"""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from ttame_attr._core.loss import LossTerms
+from ttame_attr.training import _recipe
 from ttame_attr.training import distributed as dist_
-from ttame_attr.training._loop import LoopPiece
-from ttame_attr.training._recipe import auto_max_lr
 
-__all__ = ["DEAD_MAP_PEAK", "FULL_MAP_FLOOR", "ClassPeaks", "Convergence", "EpochMeans", "EpochStats",
-           "History", "TrainingHistory"]
+__all__ = ["DEAD_MAP_PEAK", "FULL_MAP_FLOOR", "ClassPeaks", "Convergence", "EpochStats", "RunningMeans",
+           "TrainingHistory"]
 
 logger = logging.getLogger(__name__)
 
@@ -26,16 +30,6 @@ DEAD_MAP_PEAK = 0.1
 #: every pixel of every one of its training images: the map keeps the whole image and explains
 #: nothing, the mirror of a dead map (the sigmoid is saturated, so training cannot pull it down).
 FULL_MAP_FLOOR = 0.9
-
-
-#: The most classes an advice lists by name; the rest are counted.
-LISTED_CLASSES = 20
-
-
-def _listed(classes: list[int]) -> str:
-    """``classes`` for an advice: the first :data:`LISTED_CLASSES`, then how many more."""
-    more = f" and {len(classes) - LISTED_CLASSES} more" if len(classes) > LISTED_CLASSES else ""
-    return ", ".join(str(k) for k in classes[:LISTED_CLASSES]) + more
 
 
 @dataclass
@@ -138,14 +132,8 @@ class TrainingHistory:
         gain = fid[1] - fid[0]
         if drop <= loss_tol and gain <= fidelity_tol:
             return Convergence(True, source, drop, gain, "")
-        # The rule's largest rate for this backbone: 1e-2, or 5e-3 on a Swin.
-        cap = f"{auto_max_lr((self.schedule or {}).get('family')):.0e}".replace("e-0", "e-")
-        advice = (
-            f"the T-TAME head is probably under-trained: over its last epoch the {source} loss fell "
-            f"{drop:.1%} ({loss[0]:.4f} -> {loss[1]:.4f}) and the fidelity moved {fid[0]:.3f} -> "
-            f"{fid[1]:.3f}. Train longer (e.g. epochs={2 * len(self.epochs)}), with a higher maximum "
-            f"learning rate (lr={cap} suits runs of a few thousand steps; the paper's lr=1e-3 is for "
-            f"ImageNet's 40,000 steps per epoch) or on more images.")
+        advice = _recipe.under_training_advice(source, loss, fid, len(self.epochs),
+                                               (self.schedule or {}).get("family"))
         return Convergence(False, source, drop, gain, advice)
 
     def dead_classes(self) -> list[int]:
@@ -158,15 +146,7 @@ class TrainingHistory:
 
     def full_class_advice(self) -> str:
         """What to do about :meth:`full_classes` (empty when there are none)."""
-        full = self.full_classes()
-        if not full:
-            return ""
-        return (f"the T-TAME head's maps of class(es) {_listed(full)} are full: in the last epoch their "
-                f"masks stayed above {FULL_MAP_FLOOR} on every pixel of every one of their images, so they "
-                "keep the whole image and explain nothing (their top pixels are no more salient than the "
-                "rest). The sigmoid is saturated there, so training cannot pull such a map down once it is "
-                "there. Refit a new head with a lower maximum learning rate (e.g. recipe='paper', or lr= "
-                "half of history.schedule['lr']) or with another seed.")
+        return _recipe.full_class_advice(self.full_classes(), FULL_MAP_FLOOR)
 
     def dead_class_advice(self) -> str:
         """What to do about :meth:`dead_classes` (empty when there are none).
@@ -177,27 +157,7 @@ class TrainingHistory:
         image, has no reason to live: an empty mask already keeps that class, so the loss is
         lowest with no map at all. That comes from the classifier, not from training.
         """
-        dead = self.dead_classes()
-        if not dead:
-            return ""
-        parts = []
-        lost = [k for k in dead if k != self.blank_class]
-        if lost:
-            parts.append(
-                f"the T-TAME head has given up on class(es) {_listed(lost)}: in the last epoch their masks "
-                f"stayed below {DEAD_MAP_PEAK} on every pixel of every one of their images, so their "
-                "explanations are blank and their masked images lose the class. The area term holds such a "
-                "map at zero once it is there. Refit a new head built with head_init='zeros' (the default; "
-                "'pytorch' makes this likely), with a lower maximum learning rate, or with another seed.")
-        if self.blank_class is not None and self.blank_class in dead:
-            parts.append(
-                f"the T-TAME head has given up on class {self.blank_class}, which is what the classifier "
-                "predicts for a fully masked image (every pixel masked). For that class an empty mask "
-                "already keeps the prediction, so the loss is lowest with no map at all and its "
-                "explanations are blank. This comes from the classifier (its default class), not from "
-                "training: another seed or learning rate may not change it. Judge this class's "
-                "explanations with deletion metrics (AD, ROAD MoRF) rather than by the maps.")
-        return " Also, ".join(parts)
+        return _recipe.dead_class_advice(self.dead_classes(), self.blank_class, DEAD_MAP_PEAK)
 
     def warnings(self) -> list[str]:
         """What is wrong with the trained head, one piece of advice per problem (empty when
@@ -241,38 +201,7 @@ class RunningMeans:
         return {key: sums.get(key, 0.0) / max(count, 1) for key in TERMS}
 
 
-class EpochMeans(LoopPiece):
-    """The mean loss terms of the epoch in progress; under DDP, of the global batches.
-
-    State: the running sums (``meter_sums``, ``meter_count``). Under DDP the saved sums are
-    those of all ranks (:meth:`state_dict` is a collective) and only rank 0 loads them back, so
-    that the epoch-end reduction counts them once.
-    """
-
-    def __init__(self, ctx: dist_.DistributedContext | None = None) -> None:
-        self.ctx = ctx
-        self.meter = RunningMeans()
-
-    def on_batch_end(self, loop: Any, result: Any) -> None:
-        if result.stepped:
-            self.meter.add_terms(result.batch_size, result.terms, result.fidelity)
-
-    def on_epoch_end(self, loop: Any, record: dict[str, Any]) -> None:
-        record.update(self.meter.means(self.ctx))
-        self.meter = RunningMeans()
-
-    def state_dict(self) -> dict[str, Any]:
-        sums, count = dist_.reduce_sums(self.meter.sums, self.meter.count, self.ctx)
-        return {"meter_sums": sums, "meter_count": count}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.meter = RunningMeans()
-        if dist_.is_main_process(self.ctx):
-            self.meter.sums = dict(state.get("meter_sums", {}))
-            self.meter.count = int(state.get("meter_count", 0))
-
-
-class ClassPeaks(LoopPiece):
+class ClassPeaks:
     """Per class, the largest and the smallest value its own-label mask reached during the epoch.
 
     A class whose masks stay below :data:`DEAD_MAP_PEAK` on every pixel of all its images for a
@@ -326,29 +255,3 @@ class ClassPeaks(LoopPiece):
             return torch.tensor(saved, dtype=torch.float32) if fits else self._fresh(fresh)
 
         self.peaks, self.floors = restored("class_peaks", -1.0), restored("class_floors", 2.0)
-
-
-class History(LoopPiece):
-    """Turns each epoch's record into an :class:`EpochStats`, keeps them and logs them (rank 0).
-
-    State: the finished epochs (``history``).
-    """
-
-    def __init__(self, epochs: int, ctx: dist_.DistributedContext | None = None) -> None:
-        self.epochs, self.ctx = epochs, ctx
-        self.history = TrainingHistory()
-
-    def on_epoch_end(self, loop: Any, record: dict[str, Any]) -> None:
-        known = {f.name for f in fields(EpochStats)}
-        stats = EpochStats(**{k: v for k, v in record.items() if k in known})
-        self.history.epochs.append(stats)
-        if dist_.is_main_process(self.ctx):
-            logger.info("T-TAME epoch %d/%d: loss %.4f (ce %.4f, area %.4f, var %.4f), fidelity %.3f",
-                        stats.epoch, self.epochs, stats.loss, stats.ce, stats.area, stats.variation,
-                        stats.fidelity)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"history": self.history.as_dicts()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.history = TrainingHistory([EpochStats(**e) for e in state.get("history", [])])

@@ -1,29 +1,21 @@
-"""``fit``'s schedule: the paper's (8 epochs, maximum learning rate 1e-3) or one scaled to the run.
+"""The recipe: the schedule ``fit`` trains with, and what to change when the trained head shows
+it was not enough.
 
-The paper trains on ImageNet: 1.28 M images in batches of 32 are 40,000 steps per epoch, 320,000
-steps in 8 epochs, at a one-cycle maximum learning rate of 1e-3. Users fit on their own data,
-often a few thousand images: a few hundred steps per epoch, where the paper's learning rate
-leaves the head under-trained (``benchmarks/tune_ttame.py``, behind ``benchmarks/quality.py``'s
-settings: at 250 steps per epoch, 1e-2 beat 1e-3 on the validation split of every backbone, and
-the ViT needed 16 epochs). ``benchmarks/budget.py`` measures this rule against the paper's values
-and the tuned settings from 1,000 to 16,000 images.
-
-``recipe="auto"`` (the default) keeps the paper's values for runs as long as the paper's and
-scales them for shorter runs:
+The paper trains 8 epochs at a one-cycle maximum learning rate of 1e-3 on ImageNet (40,000 steps
+per epoch). ``recipe="auto"`` (the default) keeps those values for runs as long as the paper's
+and scales them for shorter ones:
 
 * epochs: 8, raised for a small loader until the run has :data:`AUTO_MIN_STEPS` steps (at most
-  :data:`AUTO_MAX_EPOCHS` epochs), more for the backbone families in
-  :data:`AUTO_MIN_STEPS_BY_FAMILY`: 8,000 for the ViT, where 4,000 steps lost a class map or
-  trailed the tuned setting's IC 15% on a retrained classifier and 8,000 did neither (see
-  :doc:`/training`);
-* maximum learning rate: ``1e-3 * sqrt(320,000 / total steps)``, between 1e-3 and a cap: the
-  shorter the run, the larger the steps. The cap is :data:`AUTO_MAX_LR` (1e-2), lower for the
-  backbone families in :data:`AUTO_MAX_LR_BY_FAMILY`: 5e-3 for the Swin, whose heads lost a
-  class map or left one full in five of ten runs at 8.9e-3 to 1e-2 in the budget study, and in
-  none of ten at 5e-3 or 3e-3 (see :doc:`/training`).
+  :data:`AUTO_MAX_EPOCHS` epochs), more for the families in :data:`AUTO_MIN_STEPS_BY_FAMILY`;
+* maximum learning rate: ``1e-3 * sqrt(320,000 / total steps)``, between 1e-3 and
+  :data:`AUTO_MAX_LR`, lower for the families in :data:`AUTO_MAX_LR_BY_FAMILY`.
 
-``recipe="paper"`` gives exactly the paper's values. ``epochs=`` and ``lr=`` given to ``fit``
-always win; the rule fills in only what is not given.
+``recipe="paper"`` gives exactly the paper's values; ``epochs=`` and ``lr=`` given to ``fit``
+always win. The evidence behind the numbers is in :doc:`/training` and ``benchmarks/results/``.
+
+The advice (:func:`under_training_advice`, :func:`dead_class_advice`, :func:`full_class_advice`)
+is the text :class:`~ttame_attr.training.TrainingHistory` gives when a run ended under-trained or
+with dead or full class maps.
 """
 
 from __future__ import annotations
@@ -34,7 +26,8 @@ from typing import Any
 
 __all__ = ["AUTO_MAX_EPOCHS", "AUTO_MAX_LR", "AUTO_MAX_LR_BY_FAMILY", "AUTO_MIN_STEPS",
            "AUTO_MIN_STEPS_BY_FAMILY", "PAPER_EPOCHS", "PAPER_LR", "PAPER_STEPS", "RECIPES", "Schedule",
-           "auto_max_lr", "auto_min_steps", "check_recipe", "resolve_schedule"]
+           "auto_max_lr", "auto_min_steps", "check_recipe", "dead_class_advice", "full_class_advice",
+           "resolve_schedule", "under_training_advice"]
 
 #: The paper's epochs and one-cycle maximum learning rate.
 PAPER_EPOCHS = 8
@@ -157,3 +150,73 @@ def resolve_schedule(recipe: str, epochs: int | None, lr: float | None, steps_pe
     else:
         source["lr"] = "given"
     return Schedule(recipe, int(epochs), float(lr), int(steps_per_epoch), source, family)
+
+
+#: The most classes an advice lists by name; the rest are counted.
+LISTED_CLASSES = 20
+
+
+def _listed(classes: list[int]) -> str:
+    """``classes`` for an advice: the first :data:`LISTED_CLASSES`, then how many more."""
+    more = f" and {len(classes) - LISTED_CLASSES} more" if len(classes) > LISTED_CLASSES else ""
+    return ", ".join(str(k) for k in classes[:LISTED_CLASSES]) + more
+
+
+def under_training_advice(source: str, loss: list[float], fidelity: list[float], epochs: int,
+                          family: str | None) -> str:
+    """What to do when the last epoch still improved the head.
+
+    Args:
+        source: ``"training"`` or ``"validation"``: whose means ``loss`` and ``fidelity`` are.
+        loss, fidelity: the last two epochs' values, earlier first.
+        epochs: the epochs the run had.
+        family: the backbone family (sets the learning rate suggested).
+    """
+    drop = (loss[0] - loss[1]) / max(abs(loss[0]), 1e-12)
+    # The rule's largest rate for this backbone: 1e-2, or 5e-3 on a Swin.
+    cap = f"{auto_max_lr(family):.0e}".replace("e-0", "e-")
+    return (f"the T-TAME head is probably under-trained: over its last epoch the {source} loss fell "
+            f"{drop:.1%} ({loss[0]:.4f} -> {loss[1]:.4f}) and the fidelity moved {fidelity[0]:.3f} -> "
+            f"{fidelity[1]:.3f}. Train longer (e.g. epochs={2 * epochs}), with a higher maximum "
+            f"learning rate (lr={cap} suits runs of a few thousand steps; the paper's lr=1e-3 is for "
+            f"ImageNet's 40,000 steps per epoch) or on more images.")
+
+
+def full_class_advice(full: list[int], floor: float) -> str:
+    """What to do about full class maps (above ``floor`` everywhere); empty when there are none."""
+    if not full:
+        return ""
+    return (f"the T-TAME head's maps of class(es) {_listed(full)} are full: in the last epoch their "
+            f"masks stayed above {floor} on every pixel of every one of their images, so they "
+            "keep the whole image and explain nothing (their top pixels are no more salient than the "
+            "rest). The sigmoid is saturated there, so training cannot pull such a map down once it is "
+            "there. Refit a new head with a lower maximum learning rate (e.g. recipe='paper', or lr= "
+            "half of history.schedule['lr']) or with another seed.")
+
+
+def dead_class_advice(dead: list[int], blank_class: int | None, peak: float) -> str:
+    """What to do about dead class maps (below ``peak`` everywhere); empty when there are none.
+
+    ``blank_class``, the class the classifier gives a fully masked image, gets its own advice:
+    an empty mask already keeps that class, so its map has no reason to live.
+    """
+    if not dead:
+        return ""
+    parts = []
+    lost = [k for k in dead if k != blank_class]
+    if lost:
+        parts.append(
+            f"the T-TAME head has given up on class(es) {_listed(lost)}: in the last epoch their masks "
+            f"stayed below {peak} on every pixel of every one of their images, so their "
+            "explanations are blank and their masked images lose the class. The area term holds such a "
+            "map at zero once it is there. Refit a new head built with head_init='zeros' (the default; "
+            "'pytorch' makes this likely), with a lower maximum learning rate, or with another seed.")
+    if blank_class is not None and blank_class in dead:
+        parts.append(
+            f"the T-TAME head has given up on class {blank_class}, which is what the classifier "
+            "predicts for a fully masked image (every pixel masked). For that class an empty mask "
+            "already keeps the prediction, so the loss is lowest with no map at all and its "
+            "explanations are blank. This comes from the classifier (its default class), not from "
+            "training: another seed or learning rate may not change it. Judge this class's "
+            "explanations with deletion metrics (AD, ROAD MoRF) rather than by the maps.")
+    return " Also, ".join(parts)

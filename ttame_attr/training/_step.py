@@ -1,23 +1,34 @@
-"""One training step of the T-TAME head: the paper's optimiser, schedule and mixed precision."""
+"""One training step of the T-TAME head: the paper's optimiser, schedule and mixed precision.
+
+Also the error raised when steps keep failing (:class:`TrainingDivergedError`).
+"""
 
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from ttame_attr._core.loss import LossTerms
+from ttame_attr._core.masking import Masker
 from ttame_attr._core.outputs import extract_logits
+from ttame_attr._core.parts import ExplainerParts
 from ttame_attr._core.storage import all_finite
 from ttame_attr.training import distributed as dist_
 
-if TYPE_CHECKING:
-    from ttame_attr._core.ttame import TTAME
+__all__ = ["MixedPrecision", "StepResult", "TrainStep", "TrainingDivergedError", "param_groups"]
 
-__all__ = ["MixedPrecision", "StepResult", "TrainStep", "param_groups"]
+
+class TrainingDivergedError(FloatingPointError):
+    """Training produced non-finite values it cannot recover from.
+
+    Raised by :func:`~ttame_attr.fit` after more than ``max_skipped_steps`` steps with a non-finite
+    loss or gradient, or when the head's weights became non-finite (the checkpoint is then not
+    written, so the file on disk keeps the last good weights).
+    """
 
 
 def param_groups(head: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -140,9 +151,10 @@ class TrainStep:
         True
     """
 
-    def __init__(self, explainer: TTAME, total_steps: int, *, lr: float = 1e-3, momentum: float = 0.9,
-                 weight_decay: float = 5e-4, nesterov: bool = True, amp: bool | None = None,
-                 head: nn.Module | None = None, ctx: dist_.DistributedContext | None = None) -> None:
+    def __init__(self, explainer: ExplainerParts, total_steps: int, *, lr: float = 1e-3,
+                 momentum: float = 0.9, weight_decay: float = 5e-4, nesterov: bool = True,
+                 amp: bool | None = None, head: nn.Module | None = None,
+                 ctx: dist_.DistributedContext | None = None) -> None:
         self.explainer = explainer
         self.head = head if head is not None else explainer.head
         self.ctx = ctx
@@ -152,6 +164,7 @@ class TrainStep:
         self.scheduler = torch.optim.lr_scheduler.OneCycleLR(self.optimizer, max_lr=lr,
                                                              total_steps=self.total_steps)
         self.precision = MixedPrecision(explainer.device, amp)
+        self.masker = Masker(explainer.mask_space, explainer.normalization)
         self.step_count = 0
 
     @property
@@ -163,6 +176,13 @@ class TrainStep:
         """The loss terms and the fidelity on images ``x`` (gradients flow to the head)."""
         terms, fidelity, _, _ = self._forward(x)
         return terms, fidelity
+
+    def _masker(self) -> Masker:
+        """The masker of the explainer's current ``mask_space`` and ``normalization``."""
+        space, norm = self.explainer.mask_space, self.explainer.normalization
+        if (self.masker.space, self.masker.normalization) != (space, norm):
+            self.masker = Masker(space, norm)
+        return self.masker
 
     def _forward(self, x: Tensor) -> tuple[LossTerms, Tensor, float, tuple[Tensor, Tensor]]:
         """The loss terms, the fidelity, this rank's weight in the global batch's loss, and the
@@ -180,7 +200,7 @@ class TrainStep:
             masks = torch.sigmoid(self.head(features, all_labels))  # (B, G, h, w)
             rows = torch.arange(x.shape[0], device=x.device)
             own = masks[rows, rows + offset][:, None]  # (B, 1, h, w): image i's own label's map
-            logits_masked = extract_logits(explainer.model(explainer.mask_images(x, own)))
+            logits_masked = extract_logits(explainer.model(self._masker()(x, own)))
         terms = explainer.loss_fn(logits_masked, labels, masks)
         fidelity = (logits_masked.argmax(dim=1) == labels).float().mean()
         flat = own.detach().flatten(1)
