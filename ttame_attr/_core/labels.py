@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["LabelPairs", "PositiveLabels", "check_threshold", "fixed_width_labels", "positive_labels",
-           "sample_pairs"]
+__all__ = ["LabelPairs", "PositiveLabels", "check_multi_label_options", "check_threshold",
+           "fixed_width_labels", "positive_labels", "sample_pairs"]
 
 #: Default probability above which a label counts as present.
 DEFAULT_THRESHOLD = 0.5
@@ -30,6 +30,22 @@ def check_threshold(threshold: Any) -> float:
         raise ValueError(f"threshold: expected a probability in (0, 1), got {threshold!r}. The usual value "
                          "is 0.5 (a positive logit).")
     return float(threshold)
+
+
+def check_multi_label_options(multi_label: Any, threshold: Any, max_masked: Any) -> float:
+    """Check ``TTAME``'s ``multi_label``, ``threshold`` and ``max_masked``; the threshold as a float.
+
+    Raises:
+        TypeError: ``multi_label`` not a bool.
+        ValueError: a threshold outside ``(0, 1)``, a ``max_masked`` that is not a positive int.
+    """
+    if not isinstance(multi_label, bool):
+        raise TypeError(f"multi_label: expected True or False, got {multi_label!r}.")
+    if max_masked is not None and (isinstance(max_masked, bool) or not isinstance(max_masked, int)
+                                   or max_masked < 1):
+        raise ValueError(f"max_masked: expected a positive int or None (twice the batch size), "
+                         f"got {max_masked!r}.")
+    return check_threshold(threshold)
 
 
 def _check_logits(logits: Any) -> Tensor:

@@ -8,6 +8,7 @@ facade: the explainer is passed in.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +22,8 @@ from ttame_attr._core.maps import Scale, check_map_options, resize_maps, scale_m
 from ttame_attr._core.modes import eval_mode
 from ttame_attr._core.outputs import extract_logits
 
-__all__ = ["MultiLabelExplanation", "MultiLabelForward", "explain_multilabel", "multilabel_forward"]
+__all__ = ["Explanation", "MultiLabelExplanation", "MultiLabelForward", "explain_multilabel",
+           "explain_softmax", "multilabel_forward"]
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,8 @@ class MultiLabelForward:
 def multilabel_forward(explainer: Any, x: Tensor, features: list[Tensor], logits: Tensor, *,
                        head: nn.Module | None = None, threshold: float = DEFAULT_THRESHOLD,
                        max_pairs: int | None = None, generator: torch.Generator | None = None,
-                       autocast: AbstractContextManager[Any] | None = None) -> MultiLabelForward:
+                       autocast: AbstractContextManager[Any] | None = None,
+                       mask: Callable[[Tensor, Tensor], Tensor] | None = None) -> MultiLabelForward:
     """The loss of one multi-label training step, after the clean forward pass.
 
     The labels of each image are its positive labels (:func:`~ttame_attr.positive_labels`);
@@ -64,6 +67,7 @@ def multilabel_forward(explainer: Any, x: Tensor, features: list[Tensor], logits
         max_pairs: most masked images per step; ``None``: ``2 * B``.
         generator: random generator for the pair sample, on the batch's device.
         autocast: the mixed-precision context of the forward passes (none by default).
+        mask: ``mask(images, maps)`` multiplies images by maps; ``explainer.mask_images`` by default.
 
     Returns:
         A :class:`MultiLabelForward`; gradients flow from ``terms.total`` to the head.
@@ -72,14 +76,32 @@ def multilabel_forward(explainer: Any, x: Tensor, features: list[Tensor], logits
     labels = positive_labels(logits.detach(), threshold)
     pairs = sample_pairs(labels, 2 * batch if max_pairs is None else max_pairs, generator)
     head = explainer.head if head is None else head
+    mask = explainer.mask_images if mask is None else mask
     columns = torch.arange(len(pairs), device=x.device)
     with autocast if autocast is not None else nullcontext():
         masks = torch.sigmoid(head(features, pairs.label))  # (B, P, h, w)
         own = masks[pairs.image, columns][:, None]  # (P, 1, h, w)
-        logits_masked = extract_logits(explainer.model(explainer.mask_images(x[pairs.image], own)))
+        logits_masked = extract_logits(explainer.model(mask(x[pairs.image], own)))
     terms = explainer.loss_fn(logits_masked, pairs.label, masks)
     kept = logits_masked.detach().float()[columns, pairs.label].sigmoid() > threshold
     return MultiLabelForward(terms=terms, fidelity=kept.float().mean(), pairs=pairs, own=own.detach())
+
+
+@dataclass
+class Explanation:
+    """A prediction and its explanation, from one forward pass (see :meth:`TTAME.explain`).
+
+    Attributes:
+        logits: ``(N, num_classes)`` the classifier's logits.
+        classes: ``(N, k)`` the top-``k`` classes, most probable first.
+        probabilities: ``(N, k)`` their softmax probabilities.
+        maps: ``(N, k, H, W)`` one map per returned class.
+    """
+
+    logits: Tensor
+    classes: Tensor
+    probabilities: Tensor
+    maps: Tensor
 
 
 @dataclass(frozen=True)
@@ -143,3 +165,22 @@ def explain_multilabel(explainer: Any, x: Tensor, *, threshold: float = DEFAULT_
         maps = scale_maps(resize_maps(maps, target_size(upsample, x.shape[-2:])), scale)
         maps = maps * valid[:, :, None, None].to(maps.dtype)
     return MultiLabelExplanation(logits=logits, classes=classes, probabilities=probs, valid=valid, maps=maps)
+
+
+def explain_softmax(explainer: Any, x: Tensor, top_k: int | None, *, scale: Scale = "sigmoid",
+                    upsample: bool | tuple[int, int] = True) -> Explanation:
+    """:meth:`TTAME.explain <ttame_attr.TTAME.explain>` of a softmax classifier: the ``top_k``
+    (default 1) classes by softmax probability and their maps."""
+    num = explainer.num_classes
+    top_k = 1 if top_k is None else top_k
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= num:
+        raise ValueError(f"top_k: expected an int in [1, {num}], got {top_k!r}.")
+    check_map_options(scale, "bilinear")
+    with torch.no_grad(), eval_mode(explainer.head):
+        features, logits = explainer.extractor(x, need_logits=True)
+        assert logits is not None
+        probs = logits.float().softmax(dim=1)
+        top_p, top_c = probs.topk(top_k, dim=1)
+        maps = explainer.head(features, top_c)
+        maps = scale_maps(resize_maps(maps, target_size(upsample, x.shape[-2:])), scale)
+    return Explanation(logits=logits, classes=top_c, probabilities=top_p, maps=maps)
