@@ -12,6 +12,7 @@ Example:
 from ttame_attr._core.head import AttentionHead, FeatureBranch
 from ttame_attr._core.labels import LabelPairs, PositiveLabels, positive_labels, sample_pairs
 from ttame_attr._core.loss import LossTerms, MultiLabelTTAMELoss, TTAMELoss, area_loss, variation_loss
+from ttame_attr._core.multilabel import MultiLabelExplanation
 from ttame_attr._core.outputs import extract_logits
 from ttame_attr._core.ttame import IMAGENET_MEAN, IMAGENET_STD, TTAME, Explanation
 from ttame_attr._version import __version__
@@ -41,6 +42,7 @@ __all__ = [
     "FeatureBranch",
     "LabelPairs",
     "LossTerms",
+    "MultiLabelExplanation",
     "MultiLabelTTAMELoss",
     "PositiveLabels",
     "StepResult",
