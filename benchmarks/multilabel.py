@@ -23,9 +23,7 @@ Methods: T-TAME (``TTAME(model, multi_label=True)``, fitted on the training imag
 its pre-sigmoid maps at map size as in ``quality.py``), Grad-CAM and Score-CAM from
 pytorch-grad-cam with ``ClassifierOutputTarget(k)`` on the label's logit (for ``K > 1`` outputs
 this is the per-label binary target; ``BinaryClassifierOutputTarget`` is for one-logit models),
-and RISE with the label's sigmoid probability as the mask score. Until ``TTAME`` accepts
-``multi_label`` (phase 2 of issue 31) the T-TAME rows are skipped with a message and the
-baselines still run.
+and RISE with the label's sigmoid probability as the mask score.
 
 It writes ``multilabel.json`` (with the run record of ``_results.py``) and ``multilabel.md`` into
 ``--out`` (default ``benchmarks/results/``): mean and standard deviation over the seeds.
@@ -139,19 +137,13 @@ class SigmoidRISE(RISE):
         return out / (self.n_masks * self.p)
 
 
-def fit_ttame(model: nn.Module, arch: str, seed: int, args: argparse.Namespace) -> Explainer | None:
-    """``TTAME(model, multi_label=True)`` fitted on MultiShapes, or ``None`` before phase 2."""
+def fit_ttame(model: nn.Module, arch: str, seed: int, args: argparse.Namespace) -> Explainer:
+    """``TTAME(model, multi_label=True)`` fitted on MultiShapes."""
     from ttame_attr import TTAME
 
     size = args.image_size
-    try:
-        explainer = TTAME(model, adapter=arch, input_size=(3, size, size), normalization=(MEAN, STD),
-                          multi_label=True)
-    except TypeError as err:
-        if "multi_label" not in str(err):
-            raise
-        print(f"  T-TAME skipped: this TTAME has no multi_label argument yet ({err})", flush=True)
-        return None
+    explainer = TTAME(model, adapter=arch, input_size=(3, size, size), normalization=(MEAN, STD),
+                      multi_label=True)
     data = MultiShapes(args.n_ttame, image_size=size, seed=seed, split="train", offset=10**6)
     images, _, _ = data.generate(range(args.n_ttame))
     torch.manual_seed(seed)
@@ -162,13 +154,11 @@ def fit_ttame(model: nn.Module, arch: str, seed: int, args: argparse.Namespace) 
 
 
 def build_methods(model: nn.Module, arch: str, seed: int, args: argparse.Namespace) -> dict[str, Explainer]:
-    """The methods asked for, by display name (T-TAME left out while it cannot be built)."""
+    """The methods asked for, by display name."""
     methods: dict[str, Explainer] = {}
     for key in args.methods:
         if key == "ttame":
-            fitted = fit_ttame(model, arch, seed, args)
-            if fitted is not None:
-                methods["T-TAME"] = fitted
+            methods["T-TAME"] = fit_ttame(model, arch, seed, args)
         elif key == "gradcam":
             methods["Grad-CAM"] = PytorchGradCAM("Grad-CAM", model, arch)
         elif key == "scorecam":

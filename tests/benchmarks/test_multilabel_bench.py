@@ -68,29 +68,17 @@ def test_aggregate_mean_and_std_over_seeds() -> None:
     assert one["cnn"]["RISE"]["pointing_game"] == [10.0, 0.0]
 
 
-def test_ttame_is_skipped_while_ttame_lacks_multi_label(monkeypatch: pytest.MonkeyPatch,
-                                                        capsys: pytest.CaptureFixture[str]) -> None:
-    import ttame_attr
+def test_fit_ttame_trains_a_multi_label_explainer() -> None:
+    from ttame_attr.classifiers import build_classifier
+    from ttame_attr.data import MultiShapes
 
-    def old_ttame(*args: object, **kwargs: object) -> None:
-        raise TypeError("TTAME.__init__() got an unexpected keyword argument 'multi_label'")
-
-    monkeypatch.setattr(ttame_attr, "TTAME", old_ttame)
-    args = argparse.Namespace(image_size=32, n_ttame=4, ttame_epochs=1)
-    assert multilabel.fit_ttame(torch.nn.Identity(), "cnn", 0, args) is None
-    assert "T-TAME skipped" in capsys.readouterr().out
-
-
-def test_other_ttame_errors_are_not_hidden(monkeypatch: pytest.MonkeyPatch) -> None:
-    import ttame_attr
-
-    def broken(*args: object, **kwargs: object) -> None:
-        raise TypeError("model: expected a torch.nn.Module")
-
-    monkeypatch.setattr(ttame_attr, "TTAME", broken)
-    args = argparse.Namespace(image_size=32, n_ttame=4, ttame_epochs=1)
-    with pytest.raises(TypeError, match="model"):
-        multilabel.fit_ttame(torch.nn.Identity(), "cnn", 0, args)
+    model = build_classifier("cnn", num_classes=MultiShapes.num_classes, image_size=32).eval()
+    args = argparse.Namespace(image_size=32, n_ttame=32, ttame_epochs=1)
+    method = multilabel.fit_ttame(model, "cnn", 0, args)
+    assert method.explainer.multi_label is True
+    assert len(method.explainer.history.epochs) == 1
+    maps = method.explain(torch.rand(2, 3, 32, 32), torch.tensor([0, 3]))
+    assert maps.shape[:2] == (2, 1)
 
 
 def test_quick_settings() -> None:
