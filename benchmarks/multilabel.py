@@ -67,6 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--n-train", type=int, default=12000, help="classifier training images")
     p.add_argument("--epochs", type=int, default=12, help="classifier epochs")
+    p.add_argument("--lr", type=float, default=2e-3, help="classifier peak learning rate (AdamW, one-cycle)")
     p.add_argument("--n-ttame", type=int, default=8000, help="T-TAME training images")
     p.add_argument("--ttame-epochs", type=int, default=None, help="default: fit's recipe")
     p.add_argument("--rise-masks", type=int, default=2000)
@@ -90,9 +91,9 @@ def train_bce_classifier(arch: str, seed: int,
     model = build_classifier(arch, num_classes=MultiShapes.num_classes, image_size=size)
     loader = DataLoader(TensorDataset(images, labels), batch_size=64, shuffle=True,
                         generator=torch.Generator().manual_seed(seed), drop_last=True)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.05)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)
     steps = max(1, args.epochs * len(loader))
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=2e-3, total_steps=steps)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=steps)
     start = time.perf_counter()
     model.train()
     for _ in range(args.epochs):

@@ -68,6 +68,28 @@ def _label_options(p: argparse.ArgumentParser, saved: bool) -> None:
                         + (", or the head's" if saved else "") + ")")
 
 
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    """The ``export`` subcommand's options."""
+    p = _model_parser(sub, "export", "the model and its head as one graph: prediction and explanation",
+                      "Write the classifier with a trained head as one ONNX file (ONNX Runtime runs it "
+                      "without torch) or torch.export program (.pt2) returning logits, the top-k classes "
+                      "and their maps, for any batch size.")
+    p.add_argument("--head", required=True, help=_HEAD_HELP)
+    p.add_argument("--out", required=True, help="the file to write (.onnx or .pt2)")
+    p.add_argument("--format", choices=("onnx", "pt2"), default=None,
+                   help="default: from the suffix of --out (.onnx or .pt2)")
+    p.add_argument("--top-k", type=int, default=None,
+                   help="explain the K most probable classes (default 1); multi-label: K label columns "
+                        "(default: the number of classes), padded with class -1")
+    p.add_argument("--scale", choices=("sigmoid", "raw", "minmax"), default="sigmoid",
+                   help="map values: sigmoid masks in [0, 1] (default), raw scores, or per-map min-max")
+    p.add_argument("--map-size", action="store_true",
+                   help="maps at the head's map size instead of the input size (smaller outputs)")
+    p.add_argument("--static-batch", action="store_true",
+                   help="fix the batch size at 1 (default: any batch size)")
+    _label_options(p, saved=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``ttame`` argument parser (all subcommands)."""
     from ttame_attr._version import __version__
@@ -137,24 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _label_options(p, saved=True)
 
-    p = _model_parser(sub, "export", "the model and its head as one graph: prediction and explanation",
-                      "Write the classifier with a trained head as one ONNX file (ONNX Runtime runs it "
-                      "without torch) or torch.export program (.pt2) returning logits, the top-k classes "
-                      "and their maps, for any batch size.")
-    p.add_argument("--head", required=True, help=_HEAD_HELP)
-    p.add_argument("--out", required=True, help="the file to write (.onnx or .pt2)")
-    p.add_argument("--format", choices=("onnx", "pt2"), default=None,
-                   help="default: from the suffix of --out (.onnx or .pt2)")
-    p.add_argument("--top-k", type=int, default=None,
-                   help="explain the K most probable classes (default 1); multi-label: K label columns "
-                        "(default: the number of classes), padded with class -1")
-    p.add_argument("--scale", choices=("sigmoid", "raw", "minmax"), default="sigmoid",
-                   help="map values: sigmoid masks in [0, 1] (default), raw scores, or per-map min-max")
-    p.add_argument("--map-size", action="store_true",
-                   help="maps at the head's map size instead of the input size (smaller outputs)")
-    p.add_argument("--static-batch", action="store_true",
-                   help="fix the batch size at 1 (default: any batch size)")
-    _label_options(p, saved=True)
+    _add_export(sub)
 
     p = _model_parser(sub, "layers", "the adapter and layers T-TAME would use for a model")
     p.add_argument("--layers", nargs="+", default=None, help="check these module names instead")
