@@ -32,6 +32,7 @@ It writes ``multilabel.json`` (with the run record of ``_results.py``) and ``mul
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -71,6 +72,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--n-ttame", type=int, default=8000, help="T-TAME training images")
     p.add_argument("--ttame-epochs", type=int, default=None, help="default: fit's recipe")
     p.add_argument("--rise-masks", type=int, default=2000)
+    p.add_argument("--merge", nargs="+", type=Path, default=None, metavar="JSON",
+                   help="instead of running: merge the cells of earlier runs' multilabel.json files "
+                        "(e.g. one process per backbone) into one table, listing each run's command")
     add_run_options(p, n_images=300, quick_help="32x32 images, tiny training, RISE with 100 masks")
     args = p.parse_args(argv)
     args = finish_run_options(p, args, "multilabel", quick_images=6)
@@ -246,7 +250,8 @@ def aggregate(cells: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, list
 
 def markdown(run: dict[str, Any], summary: dict[str, Any], cells: list[dict[str, Any]]) -> str:
     columns = ["pointing_game", "energy_pointing_game", "AD15", "IC15", "AD50", "IC50", "AD100", "IC100"]
-    lines = [run_header(run), "", "# Multi-label benchmark (MultiShapes)", "",
+    parts = [f"Part: `{part['command']}` ({part['date']})  " for part in run.get("parts", [])]
+    lines = [run_header(run), *parts, "", "# Multi-label benchmark (MultiShapes)", "",
              "Mean ± std over seeds. Pointing game and energy: per ground-truth label, % (higher is "
              "better). AD (lower) / IC (higher) at 15/50/100% with sigmoid probabilities over the "
              "predicted labels.", ""]
@@ -266,12 +271,22 @@ def markdown(run: dict[str, Any], summary: dict[str, Any], cells: list[dict[str,
     return "\n".join(lines) + "\n"
 
 
+def merged(paths: list[Path]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[Any]]:
+    """The cells, run records and settings of earlier runs' ``multilabel.json`` files."""
+    payloads = [json.loads(path.read_text()) for path in paths]
+    return ([c for p in payloads for c in p["cells"]], [p["run"] for p in payloads],
+            [p["settings"] for p in payloads])
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     run = run_info("multilabel.py", argv)
-    cells = [run_cell(arch, seed, args) for arch in args.backbones for seed in args.seeds]
+    settings: Any = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    if args.merge:
+        cells, run["parts"], settings = merged(args.merge)
+    else:
+        cells = [run_cell(arch, seed, args) for arch in args.backbones for seed in args.seeds]
     summary = aggregate(cells)
-    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     payload = {"run": run, "settings": settings, "summary": summary, "cells": cells}
     for path in write_results(args.out, "multilabel", payload, markdown(run, summary, cells)):
         print(f"wrote {path}")

@@ -85,3 +85,22 @@ def test_quick_settings() -> None:
     args = multilabel.parse_args(["--quick", "--seeds", "0"])
     assert args.image_size == 32 and args.n_images <= 6 and args.rise_masks == 100
     assert args.methods == list(multilabel.METHODS)
+
+
+def test_merge_writes_one_table_of_earlier_runs(tmp_path: Path) -> None:
+    import json
+
+    row = {k: 1.0 for k in ("pointing_game", "energy_pointing_game", "AD15", "IC15", "AD50", "IC50",
+                            "AD100", "IC100")}
+    facts = {"label_accuracy": 0.9, "exact_match": 0.5, "micro_f1": 0.8}
+    for seed, value in ((0, 10.0), (1, 30.0)):
+        cell = {"backbone": "cnn", "seed": seed, "classifier": facts,
+                "methods": {"RISE": {**row, "pointing_game": value}}}
+        run = {"command": f"python benchmarks/multilabel.py --seeds {seed}", "date": "today"}
+        (tmp_path / f"{seed}.json").write_text(json.dumps({"run": run, "settings": {}, "cells": [cell]}))
+    multilabel.main(["--merge", str(tmp_path / "0.json"), str(tmp_path / "1.json"), "--out", str(tmp_path)])
+    result = json.loads((tmp_path / "multilabel.json").read_text())
+    assert result["summary"]["cnn"]["RISE"]["pointing_game"] == pytest.approx([20.0, 14.1421], rel=1e-4)
+    text = (tmp_path / "multilabel.md").read_text()
+    assert "Part: `python benchmarks/multilabel.py --seeds 0`" in text and "--seeds 1" in text
+    assert "| RISE | 20.0 ± 14.1 |" in text
