@@ -60,7 +60,8 @@ class StepResult:
 
     Attributes:
         terms: the loss and its terms on the batch (:class:`~ttame_attr.LossTerms`).
-        fidelity: share of masked images still classified as the clean image (0-d tensor).
+        fidelity: share of masked images still classified as the clean image (0-d tensor);
+            multi-label: whose label stays positive.
         batch_size: images in the batch.
         stepped: whether the optimiser stepped.
         skip_reason: why it did not: ``"loss"`` or ``"gradient"`` (not finite), ``"overflow"``
