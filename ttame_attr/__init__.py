@@ -10,7 +10,9 @@ Example:
 """
 
 from ttame_attr._core.head import AttentionHead, FeatureBranch
-from ttame_attr._core.loss import LossTerms, TTAMELoss, area_loss, variation_loss
+from ttame_attr._core.labels import LabelPairs, PositiveLabels, positive_labels, sample_pairs
+from ttame_attr._core.loss import LossTerms, MultiLabelTTAMELoss, TTAMELoss, area_loss, variation_loss
+from ttame_attr._core.multilabel import MultiLabelExplanation
 from ttame_attr._core.outputs import extract_logits
 from ttame_attr._core.ttame import IMAGENET_MEAN, IMAGENET_STD, TTAME, Explanation
 from ttame_attr._version import __version__
@@ -42,7 +44,11 @@ __all__ = [
     "Explanation",
     "ExplanationStore",
     "FeatureBranch",
+    "LabelPairs",
     "LossTerms",
+    "MultiLabelExplanation",
+    "MultiLabelTTAMELoss",
+    "PositiveLabels",
     "StepResult",
     "TTAMELoss",
     "TrainStep",
@@ -56,6 +62,8 @@ __all__ = [
     "fit",
     "get_adapter",
     "list_adapters",
+    "positive_labels",
     "register_adapter",
+    "sample_pairs",
     "variation_loss",
 ]

@@ -193,3 +193,17 @@ def test_files_unreadable_skipped_and_listed(explainer, tmp_path):
     listing.write_text("".join(f"{p} {k}\n" for k, p in enumerate(table.column("path").to_pylist()[:3])))
     listed = _run(explainer, listing, tmp_path / "s3")
     assert listed.table(["label"]).column("label").to_pylist() == [0, 1, 2]
+
+
+def test_a_multi_label_explainer_is_refused_before_anything_is_written(data, tmp_path):
+    from tiny_models import make_tiny_cnn
+
+    from ttame_attr import TTAME
+
+    explainer = TTAME(make_tiny_cnn(num_classes=5, seed=0), input_size=(3, 32, 32), multi_label=True)
+    store = tmp_path / "store"
+    with pytest.raises(ValueError, match=r"explainer: .*multi-label"):
+        _run(explainer, data, store)
+    with pytest.raises(ValueError, match=r"explainer: .*multi-label"):
+        _run(explainer.as_module(upsample=False), data, store)
+    assert not store.exists()

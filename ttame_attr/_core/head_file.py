@@ -54,6 +54,8 @@ def head_config(explainer: TTAME) -> dict[str, Any]:
         "map_size": list(explainer.map_size),
         "normalization": [list(norm[0]), list(norm[1])] if norm is not None else None,
         "mask_space": explainer.mask_space,
+        "multi_label": bool(getattr(explainer, "multi_label", False)),
+        "threshold": float(getattr(explainer, "threshold", 0.5)),
     }
 
 
@@ -204,6 +206,8 @@ def explainer_from_config(
         "normalization": tuple(normalization) if normalization else None,
         "mask_space": config.get("mask_space", "auto"),
     }
+    if config.get("multi_label"):  # files written before multi-label support are softmax heads
+        kwargs.update(multi_label=True, threshold=float(config.get("threshold", 0.5)))
     kwargs.update(options or {})
     trained_on = config.get("model_class") or config.get("backbone") or "another model"
     try:

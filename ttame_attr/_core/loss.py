@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["LossTerms", "TTAMELoss", "area_loss", "variation_loss"]
+__all__ = ["LossTerms", "MultiLabelTTAMELoss", "TTAMELoss", "area_loss", "variation_loss"]
 
 
 class LossTerms(NamedTuple):
@@ -98,3 +99,50 @@ class TTAMELoss(nn.Module):
             f"ce={self.ce_coeff}, area={self.area_coeff}, var={self.var_coeff}, "
             f"power={self.power}, eps={self.eps}, border={self.border}"
         )
+
+
+class MultiLabelTTAMELoss(TTAMELoss):
+    """The paper's loss for multi-label and single-logit classifiers, one term per label.
+
+    ``L = ce * BCE(logits_masked[p, label_p], 1) + area * mean((m + eps)^power) + var * V(m)``.
+
+    Training masks one image per ``(image, label)`` pair ``p`` (see
+    :func:`~ttame_attr._core.labels.sample_pairs`): image ``i`` multiplied by the map of its
+    label ``k``. The masked image must keep label ``k``: binary cross-entropy of that label's
+    logit against 1, averaged over the pairs (the paper's cross-entropy "keep the predicted
+    class", with each label a yes/no question instead of a choice among classes). The area and
+    variation terms are the paper's, on the ``(B, M, h, w)`` sigmoid maps of the batch's pair
+    labels for every image, so the maps of labels an image does not have are pushed towards
+    zero as the paper pushes the other classes' maps. With one label per image and the columns
+    the images' labels, ``masks`` is the paper's ``(B, B, h, w)`` and only the first term
+    differs. ``LossTerms.ce`` holds the BCE term. Defaults are the paper's coefficients.
+
+    Example:
+        >>> loss = MultiLabelTTAMELoss()
+        >>> terms = loss(torch.zeros(3, 4), torch.tensor([0, 2, 1]), torch.full((2, 3, 4, 4), 0.5))
+        >>> round(terms.ce.item(), 4)  # BCE of logit 0 against 1: log 2
+        0.6931
+    """
+
+    def forward(self, logits_masked: Tensor, labels: Tensor, masks: Tensor) -> LossTerms:
+        """Compute the loss.
+
+        Args:
+            logits_masked: ``(P, K)`` logits of the ``P`` masked images, one per pair.
+            labels: ``(P,)`` long, the label each masked image must keep.
+            masks: ``(B, M, h, w)`` sigmoid maps of the pairs' labels for every image of the batch.
+
+        Raises:
+            ValueError: ``logits_masked`` not ``(P, K)`` or ``labels`` not ``(P,)``.
+        """
+        if logits_masked.dim() != 2 or labels.shape != (logits_masked.shape[0],):
+            raise ValueError(f"labels: expected shape ({logits_masked.shape[0]},), one label per masked "
+                             f"image of logits_masked {tuple(logits_masked.shape)}, got "
+                             f"{tuple(labels.shape)}.")
+        picked = logits_masked.float().gather(1, labels.view(-1, 1).long()).squeeze(1)
+        bce = F.binary_cross_entropy_with_logits(picked, torch.ones_like(picked))
+        masks = masks.float()
+        area = area_loss(masks, self.power, self.eps)
+        var = variation_loss(masks, self.border)
+        total = self.ce_coeff * bce + self.area_coeff * area + self.var_coeff * var
+        return LossTerms(total, bce, area, var)

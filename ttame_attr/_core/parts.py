@@ -32,6 +32,9 @@ class ExplainerParts(Protocol):
         mask_space: ``"input"`` or ``"pixel"``.
         normalization: ``(mean, std)`` of the model's inputs, or ``None``.
         history: the last ``fit``'s :class:`~ttame_attr.TrainingHistory`, or ``None``.
+        multi_label: whether the model is multi-label (or single-logit): sigmoid labels.
+        threshold: with ``multi_label``, the probability above which a label is positive.
+        max_masked: with ``multi_label``, the most pairs masked per step (``None``: ``2 * B``).
     """
 
     model: nn.Module
@@ -41,6 +44,9 @@ class ExplainerParts(Protocol):
     mask_space: str
     normalization: Normalization | None
     history: Any
+    multi_label: bool
+    threshold: float
+    max_masked: int | None
 
     @property
     def adapter(self) -> BackboneAdapter: ...

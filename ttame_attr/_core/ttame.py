@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,10 +17,17 @@ from ttame_attr._core.head import AttentionHead, check_head_init
 from ttame_attr._core.head_file import head_config
 from ttame_attr._core.hub import from_pretrained, load_any, push_to_hub, save_any, save_pretrained
 from ttame_attr._core.images import check_images
-from ttame_attr._core.loss import TTAMELoss
+from ttame_attr._core.labels import DEFAULT_THRESHOLD, check_multi_label_options
+from ttame_attr._core.loss import MultiLabelTTAMELoss, TTAMELoss
 from ttame_attr._core.maps import Scale, check_map_options, resize_maps, scale_maps, target_size
 from ttame_attr._core.masking import Masker
 from ttame_attr._core.modes import eval_mode
+from ttame_attr._core.multilabel import (
+    Explanation,
+    MultiLabelExplanation,
+    explain_multilabel,
+    explain_softmax,
+)
 from ttame_attr._core.setup import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -40,23 +46,6 @@ from ttame_attr.training import fit
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "TTAME", "Explanation"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class Explanation:
-    """A prediction and its explanation, from one forward pass (see :meth:`TTAME.explain`).
-
-    Attributes:
-        logits: ``(N, num_classes)`` the classifier's logits.
-        classes: ``(N, k)`` the top-``k`` classes, most probable first.
-        probabilities: ``(N, k)`` their softmax probabilities.
-        maps: ``(N, k, H, W)`` one map per returned class.
-    """
-
-    logits: Tensor
-    classes: Tensor
-    probabilities: Tensor
-    maps: Tensor
 
 
 class TTAME(Attribution):
@@ -93,6 +82,16 @@ class TTAME(Attribution):
             paper does not specify one). With ``"pytorch"`` some class maps can die during
             training (zero everywhere for good); see :class:`~ttame_attr.AttentionHead` and
             :doc:`/training`.
+        multi_label: the model is a multi-label (one sigmoid per class) or single-logit
+            ``(N, 1)`` classifier: an image's labels are the classes whose sigmoid probability
+            exceeds ``threshold`` (the top-1 when none does); :meth:`fit` trains the maps of
+            those labels with :class:`~ttame_attr.MultiLabelTTAMELoss` (unless ``loss`` is
+            given), :meth:`explain` returns them with their sigmoid probabilities. See
+            :doc:`/multilabel`.
+        threshold: with ``multi_label``, the probability above which a label is positive.
+        max_masked: with ``multi_label``, the most ``(image, label)`` pairs masked and
+            classified again per training step (``None``: twice the batch size); a batch with
+            more positive labels keeps every image's top label and a random sample of the rest.
 
     Raises:
         TypeError: if ``model`` is not an ``nn.Module`` or an argument has the wrong type.
@@ -123,6 +122,9 @@ class TTAME(Attribution):
         mask_space: Literal["auto", "input", "pixel"] = "auto",
         loss: nn.Module | None = None,
         head_init: Literal["zeros", "pytorch"] = "zeros",
+        multi_label: bool = False,
+        threshold: float = DEFAULT_THRESHOLD,
+        max_masked: int | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(
@@ -130,6 +132,8 @@ class TTAME(Attribution):
                 "function in an nn.Module whose forward returns the logits."
             )
         check_head_init(head_init)
+        self.threshold = check_multi_label_options(multi_label, threshold, max_masked)
+        self.multi_label, self.max_masked = multi_label, max_masked
         super().__init__(model)
         self.model = model
         self._adapter = resolve_adapter(model, adapter)
@@ -160,7 +164,9 @@ class TTAME(Attribution):
             [info.channels for info in self._layer_infos], self._num_classes, self._map_size, init=head_init
         ).to(device=device)
         self.head.eval()
-        self.loss_fn = loss if loss is not None else TTAMELoss()
+        if loss is None:
+            loss = MultiLabelTTAMELoss() if multi_label else TTAMELoss()
+        self.loss_fn = loss
         self.history: Any = None
 
     # ------------------------------------------------------------------ properties
@@ -272,38 +278,35 @@ class TTAME(Attribution):
             maps = scale_maps(maps, scale)
         return (maps,) if is_tuple else maps
 
-    def explain(
-        self,
-        inputs: Tensor,
-        top_k: int = 1,
-        *,
-        scale: Scale = "sigmoid",
-        upsample: bool | tuple[int, int] = True,
-    ) -> Explanation:
-        """Predict and explain in one forward pass: logits, top-``k`` classes and their maps.
+    def explain(self, inputs: Tensor, top_k: int | None = None, *, scale: Scale = "sigmoid",
+                upsample: bool | tuple[int, int] = True) -> Explanation | MultiLabelExplanation:
+        """Predict and explain in one forward pass: logits, classes and their maps.
 
         Args:
             inputs: ``(N, C, H, W)`` images.
-            top_k: how many of the most probable classes to explain per image.
+            top_k: how many of the most probable classes to explain per image. ``None``: 1
+                (softmax), or each image's positive labels (``multi_label``).
             scale: as in :meth:`attribute`.
             upsample: as in :meth:`attribute`.
 
         Returns:
-            An :class:`Explanation` with ``maps`` of shape ``(N, top_k, H, W)``.
+            An :class:`Explanation` with ``maps`` of shape ``(N, top_k, H, W)`` and softmax
+            probabilities; with ``multi_label``, a :class:`~ttame_attr.MultiLabelExplanation`:
+            each image's positive labels (sigmoid above ``threshold``; the top-1 when none is),
+            padded to the largest count ``L`` (``classes`` -1 and ``valid`` False at padding),
+            their sigmoid probabilities and ``(N, L, H, W)`` maps; or the ``top_k`` labels by
+            sigmoid probability. A single-logit ``(N, 1)`` model has the one label 0, the
+            positive evidence.
+
+        Raises:
+            ValueError: ``top_k`` outside ``[1, num_classes]``, a bad ``scale``.
         """
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= self._num_classes:
-            raise ValueError(f"top_k: expected an int in [1, {self._num_classes}], got {top_k!r}.")
-        check_map_options(scale, "bilinear")
         x, _ = self._check_inputs(inputs)
         x = self._to_model(x)
-        with torch.no_grad(), eval_mode(self.head):
-            features, logits = self.extractor(x, need_logits=True)
-            assert logits is not None
-            probs = logits.float().softmax(dim=1)
-            top_p, top_c = probs.topk(top_k, dim=1)
-            maps = self.head(features, top_c)
-            maps = scale_maps(resize_maps(maps, target_size(upsample, x.shape[-2:])), scale)
-        return Explanation(logits=logits, classes=top_c, probabilities=top_p, maps=maps)
+        if self.multi_label:
+            return explain_multilabel(self, x, threshold=self.threshold, top_k=top_k, scale=scale,
+                                      upsample=upsample)
+        return explain_softmax(self, x, top_k, scale=scale, upsample=upsample)
 
     def class_maps(self, inputs: Tensor) -> Tensor:
         """All ``num_classes`` raw maps at ``map_size``: ``(N, num_classes, h, w)``.
@@ -379,9 +382,8 @@ class TTAME(Attribution):
         Checks that the model gives the saved layers with the saved shapes and class count, and
         says exactly what differs otherwise; warns (refuses with ``strict=True``) when the model's
         class or weights differ from those the head was trained with, naming the first difference.
-        The saved configuration is checked before the model runs: wrong types, or an input size
-        above 16 channels or 1024x1024 pixels, are refused naming the field (pass ``input_size=``
-        to load a larger head).
+        The saved configuration is checked before the model runs (types; at most 16 channels and
+        1024x1024 pixels: pass ``input_size=`` to load a larger head).
 
         Args:
             path: a file written by :meth:`save` (also the ``torch.save`` files of earlier

@@ -59,6 +59,39 @@ def _model_parser(sub: argparse._SubParsersAction, name: str, help: str, descrip
     return p
 
 
+def _label_options(p: argparse.ArgumentParser, saved: bool) -> None:
+    """``--multi-label`` and ``--threshold`` (``saved``: a head file that may already say so)."""
+    told = " (a head saved multi-label is read as such without it)" if saved else ""
+    p.add_argument("--multi-label", action="store_true",
+                   help="the model is multi-label (one sigmoid per class) or single-logit (N, 1): an image's "
+                        "labels are the classes whose sigmoid probability exceeds --threshold" + told)
+    p.add_argument("--threshold", type=float, default=None, metavar="P",
+                   help="with --multi-label, the probability above which a label is positive (default 0.5"
+                        + (", or the head's" if saved else "") + ")")
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    """The ``export`` subcommand's options."""
+    p = _model_parser(sub, "export", "the model and its head as one graph: prediction and explanation",
+                      "Write the classifier with a trained head as one ONNX file (ONNX Runtime runs it "
+                      "without torch) or torch.export program (.pt2) returning logits, the top-k classes "
+                      "and their maps, for any batch size.")
+    p.add_argument("--head", required=True, help=_HEAD_HELP)
+    p.add_argument("--out", required=True, help="the file to write (.onnx or .pt2)")
+    p.add_argument("--format", choices=("onnx", "pt2"), default=None,
+                   help="default: from the suffix of --out (.onnx or .pt2)")
+    p.add_argument("--top-k", type=int, default=None,
+                   help="explain the K most probable classes (default 1); multi-label: K label columns "
+                        "(default: the number of classes), padded with class -1")
+    p.add_argument("--scale", choices=("sigmoid", "raw", "minmax"), default="sigmoid",
+                   help="map values: sigmoid masks in [0, 1] (default), raw scores, or per-map min-max")
+    p.add_argument("--map-size", action="store_true",
+                   help="maps at the head's map size instead of the input size (smaller outputs)")
+    p.add_argument("--static-batch", action="store_true",
+                   help="fix the batch size at 1 (default: any batch size)")
+    _label_options(p, saved=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``ttame`` argument parser (all subcommands)."""
     from ttame_attr._version import __version__
@@ -96,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="resume from the checkpoint if present")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    _label_options(p, saved=False)
 
     p = _model_parser(sub, "explain", "explain images with a trained head",
                       "Write one overlay PNG per image and class, and the maps (.npy array "
@@ -104,14 +138,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--head", required=True, help=_HEAD_HELP)
     p.add_argument("--out", default="ttame_explanations", help="output folder")
     p.add_argument("--target", type=int, default=None, help="class to explain (default: predicted)")
-    p.add_argument("--top-k", type=int, default=1, help="explain the K most probable classes")
+    p.add_argument("--top-k", type=int, default=None,
+                   help="explain the K most probable classes (default 1; multi-label: the positive labels)")
     p.add_argument("--format", choices=("npy", "pt"), default="npy", help="map file format")
     p.add_argument("--no-overlay", action="store_true", help="write the maps only")
     add_store_arguments(p)
+    _label_options(p, saved=True)
 
     p = _model_parser(sub, "evaluate", "AD/IC and ROAD of a trained head on images",
                       "Average Drop / Increase in Confidence at 100/50/15%% kept pixels and ROAD "
-                      "(MoRF/LeRF), for the predicted class, as a table.",
+                      "(MoRF/LeRF), for the predicted class (multi-label: every positive label, with "
+                      "sigmoid probabilities), as a table.",
                       ("data", "image folders, files or .txt list files"), " and under 'skipped' in --json")
     p.add_argument("--head", required=True, help=_HEAD_HELP)
     p.add_argument("--batch-size", type=int, default=32)
@@ -121,22 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None, help="also write the table to this JSON file")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _label_options(p, saved=True)
 
-    p = _model_parser(sub, "export", "the model and its head as one graph: prediction and explanation",
-                      "Write the classifier with a trained head as one ONNX file (ONNX Runtime runs it "
-                      "without torch) or torch.export program (.pt2) returning logits, the top-k classes "
-                      "and their maps, for any batch size.")
-    p.add_argument("--head", required=True, help=_HEAD_HELP)
-    p.add_argument("--out", required=True, help="the file to write (.onnx or .pt2)")
-    p.add_argument("--format", choices=("onnx", "pt2"), default=None,
-                   help="default: from the suffix of --out (.onnx or .pt2)")
-    p.add_argument("--top-k", type=int, default=1, help="explain the K most probable classes (default 1)")
-    p.add_argument("--scale", choices=("sigmoid", "raw", "minmax"), default="sigmoid",
-                   help="map values: sigmoid masks in [0, 1] (default), raw scores, or per-map min-max")
-    p.add_argument("--map-size", action="store_true",
-                   help="maps at the head's map size instead of the input size (smaller outputs)")
-    p.add_argument("--static-batch", action="store_true",
-                   help="fix the batch size at 1 (default: any batch size)")
+    _add_export(sub)
 
     p = _model_parser(sub, "layers", "the adapter and layers T-TAME would use for a model")
     p.add_argument("--layers", nargs="+", default=None, help="check these module names instead")

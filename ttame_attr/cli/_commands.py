@@ -85,8 +85,22 @@ def _model(args: argparse.Namespace) -> tuple[Any, tuple[int, int, int], Any, An
     return model, size, mean, std
 
 
+def _label_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The constructor's ``multi_label`` / ``threshold`` of ``--multi-label`` / ``--threshold``."""
+    if args.threshold is not None and not args.multi_label and args.command == "fit":
+        raise CLIError("--threshold: only with --multi-label (a softmax model's label is its arg-max).")
+    if args.threshold is not None and not 0.0 < args.threshold < 1.0:
+        raise CLIError(f"--threshold: expected a probability in (0, 1), got {args.threshold}.")
+    kwargs: dict[str, Any] = {"multi_label": True} if args.multi_label else {}
+    if args.threshold is not None:
+        kwargs["threshold"] = args.threshold
+    return kwargs
+
+
 def _trained_head(args: argparse.Namespace) -> tuple[TTAME, torch.device, Any, Any]:
-    """``(explainer, device, mean, std)``: the model on ``--device`` with the head of ``--head``."""
+    """``(explainer, device, mean, std)``: the model on ``--device`` with the head of ``--head``
+    (multi-label when the head was saved so, or with ``--multi-label``)."""
+    labels = _label_kwargs(args)
     device = _device(args.device)
     model, _, mean, std = _model(args)
     model.to(device)
@@ -96,14 +110,17 @@ def _trained_head(args: argparse.Namespace) -> tuple[TTAME, torch.device, Any, A
                        "give hub:ORG/NAME).")
     with _user_errors(TypeError, ValueError, FileNotFoundError, ImportError):
         if hub:
-            explainer = TTAME.from_pretrained(args.head[4:], model, map_location=device)
+            explainer = TTAME.from_pretrained(args.head[4:], model, map_location=device, **labels)
         else:
-            explainer = TTAME.load(args.head, model, map_location=device)
+            explainer = TTAME.load(args.head, model, map_location=device, **labels)
+    if args.threshold is not None and not explainer.multi_label:
+        raise CLIError(f"--threshold: the head {args.head!r} is a softmax head; add --multi-label if the "
+                       "model is multi-label.")
     if args.input_size is not None and explainer.input_size[1:] != (args.input_size, args.input_size):
         raise CLIError(f"--input-size: the head {args.head!r} was trained for {explainer.input_size[1]}x"
                        f"{explainer.input_size[2]} inputs, not {args.input_size}; drop --input-size (the "
                        "head's size is used) or fit a head at that size.")
-    top_k = getattr(args, "top_k", 1)
+    top_k = getattr(args, "top_k", None) or 1
     if top_k > explainer.num_classes:
         raise CLIError(f"--top-k: expected at most the model's {explainer.num_classes} classes, got {top_k}.")
     return explainer, device, mean, std
@@ -145,13 +162,14 @@ def cmd_fit(args: argparse.Namespace) -> int:
         if same_file(checkpoint, args.out):
             raise CLIError(f"--checkpoint and --out: both name {args.out!r}, so the head would overwrite the "
                            "training checkpoint; give them different files (--checkpoint FILE).")
+    labels = _label_kwargs(args)
     device = _device(args.device)
     torch.manual_seed(args.seed)
     model, size, mean, std = _model(args)
     model.to(device)
     with _user_errors():
         explainer = TTAME(model, args.layers, input_size=size, normalization=(mean, std),
-                          head_init=args.head_init)
+                          head_init=args.head_init, **labels)
     print(f"T-TAME for {args.model}: adapter {explainer.adapter.name!r}, layers "
           f"{explainer.layers}, {len(files)} images, batch {args.batch_size}")
     loader = image_loader(files, train_transform(size, mean, std), skip=args.skip_unreadable,
@@ -193,14 +211,17 @@ def cmd_fit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _maps_of(explainer: TTAME, x: Tensor, target: int | None, top_k: int) -> tuple[Tensor, Tensor, Tensor]:
-    """``(maps, classes, probabilities)`` of ``target``, else of the ``top_k`` predicted classes."""
+def _maps_of(explainer: TTAME, x: Tensor, target: int | None,
+             top_k: int | None) -> tuple[Tensor, Tensor, Tensor]:
+    """``(maps, classes, probabilities)`` of ``target``, else of the ``top_k`` predicted classes (multi-label:
+    the positive labels; class -1 marks padding)."""
     if target is None:
         result = explainer.explain(x, top_k=top_k)
         return result.maps, result.classes, result.probabilities
     maps = explainer.attribute(x, target=target)
-    probs = extract_logits(explainer.model(x)).float().softmax(1)[:, target:target + 1]
-    return maps, torch.full((x.shape[0], 1), target), probs
+    logits = extract_logits(explainer.model(x)).float()
+    probs = logits.sigmoid() if explainer.multi_label else logits.softmax(1)
+    return maps, torch.full((x.shape[0], 1), target), probs[:, target:target + 1]
 
 
 def _write_maps(args: argparse.Namespace, out: Path, stem: str, x: Tensor, maps: Tensor, classes: Tensor,
@@ -224,9 +245,9 @@ def _write_maps(args: argparse.Namespace, out: Path, stem: str, x: Tensor, maps:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     """Explain images with a trained head: overlays (PNG) and maps (.npy or .pt)."""
-    if args.top_k < 1:
+    if args.top_k is not None and args.top_k < 1:
         raise CLIError(f"--top-k: expected a positive integer, got {args.top_k}.")
-    if args.target is not None and args.top_k != 1:
+    if args.target is not None and args.top_k not in (None, 1):
         raise CLIError("--target and --top-k: give one or the other.")
     _check_counts(args, "batch_size")
     if args.store is not None:
@@ -263,8 +284,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
         for i, position in enumerate(kept):
             path = chunk[position]
             stem = path.stem if unique_stems else f"{start + position:05d}_{path.stem}"
-            _write_maps(args, out, stem, x[i:i + 1], maps[i], classes[i], probs[i], mean, std)
-            labels = ", ".join(f"{int(c)} ({float(p):.2f})" for c, p in zip(classes[i], probs[i]))
+            own = classes[i] >= 0  # multi-label: this image's labels (the rest is padding)
+            _write_maps(args, out, stem, x[i:i + 1], maps[i][own], classes[i][own], probs[i][own], mean, std)
+            labels = ", ".join(f"{int(c)} ({float(p):.2f})" for c, p in zip(classes[i][own], probs[i][own]))
             print(f"{path}: {labels}")
     print(f"wrote the maps of {len(files) - len(skipped)} images to {out}")
     if args.skip_unreadable:
@@ -290,12 +312,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     model = explainer.model
     loader = image_loader(files, eval_transform(explainer.input_size, mean, std), skip=args.skip_unreadable,
                           batch_size=args.batch_size, num_workers=args.workers)
-    metrics: dict[str, Any] = {"ad_ic": AverageDropIncrease(model, fractions=(1.0, 0.5, 0.15))}
+    multi = explainer.multi_label
+    metrics: dict[str, Any] = {"ad_ic": AverageDropIncrease(model, fractions=(1.0, 0.5, 0.15),
+                                                            multi_label=multi)}
     if not args.no_road:
-        metrics["road"] = ROAD(model, generator=torch.Generator().manual_seed(args.seed))
+        metrics["road"] = ROAD(model, generator=torch.Generator().manual_seed(args.seed), multi_label=multi)
     with _user_errors(ValueError):  # e.g. maps holding NaN or inf, named by image
         results = evaluate(model, loader, lambda x, target: explainer.attribute(x, target=target),
-                           metrics=metrics, progress=not args.quiet)
+                           metrics=metrics, progress=not args.quiet, multi_label=multi,
+                           threshold=explainer.threshold)
     adic = results["ad_ic"]
     table = {f"AD {int(f * 100)}%": adic.average_drop[f] for f in adic.fractions}
     table.update({f"IC {int(f * 100)}%": adic.increase_in_confidence[f] for f in adic.fractions})
@@ -304,7 +329,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         table["ROAD LeRF"] = 100.0 * results["road"].lerf_average
     width = max(len(k) for k in table)
     images = len(files) - len(loader.skipped)
-    print(f"{images} images, head {args.head}")
+    print(f"{images} images, head {args.head}" + (" (multi-label: every positive label, sigmoid "
+                                                   "probabilities)" if multi else ""))
     print(f"{'metric'.ljust(width)}  value (%)")
     for key, value in table.items():
         print(f"{key.ljust(width)}  {value:8.2f}")
@@ -346,8 +372,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     print(f"wrote {out} ({fmt}, {out.stat().st_size / 2**20:.1f} MB)")
     print(f"input   images ({batch}, {', '.join(map(str, explainer.input_size))}) float32, normalised with "
           f"mean {tuple(round(m, 4) for m in mean)} std {tuple(round(s, 4) for s in std)}")
-    print(f"outputs logits ({batch}, {explainer.num_classes}), classes ({batch}, {args.top_k}) int64, "
-          f"maps ({batch}, {args.top_k}, {size}) {args.scale}")
+    k = args.top_k or (explainer.num_classes if explainer.multi_label else 1)
+    probs = f"probabilities ({batch}, {k}) sigmoid, " if explainer.multi_label else ""
+    pad = " (-1: no label)" if explainer.multi_label else ""
+    print(f"outputs logits ({batch}, {explainer.num_classes}), classes ({batch}, {k}) int64{pad}, "
+          f"{probs}maps ({batch}, {k}, {size}) {args.scale}")
     return 0
 
 

@@ -100,7 +100,8 @@ def explain_to_store(args: argparse.Namespace, explainer: Any, mean: Any, std: A
     extra = {"head_file": {"path": str(head.resolve()), "sha256": digest}}
     workers = args.workers if args.workers is not None else min(4, os.cpu_count() or 1)
     try:
-        store = explain_dataset(explainer, data, store_path, top_k=args.top_k, batch_size=args.batch_size,
+        store = explain_dataset(explainer, data, store_path, top_k=args.top_k or 1,
+                                batch_size=args.batch_size,
                                 num_workers=workers, shard_size=args.shard_size, resume=not args.no_resume,
                                 skip_unreadable=args.skip_unreadable, transform=transform,
                                 progress=not args.quiet, model_spec=args.model, extra=extra)

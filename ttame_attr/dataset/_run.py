@@ -42,6 +42,10 @@ def explained_module(explainer: Any, top_k: int) -> tuple[nn.Module, Any]:
     """``(module returning (logits, classes, maps) at map size, the model)`` for ``explainer``."""
     from ttame_attr.export import ExplainedModel
 
+    if getattr(explainer, "multi_label", False):
+        raise ValueError("explainer: explain_dataset stores the top-k softmax classes of a classifier; this "
+                         "explainer is multi-label (multi_label=True), which the store does not hold yet. "
+                         "Use explainer.explain on batches, or a softmax explainer.")
     if not isinstance(explainer, nn.Module) and callable(getattr(explainer, "as_module", None)):  # a TTAME
         return explainer.as_module(top_k, upsample=False), explainer.model
     if isinstance(explainer, ExplainedModel):

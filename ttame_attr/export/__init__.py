@@ -12,16 +12,24 @@ ship together:
 """
 
 from ttame_attr.export._clone import structural_clone
-from ttame_attr.export._export import OUTPUT_NAMES, export_onnx, export_program, onnx_metadata
+from ttame_attr.export._export import (
+    MULTILABEL_OUTPUT_NAMES,
+    OUTPUT_NAMES,
+    export_onnx,
+    export_program,
+    onnx_metadata,
+)
 from ttame_attr.export._module import (
     ExplainedModel,
     ExplainedOutput,
     ExportError,
+    MultiLabelOutput,
     as_module,
     check_head_matches,
 )
 
 __all__ = [
-    "OUTPUT_NAMES", "ExplainedModel", "ExplainedOutput", "ExportError", "as_module", "check_head_matches",
+    "MULTILABEL_OUTPUT_NAMES", "OUTPUT_NAMES", "ExplainedModel", "ExplainedOutput", "ExportError",
+    "MultiLabelOutput", "as_module", "check_head_matches",
     "export_onnx", "export_program", "onnx_metadata", "structural_clone",
 ]

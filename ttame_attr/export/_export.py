@@ -25,13 +25,15 @@ from ttame_attr.export._module import ExplainedModel, ExportError
 if TYPE_CHECKING:  # the explainer's public parts; the facade module itself sits above this one
     from ttame_attr._core.parts import ExplainerParts as TTAME
 
-__all__ = ["OUTPUT_NAMES", "export_onnx", "export_program", "onnx_metadata"]
+__all__ = ["MULTILABEL_OUTPUT_NAMES", "OUTPUT_NAMES", "export_onnx", "export_program", "onnx_metadata"]
 
 logger = logging.getLogger(__name__)
 
 #: The names of the ONNX graph's input and outputs.
 INPUT_NAME = "images"
 OUTPUT_NAMES = ("logits", "classes", "maps")
+#: The ONNX outputs of a multi-label explainer's graph.
+MULTILABEL_OUTPUT_NAMES = ("logits", "classes", "probabilities", "maps")
 
 
 class _Logits(nn.Module):
@@ -54,7 +56,7 @@ class _Plain(nn.Module):
         self.explained = explained
         self.train(False)  # exporters warn about (and may trace) training-mode modules
 
-    def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(self, images: Tensor) -> tuple[Tensor, ...]:
         return tuple(self.explained(images))
 
 
@@ -107,7 +109,7 @@ def _first_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"
 
 
-def export_program(explainer: TTAME, example: Tensor | None = None, *, top_k: int = 1,
+def export_program(explainer: TTAME, example: Tensor | None = None, *, top_k: int | None = None,
                    scale: Scale = "sigmoid", upsample: bool | tuple[int, int] = True,
                    dynamic_batch: bool = True, strict: bool = False) -> torch.export.ExportedProgram:
     """``torch.export`` the classifier with this head: a program returning the plain tuple
@@ -152,12 +154,17 @@ def onnx_metadata(explainer: TTAME, top_k: int, scale: str) -> dict[str, str]:
         "ttame_attr.num_classes": str(explainer.num_classes),
         "ttame_attr.top_k": str(top_k),
         "ttame_attr.scale": scale,
-        "ttame_attr.outputs": json.dumps(list(OUTPUT_NAMES)),
+        "ttame_attr.outputs": json.dumps(list(_output_names(explainer))),
+        "ttame_attr.multi_label": json.dumps(bool(getattr(explainer, "multi_label", False))),
     }
 
 
+def _output_names(explainer: Any) -> tuple[str, ...]:
+    return MULTILABEL_OUTPUT_NAMES if getattr(explainer, "multi_label", False) else OUTPUT_NAMES
+
+
 def export_onnx(explainer: TTAME, path: str | os.PathLike, example: Tensor | None = None, *,
-                top_k: int = 1, scale: Scale = "sigmoid", upsample: bool | tuple[int, int] = True,
+                top_k: int | None = None, scale: Scale = "sigmoid", upsample: bool | tuple[int, int] = True,
                 dynamic_batch: bool = True, opset: int | None = None,
                 metadata: dict[str, str] | None = None) -> Path:
     """Write the classifier with this head as one ONNX file (torch's exporter, ``dynamo=True``).
@@ -193,6 +200,7 @@ def export_onnx(explainer: TTAME, path: str | os.PathLike, example: Tensor | Non
     if opset is not None and (isinstance(opset, bool) or not isinstance(opset, int) or opset < 1):
         raise ValueError(f"opset: expected a positive integer ONNX opset or None, got {opset!r}.")
     module = ExplainedModel(explainer, top_k, scale, upsample)
+    names = _output_names(explainer)
     x = _example(explainer, example)
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -200,8 +208,8 @@ def export_onnx(explainer: TTAME, path: str | os.PathLike, example: Tensor | Non
 
     def export(m: nn.Module) -> Any:
         return torch.onnx.export(m, (x,), None, dynamo=True, dynamic_shapes=_dynamic(dynamic_batch),
-                                 input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES)[:len(
-                                     OUTPUT_NAMES) if isinstance(m, _Plain) else 1],
+                                 input_names=[INPUT_NAME],
+                                 output_names=list(names)[:len(names) if isinstance(m, _Plain) else 1],
                                  opset_version=opset, external_data=False)
 
     try:
@@ -213,7 +221,7 @@ def export_onnx(explainer: TTAME, path: str | os.PathLike, example: Tensor | Non
     finally:
         logger.debug("torch.onnx.export: %s", chatter.getvalue().strip())
     _check_opset(program, opset)
-    program.model.metadata_props.update({**onnx_metadata(explainer, top_k, scale), **(metadata or {})})
+    program.model.metadata_props.update({**onnx_metadata(explainer, module.top_k, scale), **(metadata or {})})
 
     def save(tmp: str) -> None:
         with contextlib.redirect_stdout(chatter):

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from ttame_attr._core.labels import fixed_width_labels
 from ttame_attr._core.maps import Scale, check_map_options, resize_maps, scale_maps, target_size
 from ttame_attr._core.outputs import extract_logits
 from ttame_attr.adapters._hooks import as_tensor_output
@@ -22,7 +23,8 @@ from ttame_attr.export._clone import structural_clone
 if TYPE_CHECKING:
     from ttame_attr._core.parts import ExplainerParts
 
-__all__ = ["ExplainedModel", "ExplainedOutput", "ExportError", "as_module", "check_head_matches"]
+__all__ = ["ExplainedModel", "ExplainedOutput", "ExportError", "MultiLabelOutput", "as_module",
+           "check_head_matches"]
 
 
 class ExportError(RuntimeError):
@@ -46,6 +48,24 @@ class ExplainedOutput(NamedTuple):
 
     logits: Tensor
     classes: Tensor
+    maps: Tensor
+
+
+class MultiLabelOutput(NamedTuple):
+    """What :class:`ExplainedModel` of a multi-label explainer returns (ONNX outputs ``logits``,
+    ``classes``, ``probabilities``, ``maps``, in this order).
+
+    Attributes:
+        logits: ``(N, num_classes)`` the classifier's logits.
+        classes: ``(N, L)`` int64, each image's positive labels, most probable first (the top-1
+            when none is positive), ``-1`` in the columns left over.
+        probabilities: ``(N, L)`` their sigmoid probabilities (0 where ``classes`` is -1).
+        maps: ``(N, L, H, W)`` their maps (zeros where ``classes`` is -1).
+    """
+
+    logits: Tensor
+    classes: Tensor
+    probabilities: Tensor
     maps: Tensor
 
 
@@ -108,9 +128,15 @@ class ExplainedModel(nn.Module):
     shared tensors, hence your model as well; ``copy.deepcopy`` gives an independent copy. The
     module is in eval mode and meant for inference.
 
+    A multi-label explainer's module returns a :class:`MultiLabelOutput` ``(logits, classes,
+    probabilities, maps)`` instead: the positive labels of each image (sigmoid above the
+    explainer's ``threshold``) in ``top_k`` fixed columns, padded with class -1, equal to
+    ``explainer.explain(images)`` in its columns (see :doc:`/multilabel`).
+
     Args:
         explainer: a (trained) :class:`~ttame_attr.TTAME` explainer.
-        top_k: how many of the most probable classes to explain per image.
+        top_k: how many of the most probable classes to explain per image (``None``: 1); with
+            ``multi_label``, the number of label columns ``L`` (``None``: ``num_classes``).
         scale: ``"sigmoid"`` (default), ``"raw"`` or ``"minmax"``, as in ``attribute``.
         upsample: ``True`` for maps at the input size, ``False`` for the head's ``map_size``,
             or an explicit ``(H, W)``.
@@ -120,9 +146,13 @@ class ExplainedModel(nn.Module):
         ExportError: the layers cannot be read from the clone (``part="feature capture"``).
     """
 
-    def __init__(self, explainer: ExplainerParts, top_k: int = 1, scale: Scale = "sigmoid",
+    def __init__(self, explainer: ExplainerParts, top_k: int | None = None, scale: Scale = "sigmoid",
                  upsample: bool | tuple[int, int] = True) -> None:
         super().__init__()
+        self.multi_label = bool(getattr(explainer, "multi_label", False))
+        self.threshold = float(getattr(explainer, "threshold", 0.5))
+        if top_k is None:
+            top_k = explainer.num_classes if self.multi_label else 1
         if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= explainer.num_classes:
             raise ValueError(f"top_k: expected an int in [1, {explainer.num_classes}], got {top_k!r}.")
         check_map_options(scale, "bilinear")
@@ -158,8 +188,9 @@ class ExplainedModel(nn.Module):
                 "clone cannot see (e.g. a forward replaced by an accelerate / device-map hook); "
                 "export the plain model (without dispatch hooks) instead.")) from None
 
-    def forward(self, images: Tensor) -> ExplainedOutput:
-        """``(logits, classes, maps)`` of ``images`` ``(N, C, H, W)``."""
+    def forward(self, images: Tensor) -> ExplainedOutput | MultiLabelOutput:
+        """``(logits, classes, maps)`` of ``images`` ``(N, C, H, W)`` (multi-label: ``(logits,
+        classes, probabilities, maps)``)."""
         with torch.no_grad():  # inference only: no autograd graph, whoever calls it
             x = images.to(self._dtype)
             items = self._sink.items
@@ -171,16 +202,22 @@ class ExplainedModel(nn.Module):
             hw = (x.shape[-2], x.shape[-1])
             features = [self._adapter.convert(info.name, t, info.layout, hw)
                         for info, t in zip(self._infos, raw)]
+            if self.multi_label:
+                classes, probs, valid = fixed_width_labels(logits, self.top_k, self.threshold)
+                maps = self.head(features, classes.clamp_min(0))
+                maps = scale_maps(resize_maps(maps, target_size(self.upsample, hw)), self.scale)
+                return MultiLabelOutput(logits, classes, probs, maps * valid[:, :, None, None].to(maps.dtype))
             classes = logits.float().softmax(dim=1).topk(self.top_k, dim=1).indices
             maps = self.head(features, classes)
             maps = scale_maps(resize_maps(maps, target_size(self.upsample, hw)), self.scale)
         return ExplainedOutput(logits, classes, maps)
 
     def extra_repr(self) -> str:
-        return f"top_k={self.top_k}, scale={self.scale!r}, input_size={self.input_size}"
+        multi = f", multi_label=True, threshold={self.threshold}" if self.multi_label else ""
+        return f"top_k={self.top_k}, scale={self.scale!r}, input_size={self.input_size}{multi}"
 
 
-def as_module(explainer: ExplainerParts, top_k: int = 1, *, scale: Scale = "sigmoid",
+def as_module(explainer: ExplainerParts, top_k: int | None = None, *, scale: Scale = "sigmoid",
               upsample: bool | tuple[int, int] = True) -> ExplainedModel:
     """The classifier and this head as one ``nn.Module`` returning ``(logits, classes, maps)``.
 
@@ -189,8 +226,12 @@ def as_module(explainer: ExplainerParts, top_k: int = 1, *, scale: Scale = "sigm
     model's and the head's weights and leaves the model untouched (see
     :class:`~ttame_attr.export.ExplainedModel`).
 
+    With ``multi_label`` it returns ``(logits, classes, probabilities, maps)`` of each image's
+    positive labels in ``top_k`` fixed columns (:class:`~ttame_attr.export.MultiLabelOutput`).
+
     Args:
-        top_k: how many of the most probable classes to explain per image.
+        top_k: how many of the most probable classes to explain per image (``None``: 1); with
+            ``multi_label``, the number of label columns (``None``: ``num_classes``).
         scale: ``"sigmoid"`` (default), ``"raw"`` or ``"minmax"``.
         upsample: ``True`` (input size), ``False`` (``map_size``) or ``(H, W)``.
 

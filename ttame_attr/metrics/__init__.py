@@ -14,8 +14,14 @@ small result dataclass and a stateful form with ``update()`` / ``compute()`` / `
   (:func:`noisy_linear_impute`).
 - :func:`deletion`, :func:`insertion` / :class:`Deletion`, :class:`Insertion`: RISE curves
   and AUC.
-- :func:`pointing_game`, :func:`energy_pointing_game` and their stateful classes.
+- :func:`pointing_game`, :func:`energy_pointing_game` and their stateful classes;
+  :func:`pointing_game_per_label`, :func:`energy_pointing_game_per_label` for multi-label
+  images (one trial per labelled object).
 - :func:`evaluate`: several metrics over a loader, one explanation per batch.
+
+Multi-label and single-logit ``(N, 1)`` models: pass ``multi_label=True`` to AD/IC, ROAD,
+deletion / insertion and :func:`evaluate`, which then read each label's sigmoid probability
+(ROAD: the label stays positive) instead of a softmax probability (``docs/multilabel.rst``).
 
 Metrics run the model in eval mode and restore each module's mode afterwards (a model in
 training mode gets a logged warning; its batch-norm statistics are never updated). Maps holding
@@ -28,6 +34,11 @@ from ttame_attr.metrics._ad_ic import ADICResult, AverageDropIncrease, average_d
 from ttame_attr.metrics._deletion import CurveResult, Deletion, Insertion, deletion, gaussian_blur, insertion
 from ttame_attr.metrics._evaluate import METRIC_NAMES, evaluate
 from ttame_attr.metrics._imputation import noisy_linear_impute
+from ttame_attr.metrics._multilabel import (
+    energy_pointing_game_per_label,
+    label_pairs,
+    pointing_game_per_label,
+)
 from ttame_attr.metrics._pointing import (
     EnergyPointingGame,
     EnergyPointingResult,
@@ -41,6 +52,7 @@ from ttame_attr.metrics._road import ROAD, ROADResult, road
 __all__ = [
     "METRIC_NAMES", "ROAD", "ADICResult", "AverageDropIncrease", "CurveResult", "Deletion",
     "EnergyPointingGame", "EnergyPointingResult", "Insertion", "PointingGame", "PointingGameResult",
-    "ROADResult", "average_drop_increase", "deletion", "energy_pointing_game", "evaluate", "gaussian_blur",
-    "insertion", "kept_mask", "noisy_linear_impute", "pointing_game", "road",
+    "ROADResult", "average_drop_increase", "deletion", "energy_pointing_game",
+    "energy_pointing_game_per_label", "evaluate", "gaussian_blur", "insertion", "kept_mask", "label_pairs",
+    "noisy_linear_impute", "pointing_game", "pointing_game_per_label", "road",
 ]

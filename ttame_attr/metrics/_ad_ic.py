@@ -16,6 +16,7 @@ from ttame_attr.metrics._common import (
     MapsOrExplain,
     TargetArg,
     check_fractions,
+    check_multi_label,
     check_positive_int,
     in_eval_mode,
     make_baseline,
@@ -40,7 +41,8 @@ class ADICResult(PerSampleResult):
         fractions: kept fractions of pixels, e.g. ``(1.0, 0.5, 0.15)``.
         average_drop: ``{fraction: AD}`` in percent (lower is better).
         increase_in_confidence: ``{fraction: IC}`` in percent (higher is better).
-        clean_probs: ``(N,)`` softmax probability ``Y`` of the target class on the clean image.
+        clean_probs: ``(N,)`` softmax probability ``Y`` of the target class on the clean image
+            (its sigmoid probability with ``multi_label``).
         masked_probs: ``(N, F)`` probability ``O`` on the masked image, one column per fraction.
         target: ``(N,)`` class evaluated for each image.
         drop: ``(N, F)`` per-sample ``100 * max(0, Y - O) / Y``.
@@ -128,7 +130,7 @@ def _masking(mask_space: Any, normalization: Any, explainer: Any, channels: int)
 @torch.no_grad()
 def _masked_probs(model: nn.Module, inputs: Tensor, maps: Tensor, target: Tensor, fractions: Sequence[float],
                   baseline: Tensor, keep: Keep, normalization: Normalization | None,
-                  max_batch: int | None) -> Tensor:
+                  max_batch: int | None, multi_label: bool = False) -> Tensor:
     if normalization is not None:
         mean, std = (torch.tensor(v, device=inputs.device, dtype=inputs.dtype).view(-1, 1, 1)
                      for v in normalization)
@@ -141,7 +143,7 @@ def _masked_probs(model: nn.Module, inputs: Tensor, maps: Tensor, target: Tensor
         masked = baseline + (pixels - baseline) * mask
         if normalization is not None:
             masked = (masked - mean) / std
-        columns.append(probabilities(model, masked, target, max_batch)[0])
+        columns.append(probabilities(model, masked, target, max_batch, multi_label)[0])
     return torch.stack(columns, dim=1)
 
 
@@ -150,7 +152,7 @@ def average_drop_increase(
     model: nn.Module, inputs: Tensor, maps: MapsOrExplain, target: TargetArg = None,
     fractions: Sequence[float] = DEFAULT_FRACTIONS, baseline: float | Tensor = 0.0,
     max_batch: int | None = None, *, keep: Keep = "quantile", mask_space: str = "auto",
-    normalization: Any = None,
+    normalization: Any = None, multi_label: bool = False,
 ) -> ADICResult:
     """Average Drop (AD) and Increase in Confidence (IC) of explanation maps, the paper's way.
 
@@ -204,6 +206,10 @@ def average_drop_increase(
             explainer's; else the inputs as given), ``"pixel"`` or ``"input"``.
         normalization: ``(mean, std)`` of the inputs, ``"imagenet"`` or an image processor
             (default: the explainer's, when ``maps`` is a TTAME explainer).
+        multi_label: ``True`` for a multi-label or single-logit ``(N, 1)`` model: ``Y`` and
+            ``O`` are the sigmoid probabilities of the target label instead of softmax ones
+            (the default target is still the top-1 label; evaluate every positive label by
+            repeating each image once per label, as :func:`evaluate` does).
 
     Returns:
         An :class:`ADICResult` with ``average_drop[f]`` and ``increase_in_confidence[f]`` for
@@ -230,10 +236,12 @@ def average_drop_increase(
         maps = functools.partial(_paper_maps, explainer)
     channels = inputs.shape[1] if isinstance(inputs, Tensor) and inputs.dim() == 4 else None
     space = _masking(mask_space, normalization, explainer, channels)
-    prep = prepare(model, inputs, maps, target, "average_drop_increase", minmax=True)
+    prep = prepare(model, inputs, maps, target, "average_drop_increase", minmax=True,
+                   multi_label=multi_label)
     base = make_baseline(baseline, prep.inputs)
     y = prep.clean_probs.gather(1, prep.target.view(-1, 1)).squeeze(1)
-    o = _masked_probs(model, prep.inputs, prep.maps, prep.target, fr, base, keep, space, max_batch)
+    o = _masked_probs(model, prep.inputs, prep.maps, prep.target, fr, base, keep, space, max_batch,
+                      multi_label)
     return ADICResult.from_per_sample(fr, y, o, prep.target)
 
 
@@ -249,8 +257,8 @@ class AverageDropIncrease(Accumulator):
     concatenated batches. Per-sample values are kept on the CPU.
 
     Args:
-        model, fractions, baseline, max_batch, keep, mask_space, normalization: as in
-            :func:`average_drop_increase`.
+        model, fractions, baseline, max_batch, keep, mask_space, normalization, multi_label: as
+            in :func:`average_drop_increase`.
 
     Example:
         >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 5)).eval()
@@ -263,10 +271,11 @@ class AverageDropIncrease(Accumulator):
 
     def __init__(self, model: nn.Module, fractions: Sequence[float] = DEFAULT_FRACTIONS,
                  baseline: float | Tensor = 0.0, max_batch: int | None = None, *, keep: Keep = "quantile",
-                 mask_space: str = "auto", normalization: Any = None) -> None:
+                 mask_space: str = "auto", normalization: Any = None, multi_label: bool = False) -> None:
         if mask_space not in ("auto", "input", "pixel"):
             raise ValueError(f"mask_space: expected 'auto', 'pixel' or 'input', got {mask_space!r}.")
         super().__init__(average_drop_increase, model, fractions=check_fractions(fractions),
                          baseline=baseline, max_batch=check_positive_int(max_batch, "max_batch"),
                          keep=_check_keep(keep), mask_space=mask_space,
-                         normalization=None if normalization is None else parse_normalization(normalization))
+                         normalization=None if normalization is None else parse_normalization(normalization),
+                         multi_label=check_multi_label(multi_label))

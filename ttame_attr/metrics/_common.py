@@ -21,9 +21,10 @@ from ttame_attr._core.targets import classes_per_image
 from ttame_attr._typing import TargetType
 
 __all__ = [
-    "ExplainFn", "MapsOrExplain", "Prepared", "TargetArg", "check_finite_maps", "check_fractions",
-    "check_positive_int", "chunks", "clean_forward", "get_maps", "in_eval_mode", "make_baseline",
-    "model_device", "nonfinite_maps", "pixel_ranks", "prepare", "prepare_maps", "probabilities",
+    "MULTI_LABEL_THRESHOLD", "ExplainFn", "MapsOrExplain", "Prepared", "TargetArg", "check_finite_maps",
+    "check_fractions", "check_multi_label", "check_positive_int", "chunks", "clean_forward", "get_maps",
+    "in_eval_mode", "make_baseline", "model_device", "nonfinite_maps", "pixel_ranks", "prepare",
+    "prepare_maps", "probabilities", "to_probabilities",
     "warn_if_training",
 ]
 
@@ -114,29 +115,57 @@ def chunks(total: int, size: int | None) -> Iterator[slice]:
         yield slice(start, min(start + step, total))
 
 
+#: Probability of a label above which a multi-label model "has" it (ROAD's criterion).
+MULTI_LABEL_THRESHOLD = 0.5
+
+
+def check_multi_label(value: Any) -> bool:
+    """``multi_label`` as a bool, else TypeError naming it."""
+    if not isinstance(value, bool):
+        raise TypeError(f"multi_label: expected True (sigmoid probabilities: multi-label or single-logit "
+                        f"models) or False (softmax), got {value!r}.")
+    return value
+
+
+def to_probabilities(logits: Tensor, multi_label: bool = False) -> Tensor:
+    """Float32 ``(N, K)`` probabilities: softmax over classes, or one sigmoid per label."""
+    logits = logits.float()
+    return logits.sigmoid() if multi_label else logits.softmax(dim=1)
+
+
 @torch.no_grad()
 def probabilities(model: nn.Module, images: Tensor, target: Tensor,
-                  max_batch: int | None = None) -> tuple[Tensor, Tensor]:
-    """Float32 softmax probability of ``target`` and long top-1 class, both ``(M,)``, in chunks."""
+                  max_batch: int | None = None, multi_label: bool = False) -> tuple[Tensor, Tensor]:
+    """Float32 probability of ``target`` and long top-1 class, both ``(M,)``, in chunks.
+
+    With ``multi_label`` the probability is the target's sigmoid, and the second tensor is the
+    target where that stays above :data:`MULTI_LABEL_THRESHOLD` and ``-1`` elsewhere, so that
+    ``top1 == target`` reads "the label is still positive".
+    """
     probs, top1 = [], []
     for part in chunks(images.shape[0], max_batch):
         logits = forward_logits(model, images[part]).float()
-        p = logits.softmax(dim=1)
-        probs.append(p.gather(1, target[part].view(-1, 1)).squeeze(1))
-        top1.append(logits.argmax(dim=1))
+        p = to_probabilities(logits, multi_label).gather(1, target[part].view(-1, 1)).squeeze(1)
+        probs.append(p)
+        if multi_label:
+            still = p > MULTI_LABEL_THRESHOLD
+            top1.append(torch.where(still, target[part], torch.full_like(target[part], -1)))
+        else:
+            top1.append(logits.argmax(dim=1))
     return torch.cat(probs), torch.cat(top1)
 
 
 @torch.no_grad()
-def clean_forward(model: nn.Module, inputs: Tensor) -> Tensor:
-    """Softmax probabilities ``(N, K)`` of the clean images (float32); ValueError if the model fails."""
+def clean_forward(model: nn.Module, inputs: Tensor, multi_label: bool = False) -> Tensor:
+    """Probabilities ``(N, K)`` of the clean images (float32; softmax, or sigmoid with
+    ``multi_label``); ValueError if the model fails."""
     try:
         logits = forward_logits(model, inputs)
     except (RuntimeError, AssertionError) as err:
         raise ValueError(f"inputs: the model failed on images of shape {tuple(inputs.shape)} and dtype "
                          f"{inputs.dtype} ({type(err).__name__}: {err}). Pass images the model "
                          "accepts.") from err
-    return logits.float().softmax(dim=1)
+    return to_probabilities(logits, multi_label)
 
 
 def get_maps(maps_or_explain: MapsOrExplain, inputs: Tensor, target: Tensor) -> Tensor:
@@ -244,20 +273,21 @@ class Prepared:
     """What every model-based metric needs for one batch (all on the model's device)."""
 
     inputs: Tensor  # (N, C, H, W), the caller's tensor (or a moved copy), never modified
-    clean_probs: Tensor  # (N, K) softmax of the clean images
+    clean_probs: Tensor  # (N, K) softmax (sigmoid if multi-label) of the clean images
     target: Tensor  # (N,) long
     maps: Tensor  # (N, H, W) float32, upsampled (min-max scaled first if asked)
 
 
 def prepare(model: nn.Module, inputs: Any, maps_or_explain: MapsOrExplain, target: TargetArg,
-            where: str, minmax: bool = False) -> Prepared:
+            where: str, minmax: bool = False, multi_label: bool = False) -> Prepared:
     """Check the arguments, run the clean forward pass, resolve the target, get the maps
-    (:func:`prepare_maps`, with ``minmax``)."""
+    (:func:`prepare_maps`, with ``minmax``). With ``multi_label`` the clean probabilities are
+    sigmoids; the default target (the top-1 class) is the same either way."""
     warn_if_training(model, where)
     x = check_images(inputs)
     # detached: nothing below builds a graph, even if the caller's tensor requires grad
     x = x.detach().to(model_device(model, x.device))
-    clean = clean_forward(model, x)
+    clean = clean_forward(model, x, check_multi_label(multi_label))
     tgt = classes_per_image(target, clean.argmax(dim=1), clean.shape[1])
     raw = get_maps(maps_or_explain, x, tgt)
     maps = prepare_maps(raw.to(x.device), x.shape[0], (x.shape[-2], x.shape[-1]), minmax)

@@ -14,6 +14,7 @@ from ttame_attr._core.images import check_images
 from ttame_attr.metrics._common import (
     MapsOrExplain,
     TargetArg,
+    check_multi_label,
     check_positive_int,
     chunks,
     in_eval_mode,
@@ -36,7 +37,8 @@ class CurveResult(PerSampleResult):
     Attributes:
         kind: ``"deletion"`` (lower AUC is better) or ``"insertion"`` (higher is better).
         fractions: ``(S + 1,)`` fraction of pixels deleted / inserted at each step, from 0 to 1.
-        curves: ``(N, S + 1)`` softmax probability of the target class at each step.
+        curves: ``(N, S + 1)`` softmax probability of the target class at each step (sigmoid
+            with ``multi_label``).
         aucs: ``(N,)`` trapezoidal area under each curve over ``fractions`` (in ``[0, 1]``).
         auc: mean of ``aucs``.
         target: ``(N,)`` class evaluated per image.
@@ -105,7 +107,7 @@ def _resolve_baseline(baseline: BaselineArg, inputs: Tensor, blur: tuple[int, fl
 
 @torch.no_grad()
 def _curves(model: nn.Module, inputs: Tensor, maps: Tensor, target: Tensor, steps: int, start: Tensor,
-            end: Tensor, max_batch: int | None) -> tuple[Tensor, Tensor]:
+            end: Tensor, max_batch: int | None, multi_label: bool = False) -> tuple[Tensor, Tensor]:
     """Probabilities ``(N, S + 1)`` while pixels switch from ``start`` to ``end`` by rank."""
     n, _, h, w = inputs.shape
     pixels = h * w
@@ -118,21 +120,21 @@ def _curves(model: nn.Module, inputs: Tensor, maps: Tensor, target: Tensor, step
         image, step = flat // points, flat % points
         switched = (ranks[image] < ks[step].view(-1, 1)).view(-1, 1, h, w)
         perturbed = torch.where(switched, end[image], start[image])
-        probs[part] = probabilities(model, perturbed, target[image])[0]
+        probs[part] = probabilities(model, perturbed, target[image], multi_label=multi_label)[0]
     return probs.view(n, points), ks.double() / pixels
 
 
 def _run(
     kind: str, model: nn.Module, inputs: Tensor, maps: MapsOrExplain, target: TargetArg, steps: int | None,
-    baseline: BaselineArg, blur: tuple[int, float], max_batch: int | None,
+    baseline: BaselineArg, blur: tuple[int, float], max_batch: int | None, multi_label: bool = False,
 ) -> CurveResult:
     max_batch = check_positive_int(max_batch, "max_batch")
-    prep = prepare(model, inputs, maps, target, kind)
+    prep = prepare(model, inputs, maps, target, kind, multi_label=multi_label)
     x = prep.inputs
     n_steps = x.shape[-2] if steps is None else int(check_positive_int(steps, "steps", allow_none=False))
     base = _resolve_baseline(baseline, x, blur)
     start, end = (x, base) if kind == "deletion" else (base, x)
-    curves, fractions = _curves(model, x, prep.maps, prep.target, n_steps, start, end, max_batch)
+    curves, fractions = _curves(model, x, prep.maps, prep.target, n_steps, start, end, max_batch, multi_label)
     return CurveResult.from_per_sample(kind, fractions.float(), curves, prep.target)
 
 
@@ -140,20 +142,21 @@ def _run(
 def deletion(
     model: nn.Module, inputs: Tensor, maps: MapsOrExplain, target: TargetArg = None, steps: int | None = None,
     baseline: BaselineArg = 0.0, max_batch: int | None = None, blur_kernel: int = 11, blur_sigma: float = 5.0,
+    *, multi_label: bool = False,
 ) -> CurveResult:
     """Deletion curve and AUC: most relevant pixels removed first (lower is better).
 
     Removed pixels are set to ``baseline`` (RISE: 0, i.e. black in the space of ``inputs``).
     """
     return _run("deletion", model, inputs, maps, target, steps, baseline, (blur_kernel, blur_sigma),
-                max_batch)
+                max_batch, multi_label)
 
 
 @in_eval_mode("insertion")
 def insertion(
     model: nn.Module, inputs: Tensor, maps: MapsOrExplain, target: TargetArg = None, steps: int | None = None,
     baseline: BaselineArg = "blur", max_batch: int | None = None, blur_kernel: int = 11,
-    blur_sigma: float = 5.0,
+    blur_sigma: float = 5.0, *, multi_label: bool = False,
 ) -> CurveResult:
     """Insertion curve and AUC: most relevant pixels inserted first (higher is better).
 
@@ -161,7 +164,7 @@ def insertion(
     kernel 11 and sigma 5, zero padding) and pixels of the image are inserted into it.
     """
     return _run("insertion", model, inputs, maps, target, steps, baseline, (blur_kernel, blur_sigma),
-                max_batch)
+                max_batch, multi_label)
 
 
 _SHARED_DOC = """
@@ -186,6 +189,8 @@ _SHARED_DOC = """
         max_batch: most perturbed images per forward pass (default ``N``).
         blur_kernel: Gaussian kernel size for ``baseline="blur"``.
         blur_sigma: Gaussian sigma for ``baseline="blur"``.
+        multi_label: ``True`` for a multi-label or single-logit model: the curves are the
+            target label's sigmoid probability instead of its softmax probability.
 
     Returns:
         A :class:`CurveResult` with per-sample curves ``(N, steps + 1)``, AUCs ``(N,)`` and
@@ -212,12 +217,13 @@ class _CurveMetric(Accumulator):
     _default_baseline: BaselineArg
 
     def __init__(self, model: nn.Module, steps: int | None = None, baseline: BaselineArg | None = None,
-                 max_batch: int | None = None, blur_kernel: int = 11, blur_sigma: float = 5.0) -> None:
+                 max_batch: int | None = None, blur_kernel: int = 11, blur_sigma: float = 5.0, *,
+                 multi_label: bool = False) -> None:
         super().__init__(
             self._curve, model, steps=check_positive_int(steps, "steps"),
             baseline=self._default_baseline if baseline is None else baseline,
             max_batch=check_positive_int(max_batch, "max_batch"), blur_kernel=blur_kernel,
-            blur_sigma=blur_sigma,
+            blur_sigma=blur_sigma, multi_label=check_multi_label(multi_label),
         )
 
 
@@ -225,7 +231,7 @@ class Deletion(_CurveMetric):
     """Stateful deletion AUC accumulated over batches; see :func:`deletion`.
 
     Args:
-        model, steps, max_batch, blur_kernel, blur_sigma: as in :func:`deletion`.
+        model, steps, max_batch, blur_kernel, blur_sigma, multi_label: as in :func:`deletion`.
         baseline: as in :func:`deletion`; ``None`` is its default, 0.
 
     Example:
@@ -244,7 +250,7 @@ class Insertion(_CurveMetric):
     """Stateful insertion AUC accumulated over batches; see :func:`insertion`.
 
     Args:
-        model, steps, max_batch, blur_kernel, blur_sigma: as in :func:`insertion`.
+        model, steps, max_batch, blur_kernel, blur_sigma, multi_label: as in :func:`insertion`.
         baseline: as in :func:`insertion`; ``None`` is its default, ``"blur"``.
 
     Example:

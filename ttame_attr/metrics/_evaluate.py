@@ -10,12 +10,15 @@ import torch
 from torch import Tensor, nn
 
 from ttame_attr._core.images import check_images
+from ttame_attr._core.labels import check_threshold, positive_labels
+from ttame_attr._core.outputs import forward_logits
 from ttame_attr._core.parts import ExplainerParts
 from ttame_attr._core.progress import progress_bar
 from ttame_attr.metrics._ad_ic import AverageDropIncrease
 from ttame_attr.metrics._common import (
     MapsOrExplain,
     check_finite_maps,
+    check_multi_label,
     clean_forward,
     get_maps,
     in_eval_mode,
@@ -37,7 +40,7 @@ MetricArg = str | Any
 
 
 def _build(metrics: Sequence[MetricArg] | Mapping[str, Any], model: nn.Module,
-           normalization: Any) -> dict[str, Any]:
+           normalization: Any, multi_label: bool = False) -> dict[str, Any]:
     if isinstance(metrics, Mapping):
         items = list(metrics.items())
     elif isinstance(metrics, (str, bytes)):
@@ -53,7 +56,7 @@ def _build(metrics: Sequence[MetricArg] | Mapping[str, Any], model: nn.Module,
                 raise ValueError(f"metrics: unknown metric name {metric!r}; valid names are "
                                  f"{list(METRIC_NAMES)}, or pass a metric object with update()/compute().")
             options = {"normalization": normalization} if metric == "ad_ic" else {}
-            metric = _FACTORIES[metric](model, **options)
+            metric = _FACTORIES[metric](model, multi_label=multi_label, **options)
         elif not (callable(getattr(metric, "update", None)) and callable(getattr(metric, "compute", None))):
             raise TypeError(f"metrics: {name!r} is a {type(metric).__name__}, expected a metric name or an "
                             "object with update(inputs, maps, target) and compute() (e.g. ROAD(model)).")
@@ -72,6 +75,25 @@ def _split_batch(batch: Any) -> tuple[Any, Any]:
                     f"got {type(batch).__name__}. Wrap the loader so it yields one of these.")
 
 
+def _batch_targets(model: nn.Module, x: Tensor, labels: Any, target: str, multi_label: bool,
+                   threshold: float) -> tuple[Tensor, Tensor]:
+    """The images and the class evaluated for each; multi-label: one row per (image, label) pair."""
+    if target == "label":
+        if labels is None:
+            raise ValueError("target: 'label' needs batches (inputs, labels, ...); this batch has no "
+                             "labels. Use target='predicted' or a loader that yields labels.")
+        tgt = torch.as_tensor(labels, device=x.device)
+        if multi_label and tgt.dim() == 2:  # multi-hot (N, K): every labelled class of every image
+            image, label = (tgt > 0.5 if tgt.is_floating_point() else tgt.bool()).nonzero(as_tuple=True)
+            return x[image], label
+        return x, tgt.long().view(-1)
+    if not multi_label:
+        return x, clean_forward(model, x).argmax(dim=1)
+    with torch.no_grad():
+        pairs = positive_labels(forward_logits(model, x), threshold).pairs()
+    return x[pairs.image], pairs.label
+
+
 @in_eval_mode("evaluate")
 def evaluate(
     model: nn.Module,
@@ -82,6 +104,9 @@ def evaluate(
     progress: bool = False,
     max_batches: int | None = None,
     normalization: Any = None,
+    *,
+    multi_label: bool | None = None,
+    threshold: float = 0.5,
     nonfinite: Literal["raise", "skip"] = "raise",
 ) -> dict[str, Any]:
     """Evaluate an explanation method with several metrics over a data loader.
@@ -109,6 +134,13 @@ def evaluate(
             for the ``"ad_ic"`` built by name, which then masks in pixel space as the paper
             does (default: the explainer's, for a TTAME explainer; else the inputs as given).
             Give it to compare methods alike: masked pixels black for every method.
+        multi_label: ``True`` for a multi-label or single-logit model: every positive label of
+            every image is evaluated (each image repeated once per label: ``target="predicted"``
+            takes the labels whose sigmoid exceeds ``threshold``, or the top-1 when none does;
+            ``target="label"`` takes a multi-hot ``(N, K)`` second element), and the metrics
+            built by name use sigmoid probabilities. Default: the explainer's ``multi_label``
+            when it has one, else ``False``.
+        threshold: the probability above which a label is positive (multi-label only).
         nonfinite: what to do with an image whose map holds NaN or inf: ``"raise"`` (default) a
             ``ValueError`` naming the images (their positions in the loader), or ``"skip"``:
             leave them out of every metric; the result then also holds ``"nonfinite"``, the
@@ -139,20 +171,20 @@ def evaluate(
     explainer = explain if isinstance(explain, ExplainerParts) else None
     if normalization is None and explainer is not None:
         normalization = explainer.normalization
-    built = _build(metrics, model, normalization)
+    if multi_label is None:
+        multi_label = bool(getattr(explainer, "multi_label", False))
+    multi_label = check_multi_label(multi_label)
+    threshold = check_threshold(threshold)
+    built = _build(metrics, model, normalization, multi_label)
     seen, images, skipped = 0, 0, []
     for batch in progress_bar(loader, enabled=progress, desc="evaluate"):
         if max_batches is not None and seen >= max_batches:
             break
         inputs, labels = _split_batch(batch)
         x = check_images(inputs).to(model_device(model, inputs.device))
-        if target == "label":
-            if labels is None:
-                raise ValueError("target: 'label' needs batches (inputs, labels, ...); this batch has no "
-                                 "labels. Use target='predicted' or a loader that yields labels.")
-            tgt = torch.as_tensor(labels, dtype=torch.long, device=x.device).view(-1)
-        else:
-            tgt = clean_forward(model, x).argmax(dim=1)
+        x, tgt = _batch_targets(model, x, labels, target, multi_label, threshold)
+        if not tgt.numel():
+            continue  # a multi-hot batch without any label
         maps = get_maps(explain, x, tgt)
         first, images, seen = images, images + x.shape[0], seen + 1
         if nonfinite == "raise":

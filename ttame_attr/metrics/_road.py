@@ -13,6 +13,7 @@ from ttame_attr.metrics._common import (
     MapsOrExplain,
     TargetArg,
     check_fractions,
+    check_multi_label,
     check_positive_int,
     chunks,
     in_eval_mode,
@@ -84,7 +85,7 @@ class ROADResult(PerSampleResult):
 @torch.no_grad()
 def _road_probs(model: nn.Module, inputs: Tensor, maps: Tensor, target: Tensor, fractions: Sequence[float],
                 noise_std: float, generator: torch.Generator | None, max_batch: int | None, tol: float,
-                max_iter: int, solver: str) -> tuple[Tensor, Tensor]:
+                max_iter: int, solver: str, multi_label: bool = False) -> tuple[Tensor, Tensor]:
     """Probabilities and top-1 classes ``(N, 2, P)`` (order 0 = MoRF, 1 = LeRF)."""
     n, _, h, w = inputs.shape
     p = len(fractions)
@@ -100,7 +101,7 @@ def _road_probs(model: nn.Module, inputs: Tensor, maps: Tensor, target: Tensor, 
         removed = ranks[image, order] < ks[level].view(-1, 1)
         imputed = noisy_linear_impute(inputs[image], removed.view(-1, h, w), noise_std, generator, tol,
                                       max_iter, solver)
-        probs[part], top1[part] = probabilities(model, imputed, target[image])
+        probs[part], top1[part] = probabilities(model, imputed, target[image], multi_label=multi_label)
     return probs.view(n, 2, p), top1.view(n, 2, p)
 
 
@@ -109,7 +110,7 @@ def road(
     model: nn.Module, inputs: Tensor, maps: MapsOrExplain, target: TargetArg = None,
     fractions: Sequence[float] = DEFAULT_REMOVED, noise_std: float = 0.01,
     generator: torch.Generator | None = None, max_batch: int | None = None, tol: float = 1e-5,
-    max_iter: int = 2000, solver: str = "auto",
+    max_iter: int = 2000, solver: str = "auto", *, multi_label: bool = False,
 ) -> ROADResult:
     """ROAD MoRF / LeRF scores with the noisy linear imputer (Rong et al., ICML 2022).
 
@@ -140,6 +141,10 @@ def road(
         solver: imputation solver, ``"auto"``, ``"direct"`` or ``"cg"`` (see
             :func:`noisy_linear_impute`): ``"auto"`` solves CPU images exactly with scipy when it
             is installed and runs the batched conjugate gradient on the device otherwise.
+        multi_label: ``True`` for a multi-label or single-logit model: an image counts while
+            the target label stays positive (sigmoid probability above 0.5) rather than while it
+            stays the top-1 class, and the probabilities are sigmoids; ``morf_top1`` /
+            ``lerf_top1`` then hold the target where it stays positive and ``-1`` elsewhere.
 
     Returns:
         A :class:`ROADResult` with MoRF/LeRF curves ``(P,)``, their averages and per-sample
@@ -161,9 +166,9 @@ def road(
     if not isinstance(noise_std, (int, float)) or isinstance(noise_std, bool) or noise_std < 0:
         raise ValueError(f"noise_std: expected a number >= 0, got {noise_std!r}. ROAD uses 0.01.")
     check_solver(solver)
-    prep = prepare(model, inputs, maps, target, "road")
+    prep = prepare(model, inputs, maps, target, "road", multi_label=multi_label)
     probs, top1 = _road_probs(model, prep.inputs, prep.maps, prep.target, fr, float(noise_std), generator,
-                              max_batch, tol, max_iter, solver)
+                              max_batch, tol, max_iter, solver, multi_label)
     return ROADResult.from_per_sample(fr, prep.target, probs[:, 0], top1[:, 0], probs[:, 1], top1[:, 1])
 
 
@@ -171,7 +176,8 @@ class ROAD(Accumulator):
     """Stateful ROAD (MoRF and LeRF) accumulated over batches; see :func:`road`.
 
     Args:
-        model, fractions, noise_std, generator, max_batch, tol, max_iter, solver: as in :func:`road`.
+        model, fractions, noise_std, generator, max_batch, tol, max_iter, solver, multi_label: as in
+            :func:`road`.
 
     Example:
         >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 5)).eval()
@@ -184,10 +190,10 @@ class ROAD(Accumulator):
     def __init__(
         self, model: nn.Module, fractions: Sequence[float] = DEFAULT_REMOVED, noise_std: float = 0.01,
         generator: torch.Generator | None = None, max_batch: int | None = None, tol: float = 1e-5,
-        max_iter: int = 2000, solver: str = "auto",
+        max_iter: int = 2000, solver: str = "auto", *, multi_label: bool = False,
     ) -> None:
         super().__init__(
             road, model, fractions=check_fractions(fractions), noise_std=noise_std, generator=generator,
             max_batch=check_positive_int(max_batch, "max_batch"), tol=tol, max_iter=max_iter,
-            solver=check_solver(solver),
+            solver=check_solver(solver), multi_label=check_multi_label(multi_label),
         )

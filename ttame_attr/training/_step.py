@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from ttame_attr._core.loss import LossTerms
 from ttame_attr._core.masking import Masker
+from ttame_attr._core.multilabel import multilabel_forward
 from ttame_attr._core.outputs import extract_logits
 from ttame_attr._core.parts import ExplainerParts
 from ttame_attr._core.storage import all_finite
@@ -59,14 +60,17 @@ class StepResult:
 
     Attributes:
         terms: the loss and its terms on the batch (:class:`~ttame_attr.LossTerms`).
-        fidelity: share of masked images still classified as the clean image (0-d tensor).
+        fidelity: share of masked images still classified as the clean image (0-d tensor);
+            multi-label: whose label stays positive.
         batch_size: images in the batch.
         stepped: whether the optimiser stepped.
         skip_reason: why it did not: ``"loss"`` or ``"gradient"`` (not finite), ``"overflow"``
             (float16 overflow, left to the gradient scaler), else ``None``.
-        labels: ``(B,)`` the model's predictions on the clean images (the classes trained).
-        peaks: ``(B,)`` the largest value of each image's own-label mask (in ``[0, 1]``).
-        floors: ``(B,)`` the smallest value of each image's own-label mask.
+        labels: ``(B,)`` the model's predictions on the clean images (the classes trained); for a
+            multi-label explainer ``(P,)``, the label of each masked ``(image, label)`` pair.
+        peaks: ``(B,)`` (or ``(P,)``) the largest value of each masked image's own-label mask
+            (in ``[0, 1]``).
+        floors: ``(B,)`` (or ``(P,)``) the smallest value of each masked image's own-label mask.
     """
 
     terms: LossTerms
@@ -130,7 +134,9 @@ class TrainStep:
     makes the ``(B, B, h, w)`` maps of the batch's labels for every image; each image is
     multiplied by its own label's map (in ``explainer.mask_space``) and classified again; the
     loss (:class:`~ttame_attr.TTAMELoss`) is back-propagated to the head only and SGD (Nesterov,
-    weight decay on weights only) steps, with OneCycleLR to ``lr``. A step whose loss or
+    weight decay on weights only) steps, with OneCycleLR to ``lr``. A multi-label explainer
+    (``explainer.multi_label``) masks one image per ``(image, label)`` pair of the images'
+    positive labels instead (at most ``explainer.max_masked``; see :doc:`/multilabel`). A step whose loss or
     gradients are not finite is skipped: the head's weights, its BatchNorm statistics and the
     optimiser are left as they were.
 
@@ -193,6 +199,8 @@ class TrainStep:
             assert logits is not None
             labels = logits.argmax(dim=1)
         features = [f.detach() for f in features]
+        if getattr(explainer, "multi_label", False):
+            return self._multilabel_forward(x, features, logits)
         # Under DDP: the labels of the global batch, so the maps (B, G, h, w) are this rank's
         # rows of the global batch's (G, G, h, w); image i is column offset + i.
         all_labels, offset, weight = dist_.gather_labels(labels, self.ctx)
@@ -205,6 +213,23 @@ class TrainStep:
         fidelity = (logits_masked.argmax(dim=1) == labels).float().mean()
         flat = own.detach().flatten(1)
         return terms, fidelity, weight, (labels, flat.amax(dim=1).float(), flat.amin(dim=1).float())
+
+    def _multilabel_forward(self, x: Tensor, features: list[Tensor],
+                            logits: Tensor) -> tuple[LossTerms, Tensor, float, tuple[Tensor, Tensor, Tensor]]:
+        """:meth:`_forward` of a multi-label explainer: one entry per masked ``(image, label)`` pair.
+
+        Under DDP each rank masks the pairs of its own images with the maps of its own pairs'
+        labels (the pairs are not gathered: their number differs between images and ranks); the
+        rank's loss is weighted by its share of the global batch's pairs.
+        """
+        explainer = self.explainer
+        out = multilabel_forward(explainer, x, features, logits, head=self.head,
+                                 threshold=explainer.threshold, max_pairs=explainer.max_masked,
+                                 autocast=self.precision.autocast(), mask=self._masker())
+        _, _, weight = dist_.gather_labels(out.pairs.label, self.ctx)
+        flat = out.own.flatten(1)
+        return out.terms, out.fidelity, weight, (out.pairs.label, flat.amax(dim=1).float(),
+                                                 flat.amin(dim=1).float())
 
     def __call__(self, x: Tensor) -> StepResult:
         """One optimiser step on images ``x`` (``(B, C, H, W)`` on the head's device)."""

@@ -1,0 +1,296 @@
+"""Multi-label benchmark: T-TAME against Grad-CAM, Score-CAM and RISE on MultiShapes (issue 31).
+
+One command::
+
+    python benchmarks/multilabel.py                       # cnn and vit, seeds 0 1 2 (the committed run)
+    python benchmarks/multilabel.py --quick               # smoke run: 32x32, tiny training, to a temp dir
+    python benchmarks/multilabel.py --methods gradcam rise --seeds 0   # a subset
+
+Per backbone and seed: a classifier of :class:`~ttame_attr.data.MultiShapes` (two or three class
+shapes per image) is trained with binary cross-entropy by the small loop below (AdamW, one-cycle,
+flips; not the package's classifier trainer, which is a softmax trainer); then every method
+explains every ``(image, label)`` pair of ``--n-images`` validation images and is scored on
+
+* the pointing game and the energy pointing game per label: each ground-truth object against
+  the map of its own class (:func:`ttame_attr.metrics.pointing_game_per_label` and
+  :func:`~ttame_attr.metrics.energy_pointing_game_per_label` define them; they are computed here
+  on the pairs' maps directly, which is the same);
+* AD / IC at 15% (and 100%, 50%) with sigmoid probabilities (``multi_label=True``) over every
+  label the classifier predicts positive (sigmoid > 0.5; the top-1 when none is), masking in
+  pixel space (removed pixels black) for every method.
+
+Methods: T-TAME (``TTAME(model, multi_label=True)``, fitted on the training images; AD/IC reads
+its pre-sigmoid maps at map size as in ``quality.py``), Grad-CAM and Score-CAM from
+pytorch-grad-cam with ``ClassifierOutputTarget(k)`` on the label's logit (for ``K > 1`` outputs
+this is the per-label binary target; ``BinaryClassifierOutputTarget`` is for one-logit models),
+and RISE with the label's sigmoid probability as the mask score.
+
+It writes ``multilabel.json`` (with the run record of ``_results.py``) and ``multilabel.md`` into
+``--out`` (default ``benchmarks/results/``): mean and standard deviation over the seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from _quality.methods import RISE, Explainer, PixelModel, PytorchGradCAM, TTAMEMethod  # noqa: E402
+from _results import add_run_options, finish_run_options, run_header, run_info, write_results  # noqa: E402
+from torch import Tensor, nn  # noqa: E402
+from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
+
+from ttame_attr import positive_labels  # noqa: E402
+from ttame_attr.classifiers import build_classifier  # noqa: E402
+from ttame_attr.data import MEAN, STD, MultiShapes, normalize  # noqa: E402
+from ttame_attr.metrics import average_drop_increase, energy_pointing_game, pointing_game  # noqa: E402
+
+BACKBONES = ("cnn", "vit")
+METHODS = ("ttame", "gradcam", "scorecam", "rise")
+FRACTIONS = (1.0, 0.5, 0.15)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--backbones", nargs="+", choices=BACKBONES, default=list(BACKBONES))
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--n-train", type=int, default=12000, help="classifier training images")
+    p.add_argument("--epochs", type=int, default=12, help="classifier epochs")
+    p.add_argument("--lr", type=float, default=2e-3, help="classifier peak learning rate (AdamW, one-cycle)")
+    p.add_argument("--n-ttame", type=int, default=8000, help="T-TAME training images")
+    p.add_argument("--ttame-epochs", type=int, default=None, help="default: fit's recipe")
+    p.add_argument("--rise-masks", type=int, default=2000)
+    p.add_argument("--merge", nargs="+", type=Path, default=None, metavar="JSON",
+                   help="instead of running: merge the cells of earlier runs' multilabel.json files "
+                        "(e.g. one process per backbone) into one table, listing each run's command")
+    add_run_options(p, n_images=300, quick_help="32x32 images, tiny training, RISE with 100 masks")
+    args = p.parse_args(argv)
+    args = finish_run_options(p, args, "multilabel", quick_images=6)
+    if args.quick:
+        args.image_size, args.n_train, args.epochs, args.n_ttame = 32, 128, 1, 64
+        args.rise_masks, args.ttame_epochs = 100, 1
+    return args
+
+
+# ---------------------------------------------------------------- the classifier (BCE)
+def train_bce_classifier(arch: str, seed: int,
+                         args: argparse.Namespace) -> tuple[nn.Module, dict[str, Any]]:
+    """A multi-label classifier of MultiShapes trained with binary cross-entropy, in eval mode."""
+    torch.manual_seed(seed)
+    size = args.image_size
+    images, labels, _ = MultiShapes(args.n_train, image_size=size, seed=seed, split="train").generate(
+        range(args.n_train))
+    model = build_classifier(arch, num_classes=MultiShapes.num_classes, image_size=size)
+    loader = DataLoader(TensorDataset(images, labels), batch_size=64, shuffle=True,
+                        generator=torch.Generator().manual_seed(seed), drop_last=True)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)
+    steps = max(1, args.epochs * len(loader))
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=steps)
+    start = time.perf_counter()
+    model.train()
+    for _ in range(args.epochs):
+        for x, y in loader:
+            if torch.rand(()) < 0.5:  # class shapes are mirror-symmetric: flips keep the labels
+                x = x.flip(-1)
+            loss = F.binary_cross_entropy_with_logits(model(normalize(x)), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+    model.eval()
+    return model, {"train_seconds": time.perf_counter() - start, **label_accuracy(model, seed, args)}
+
+
+@torch.no_grad()
+def label_accuracy(model: nn.Module, seed: int, args: argparse.Namespace) -> dict[str, float]:
+    """Per-label accuracy, exact-match rate and micro F1 at 0.5 on 1,000 test images."""
+    n = 64 if args.quick else 1000
+    data = MultiShapes(n, image_size=args.image_size, seed=seed, split="test")
+    images, labels, _ = data.generate(range(n))
+    pred = torch.cat([model(normalize(x)).sigmoid() > 0.5 for x in images.split(250)]).float()
+    tp = (pred * labels).sum()
+    return {"label_accuracy": float((pred == labels).float().mean()),
+            "exact_match": float((pred == labels).all(dim=1).float().mean()),
+            "micro_f1": float(2 * tp / (pred.sum() + labels.sum()).clamp_min(1))}
+
+
+# ---------------------------------------------------------------- the methods
+class SigmoidRISE(RISE):
+    """RISE whose mask score is the label's sigmoid probability (not a softmax)."""
+
+    @torch.no_grad()
+    def explain(self, images: Tensor, target: Tensor) -> Tensor:
+        masks = self.masks.to(images.device)
+        out = torch.zeros(images.shape[0], 1, *images.shape[-2:], device=images.device)
+        for i, (image, t) in enumerate(zip(images, target)):
+            for start in range(0, self.n_masks, self.chunk):
+                m = masks[start:start + self.chunk]
+                probs = self.model(image.unsqueeze(0) * m)[:, int(t)].sigmoid()
+                out[i] += torch.einsum("n,nchw->chw", probs, m)
+        return out / (self.n_masks * self.p)
+
+
+def fit_ttame(model: nn.Module, arch: str, seed: int, args: argparse.Namespace) -> Explainer:
+    """``TTAME(model, multi_label=True)`` fitted on MultiShapes."""
+    from ttame_attr import TTAME
+
+    size = args.image_size
+    explainer = TTAME(model, adapter=arch, input_size=(3, size, size), normalization=(MEAN, STD),
+                      multi_label=True)
+    data = MultiShapes(args.n_ttame, image_size=size, seed=seed, split="train", offset=10**6)
+    images, _, _ = data.generate(range(args.n_ttame))
+    torch.manual_seed(seed)
+    loader = DataLoader(normalize(images), batch_size=32, shuffle=True,
+                        generator=torch.Generator().manual_seed(seed), drop_last=True)
+    explainer.fit(loader, epochs=args.ttame_epochs, progress=False, seed=seed)
+    return TTAMEMethod(explainer)
+
+
+def build_methods(model: nn.Module, arch: str, seed: int, args: argparse.Namespace) -> dict[str, Explainer]:
+    """The methods asked for, by display name."""
+    methods: dict[str, Explainer] = {}
+    for key in args.methods:
+        if key == "ttame":
+            methods["T-TAME"] = fit_ttame(model, arch, seed, args)
+        elif key == "gradcam":
+            methods["Grad-CAM"] = PytorchGradCAM("Grad-CAM", model, arch)
+        elif key == "scorecam":
+            methods["Score-CAM"] = PytorchGradCAM("Score-CAM", model, arch, score_batch=64)
+        else:
+            methods["RISE"] = SigmoidRISE(PixelModel(model), args.image_size, n_masks=args.rise_masks,
+                                          seed=seed, chunk=250)
+    return methods
+
+
+# ---------------------------------------------------------------- evaluation
+def explain_pairs(method: Explainer, images: Tensor, image: Tensor, label: Tensor,
+                  paper: bool = False) -> Tensor:
+    """Maps ``(P, 1, h, w)`` of every pair, in batches of the method's size."""
+    fn = method.adic_maps if paper else method.explain
+    parts = []
+    for start in range(0, image.numel(), method.batch_size):
+        idx = slice(start, start + method.batch_size)
+        parts.append(fn(images[image[idx]], label[idx]).detach().float().cpu())
+    return torch.cat(parts)
+
+
+def evaluate_method(method: Explainer, pixel_model: nn.Module, data: dict[str, Tensor]) -> dict[str, float]:
+    """Pointing game and energy per ground-truth label; AD/IC over the predicted labels."""
+    images, masks = data["images"], data["masks"]
+    gt_image, gt_label = data["gt_pairs"]
+    maps = explain_pairs(method, images, gt_image, gt_label)
+    pg = pointing_game(maps, masks[gt_image, gt_label])
+    energy = energy_pointing_game(maps, masks[gt_image, gt_label])
+    pr_image, pr_label = data["pred_pairs"]
+    paper = isinstance(method, TTAMEMethod)
+    adic_maps = explain_pairs(method, images, pr_image, pr_label, paper=paper)
+    adic = average_drop_increase(pixel_model, images[pr_image], adic_maps, target=pr_label,
+                                 fractions=FRACTIONS, multi_label=True)
+    row = {"pointing_game": 100 * pg.accuracy, "energy_pointing_game": 100 * energy.energy}
+    for f in FRACTIONS:
+        row[f"AD{round(100 * f)}"] = adic.average_drop[f]
+        row[f"IC{round(100 * f)}"] = adic.increase_in_confidence[f]
+    return row
+
+
+@torch.no_grad()
+def eval_data(model: nn.Module, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Validation images, per-class masks, ground-truth pairs and the classifier's positive pairs."""
+    n = args.n_images
+    data = MultiShapes(n, image_size=args.image_size, seed=seed, split="val")
+    images, labels, masks = data.generate(range(n))
+    gt = labels.bool().nonzero(as_tuple=True)
+    pred = positive_labels(model(normalize(images))).pairs()
+    return {"images": images, "masks": masks, "gt_pairs": gt, "pred_pairs": (pred.image, pred.label)}
+
+
+def run_cell(arch: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    """One backbone and seed: train, explain, score."""
+    print(f"[{arch} seed {seed}] training the BCE classifier", flush=True)
+    model, facts = train_bce_classifier(arch, seed, args)
+    data = eval_data(model, seed, args)
+    pixel_model = PixelModel(model).eval()
+    rows = {}
+    for name, method in build_methods(model, arch, seed, args).items():
+        start = time.perf_counter()
+        rows[name] = evaluate_method(method, pixel_model, data)
+        rows[name]["seconds"] = time.perf_counter() - start
+        method.close()
+        print(f"  {name}: " + ", ".join(f"{k} {v:.1f}" for k, v in rows[name].items()), flush=True)
+    return {"backbone": arch, "seed": seed, "classifier": facts, "methods": rows,
+            "pairs": {"ground_truth": int(data["gt_pairs"][0].numel()),
+                      "predicted": int(data["pred_pairs"][0].numel())}}
+
+
+# ---------------------------------------------------------------- report
+def aggregate(cells: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, list[float]]]]:
+    """``{backbone: {method: {metric: [mean, std]}}}`` over the seeds (std 0 for one seed)."""
+    values: dict[str, dict[str, dict[str, list[float]]]] = {}
+    for cell in cells:
+        for method, row in cell["methods"].items():
+            for metric, v in row.items():
+                per_method = values.setdefault(cell["backbone"], {}).setdefault(method, {})
+                per_method.setdefault(metric, []).append(v)
+    return {b: {m: {k: [statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0]
+                    for k, v in rows.items()} for m, rows in methods.items()}
+            for b, methods in values.items()}
+
+
+def markdown(run: dict[str, Any], summary: dict[str, Any], cells: list[dict[str, Any]]) -> str:
+    columns = ["pointing_game", "energy_pointing_game", "AD15", "IC15", "AD50", "IC50", "AD100", "IC100"]
+    parts = [f"Part: `{part['command']}` ({part['date']})  " for part in run.get("parts", [])]
+    lines = [run_header(run), *parts, "", "# Multi-label benchmark (MultiShapes)", "",
+             "Mean ± std over seeds. Pointing game and energy: per ground-truth label, % (higher is "
+             "better). AD (lower) / IC (higher) at 15/50/100% with sigmoid probabilities over the "
+             "predicted labels.", ""]
+    for backbone, methods in summary.items():
+        lines += [f"## {backbone}", "", "| method | " + " | ".join(columns) + " |",
+                  "|---" * (len(columns) + 1) + "|"]
+        for method, row in methods.items():
+            cells_md = [f"{row[c][0]:.1f} ± {row[c][1]:.1f}" for c in columns]
+            lines.append(f"| {method} | " + " | ".join(cells_md) + " |")
+        lines.append("")
+    lines += ["## Classifiers", "", "| backbone | seed | label accuracy | exact match | micro F1 |",
+              "|---|---|---|---|---|"]
+    for c in cells:
+        f = c["classifier"]
+        lines.append(f"| {c['backbone']} | {c['seed']} | {100 * f['label_accuracy']:.1f} | "
+                     f"{100 * f['exact_match']:.1f} | {100 * f['micro_f1']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def merged(paths: list[Path]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[Any]]:
+    """The cells, run records and settings of earlier runs' ``multilabel.json`` files."""
+    payloads = [json.loads(path.read_text()) for path in paths]
+    return ([c for p in payloads for c in p["cells"]], [p["run"] for p in payloads],
+            [p["settings"] for p in payloads])
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    run = run_info("multilabel.py", argv)
+    settings: Any = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    if args.merge:
+        cells, run["parts"], settings = merged(args.merge)
+    else:
+        cells = [run_cell(arch, seed, args) for arch in args.backbones for seed in args.seeds]
+    summary = aggregate(cells)
+    payload = {"run": run, "settings": settings, "summary": summary, "cells": cells}
+    for path in write_results(args.out, "multilabel", payload, markdown(run, summary, cells)):
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

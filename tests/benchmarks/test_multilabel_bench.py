@@ -1,0 +1,106 @@
+"""``benchmarks/multilabel.py``: its pieces on tiny models (the full run is the committed benchmark)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import multilabel  # noqa: E402
+from _quality.methods import Explainer  # noqa: E402
+
+
+class _Corner(torch.nn.Module):
+    """Label 0 reads the top-left pixel, label 1 the bottom-right one (channel 0, in [0, 1])."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([10 * x[:, 0, 0, 0] - 5, 10 * x[:, 0, -1, -1] - 5], dim=1)
+
+
+class _Oracle(Explainer):
+    """Puts all the mass on the pixel the label reads."""
+
+    name = "oracle"
+    batch_size = 2
+
+    def explain(self, images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        maps = torch.zeros(images.shape[0], 1, *images.shape[-2:])
+        for i, t in enumerate(target.tolist()):
+            maps[i, 0, -t, -t] = 1.0  # label 0: (0, 0); label 1: (-1, -1)
+        return maps
+
+
+def test_evaluate_method_scores_each_label_against_its_own_object() -> None:
+    images = torch.zeros(2, 3, 4, 4)
+    images[0, :, 0, 0] = images[0, :, -1, -1] = 1.0  # image 0 has both labels
+    images[1, :, -1, -1] = 1.0  # image 1 has label 1
+    masks = torch.zeros(2, 2, 4, 4)
+    masks[0, 0, 0, 0] = masks[0, 1, -1, -1] = masks[1, 1, -1, -1] = 1.0
+    gt = (torch.tensor([0, 0, 1]), torch.tensor([0, 1, 1]))
+    data = {"images": images, "masks": masks, "gt_pairs": gt, "pred_pairs": gt}
+    row = multilabel.evaluate_method(_Oracle(), _Corner(), data)
+    assert row["pointing_game"] == 100.0 and row["energy_pointing_game"] == pytest.approx(100.0)
+    # 15% of 16 pixels keeps the one relevant pixel at full value: the label keeps its probability
+    assert row["AD15"] == pytest.approx(0.0, abs=1e-4) and row["IC15"] == 0.0
+
+
+def test_sigmoid_rise_scores_masks_with_the_sigmoid() -> None:
+    rise = multilabel.SigmoidRISE(_Corner(), image_size=4, n_masks=8, cells=2, seed=0, chunk=3)
+    image = torch.ones(1, 3, 4, 4)
+    out = rise.explain(image, torch.tensor([1]))
+    m = rise.masks
+    probs = torch.sigmoid(10 * m[:, 0, -1, -1] - 5)
+    expected = torch.einsum("n,nchw->chw", probs, m) / (8 * 0.5)
+    assert torch.allclose(out[0], expected, atol=1e-6)
+
+
+def test_aggregate_mean_and_std_over_seeds() -> None:
+    cells = [{"backbone": "cnn", "methods": {"RISE": {"pointing_game": v}}} for v in (10.0, 20.0, 30.0)]
+    summary = multilabel.aggregate(cells)
+    assert summary["cnn"]["RISE"]["pointing_game"] == pytest.approx([20.0, 10.0])
+    one = multilabel.aggregate(cells[:1])
+    assert one["cnn"]["RISE"]["pointing_game"] == [10.0, 0.0]
+
+
+def test_fit_ttame_trains_a_multi_label_explainer() -> None:
+    from ttame_attr.classifiers import build_classifier
+    from ttame_attr.data import MultiShapes
+
+    model = build_classifier("cnn", num_classes=MultiShapes.num_classes, image_size=32).eval()
+    args = argparse.Namespace(image_size=32, n_ttame=32, ttame_epochs=1)
+    method = multilabel.fit_ttame(model, "cnn", 0, args)
+    assert method.explainer.multi_label is True
+    assert len(method.explainer.history.epochs) == 1
+    maps = method.explain(torch.rand(2, 3, 32, 32), torch.tensor([0, 3]))
+    assert maps.shape[:2] == (2, 1)
+
+
+def test_quick_settings() -> None:
+    args = multilabel.parse_args(["--quick", "--seeds", "0"])
+    assert args.image_size == 32 and args.n_images <= 6 and args.rise_masks == 100
+    assert args.methods == list(multilabel.METHODS)
+
+
+def test_merge_writes_one_table_of_earlier_runs(tmp_path: Path) -> None:
+    import json
+
+    row = {k: 1.0 for k in ("pointing_game", "energy_pointing_game", "AD15", "IC15", "AD50", "IC50",
+                            "AD100", "IC100")}
+    facts = {"label_accuracy": 0.9, "exact_match": 0.5, "micro_f1": 0.8}
+    for seed, value in ((0, 10.0), (1, 30.0)):
+        cell = {"backbone": "cnn", "seed": seed, "classifier": facts,
+                "methods": {"RISE": {**row, "pointing_game": value}}}
+        run = {"command": f"python benchmarks/multilabel.py --seeds {seed}", "date": "today"}
+        (tmp_path / f"{seed}.json").write_text(json.dumps({"run": run, "settings": {}, "cells": [cell]}))
+    multilabel.main(["--merge", str(tmp_path / "0.json"), str(tmp_path / "1.json"), "--out", str(tmp_path)])
+    result = json.loads((tmp_path / "multilabel.json").read_text())
+    assert result["summary"]["cnn"]["RISE"]["pointing_game"] == pytest.approx([20.0, 14.1421], rel=1e-4)
+    text = (tmp_path / "multilabel.md").read_text()
+    assert "Part: `python benchmarks/multilabel.py --seeds 0`" in text and "--seeds 1" in text
+    assert "| RISE | 20.0 ± 14.1 |" in text
