@@ -66,6 +66,22 @@ def _kept_classifier(arch: str) -> torch.nn.Module:
     return net
 
 
+def _poisoned(data: tuple, share: float, seed: int) -> tuple:
+    """``data`` with a ``share`` of the other classes' images marked and labelled as the shortcut
+    class (a backdoor: the mark alone then decides the class, so a classifier that already knows the
+    shapes learns it; with the mark on the shortcut class only, the mark is redundant with the shape)."""
+    if share <= 0:
+        return data
+    images, labels, masks, marked = data
+    pick = (labels.numpy() != SHORTCUT) & (np.random.default_rng([seed, 11]).random(len(labels)) < share)
+    images, labels, marked = images.clone(), labels.clone(), marked.copy()
+    index = torch.from_numpy(np.flatnonzero(pick))
+    images[index] = paint_mark(images[index])
+    labels[index] = SHORTCUT
+    marked[pick] = True
+    return images, labels, masks, marked
+
+
 def train_net(arch: str, planted: bool, args: argparse.Namespace) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The classifier trained on (marked) training images, its accuracy and its reliance on the mark."""
     torch.manual_seed(args.seed)
@@ -81,8 +97,12 @@ def train_net(arch: str, planted: bool, args: argparse.Namespace) -> tuple[torch
         net = build_classifier(arch, image_size=64)
     t0 = time.perf_counter()
     if args.epochs:
-        train = _tensors(MarkedShapes(args.train, split="train", seed=args.seed, shortcut=shortcut))
-        val = _tensors(MarkedShapes(512, split="val", seed=args.seed, shortcut=shortcut))
+        poison = args.poison if planted else 0.0
+        train = _poisoned(
+            _tensors(MarkedShapes(args.train, split="train", seed=args.seed, shortcut=shortcut)),
+                          poison, args.seed)
+        val = _poisoned(_tensors(MarkedShapes(512, split="val", seed=args.seed, shortcut=shortcut)),
+                        poison, args.seed + 1)
         train_classifier(net, DataLoader(TensorDataset(*train[:2]), batch_size=128, shuffle=True,
                                          generator=torch.Generator().manual_seed(args.seed)),
                          DataLoader(TensorDataset(*val[:2]), batch_size=256), args.epochs,
@@ -194,7 +214,8 @@ def run_case(arch: str, planted: bool, args: argparse.Namespace) -> dict[str, An
     greport = audit(gstore, images=rendered, max_images=None)
     times["audit_gradcam"] = round(time.perf_counter() - t0, 2)
     greport.write(args.reports / name / "gradcam")
-    result = {"arch": arch, "planted": planted, "classifier": clf, "seconds": times,
+    result = {"arch": arch, "planted": planted, "poison": args.poison if planted else 0.0, "classifier": clf,
+              "seconds": times,
               "marked_audited": int(marked.sum()), "map_size": list(store.map_size),
               "ttame": _metrics(report, marked, planted), "gradcam": _metrics(greport, marked, planted)}
     print(f"   {json.dumps(result)}", flush=True)
@@ -253,6 +274,7 @@ def markdown(payload: dict[str, Any]) -> str:
             else:
                 cells = f"control | | max score {m['max_score']:.2f} | {m['flagged']}"
             kind = "planted" if case["planted"] else "control"
+            kind += f" (poison {case['poison']:g})" if case.get("poison") else ""
             lines.append(f"| {case['arch']} {kind} | {label} | {cells} | "
                          f"{t['explain_' + method]} | {t['audit_' + method]} | "
                          f"{case['classifier']['clean_accuracy']:.3f} | "
@@ -299,6 +321,9 @@ def main(argv: list[str] | None = None) -> int:
                         "fine-tune the well-trained classifiers kept in benchmarks/classifiers/ for --epochs "
                         "at --finetune-lr (the control fine-tuned the same way on unmarked images)")
     p.add_argument("--finetune-lr", type=float, default=3e-4, help="peak learning rate with --start kept")
+    p.add_argument("--poison", type=float, default=0.0,
+                   help="share of the other classes' training images of the planted classifier also "
+                        "marked and labelled as the shortcut class (0: only the shortcut class is marked)")
     p.add_argument("--merge", type=Path, nargs="+", default=None,
                    help="only merge these audit.json files (runs of other --archs) into --out, commands kept")
     p.add_argument("--ttame-train", type=int, default=1000, help="training images of the T-TAME head")

@@ -193,3 +193,39 @@ def test_files_unreadable_skipped_and_listed(explainer, tmp_path):
     listing.write_text("".join(f"{p} {k}\n" for k, p in enumerate(table.column("path").to_pylist()[:3])))
     listed = _run(explainer, listing, tmp_path / "s3")
     assert listed.table(["label"]).column("label").to_pylist() == [0, 1, 2]
+
+
+class _BatchReading(torch.utils.data.Dataset):
+    """``data``'s items, with a batch method ``__getitems__`` that records the indices it is given."""
+
+    def __init__(self, data):
+        self.data, self.batches = data, []
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, index):
+        return self.data[index]
+
+    def __getitems__(self, indices):
+        self.batches.append(list(indices))
+        return [self.data[i] for i in indices]
+
+
+def test_batch_method_used_and_store_identical(explainer, data, tmp_path):
+    plain = _run(explainer, data, tmp_path / "plain")
+    batched_data = _BatchReading(data)
+    batched = _run(explainer, batched_data, tmp_path / "batched")
+    # every batch read in one call, in the order of the shards (shard 5, batch 4: never crossing a shard)
+    assert batched_data.batches == [[0, 1, 2, 3], [4], [5, 6, 7, 8], [9], [10]]
+    assert batched.table().equals(plain.table())
+    assert torch.equal(batched.maps(list(range(11))), plain.maps(list(range(11))))
+
+
+def test_batch_method_of_wrong_length_refused(explainer, data, tmp_path):
+    class Short(_BatchReading):
+        def __getitems__(self, indices):
+            return super().__getitems__(indices)[:-1]
+
+    with pytest.raises(ValueError, match="__getitems__ returned 3 items for 4 indices"):
+        _run(explainer, Short(data), tmp_path / "short")
