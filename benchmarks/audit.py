@@ -100,7 +100,7 @@ def train_net(arch: str, planted: bool, args: argparse.Namespace) -> tuple[torch
         poison = args.poison if planted else 0.0
         train = _poisoned(
             _tensors(MarkedShapes(args.train, split="train", seed=args.seed, shortcut=shortcut)),
-                          poison, args.seed)
+            poison, args.seed)
         val = _poisoned(_tensors(MarkedShapes(512, split="val", seed=args.seed, shortcut=shortcut)),
                         poison, args.seed + 1)
         train_classifier(net, DataLoader(TensorDataset(*train[:2]), batch_size=128, shuffle=True,
