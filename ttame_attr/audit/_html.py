@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,9 +16,6 @@ import torch.nn.functional as F
 
 from ttame_attr.viz import overlay
 from ttame_attr.viz._html import STYLE, array_to_png, img_tag, kv_table
-
-if TYPE_CHECKING:
-    from ttame_attr.audit._report import AuditReport
 
 __all__ = ["write_html"]
 
@@ -68,7 +65,7 @@ def _label(c: dict[str, Any]) -> str:
     return f"{c['class']} ({c['name']})" if c.get("name") else str(c["class"])
 
 
-def _ranking(report: AuditReport) -> str:
+def _ranking(report: Any) -> str:
     head = "".join(f"<th>{t}</th>" for t in ("rank", "class", "images", "score", "flagged"))
     head = f"<tr>{head}<th class='reason'>main reason</th></tr>"
     rows = []
@@ -113,8 +110,9 @@ def _class_section(rank: int, c: dict[str, Any], pics: dict[str, Any]) -> list[s
     return parts
 
 
-def write_html(report: AuditReport, path: str | Path) -> Path:
-    """Write the self-contained ``audit.html`` of ``report`` to ``path``; returns the path."""
+def write_html(report: Any, path: str | Path) -> Path:
+    """Write the self-contained ``audit.html`` of ``report`` (an :class:`~ttame_attr.audit.AuditReport`;
+    not imported here, even for type hints: ``_report`` imports this module) to ``path``; returns the path."""
     manifest = report.provenance.get("manifest", {})
     model = manifest.get("model") or {}
     summary = [("store", report.provenance.get("store")), ("model", model.get("spec") or model.get("class")),
