@@ -18,6 +18,13 @@ shows, and the time of each step. A control (no mark anywhere, its own classifie
 tells the false alarms. A scale check times explain and audit at ``--scale-images`` images and
 the audit's peak memory (a fresh process) at a tenth of that and at all of it.
 
+``--start kept`` starts each classifier from the well-trained CNN or ViT kept in
+``benchmarks/classifiers/`` and fine-tunes it for ``--epochs`` at ``--finetune-lr`` (the control the
+same way, on unmarked images). Such a classifier ignores a mark that only repeats what the shape
+already says; ``--poison F`` also marks a share ``F`` of the other classes' training images and
+labels them as the shortcut class (a backdoor), so that it learns the mark and keeps the shapes.
+``--merge A.json B.json`` joins runs made side by side (e.g. ``--archs cnn`` and ``--archs vit``).
+
 It writes ``audit.json`` and ``audit.md`` into ``--out`` (default ``benchmarks/results/``) and
 the HTML reports under ``--reports``.
 """
