@@ -303,7 +303,7 @@ def merge(paths: list[Path], out: Path, argv: list[str] | None) -> int:
     """One audit.json/.md of the cases of several runs (e.g. the CNN and the ViT run side by side);
     each run's header, command included, is kept under ``runs``."""
     parts = [json.loads(Path(p).read_text()) for p in paths]
-    payload = {"run": run_info("audit.py", argv), "settings": parts[0]["settings"],
+    payload = {"run": run_info("audit.py", argv), "settings": {"merged": [str(p) for p in paths]},
                "cases": [c for p in parts for c in p["cases"]],
                "runs": [{"run": p["run"], "settings": p["settings"]} for p in parts],
                "peak_rss_mib": max(p["peak_rss_mib"] for p in parts)}
