@@ -172,8 +172,8 @@ class _IndexedBatched(_Indexed):
     def __getitems__(self, indices: list[int]) -> list[tuple[int, Any]]:
         items = self.dataset.__getitems__(list(indices))
         if len(items) != len(indices):
-            raise ValueError(f"data: {type(self.dataset).__name__}.__getitems__ returned {len(items)} items for "
-                             f"{len(indices)} indices; it must return one item per index, in order.")
+            raise ValueError(f"data: {type(self.dataset).__name__}.__getitems__ returned {len(items)} items "
+                             f"for {len(indices)} indices; it must return one item per index, in order.")
         return list(zip(indices, items))
 
 
