@@ -18,6 +18,13 @@ shows, and the time of each step. A control (no mark anywhere, its own classifie
 tells the false alarms. A scale check times explain and audit at ``--scale-images`` images and
 the audit's peak memory (a fresh process) at a tenth of that and at all of it.
 
+``--start kept`` starts each classifier from the well-trained CNN or ViT kept in
+``benchmarks/classifiers/`` and fine-tunes it for ``--epochs`` at ``--finetune-lr`` (the control the
+same way, on unmarked images). Such a classifier ignores a mark that only repeats what the shape
+already says; ``--poison F`` also marks a share ``F`` of the other classes' training images and
+labels them as the shortcut class (a backdoor), so that it learns the mark and keeps the shapes.
+``--merge A.json B.json`` joins runs made side by side (e.g. ``--archs cnn`` and ``--archs vit``).
+
 It writes ``audit.json`` and ``audit.md`` into ``--out`` (default ``benchmarks/results/``) and
 the HTML reports under ``--reports``.
 """
@@ -56,11 +63,39 @@ def _tensors(ds: MarkedShapes, chunk: int = 1000) -> tuple[torch.Tensor, ...]:
     return (*(torch.cat([p[i] for p in parts]) for i in range(3)), np.concatenate([p[3] for p in parts]))
 
 
+def _kept_classifier(arch: str) -> torch.nn.Module:
+    """The classifier of ``arch`` kept in ``benchmarks/classifiers/`` (seed 0, 64 px; see its README)."""
+    paths = sorted((Path(__file__).resolve().parent / "classifiers").glob(f"{arch}_64px_seed0_*.pt"))
+    if not paths:
+        raise FileNotFoundError(f"no kept {arch} classifier in benchmarks/classifiers/")
+    net = build_classifier(arch, image_size=64)
+    net.load_state_dict(torch.load(paths[0], map_location="cpu", weights_only=True))
+    return net
+
+
+def _poisoned(data: tuple, share: float, seed: int) -> tuple:
+    """``data`` with a ``share`` of the other classes' images marked and labelled as the shortcut
+    class (a backdoor: the mark alone then decides the class, so a classifier that already knows the
+    shapes learns it; with the mark on the shortcut class only, the mark is redundant with the shape)."""
+    if share <= 0:
+        return data
+    images, labels, masks, marked = data
+    pick = (labels.numpy() != SHORTCUT) & (np.random.default_rng([seed, 11]).random(len(labels)) < share)
+    images, labels, marked = images.clone(), labels.clone(), marked.copy()
+    index = torch.from_numpy(np.flatnonzero(pick))
+    images[index] = paint_mark(images[index])
+    labels[index] = SHORTCUT
+    marked[pick] = True
+    return images, labels, masks, marked
+
+
 def train_net(arch: str, planted: bool, args: argparse.Namespace) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The classifier trained on (marked) training images, its accuracy and its reliance on the mark."""
     torch.manual_seed(args.seed)
     shortcut = SHORTCUT if planted else None
-    if arch == "cnn" and not planted:  # the control: the shipped CNN, trained on clean shapes
+    if args.start == "kept":  # a kept well-trained classifier (it knows the shapes), fine-tuned briefly
+        net = _kept_classifier(arch).train()
+    elif arch == "cnn" and not planted:  # the control: the shipped CNN, trained on clean shapes
         net = load_reference_classifier()[0]
         args = argparse.Namespace(**{**vars(args), "epochs": 0})
     elif arch == "cnn" and args.finetune_shipped:  # the shipped CNN (it knows the shapes), fine-tuned
@@ -69,12 +104,17 @@ def train_net(arch: str, planted: bool, args: argparse.Namespace) -> tuple[torch
         net = build_classifier(arch, image_size=64)
     t0 = time.perf_counter()
     if args.epochs:
-        train = _tensors(MarkedShapes(args.train, split="train", seed=args.seed, shortcut=shortcut))
-        val = _tensors(MarkedShapes(512, split="val", seed=args.seed, shortcut=shortcut))
+        poison = args.poison if planted else 0.0
+        train = _poisoned(
+            _tensors(MarkedShapes(args.train, split="train", seed=args.seed, shortcut=shortcut)),
+            poison, args.seed)
+        val = _poisoned(_tensors(MarkedShapes(512, split="val", seed=args.seed, shortcut=shortcut)),
+                        poison, args.seed + 1)
         train_classifier(net, DataLoader(TensorDataset(*train[:2]), batch_size=128, shuffle=True,
                                          generator=torch.Generator().manual_seed(args.seed)),
                          DataLoader(TensorDataset(*val[:2]), batch_size=256), args.epochs,
-                         lr=1e-3 if arch == "cnn" and args.finetune_shipped else 3e-3,
+                         lr=args.finetune_lr if args.start == "kept" else
+                         1e-3 if arch == "cnn" and args.finetune_shipped else 3e-3,
                          augment=False, seed=args.seed)
     seconds = time.perf_counter() - t0
     model = Normalized(net, MEAN, STD).eval()
@@ -85,6 +125,7 @@ def train_net(arch: str, planted: bool, args: argparse.Namespace) -> tuple[torch
     others = labels != SHORTCUT
     return model, {"train_seconds": round(seconds, 1),
                    "clean_accuracy": float((pred_clean == labels).float().mean()),
+                   "shortcut_class_accuracy": float((pred_clean[~others] == SHORTCUT).float().mean()),
                    "flip_to_shortcut_when_marked": float((pred_marked[others] == SHORTCUT).float().mean()),
                    "shortcut_predicted_unmarked": float((pred_clean[others] == SHORTCUT).float().mean())}
 
@@ -147,10 +188,12 @@ def run_case(arch: str, planted: bool, args: argparse.Namespace) -> dict[str, An
         train_images = _tensors(MarkedShapes(args.ttame_train, split="train", seed=args.seed,
                                              shortcut=SHORTCUT if planted else None))[0]
         t0 = time.perf_counter()
-        explainer.fit(DataLoader(train_images, batch_size=32, shuffle=True, drop_last=True,
+        history = explainer.fit(DataLoader(train_images, batch_size=32, shuffle=True, drop_last=True,
                                  generator=torch.Generator().manual_seed(args.seed)),
                       epochs=args.ttame_epochs, progress=False)
         clf["fit_seconds"] = round(time.perf_counter() - t0, 1)
+        clf["ttame_warnings"] = [str(w) for w in history.warnings()]
+        clf["ttame_full_classes"] = [int(c) for c in history.full_classes()]
         if cache is not None:
             cache.mkdir(parents=True, exist_ok=True)
             torch.save(model.net.state_dict(), cache / "net.pt")
@@ -178,7 +221,8 @@ def run_case(arch: str, planted: bool, args: argparse.Namespace) -> dict[str, An
     greport = audit(gstore, images=rendered, max_images=None)
     times["audit_gradcam"] = round(time.perf_counter() - t0, 2)
     greport.write(args.reports / name / "gradcam")
-    result = {"arch": arch, "planted": planted, "classifier": clf, "seconds": times,
+    result = {"arch": arch, "planted": planted, "poison": args.poison if planted else 0.0, "classifier": clf,
+              "seconds": times,
               "marked_audited": int(marked.sum()), "map_size": list(store.map_size),
               "ttame": _metrics(report, marked, planted), "gradcam": _metrics(greport, marked, planted)}
     print(f"   {json.dumps(result)}", flush=True)
@@ -223,8 +267,9 @@ def markdown(payload: dict[str, Any]) -> str:
     lines = ["# Auditing a planted shortcut: `benchmarks/audit.py`", "", run_header(payload["run"]), "",
              f"Settings: {payload['settings']}", "",
              "| classifier | maps | shortcut class rank | top-image precision | first group purity (size) "
-             "| flagged classes | explain s | audit s | clean acc. | flip to shortcut when marked |",
-             "|---|---|---:|---:|---:|---|---:|---:|---:|---:|"]
+             "| flagged classes | explain s | audit s | clean acc. | shortcut-class acc. "
+             "| flip to shortcut when marked |",
+             "|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
     for case in payload["cases"]:
         for method in ("ttame", "gradcam"):
             m, t = case[method], case["seconds"]
@@ -236,9 +281,11 @@ def markdown(payload: dict[str, Any]) -> str:
             else:
                 cells = f"control | | max score {m['max_score']:.2f} | {m['flagged']}"
             kind = "planted" if case["planted"] else "control"
+            kind += f" (poison {case['poison']:g})" if case.get("poison") else ""
             lines.append(f"| {case['arch']} {kind} | {label} | {cells} | "
                          f"{t['explain_' + method]} | {t['audit_' + method]} | "
                          f"{case['classifier']['clean_accuracy']:.3f} | "
+                         f"{case['classifier'].get('shortcut_class_accuracy', float('nan')):.3f} | "
                          f"{case['classifier']['flip_to_shortcut_when_marked']:.3f} |")
     lines += ["", "Step times (seconds): " + "; ".join(
         f"{c['arch']} {'planted' if c['planted'] else 'control'}: {c['seconds']}" for c in payload["cases"])]
@@ -252,6 +299,21 @@ def markdown(payload: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def merge(paths: list[Path], out: Path, argv: list[str] | None) -> int:
+    """One audit.json/.md of the cases of several runs (e.g. the CNN and the ViT run side by side);
+    each run's header, command included, is kept under ``runs``."""
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    payload = {"run": run_info("audit.py", argv), "settings": {"merged": [str(p) for p in paths]},
+               "cases": [c for p in parts for c in p["cases"]],
+               "runs": [{"run": p["run"], "settings": p["settings"]} for p in parts],
+               "peak_rss_mib": max(p["peak_rss_mib"] for p in parts)}
+    text = markdown(payload) + "\n\nMerged from the runs:\n\n" + "\n\n".join(
+        run_header(p["run"]) + f"\n\nSettings: {p['settings']}" for p in parts)
+    for path in write_results(out, "audit", payload, text):
+        print(f"wrote {path}", flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--archs", nargs="+", default=["cnn", "vit"], choices=["cnn", "vit"])
@@ -261,6 +323,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--finetune-shipped", action="store_true",
                    help="fine-tune the shipped CNN (it knows the shapes: it learns the mark less) instead of "
                         "training the CNN from scratch")
+    p.add_argument("--start", choices=["scratch", "kept"], default="scratch",
+                   help="scratch: train the classifiers from scratch (--finetune-shipped aside); kept: "
+                        "fine-tune the well-trained classifiers kept in benchmarks/classifiers/ for --epochs "
+                        "at --finetune-lr (the control fine-tuned the same way on unmarked images)")
+    p.add_argument("--finetune-lr", type=float, default=3e-4, help="peak learning rate with --start kept")
+    p.add_argument("--poison", type=float, default=0.0,
+                   help="share of the other classes' training images of the planted classifier also "
+                        "marked and labelled as the shortcut class (0: only the shortcut class is marked)")
+    p.add_argument("--merge", type=Path, nargs="+", default=None,
+                   help="only merge these audit.json files (runs of other --archs) into --out, commands kept")
     p.add_argument("--ttame-train", type=int, default=1000, help="training images of the T-TAME head")
     p.add_argument("--ttame-epochs", type=int, default=4)
     p.add_argument("--scale-images", type=int, default=20000, help="images of the scale check (0: skip)")
@@ -281,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
         args.train, args.audited, args.epochs, args.ttame_epochs, args.scale_images = 600, 200, 1, 1, 1000
         args.ttame_train = 300
     args.out = args.out or default_out(args.quick, "audit")
+    if args.merge:
+        return merge(args.merge, args.out, argv)
     args.reports = args.reports or Path(tempfile.mkdtemp(prefix="ttame_audit_reports_"))
     cases = []
     settings = {k: v for k, v in vars(args).items() if k not in ("out", "reports", "quick")}

@@ -207,3 +207,39 @@ def test_a_multi_label_explainer_is_refused_before_anything_is_written(data, tmp
     with pytest.raises(ValueError, match=r"explainer: .*multi-label"):
         _run(explainer.as_module(upsample=False), data, store)
     assert not store.exists()
+
+
+class _BatchReading(torch.utils.data.Dataset):
+    """``data``'s items, with a batch method ``__getitems__`` that records the indices it is given."""
+
+    def __init__(self, data):
+        self.data, self.batches = data, []
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, index):
+        return self.data[index]
+
+    def __getitems__(self, indices):
+        self.batches.append(list(indices))
+        return [self.data[i] for i in indices]
+
+
+def test_batch_method_used_and_store_identical(explainer, data, tmp_path):
+    plain = _run(explainer, data, tmp_path / "plain")
+    batched_data = _BatchReading(data)
+    batched = _run(explainer, batched_data, tmp_path / "batched")
+    # every batch read in one call, in the order of the shards (shard 5, batch 4: never crossing a shard)
+    assert batched_data.batches == [[0, 1, 2, 3], [4], [5, 6, 7, 8], [9], [10]]
+    assert batched.table().equals(plain.table())
+    assert torch.equal(batched.maps(list(range(11))), plain.maps(list(range(11))))
+
+
+def test_batch_method_of_wrong_length_refused(explainer, data, tmp_path):
+    class Short(_BatchReading):
+        def __getitems__(self, indices):
+            return super().__getitems__(indices)[:-1]
+
+    with pytest.raises(ValueError, match="__getitems__ returned 3 items for 4 indices"):
+        _run(explainer, Short(data), tmp_path / "short")

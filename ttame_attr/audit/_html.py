@@ -111,7 +111,8 @@ def _class_section(rank: int, c: dict[str, Any], pics: dict[str, Any]) -> list[s
 
 
 def write_html(report: Any, path: str | Path) -> Path:
-    """Write the self-contained ``audit.html`` of ``report`` to ``path``; returns the path."""
+    """Write the self-contained ``audit.html`` of ``report`` (an :class:`~ttame_attr.audit.AuditReport`;
+    not imported here, even for type hints: ``_report`` imports this module) to ``path``; returns the path."""
     manifest = report.provenance.get("manifest", {})
     model = manifest.get("model") or {}
     summary = [("store", report.provenance.get("store")), ("model", model.get("spec") or model.get("class")),

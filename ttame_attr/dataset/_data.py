@@ -164,6 +164,24 @@ class _Indexed(Dataset):
         return index, self.dataset[index]
 
 
+class _IndexedBatched(_Indexed):
+    """:class:`_Indexed` over a dataset with a batch method ``__getitems__`` (which PyTorch's
+    DataLoader calls with a batch's indices, as it would on the dataset itself): the batch is read
+    in one call, the pairs in the order of ``indices``."""
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[int, Any]]:
+        items = self.dataset.__getitems__(list(indices))
+        if len(items) != len(indices):
+            raise ValueError(f"data: {type(self.dataset).__name__}.__getitems__ returned {len(items)} items "
+                             f"for {len(indices)} indices; it must return one item per index, in order.")
+        return list(zip(indices, items))
+
+
+def _indexed(dataset: Any) -> _Indexed:
+    """``(index, item)`` pairs of ``dataset``, read a batch at a time when it has ``__getitems__``."""
+    return _IndexedBatched(dataset) if callable(getattr(dataset, "__getitems__", None)) else _Indexed(dataset)
+
+
 @dataclass
 class Batch:
     """A collated batch: ``indices`` of all its items, the readable ones' images, labels (-1
@@ -244,5 +262,5 @@ class ShardBatches:
 def make_loader(source: Source, batches: ShardBatches, num_workers: int, pin_memory: bool) -> DataLoader:
     """The DataLoader of the pending shards (worker processes decode; batches prefetched)."""
     extra = {"persistent_workers": False, "prefetch_factor": 4} if num_workers > 0 else {}
-    return DataLoader(_Indexed(source.dataset), batch_sampler=batches, num_workers=num_workers,
+    return DataLoader(_indexed(source.dataset), batch_sampler=batches, num_workers=num_workers,
                       collate_fn=collate, pin_memory=pin_memory, **extra)
