@@ -130,16 +130,8 @@ def label_accuracy(model: nn.Module, seed: int, args: argparse.Namespace) -> dic
 class SigmoidRISE(RISE):
     """RISE whose mask score is the label's sigmoid probability (not a softmax)."""
 
-    @torch.no_grad()
-    def explain(self, images: Tensor, target: Tensor) -> Tensor:
-        masks = self.masks.to(images.device)
-        out = torch.zeros(images.shape[0], 1, *images.shape[-2:], device=images.device)
-        for i, (image, t) in enumerate(zip(images, target)):
-            for start in range(0, self.n_masks, self.chunk):
-                m = masks[start:start + self.chunk]
-                probs = self.model(image.unsqueeze(0) * m)[:, int(t)].sigmoid()
-                out[i] += torch.einsum("n,nchw->chw", probs, m)
-        return out / (self.n_masks * self.p)
+    def scores(self, logits: Tensor, target: int) -> Tensor:
+        return logits[:, target].sigmoid()
 
 
 def fit_ttame(model: nn.Module, arch: str, seed: int, args: argparse.Namespace) -> Explainer:

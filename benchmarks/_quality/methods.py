@@ -296,6 +296,10 @@ class RISE(Explainer):
         idx = torch.arange(n)[:, None, None]
         return up[:, 0][idx, rows[:, :, None], cols[:, None, :]].unsqueeze(1).contiguous()
 
+    def scores(self, logits: Tensor, target: int) -> Tensor:
+        """The score of each masked image: the target's softmax probability."""
+        return logits.softmax(dim=1)[:, target]
+
     @torch.no_grad()
     def explain(self, images: Tensor, target: Tensor) -> Tensor:
         masks = self.masks.to(images.device)
@@ -303,7 +307,7 @@ class RISE(Explainer):
         for i, (image, t) in enumerate(zip(images, target)):
             for start in range(0, self.n_masks, self.chunk):
                 m = masks[start:start + self.chunk]
-                probs = self.model(image.unsqueeze(0) * m).softmax(dim=1)[:, int(t)]
+                probs = self.scores(self.model(image.unsqueeze(0) * m), int(t))
                 out[i] += torch.einsum("n,nchw->chw", probs, m)
         return out / (self.n_masks * self.p)
 

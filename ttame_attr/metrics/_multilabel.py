@@ -33,6 +33,15 @@ def _check_per_class(masks: Any, labels: Any) -> tuple[Tensor, Tensor]:
     return masks, (labels > 0.5) if labels.is_floating_point() else labels.bool()
 
 
+def _labelled_pairs(masks: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    """The checked masks and the ``(image, label)`` index pairs to score (at least one)."""
+    masks, present = _check_per_class(masks, labels)
+    image, label = present.nonzero(as_tuple=True)
+    if not image.numel():
+        raise ValueError("labels: no (image, label) pair to score; every image needs at least one label.")
+    return masks, image, label
+
+
 def label_pairs(masks: Tensor, labels: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """The ``(image, label)`` pairs the per-label pointing games score, in their order.
 
@@ -95,10 +104,7 @@ def pointing_game_per_label(maps: MapsOrExplain, masks: Tensor, labels: Tensor |
         >>> pointing_game_per_label(masks, masks).accuracy
         1.0
     """
-    masks, present = _check_per_class(masks, labels)
-    image, label = present.nonzero(as_tuple=True)
-    if not image.numel():
-        raise ValueError("labels: no (image, label) pair to score; every image needs at least one label.")
+    masks, image, label = _labelled_pairs(masks, labels)
     return pointing_game(_pair_maps(maps, masks, image, label, inputs), masks[image, label], tolerance)
 
 
@@ -120,8 +126,5 @@ def energy_pointing_game_per_label(maps: MapsOrExplain, masks: Tensor, labels: T
         >>> energy_pointing_game_per_label(masks, masks).energy
         1.0
     """
-    masks, present = _check_per_class(masks, labels)
-    image, label = present.nonzero(as_tuple=True)
-    if not image.numel():
-        raise ValueError("labels: no (image, label) pair to score; every image needs at least one label.")
+    masks, image, label = _labelled_pairs(masks, labels)
     return energy_pointing_game(_pair_maps(maps, masks, image, label, inputs), masks[image, label])
