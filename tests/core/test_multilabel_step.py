@@ -5,21 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from tiny_models import assert_same_snapshot, make_tiny_cnn, make_tiny_vit, model_snapshot
+from tiny_models import assert_same_snapshot, make_tiny_cnn, make_tiny_vit, model_snapshot, with_labels
 
 from ttame_attr import TTAME, MultiLabelTTAMELoss
 from ttame_attr._core.multilabel import explain_multilabel, multilabel_forward
 
 X = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
-
-
-def with_labels(model: torch.nn.Module, bias: list[float]) -> torch.nn.Module:
-    """Make the classifier's logits (nearly) the given bias for every image."""
-    fc = model.fc if hasattr(model, "fc") else model.heads.head
-    with torch.no_grad():
-        fc.weight.mul_(0.01)
-        fc.bias.copy_(torch.tensor(bias))
-    return model
 
 
 def explainer_of(model: torch.nn.Module) -> TTAME:

@@ -4,22 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_models import assert_same_snapshot, make_tiny_cnn, make_tiny_vit, model_snapshot
+from tiny_models import assert_same_snapshot, make_tiny_cnn, make_tiny_vit, model_snapshot, with_labels
 from torch.utils.data import DataLoader
 
 from ttame_attr import TTAME, MultiLabelExplanation, MultiLabelTTAMELoss, TrainStep, TTAMELoss
 from ttame_attr.data import MultiShapes, normalize
 
 X = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
-
-
-def with_bias(model: torch.nn.Module, bias: list[float]) -> torch.nn.Module:
-    """Make the classifier's logits (nearly) ``bias`` for every image."""
-    fc = model.fc if hasattr(model, "fc") else model.heads.head
-    with torch.no_grad():
-        fc.weight.mul_(0.01)
-        fc.bias.copy_(torch.tensor(bias))
-    return model
 
 
 def shapes_loader(n: int = 48, batch_size: int = 16) -> DataLoader:
@@ -67,7 +58,7 @@ def test_fit_lowers_the_loss_and_explain_gives_the_positive_labels(make) -> None
 
 
 def test_a_step_masks_one_image_per_pair_within_max_masked() -> None:
-    model = with_bias(make_tiny_cnn(3), [3.0, 2.0, 1.0])  # every image has 3 labels: 12 pairs
+    model = with_labels(make_tiny_cnn(3), [3.0, 2.0, 1.0])  # every image has 3 labels: 12 pairs
     explainer = TTAME(model, input_size=(3, 32, 32), multi_label=True, max_masked=6)
     result = TrainStep(explainer, total_steps=4)(X)
     assert result.stepped and result.labels.shape == (6,) and result.peaks.shape == (6,)
@@ -77,7 +68,7 @@ def test_a_step_masks_one_image_per_pair_within_max_masked() -> None:
 
 
 def test_an_image_with_no_positive_label_explains_its_top1() -> None:
-    model = with_bias(make_tiny_cnn(3), [-3.0, -1.0, -2.0])
+    model = with_labels(make_tiny_cnn(3), [-3.0, -1.0, -2.0])
     explainer = TTAME(model, input_size=(3, 32, 32), multi_label=True)
     out = explainer.explain(X)
     assert out.classes.tolist() == [[1]] * 4 and out.valid.all()
@@ -131,7 +122,7 @@ def test_a_config_without_multi_label_loads_as_softmax() -> None:
 
 
 def test_exported_program_equals_eager_explain() -> None:
-    model = with_bias(make_tiny_cnn(4), [2.0, -2.0, 1.0, -1.0])
+    model = with_labels(make_tiny_cnn(4), [2.0, -2.0, 1.0, -1.0])
     with torch.no_grad():
         model.fc.weight.normal_(0, 0.5, generator=torch.Generator().manual_seed(0))
     explainer = TTAME(model, input_size=(3, 32, 32), multi_label=True)

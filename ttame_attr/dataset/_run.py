@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ttame_attr._core.fingerprint import weights_fingerprint
 from ttame_attr._version import __version__
 from ttame_attr.dataset._columns import batch_columns, require_pyarrow
 from ttame_attr.dataset._data import IMAGENET, ShardBatches, make_loader, resolve_source
@@ -23,19 +23,9 @@ from ttame_attr.dataset._manifest import (
 from ttame_attr.dataset._reader import ExplanationStore
 from ttame_attr.dataset._writer import ShardWriter
 
-__all__ = ["explain_dataset", "explained_module", "weights_sha256"]
+__all__ = ["explain_dataset", "explained_module"]
 
 logger = logging.getLogger(__name__)
-
-
-def weights_sha256(module: nn.Module) -> str:
-    """A hash of a module's state dict: names, dtypes, shapes and values, in order."""
-    digest = hashlib.sha256()
-    for name, tensor in module.state_dict().items():
-        t = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return digest.hexdigest()
 
 
 def explained_module(explainer: Any, top_k: int) -> tuple[nn.Module, Any]:
@@ -80,7 +70,8 @@ def _identity(module: nn.Module, model: Any, source: Any, options: dict[str, Any
     return {
         "format_version": FORMAT_VERSION, "package_version": __version__,
         "model": {"spec": model_spec, "class": type(model).__name__},
-        "head_sha256": weights_sha256(module.head), "options": options, "data": source.fingerprint(),
+        "head_sha256": weights_fingerprint(module.head)["sha256"], "options": options,
+        "data": source.fingerprint(),
         "map_size": [int(h), int(w)], "num_classes": int(module.num_classes),
         "input_size": list(module.input_size), "class_names": source.class_names,
         "maps_encoding": {"dtype": "float16", "byteorder": "little", "order": "C",
