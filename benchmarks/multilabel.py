@@ -46,6 +46,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from _quality.methods import RISE, Explainer, PixelModel, PytorchGradCAM, TTAMEMethod  # noqa: E402
+from _quality.models import kept_classifier  # noqa: E402
 from _results import add_run_options, finish_run_options, run_header, run_info, write_results  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
@@ -69,6 +70,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--n-train", type=int, default=12000, help="classifier training images")
     p.add_argument("--epochs", type=int, default=12, help="classifier epochs")
     p.add_argument("--lr", type=float, default=2e-3, help="classifier peak learning rate (AdamW, one-cycle)")
+    p.add_argument("--start", choices=["scratch", "kept"], default="scratch",
+                   help="scratch: train each classifier from scratch; kept: fine-tune the softmax classifier "
+                        "of the same backbone kept in benchmarks/classifiers/ (64 px, it knows the shapes) "
+                        "with binary cross-entropy, at --finetune-lr")
+    p.add_argument("--finetune-lr", type=float, default=1e-3, help="peak learning rate with --start kept")
     p.add_argument("--n-ttame", type=int, default=8000, help="T-TAME training images")
     p.add_argument("--ttame-epochs", type=int, default=None, help="default: fit's recipe")
     p.add_argument("--rise-masks", type=int, default=2000)
@@ -92,12 +98,15 @@ def train_bce_classifier(arch: str, seed: int,
     size = args.image_size
     images, labels, _ = MultiShapes(args.n_train, image_size=size, seed=seed, split="train").generate(
         range(args.n_train))
-    model = build_classifier(arch, num_classes=MultiShapes.num_classes, image_size=size)
+    if args.start == "kept":  # the softmax classifier that knows single shapes, fine-tuned with BCE
+        model, lr = kept_classifier(arch, size), args.finetune_lr
+    else:
+        model, lr = build_classifier(arch, num_classes=MultiShapes.num_classes, image_size=size), args.lr
     loader = DataLoader(TensorDataset(images, labels), batch_size=64, shuffle=True,
                         generator=torch.Generator().manual_seed(seed), drop_last=True)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     steps = max(1, args.epochs * len(loader))
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=steps)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps)
     start = time.perf_counter()
     model.train()
     for _ in range(args.epochs):

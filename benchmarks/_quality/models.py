@@ -69,6 +69,19 @@ def seed_cache(cache_dir: Path, arch: str, image_size: int, seed: int) -> list[P
     return copied
 
 
+def kept_classifier(arch: str, image_size: int = 64) -> nn.Module:
+    """The classifier of ``arch`` kept in ``benchmarks/classifiers/`` (seed 0; see its README), in
+    train mode, for benchmarks that fine-tune a classifier that already knows the shapes."""
+    from ttame_attr.classifiers import build_classifier
+
+    paths = sorted(SHIPPED_CLASSIFIERS.glob(f"{arch}_{image_size}px_seed0_*.pt"))
+    if not paths:
+        raise FileNotFoundError(f"no kept {arch} classifier at {image_size} px in {SHIPPED_CLASSIFIERS}")
+    net = build_classifier(arch, image_size=image_size)
+    net.load_state_dict(torch.load(paths[0], map_location="cpu", weights_only=True))
+    return net.train()
+
+
 def fingerprint(model: nn.Module) -> str:
     """A hash of a model's weights: SHA-256 of the state_dict's names, dtypes, shapes and bytes
     (first 16 hex digits)."""
