@@ -32,6 +32,30 @@ def test_pairs_own_maps_and_bce_by_hand() -> None:
     assert out.fidelity.item() == pytest.approx((picked > 0).float().mean().item())
 
 
+def test_gathered_pair_labels_are_the_maps_columns_and_the_own_maps_follow_the_offset() -> None:
+    # As under DDP: another rank's 3 pair labels [1, 1, 0] come first, this rank's 8 at offset 3.
+    explainer = explainer_of(with_labels(make_tiny_cnn(3), [2.0, -2.0, 1.0]))  # labels {0, 2}
+    features, logits = explainer.extractor(X, need_logits=True)
+    features = [f.detach() for f in features]
+    seen = []
+
+    def gather(labels: torch.Tensor) -> tuple[torch.Tensor, int]:
+        seen.append(labels.tolist())
+        return torch.cat([torch.tensor([1, 1, 0]), labels]), 3
+
+    out = multilabel_forward(explainer, X, features, logits, gather=gather)
+    assert seen == [[0, 2] * 4]
+    columns = torch.tensor([1, 1, 0] + [0, 2] * 4)
+    with torch.no_grad():
+        maps = torch.sigmoid(explainer.head(features, columns))  # (4, 11, h, w)
+        assert torch.allclose(out.own[:, 0], maps[out.pairs.image, torch.arange(8) + 3])
+        masked = explainer.model(explainer.mask_images(X[out.pairs.image], out.own))
+    picked = masked[torch.arange(8), out.pairs.label]
+    assert out.terms.ce.item() == pytest.approx(F.softplus(-picked).mean().item(), rel=1e-5)
+    # the area term covers the maps of all 11 columns, not only this rank's 8
+    assert out.terms.area.item() == pytest.approx((maps + 5e-4).pow(0.3).mean().item(), rel=1e-5)
+
+
 def test_masked_images_are_bounded_and_each_image_keeps_its_top_label() -> None:
     explainer = explainer_of(with_labels(make_tiny_cnn(3), [3.0, 2.0, 1.0]))  # 3 labels: 12 pairs
     features, logits = explainer.extractor(X, need_logits=True)

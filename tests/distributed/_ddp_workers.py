@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from ddp_spawn import leave_without_teardown
+from ddp_spawn import WORLD, leave_without_teardown
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Sampler, TensorDataset, WeightedRandomSampler
 
@@ -79,6 +79,28 @@ class ShardBatches(Sampler[list[int]]):
 
 
 UNEQUAL_BATCHES = {0: [[0, 1, 2], [4, 5, 6]], 1: [[3], [7]]}
+
+
+class GlobalBatches(Sampler[list[int]]):
+    """The global batches of the DistributedSampler(shuffle=True, seed=SEED) run, in one process.
+
+    Epoch ``e`` permutes with seed ``SEED + e`` (what ``set_epoch`` does); rank ``r`` takes every
+    ``WORLD``-th index from ``r``; global batch ``k`` is batch ``k`` of every rank together.
+    """
+
+    def __init__(self) -> None:
+        self.epoch = 0
+
+    def __iter__(self):
+        gen = torch.Generator().manual_seed(SEED + self.epoch)
+        self.epoch += 1
+        perm = torch.randperm(N_IMAGES, generator=gen).tolist()
+        shards = [perm[r::WORLD] for r in range(WORLD)]
+        for k in range(0, N_IMAGES // WORLD, PER_RANK_BATCH):
+            yield [i for shard in shards for i in shard[k : k + PER_RANK_BATCH]]
+
+    def __len__(self) -> int:
+        return N_IMAGES // (WORLD * PER_RANK_BATCH)
 
 
 class NaNOnce(nn.Module):

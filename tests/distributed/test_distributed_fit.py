@@ -16,16 +16,15 @@ import torch
 from _ddp_workers import (
     EPOCHS,
     LR,
-    N_IMAGES,
     PER_RANK_BATCH,
-    SEED,
     UNEQUAL_BATCHES,
+    GlobalBatches,
     images,
     make_explainer,
     run_all,
 )
 from ddp_spawn import WORLD, run_ranks
-from torch.utils.data import DataLoader, Sampler, TensorDataset
+from torch.utils.data import DataLoader, TensorDataset
 
 import ttame_attr
 from ttame_attr import fit
@@ -49,28 +48,6 @@ def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     # and hands it to rank 1 (no free-port probe that another process could race).
     run_ranks(run_all, (WORLD, str(out / "init"), str(out), "cpu", False, False, 0))
     return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
-
-
-class GlobalBatches(Sampler[list[int]]):
-    """The global batches of the DistributedSampler(shuffle=True, seed=SEED) run, in one process.
-
-    Epoch ``e`` permutes with seed ``SEED + e`` (what ``set_epoch`` does); rank ``r`` takes every
-    ``WORLD``-th index from ``r``; global batch ``k`` is batch ``k`` of every rank together.
-    """
-
-    def __init__(self) -> None:
-        self.epoch = 0
-
-    def __iter__(self):
-        gen = torch.Generator().manual_seed(SEED + self.epoch)
-        self.epoch += 1
-        perm = torch.randperm(N_IMAGES, generator=gen).tolist()
-        shards = [perm[r::WORLD] for r in range(WORLD)]
-        for k in range(0, N_IMAGES // WORLD, PER_RANK_BATCH):
-            yield [i for shard in shards for i in shard[k : k + PER_RANK_BATCH]]
-
-    def __len__(self) -> int:
-        return N_IMAGES // (WORLD * PER_RANK_BATCH)
 
 
 @pytest.fixture(scope="module")

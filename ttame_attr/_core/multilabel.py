@@ -47,7 +47,8 @@ def multilabel_forward(explainer: Any, x: Tensor, features: list[Tensor], logits
                        head: nn.Module | None = None, threshold: float = DEFAULT_THRESHOLD,
                        max_pairs: int | None = None, generator: torch.Generator | None = None,
                        autocast: AbstractContextManager[Any] | None = None,
-                       mask: Callable[[Tensor, Tensor], Tensor] | None = None) -> MultiLabelForward:
+                       mask: Callable[[Tensor, Tensor], Tensor] | None = None,
+                       gather: Callable[[Tensor], tuple[Tensor, int]] | None = None) -> MultiLabelForward:
     """The loss of one multi-label training step, after the clean forward pass.
 
     The labels of each image are its positive labels (:func:`~ttame_attr.positive_labels`);
@@ -68,6 +69,8 @@ def multilabel_forward(explainer: Any, x: Tensor, features: list[Tensor], logits
         generator: random generator for the pair sample, on the batch's device.
         autocast: the mixed-precision context of the forward passes (none by default).
         mask: ``mask(images, maps)`` multiplies images by maps; ``explainer.mask_images`` by default.
+        gather: under DDP, ``gather(labels)`` gives the pair labels of every rank (the maps'
+            ``M`` columns) and the column of this rank's first pair; by default ``(labels, 0)``.
 
     Returns:
         A :class:`MultiLabelForward`; gradients flow from ``terms.total`` to the head.
@@ -77,13 +80,14 @@ def multilabel_forward(explainer: Any, x: Tensor, features: list[Tensor], logits
     pairs = sample_pairs(labels, 2 * batch if max_pairs is None else max_pairs, generator)
     head = explainer.head if head is None else head
     mask = explainer.mask_images if mask is None else mask
-    columns = torch.arange(len(pairs), device=x.device)
+    columns, offset = (pairs.label, 0) if gather is None else gather(pairs.label)
+    rows = torch.arange(len(pairs), device=x.device)
     with autocast if autocast is not None else nullcontext():
-        masks = torch.sigmoid(head(features, pairs.label))  # (B, P, h, w)
-        own = masks[pairs.image, columns][:, None]  # (P, 1, h, w)
+        masks = torch.sigmoid(head(features, columns))  # (B, M, h, w), M = P in one process
+        own = masks[pairs.image, rows + offset][:, None]  # (P, 1, h, w)
         logits_masked = extract_logits(explainer.model(mask(x[pairs.image], own)))
     terms = explainer.loss_fn(logits_masked, pairs.label, masks)
-    kept = logits_masked.detach().float()[columns, pairs.label].sigmoid() > threshold
+    kept = logits_masked.detach().float()[rows, pairs.label].sigmoid() > threshold
     return MultiLabelForward(terms=terms, fidelity=kept.float().mean(), pairs=pairs, own=own.detach())
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ttame_attr._core.loss import LossTerms
+from ttame_attr._core.loss import LossTerms, MultiLabelTTAMELoss, TTAMELoss
 from ttame_attr._core.masking import Masker
 from ttame_attr._core.multilabel import multilabel_forward
 from ttame_attr._core.outputs import extract_logits
@@ -190,9 +190,10 @@ class TrainStep:
             self.masker = Masker(space, norm)
         return self.masker
 
-    def _forward(self, x: Tensor) -> tuple[LossTerms, Tensor, float, tuple[Tensor, Tensor]]:
-        """The loss terms, the fidelity, this rank's weight in the global batch's loss, and the
-        labels with the peak of each image's own-label mask."""
+    def _forward(self, x: Tensor) -> tuple[LossTerms, Tensor, Tensor, tuple[Tensor, Tensor, Tensor]]:
+        """The loss terms, the fidelity, the loss to back-propagate (under DDP weighted by this
+        rank's share of the global batch), and the labels with the peak and floor of each masked
+        image's own-label mask."""
         explainer = self.explainer
         with torch.no_grad(), self.precision.autocast():
             features, logits = explainer.extractor(x, need_logits=True)
@@ -212,37 +213,61 @@ class TrainStep:
         terms = explainer.loss_fn(logits_masked, labels, masks)
         fidelity = (logits_masked.argmax(dim=1) == labels).float().mean()
         flat = own.detach().flatten(1)
-        return terms, fidelity, weight, (labels, flat.amax(dim=1).float(), flat.amin(dim=1).float())
+        return terms, fidelity, terms.total * weight, (labels, flat.amax(dim=1).float(),
+                                                      flat.amin(dim=1).float())
 
-    def _multilabel_forward(self, x: Tensor, features: list[Tensor],
-                            logits: Tensor) -> tuple[LossTerms, Tensor, float, tuple[Tensor, Tensor, Tensor]]:
+    def _multilabel_forward(self, x: Tensor, features: list[Tensor], logits: Tensor
+                            ) -> tuple[LossTerms, Tensor, Tensor, tuple[Tensor, Tensor, Tensor]]:
         """:meth:`_forward` of a multi-label explainer: one entry per masked ``(image, label)`` pair.
 
-        Under DDP each rank masks the pairs of its own images with the maps of its own pairs'
-        labels (the pairs are not gathered: their number differs between images and ranks); the
-        rank's loss is weighted by its share of the global batch's pairs.
+        Under DDP each rank masks the pairs of its own images, with the maps of the pair labels
+        of the whole global batch (gathered: the ranks' numbers of pairs differ), as one process
+        would; the loss weights are :meth:`_shares`'.
         """
         explainer = self.explainer
+        pair_weight = 1.0
+
+        def gather(labels: Tensor) -> tuple[Tensor, int]:
+            nonlocal pair_weight
+            everything, offset, pair_weight = dist_.gather_labels(labels, self.ctx)
+            return everything, offset
+
         out = multilabel_forward(explainer, x, features, logits, head=self.head,
                                  threshold=explainer.threshold, max_pairs=explainer.max_masked,
-                                 autocast=self.precision.autocast(), mask=self._masker())
-        _, _, weight = dist_.gather_labels(out.pairs.label, self.ctx)
+                                 autocast=self.precision.autocast(), mask=self._masker(), gather=gather)
+        _, _, image_weight = dist_.gather_labels(torch.arange(x.shape[0], device=x.device), self.ctx)
         flat = out.own.flatten(1)
-        return out.terms, out.fidelity, weight, (out.pairs.label, flat.amax(dim=1).float(),
-                                                 flat.amin(dim=1).float())
+        return out.terms, out.fidelity, self._shares(out.terms, pair_weight, image_weight), (
+            out.pairs.label, flat.amax(dim=1).float(), flat.amin(dim=1).float())
+
+    def _shares(self, terms: LossTerms, pair_weight: float, image_weight: float) -> Tensor:
+        """A multi-label rank's loss to back-propagate: DDP averages the ranks' gradients, so each
+        term is weighted by this rank's share of what the global batch's term averages over.
+
+        The cross-entropy is a mean over the rank's ``P_r`` pairs (weight ``W * P_r / P``), the
+        area and variation terms over its ``B_r`` images' maps (weight ``W * B_r / B``). A loss of
+        the user's own (not :class:`~ttame_attr.TTAMELoss` or
+        :class:`~ttame_attr.MultiLabelTTAMELoss`, whose total is ``ce_coeff * ce`` plus those
+        terms) is weighted by the pairs' share as a whole.
+        """
+        loss_fn = self.explainer.loss_fn
+        if pair_weight == image_weight or type(loss_fn) not in (TTAMELoss, MultiLabelTTAMELoss):
+            return terms.total * pair_weight
+        ce = terms.ce * loss_fn.ce_coeff
+        return ce * pair_weight + (terms.total - ce) * image_weight
 
     def __call__(self, x: Tensor) -> StepResult:
         """One optimiser step on images ``x`` (``(B, C, H, W)`` on the head's device)."""
         self.head.train()
         head = self.explainer.head
         buffers = [b.detach().clone() for b in head.buffers()]
-        terms, fidelity, weight, (labels, peaks, floors) = self._forward(x)
+        terms, fidelity, weighted, (labels, peaks, floors) = self._forward(x)
         self.optimizer.zero_grad(set_to_none=True)
         if not dist_.all_ranks_finite(terms.total, self.ctx):  # all ranks skip together
             reason: str | None = "loss"
         else:
             params = [p for p in head.parameters() if p.requires_grad]
-            reason = self.precision.backward_and_step(terms.total * weight, self.optimizer, params)
+            reason = self.precision.backward_and_step(weighted, self.optimizer, params)
         if reason is not None:  # undo what the forward pass did to BatchNorm running statistics
             with torch.no_grad():
                 for buffer, value in zip(head.buffers(), buffers):
