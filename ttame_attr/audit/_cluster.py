@@ -39,6 +39,11 @@ def _sizes_ok(labels: np.ndarray, k: int, min_size: int) -> bool:
     return bool(np.bincount(labels, minlength=k).min() >= min_size)
 
 
+def features(evidence: np.ndarray) -> np.ndarray:
+    """The vectors k-means groups: the square roots of the evidence (Hellinger geometry)."""
+    return np.sqrt(np.clip(evidence, 0.0, None)).astype(np.float64)
+
+
 def cluster(evidence: np.ndarray, max_groups: int, min_group_size: int, seed: int) -> np.ndarray:
     """Group a class's explanations.
 
@@ -58,7 +63,7 @@ def cluster(evidence: np.ndarray, max_groups: int, min_group_size: int, seed: in
     from sklearn.cluster import KMeans
     from sklearn.metrics import silhouette_score
 
-    x = np.sqrt(np.clip(evidence, 0.0, None)).astype(np.float64)
+    x = features(evidence)
     rng = np.random.default_rng(seed)
     fit = x[rng.choice(n, FIT_LIMIT, replace=False)] if n > FIT_LIMIT else x
     best, best_score = None, MIN_SILHOUETTE
