@@ -2,9 +2,13 @@
 
 As in SpRAy (Lapuschkin et al., 2019), the explanations of one class are downsampled and
 clustered; SpRAy uses spectral clustering and the eigengap to pick the number of groups. Here
-k-means runs on the square roots of the evidence grids (so that Euclidean distance is the
-Hellinger distance between the two distributions of evidence) and the number of groups is the
-one with the best silhouette, kept only if that silhouette shows groups at all.
+k-means runs on the evidence grids themselves (each summing to one), so that two explanations
+are close when their evidence *mass* lies in the same places: where an explanation puts most of
+its evidence decides its group, not how its faint remainder spreads. (Square roots of the grids,
+the Hellinger geometry, weigh a smooth map's many faint cells as much as its peak: on T-TAME's
+smooth CNN maps they split the images carrying a planted mark by where their faint evidence lay
+and mixed in images explained by their object; see ``docs/audit.rst``.) The number of groups is
+the one with the best silhouette, kept only if that silhouette shows groups at all.
 """
 
 from __future__ import annotations
@@ -40,8 +44,8 @@ def _sizes_ok(labels: np.ndarray, k: int, min_size: int) -> bool:
 
 
 def features(evidence: np.ndarray) -> np.ndarray:
-    """The vectors k-means groups: the square roots of the evidence (Hellinger geometry)."""
-    return np.sqrt(np.clip(evidence, 0.0, None)).astype(np.float64)
+    """The vectors k-means groups: the evidence grids themselves (Euclidean distance between them)."""
+    return np.clip(evidence, 0.0, None).astype(np.float64)
 
 
 def cluster(evidence: np.ndarray, max_groups: int, min_group_size: int, seed: int) -> np.ndarray:
