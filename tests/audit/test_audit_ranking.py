@@ -62,7 +62,8 @@ def test_images_are_ranked_by_the_signal_that_flagged_their_class() -> None:
     # The image beside the mark peaks on the border (the border part is not its score) and in the
     # mark's 3x3 block, yet ranks below every marked image.
     assert im.parts["border"][8] == 0.0 and im.score[8] < im.score[:8].min()
-    assert image_reasons(im, 0, 0, GRID)[0] == "60% of its evidence sits at its class's fixed spot (top-left area)"
+    assert image_reasons(im, 0, 0, GRID)[0] == ("60% of its evidence sits at its class's fixed spot "
+                                                "(top-left area)")
     assert image_reasons(im, 9, 0, GRID) == ["nothing unusual in its explanation"]
 
 
@@ -77,5 +78,5 @@ def test_groups_follow_where_most_evidence_lies_not_the_faint_rest() -> None:
         for side in (left, right) * 5:
             rows.append(_one({peak: 0.4, **{c: 0.6 / len(side) for c in side}}))
     groups = cluster(np.stack(rows), max_groups=2, min_group_size=5, seed=0)
-    assert sorted(groups[:10].tolist()) == [groups[0]] * 10 and sorted(groups[10:].tolist()) == [groups[10]] * 10
+    assert (groups[:10] == groups[0]).all() and (groups[10:] == groups[10]).all()
     assert groups[0] != groups[10]

@@ -245,7 +245,8 @@ def image_reasons(scores: ImageScores, i: int, group: int, grid: tuple[int, int]
     main = float(scores.parts[scores.main][i])
     if main <= 0:
         return ["nothing unusual in its explanation"]
-    others = sorted(((float(p[i]), name) for name, p in scores.parts.items() if name != scores.main), reverse=True)
+    others = sorted(((float(p[i]), name) for name, p in scores.parts.items() if name != scores.main),
+                    reverse=True)
     return [words[scores.main]] + [words[name] for v, name in others[:1] if v >= REASON_MIN * main]
 
 

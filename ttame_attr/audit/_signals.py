@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Excess", "block_sums", "excess", "mean_excess", "outlier", "position", "region_name", "spot_profile",
-           "tv"]
+__all__ = ["Excess", "block_sums", "excess", "mean_excess", "outlier", "position", "region_name",
+           "spot_profile", "tv"]
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,8 @@ def position(peaks: np.ndarray, other_peak_counts: np.ndarray, grid: tuple[int, 
     return Excess(excess(share, baseline), share, baseline, cell)
 
 
-def spot_profile(peaks: np.ndarray, other_peak_counts: np.ndarray, grid: tuple[int, int], cell: int) -> np.ndarray:
+def spot_profile(peaks: np.ndarray, other_peak_counts: np.ndarray, grid: tuple[int, int],
+                 cell: int) -> np.ndarray:
     """``(cells,)`` weights in [0, 1]: where, in the 3x3 block around ``cell`` (the ``position``
     signal's spot), the class's explanations peak more often than the other classes' do.
 
