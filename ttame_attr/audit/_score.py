@@ -1,14 +1,19 @@
 """Suspicion scores per class, per group and per image, each with its reasons in words.
 
-A score is the largest of the signals of :mod:`ttame_attr.audit._signals` that apply:
+A class's or group's score is the largest of the signals of :mod:`ttame_attr.audit._signals` that apply:
 
 - a class: its own ``position``, ``border`` and ``off_object`` signals and its groups' scores;
 - a group: the same three signals measured on the group alone, and its ``outlier`` signal;
-- an image: each signal of its class or group times how much *this* image shows it: half for
-  its own peak being there (at the fixed spot, on the border, off the object), half for its
-  evidence share there; for ``outlier``, its likeness to its group's mean. An image that carries
-  its class's shortcut scores high; an image of the same class explained by its object scores
-  low.
+- an image: measured on its class's *main* signal, the one behind the class's score (for a
+  class flagged through one of its groups, that group's strongest signal): half the class's score
+  (an image of a suspicious class is worth a look) plus half that signal times how much *this*
+  image shows it (half for its own peak being where the signal is, half for its evidence share
+  there; for ``position``, both weighted by :func:`~ttame_attr.audit._signals.spot_profile`, the
+  cells where the class peaks more often than the other classes; for ``outlier``, its likeness to
+  its group's mean). Within a class, an image carrying its class's shortcut scores high; an image
+  of the same class explained by its object scores half the class's score. Only the main signal
+  counts, so a signal that follows from it (a corner mark also lies on the border and off the
+  object) does not lift images that show only the consequence (an object on the border).
 """
 
 from __future__ import annotations
