@@ -8,7 +8,11 @@
   T-TAME's maps beside Grad-CAM's on held-out test images. It is committed, not drawn by the
   build (it trains a head).
 
-``python docs/make_figures.py`` redraws both; ``python docs/make_figures.py diagram`` or
+- ``_static/audit_report.png``: the top of an ``audit.html`` (the planted-shortcut CNN of
+  ``benchmarks/audit.py``, its ``--reports`` folder), screenshotted in headless Chromium:
+  ``python docs/make_figures.py audit REPORTS/cnn_planted/ttame/audit.html``.
+
+``python docs/make_figures.py`` redraws the first two; ``python docs/make_figures.py diagram`` or
 ``examples`` one of them.
 """
 
@@ -19,6 +23,7 @@ from pathlib import Path
 
 OUT = Path(__file__).resolve().parent / "_static" / "ttame_diagram.png"
 EXAMPLES_OUT = OUT.parent / "example_explanations.png"
+AUDIT_OUT = OUT.parent / "audit_report.png"
 
 
 def draw(path: Path = OUT) -> Path:
@@ -124,9 +129,42 @@ def draw_examples(path: Path = EXAMPLES_OUT, images: int = 6, seed: int = 0) -> 
     return path
 
 
+def draw_audit(report: Path, path: Path = AUDIT_OUT, width: int = 1100, height: int = 2016,
+               scale: float = 0.75) -> Path:
+    """Screenshot the top ``height`` pixels of ``report`` (an ``audit.html``) in headless Chromium
+    at ``width`` pixels, scaled by ``scale``: the summary, the ranked classes and the first
+    flagged class (its mean map, its groups and the images to look at)."""
+    import io
+    import shutil
+    import subprocess
+    import tempfile
+
+    from PIL import Image
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        raise RuntimeError("chromium is not installed (apt-get install -y chromium)")
+    with tempfile.TemporaryDirectory() as tmp:
+        shot = Path(tmp) / "shot.png"
+        subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                        "--no-first-run", f"--user-data-dir={Path(tmp) / 'profile'}",
+                        f"--window-size={width},{height + 200}", "--virtual-time-budget=10000",
+                        f"--screenshot={shot}", Path(report).resolve().as_uri()],
+                       check=True, capture_output=True, timeout=180)
+        image = Image.open(shot).convert("RGB").crop((0, 0, width, height))
+    image = image.resize((round(width * scale), round(height * scale)), Image.LANCZOS)
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    path.write_bytes(small_png(out.getvalue()))
+    return path
+
+
 if __name__ == "__main__":
     which = sys.argv[1:] or ["diagram", "examples"]
     if "diagram" in which:
         print(draw())
     if "examples" in which:
         print(draw_examples())
+    if "audit" in which:
+        print(draw_audit(Path(which[which.index("audit") + 1])))

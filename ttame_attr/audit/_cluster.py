@@ -2,9 +2,13 @@
 
 As in SpRAy (Lapuschkin et al., 2019), the explanations of one class are downsampled and
 clustered; SpRAy uses spectral clustering and the eigengap to pick the number of groups. Here
-k-means runs on the square roots of the evidence grids (so that Euclidean distance is the
-Hellinger distance between the two distributions of evidence) and the number of groups is the
-one with the best silhouette, kept only if that silhouette shows groups at all.
+k-means runs on the evidence grids themselves (each summing to one), so that two explanations
+are close when their evidence *mass* lies in the same places: where an explanation puts most of
+its evidence decides its group, not how its faint remainder spreads. (Square roots of the grids,
+the Hellinger geometry, weigh a smooth map's many faint cells as much as its peak: on T-TAME's
+smooth CNN maps they split the images carrying a planted mark by where their faint evidence lay
+and mixed in images explained by their object; see ``docs/audit.rst``.) The number of groups is
+the one with the best silhouette, kept only if that silhouette shows groups at all.
 """
 
 from __future__ import annotations
@@ -39,6 +43,11 @@ def _sizes_ok(labels: np.ndarray, k: int, min_size: int) -> bool:
     return bool(np.bincount(labels, minlength=k).min() >= min_size)
 
 
+def features(evidence: np.ndarray) -> np.ndarray:
+    """The vectors k-means groups: the evidence grids themselves (Euclidean distance between them)."""
+    return np.clip(evidence, 0.0, None).astype(np.float64)
+
+
 def cluster(evidence: np.ndarray, max_groups: int, min_group_size: int, seed: int) -> np.ndarray:
     """Group a class's explanations.
 
@@ -58,7 +67,7 @@ def cluster(evidence: np.ndarray, max_groups: int, min_group_size: int, seed: in
     from sklearn.cluster import KMeans
     from sklearn.metrics import silhouette_score
 
-    x = np.sqrt(np.clip(evidence, 0.0, None)).astype(np.float64)
+    x = features(evidence)
     rng = np.random.default_rng(seed)
     fit = x[rng.choice(n, FIT_LIMIT, replace=False)] if n > FIT_LIMIT else x
     best, best_score = None, MIN_SILHOUETTE

@@ -1,14 +1,19 @@
 """Suspicion scores per class, per group and per image, each with its reasons in words.
 
-A score is the largest of the signals of :mod:`ttame_attr.audit._signals` that apply:
+A class's or group's score is the largest of the signals of :mod:`ttame_attr.audit._signals` that apply:
 
 - a class: its own ``position``, ``border`` and ``off_object`` signals and its groups' scores;
 - a group: the same three signals measured on the group alone, and its ``outlier`` signal;
-- an image: each signal of its class or group times how much *this* image shows it: half for
-  its own peak being there (at the fixed spot, on the border, off the object), half for its
-  evidence share there; for ``outlier``, its likeness to its group's mean. An image that carries
-  its class's shortcut scores high; an image of the same class explained by its object scores
-  low.
+- an image: measured on its class's *main* signal, the one behind the class's score (for a
+  class flagged through one of its groups, that group's strongest signal): half the class's score
+  (an image of a suspicious class is worth a look) plus half that signal times how much *this*
+  image shows it (half for its own peak being where the signal is, half for its evidence share
+  there; for ``position``, both weighted by :func:`~ttame_attr.audit._signals.spot_profile`, the
+  cells where the class peaks more often than the other classes; for ``outlier``, its likeness to
+  its group's mean). Within a class, an image carrying its class's shortcut scores high; an image
+  of the same class explained by its object scores half the class's score. Only the main signal
+  counts, so a signal that follows from it (a corner mark also lies on the border and off the
+  object) does not lift images that show only the consequence (an object on the border).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ttame_attr.audit._collect import ClassData, StoreSummary, border_cells
-from ttame_attr.audit._signals import Excess, block_sums, mean_excess, outlier, position, region_name, tv
+from ttame_attr.audit._signals import Excess, mean_excess, outlier, position, region_name, spot_profile, tv
 
 __all__ = ["REASON_MIN", "Baselines", "ClassScore", "GroupScore", "ImageScores", "baselines", "image_reasons",
            "score_class", "score_class_with_blanks"]
@@ -62,6 +67,7 @@ class ImageScores:
     score: np.ndarray
     parts: dict[str, np.ndarray]
     details: dict[str, np.ndarray]
+    main: str = "position"  # the signal behind the class's score, which the images' scores measure
 
 
 def _cell_text(cell: int, grid: tuple[int, int]) -> str:
@@ -100,6 +106,11 @@ def _pick(sentences: dict) -> tuple[float, list[str]]:
     return float(ranked[0][0]), [s for v, s in ranked if v >= REASON_MIN] or [ranked[0][1]]
 
 
+def _strongest(sentences: dict) -> str:
+    """The key of the strongest sentence (the first one on a tie)."""
+    return max(sentences, key=lambda k: sentences[k][0]) if sentences else "position"
+
+
 def _as_dict(sig: dict[str, Excess], grid: tuple[int, int]) -> dict[str, dict]:
     out = {}
     for name, e in sig.items():
@@ -130,13 +141,6 @@ def _signals_of(peaks: np.ndarray, border: np.ndarray, off: np.ndarray | None, b
     return sig
 
 
-def _near(peaks: np.ndarray, cell: int, grid: tuple[int, int]) -> np.ndarray:
-    """Whether each peak lies in the 3x3 block around ``cell``."""
-    py, px = np.divmod(peaks, grid[1])
-    cy, cx = divmod(int(cell), grid[1])
-    return (np.abs(py - cy) <= 1) & (np.abs(px - cx) <= 1)
-
-
 def _shows(peak_there: np.ndarray, share: np.ndarray) -> np.ndarray:
     """How much an image shows a signal, in [0, 1]: half for its peak being where the signal is
     (the signals count peaks), half for the share of its evidence there (to rank within)."""
@@ -149,19 +153,22 @@ def score_class(data: ClassData, groups_of: np.ndarray, base: Baselines, grid: t
     peaks = data.peaks
     sig = _signals_of(peaks, data.border_peak, data.off_peak, base, grid)
     sentences = _sentences(sig, grid)
-    blocks = block_sums(data.evidence, grid)  # (n, cells): evidence in each cell's 3x3 block
     spot = sig["position"].cell
+    weights = spot_profile(peaks, base.peak_counts, grid, spot)  # the cells where the class peaks unusually
+    at_spot = data.evidence @ weights  # (n,): each image's evidence there, weighted
     off_shows = (_shows(data.off_peak > 0.5, data.off_object) if data.off_object is not None
                  else np.zeros(len(peaks)))
-    parts = {"position": sig["position"].value * _shows(_near(peaks, spot, grid), blocks[:, spot]),
+    parts = {"position": sig["position"].value * _shows(weights[peaks], at_spot),
              "border": sig["border"].value * _shows(data.border_peak > 0, data.border),
              "off_object": (sig["off_object"].value * off_shows if sig["off_object"] is not None
                             else np.zeros(len(peaks))),
              "outlier": np.zeros(len(peaks))}
-    details = {"position": blocks[:, sig["position"].cell], "border": data.border.copy(),
+    details = {"position": at_spot, "border": data.border.copy(),
                "off_object": data.off_object if data.off_object is not None else np.zeros(len(peaks)),
-               "outlier": np.zeros(len(peaks)), "spot": np.full(len(peaks), sig["position"].cell)}
+               "outlier": np.zeros(len(peaks)),
+               "spot": np.full(len(peaks), int(weights.argmax()) if weights.any() else spot)}
     groups = []
+    signal_of = {name: name for name in sentences}  # the signal behind each sentence
     for g in range(int(groups_of.max()) + 1):
         members = np.flatnonzero(groups_of == g)
         ev = data.evidence[members]
@@ -174,10 +181,10 @@ def score_class(data: ClassData, groups_of: np.ndarray, base: Baselines, grid: t
         gscore, greasons = _pick(gsent)
         likeness = 1.0 - tv(ev, ev.mean(axis=0))
         g_cell = gsig["position"].cell
-        g_pos = gsig["position"].value * _shows(peaks[members] == g_cell, blocks[members, g_cell])
+        g_pos = gsig["position"].value * _shows(peaks[members] == g_cell, data.evidence[members, g_cell])
         better = g_pos > parts["position"][members]
         parts["position"][members] = np.where(better, g_pos, parts["position"][members])
-        details["position"][members] = np.where(better, blocks[members, gsig["position"].cell],
+        details["position"][members] = np.where(better, data.evidence[members, g_cell],
                                                 details["position"][members])
         details["spot"][members] = np.where(better, gsig["position"].cell, details["spot"][members])
         parts["outlier"][members] = value * likeness
@@ -189,12 +196,13 @@ def score_class(data: ClassData, groups_of: np.ndarray, base: Baselines, grid: t
                                  typical=members[np.argsort(-likeness, kind="stable")[:examples]]))
         sentences[f"group {g}"] = (gscore, f"group {g} ({len(members)} of {len(peaks)} images): "
                                            f"{greasons[0]}")
+        signal_of[f"group {g}"] = _strongest(gsent)
     score, reasons = _pick(sentences)
     groups.sort(key=lambda gs: (-gs.score, gs.group))
-    image_score = np.max(np.stack(list(parts.values())), axis=0)
+    main = signal_of[_strongest(sentences)] if sentences else "position"
     return (ClassScore(cls=data.cls, size=len(peaks), signals=_as_dict(sig, grid), score=score,
                        reasons=reasons, groups=groups, hotspot=sig["position"].cell, groups_of=groups_of),
-            ImageScores(score=image_score, parts=parts, details=details))
+            ImageScores(score=0.5 * score + 0.5 * parts[main], parts=parts, details=details, main=main))
 
 
 def score_class_with_blanks(data: ClassData, cluster_fn: Callable[[np.ndarray], np.ndarray], base: Baselines,
@@ -215,6 +223,7 @@ def score_class_with_blanks(data: ClassData, cluster_fn: Callable[[np.ndarray], 
     for g in cs.groups:
         g.members, g.typical = where[g.members], where[g.typical]
     empty.score[where] = im.score
+    empty.main = im.main
     for name in empty.parts:
         empty.parts[name][where] = im.parts[name]
     for name in empty.details:
@@ -238,9 +247,12 @@ def image_reasons(scores: ImageScores, i: int, group: int, grid: tuple[int, int]
         "outlier": f"explained like group {group} ({d['outlier'][i]:.2f} alike), a group unlike the rest "
                    "of its class",
     }
-    ranked = sorted(((float(p[i]), name) for name, p in scores.parts.items()), reverse=True)
-    return [words[name] for v, name in ranked if v >= REASON_MIN * ranked[0][0] and v > 0][:2] or \
-        ["nothing unusual in its explanation"]
+    main = float(scores.parts[scores.main][i])
+    if main <= 0:
+        return ["nothing unusual in its explanation"]
+    others = sorted(((float(p[i]), name) for name, p in scores.parts.items() if name != scores.main),
+                    reverse=True)
+    return [words[scores.main]] + [words[name] for v, name in others[:1] if v >= REASON_MIN * main]
 
 
 def baselines(summary: StoreSummary) -> list[Baselines]:

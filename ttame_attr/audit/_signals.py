@@ -24,7 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Excess", "block_sums", "excess", "mean_excess", "outlier", "position", "region_name", "tv"]
+__all__ = ["Excess", "block_sums", "excess", "mean_excess", "outlier", "position", "region_name",
+           "spot_profile", "tv"]
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,29 @@ def position(peaks: np.ndarray, other_peak_counts: np.ndarray, grid: tuple[int, 
     else:
         baseline = float(spread(np.ones(cells))[cell]) / cells
     return Excess(excess(share, baseline), share, baseline, cell)
+
+
+def spot_profile(peaks: np.ndarray, other_peak_counts: np.ndarray, grid: tuple[int, int],
+                 cell: int) -> np.ndarray:
+    """``(cells,)`` weights in [0, 1]: where, in the 3x3 block around ``cell`` (the ``position``
+    signal's spot), the class's explanations peak more often than the other classes' do.
+
+    Each cell's weight is the class's share of peaks there minus the other classes' share (0 when
+    below, 0 outside the block), scaled so that the largest weight is 1 (all zeros when the class
+    peaks nowhere more often). An image shows the ``position`` signal as much as its evidence lies
+    on these cells: a mark's cell counts fully, a neighbouring cell where the class peaks no more
+    often than the other classes (an object that happens to lie near the mark) not at all.
+    """
+    cells = grid[0] * grid[1]
+    own = np.bincount(peaks, minlength=cells).astype(np.float64) / max(1, len(peaks))
+    total_other = float(other_peak_counts.sum())
+    other = other_peak_counts / total_other if total_other > 0 else np.full(cells, 1.0 / cells)
+    ys, xs = np.divmod(np.arange(cells), grid[1])
+    cy, cx = divmod(int(cell), grid[1])
+    block = (np.abs(ys - cy) <= 1) & (np.abs(xs - cx) <= 1)
+    weights = np.where(block, np.clip(own - other, 0.0, None), 0.0)
+    top = float(weights.max())
+    return weights / top if top > 0 else weights
 
 
 def mean_excess(values: np.ndarray, baseline: float) -> Excess:
