@@ -8,7 +8,13 @@ One command::
 
 Per backbone and seed: a classifier of :class:`~ttame_attr.data.MultiShapes` (two or three class
 shapes per image) is trained with binary cross-entropy by the small loop below (AdamW, one-cycle,
-flips; not the package's classifier trainer, which is a softmax trainer); then every method
+flips; not the package's classifier trainer, which is a softmax trainer). By default
+(``--start kept``) it is the softmax classifier of the same backbone kept in
+``benchmarks/classifiers/`` (64x64, trained on one shape per image), fine-tuned for 4 epochs on
+6,000 multi-label images, as users fine-tune a pretrained model; the seed changes the
+fine-tuning images and order, T-TAME's training and the evaluated images. ``--start scratch``
+trains from random weights (at 32x32 the resulting classifiers were weak, see
+``results/multilabel_scratch32.md``). Then every method
 explains every ``(image, label)`` pair of ``--n-images`` validation images and is scored on
 
 * the pointing game and the energy pointing game per label: each ground-truth object against
@@ -67,26 +73,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--image-size", type=int, default=64)
-    p.add_argument("--n-train", type=int, default=12000, help="classifier training images")
-    p.add_argument("--epochs", type=int, default=12, help="classifier epochs")
+    p.add_argument("--n-train", type=int, default=6000, help="classifier training images")
+    p.add_argument("--epochs", type=int, default=4, help="classifier epochs (12 suits --start scratch)")
     p.add_argument("--lr", type=float, default=2e-3, help="classifier peak learning rate (AdamW, one-cycle)")
-    p.add_argument("--start", choices=["scratch", "kept"], default="scratch",
+    p.add_argument("--start", choices=["scratch", "kept"], default="kept",
                    help="scratch: train each classifier from scratch; kept: fine-tune the softmax classifier "
                         "of the same backbone kept in benchmarks/classifiers/ (64 px, it knows the shapes) "
                         "with binary cross-entropy, at --finetune-lr")
     p.add_argument("--finetune-lr", type=float, default=1e-3, help="peak learning rate with --start kept")
-    p.add_argument("--n-ttame", type=int, default=8000, help="T-TAME training images")
-    p.add_argument("--ttame-epochs", type=int, default=None, help="default: fit's recipe")
-    p.add_argument("--rise-masks", type=int, default=2000)
+    p.add_argument("--n-ttame", type=int, default=4000, help="T-TAME training images")
+    p.add_argument("--ttame-epochs", type=int, default=8,
+                   help="8 (1,000 steps of 32 images, a quarter of fit's recipe or less); 0: fit's recipe")
+    p.add_argument("--rise-masks", type=int, default=1000)
     p.add_argument("--merge", nargs="+", type=Path, default=None, metavar="JSON",
                    help="instead of running: merge the cells of earlier runs' multilabel.json files "
                         "(e.g. one process per backbone) into one table, listing each run's command")
-    add_run_options(p, n_images=300, quick_help="32x32 images, tiny training, RISE with 100 masks")
+    add_run_options(p, n_images=100, quick_help="32x32 images, tiny training, RISE with 100 masks")
     args = p.parse_args(argv)
     args = finish_run_options(p, args, "multilabel", quick_images=6)
     if args.quick:
-        args.image_size, args.n_train, args.epochs, args.n_ttame = 32, 128, 1, 64
+        args.image_size, args.n_train, args.epochs, args.n_ttame, args.start = 32, 128, 1, 64, "scratch"
         args.rise_masks, args.ttame_epochs = 100, 1
+    args.ttame_epochs = args.ttame_epochs or None  # 0: fit's recipe
+    if args.start == "kept" and args.image_size != 64:
+        p.error(f"--image-size: the kept classifiers are 64x64, got {args.image_size}; "
+                "use --start scratch for another size")
     return args
 
 
