@@ -59,7 +59,7 @@ def test_the_store_is_read_once_in_record_batches(store) -> None:
     opened.iter_batches, opened.maps = spy_batches, spy_maps
     report = audit(opened, chunk_size=16, max_groups=1, show_classes=0, examples=3)
     # one pass over the columns it needs, chunk_size rows at a time
-    assert batches == [(["index", "classes", "maps", "object_mask"], 16)]
+    assert batches == [(["index", "maps", "object_mask"], 16)]
     # then one read of the maps of the example images of the classes shown (<= 3 typical + 3 top each)
     assert len(calls) <= 1 and all(len(rows) <= 6 * len(report.pictures) for rows in calls)
 

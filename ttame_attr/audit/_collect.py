@@ -124,9 +124,9 @@ def _mask_fraction(masks: np.ndarray, map_size: tuple[int, int], grid: tuple[int
     return F.adaptive_avg_pool2d(mask, grid).flatten(1)
 
 
-#: One chunk of rows: ``(positions in index order, (B, h, w) float32 top-1 maps, (B,) predicted
-#: class, (B, h * w) object masks or None)``.
-Chunk = tuple[np.ndarray, torch.Tensor, np.ndarray, "np.ndarray | None"]
+#: One chunk of rows: ``(positions in index order, (B, h, w) float32 top-1 maps, (B, h * w)
+#: object masks or None)``.
+Chunk = tuple[np.ndarray, torch.Tensor, "np.ndarray | None"]
 
 
 def _flat_list(column: Any, width: int) -> np.ndarray:
@@ -141,58 +141,52 @@ def _store_chunks(store: Any, index: np.ndarray, chunk_size: int, has_masks: boo
     from ttame_attr.dataset._columns import decode_maps
 
     k, (h, w) = store.top_k, store.map_size
-    columns = ["index", "classes", "maps"] + (["object_mask"] if has_masks else [])
-    for batch in store.iter_batches(columns, chunk_size):
+    for batch in store.iter_batches(["index", "maps"] + (["object_mask"] if has_masks else []), chunk_size):
         positions = np.searchsorted(index, batch.column("index").to_numpy())
-        predicted = _flat_list(batch.column("classes"), k)[:, 0].astype(np.int64)
         maps = torch.from_numpy(decode_maps(batch.column("maps"), (k, h, w))[:, 0].astype(np.float32))
-        masks = _flat_list(batch.column("object_mask"), h * w) if has_masks else None
-        yield positions, maps, predicted, masks
+        yield positions, maps, _flat_list(batch.column("object_mask"), h * w) if has_masks else None
 
 
 def _reader_chunks(store: Any, n: int, chunk_size: int, has_masks: bool) -> Iterator[Chunk]:
-    """Chunks of any store with the reader API (``maps``, ``iter_classes``, ``table``): ``chunk_size``
-    consecutive rows at a time."""
+    """Chunks of any store with the reader API (``maps``, ``table``): ``chunk_size`` consecutive rows
+    at a time."""
     cells = int(np.prod(store.map_size))
-    predicted = np.zeros(n, dtype=np.int64)
-    for cls, rows in store.iter_classes():
-        predicted[np.asarray(rows, dtype=np.int64)] = int(cls)
     masks = store.table(columns=["object_mask"]).column("object_mask") if has_masks else None
     for start in range(0, n, chunk_size):
         stop = min(n, start + chunk_size)
         mask = None
         if masks is not None:
             mask = _flat_list(masks.slice(start, stop - start).combine_chunks(), cells)
-        maps = store.maps(slice(start, stop))[:, 0].float()
-        yield np.arange(start, stop), maps, predicted[start:stop], mask
+        yield np.arange(start, stop), store.maps(slice(start, stop))[:, 0].float(), mask
 
 
-def _stream(chunks: Iterator[Chunk], n: int, num_classes: int, map_size: tuple[int, int],
-            grid: tuple[int, int], has_masks: bool) -> dict[str, Any]:
-    """Reduce every top-1 map, chunk by chunk, to its coarse evidence and a few numbers.
+def _stream(chunks: Iterator[Chunk], predicted: np.ndarray, slot: np.ndarray, num_classes: int,
+            map_size: tuple[int, int], grid: tuple[int, int], has_masks: bool) -> dict[str, Any]:
+    """Reduce every top-1 map, chunk by chunk, to its coarse evidence and a few numbers, each image's
+    at its ``slot`` (the images grouped by predicted class, so that each class's arrays are views).
 
-    Returns ``{"predicted", "evidence" (n, cells), "border", "off_object", "off_peak" (n,),
-    "blank", "sums" (classes, h, w)}``, the two ``off`` arrays ``None`` without masks.
+    Returns ``{"evidence" (n, cells), "border", "off_object", "off_peak" (n,), "blank", "sums"
+    (classes, h, w)}``, the two ``off`` arrays ``None`` without masks.
     """
+    n = len(predicted)
     ring = torch.from_numpy(border_cells(grid))
-    out: dict[str, Any] = {"predicted": np.zeros(n, dtype=np.int64),
-                           "evidence": np.zeros((n, grid[0] * grid[1]), dtype=np.float32),
+    out: dict[str, Any] = {"evidence": np.zeros((n, grid[0] * grid[1]), dtype=np.float32),
                            "blank": np.zeros(n, dtype=bool), "border": np.zeros(n, dtype=np.float32),
                            "off_object": np.zeros(n, dtype=np.float32) if has_masks else None,
                            "off_peak": np.zeros(n, dtype=np.float32) if has_masks else None,
                            "sums": torch.zeros(num_classes, *map_size, dtype=torch.float64)}
-    for positions, maps, predicted, masks in chunks:
-        out["predicted"][positions] = predicted
-        out["sums"].index_add_(0, torch.from_numpy(predicted), maps.double())
+    for positions, maps, masks in chunks:
+        out["sums"].index_add_(0, torch.from_numpy(predicted[positions]), maps.double())
+        at = slot[positions]
         ev, flat = evidence_of(maps, grid)
-        out["evidence"][positions] = ev.numpy()
-        out["blank"][positions] = flat.numpy()
-        out["border"][positions] = ev[:, ring].sum(1).numpy()
+        out["evidence"][at] = ev.numpy()
+        out["blank"][at] = flat.numpy()
+        out["border"][at] = ev[:, ring].sum(1).numpy()
         if has_masks:
             fraction = _mask_fraction(masks, map_size, grid)
-            out["off_object"][positions] = (1.0 - (ev * fraction).sum(1)).clamp(0, 1).numpy()
+            out["off_object"][at] = (1.0 - (ev * fraction).sum(1)).clamp(0, 1).numpy()
             peak = fraction.gather(1, ev.argmax(1, keepdim=True))[:, 0]
-            out["off_peak"][positions] = (1.0 - peak).clamp(0, 1).numpy()
+            out["off_peak"][at] = (1.0 - peak).clamp(0, 1).numpy()
     out["sums"] = out["sums"].numpy()
     return out
 
@@ -211,9 +205,10 @@ def _has_masks(store: Any) -> bool:
 def collect(store: Any, grid: int, chunk_size: int) -> StoreSummary:
     """Read the store once, chunk by chunk, into a :class:`StoreSummary`.
 
-    An :class:`~ttame_attr.ExplanationStore` is read as a stream of record batches (only the
-    ``index``, ``classes``, ``maps`` and ``object_mask`` columns, each shard once); any other
-    object with the reader API through its ``maps`` and ``iter_classes``.
+    The predicted classes are read first (:meth:`iter_classes`), then the maps: from an
+    :class:`~ttame_attr.ExplanationStore` as a stream of record batches (only the ``index``,
+    ``maps`` and ``object_mask`` columns, each shard once), from any other object with the reader
+    API through its ``maps``. Each class's arrays are views of one array grouped by class.
     """
     map_size = tuple(int(v) for v in store.map_size)
     cells = grid_shape(map_size, grid)
@@ -223,21 +218,26 @@ def collect(store: Any, grid: int, chunk_size: int) -> StoreSummary:
     if all(p is None for p in paths):
         paths = None
     has_masks = _has_masks(store)
+    predicted = np.zeros(len(index), dtype=np.int64)
+    for cls, rows in store.iter_classes():
+        predicted[np.asarray(rows, dtype=np.int64)] = int(cls)
+    order = np.argsort(predicted, kind="stable")  # the images grouped by class, in index order within
+    slot = np.empty_like(order)
+    slot[order] = np.arange(len(order))
     streaming = hasattr(store, "iter_batches") and bool(np.all(index[1:] > index[:-1]))
     chunks = (_store_chunks(store, index, chunk_size, has_masks) if streaming
               else _reader_chunks(store, len(index), chunk_size, has_masks))
-    num_classes = int(store.num_classes)
-    if not streaming:
-        num_classes = max([num_classes] + [int(c) + 1 for c, _ in store.iter_classes()])
-    read = _stream(chunks, len(index), num_classes, map_size, cells, has_masks)
+    num_classes = max(int(store.num_classes), int(predicted.max(initial=0)) + 1)
+    read = _stream(chunks, predicted, slot, num_classes, map_size, cells, has_masks)
     ring = border_cells(cells)
     classes = []
-    for cls in np.unique(read["predicted"]):
-        rows = np.flatnonzero(read["predicted"] == cls)
-        pick = {k: read[k][rows] if read[k] is not None else None
+    values, starts, counts = np.unique(predicted[order], return_index=True, return_counts=True)
+    for cls, start, count in zip(values, starts, counts):
+        part = slice(int(start), int(start + count))  # views, not copies
+        pick = {k: read[k][part] if read[k] is not None else None
                 for k in ("evidence", "border", "off_object", "off_peak", "blank")}
-        mean_map = (read["sums"][cls] / len(rows)).astype(np.float32)
-        classes.append(ClassData(cls=int(cls), rows=rows, mean_map=mean_map, ring=ring, **pick))
+        mean_map = (read["sums"][cls] / count).astype(np.float32)
+        classes.append(ClassData(cls=int(cls), rows=order[part], mean_map=mean_map, ring=ring, **pick))
     logger.info("read %d images of %d predicted classes", len(index), len(classes))
     names = store.class_names
     return StoreSummary(classes=classes, grid=cells, map_size=map_size, num_images=len(index),
