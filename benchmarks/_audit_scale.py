@@ -148,11 +148,16 @@ def scale_markdown(scale: dict[str, Any], title: str, realistic: dict[str, Any] 
                      f"{s['audit_seconds']} ({_cell(s, 'audit_cpu_seconds')}) | {split} | "
                      f"{s['audit_over_explain']:.3f} ({_cell(s, 'audit_over_explain_cpu', '{:.3f}')}) | "
                      f"{s['audit_peak_rss_mib']} ({_cell(s, 'rss_after_imports_mib')}) |")
+    if not any(isinstance(s, dict) and "audit_parts_seconds" in s for s in scale.values()):
+        lines += ["", "(An earlier version of the check: ``audit()`` alone in a fresh process, "
+                      "scikit-learn's import included, without writing audit.json/html; wall-clock only.)"]
     if "per_image_us" in scale:
         u = scale["per_image_us"]
         lines += ["", f"Per image (difference between the two sizes, CPU): audit {u['audit_cpu']} µs "
-                      f"(without its fixed costs), explain {u['explain_cpu']} µs; the audit's peak RSS "
-                      f"grows by {u['peak_rss_growth_bytes']} bytes per image."]
+                      f"(without the scikit-learn import; it includes the clustering's growth until a class "
+                      f"reaches the 2,000 maps k-means is fitted on), explain {u['explain_cpu']} µs; the "
+                      f"audit's peak RSS grows by {u['peak_rss_growth_bytes']} bytes per image (with the "
+                      "silhouettes' bounded working memory)."]
     if realistic:
         n = max(int(k) for k in scale if k.isdigit())
         audit_s = scale[str(n)]["audit_seconds"]

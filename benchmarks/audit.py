@@ -258,13 +258,17 @@ def scale_only(args: argparse.Namespace, argv: list[str] | None) -> int:
                "scale_runs": [{"title": "Scale check (--scale-only, the planted CNN of --cache)",
                                "scale": scale, "realistic": realistic}],
                "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
-    run = payload["scale_runs"][0]
-    text = "\n".join(["# The audit's scale check: `benchmarks/audit.py --scale-only`", "",
-                      run_header(payload["run"]), "", f"Settings: {settings}",
-                      *scale_markdown(run["scale"], run["title"], realistic)])
-    for path in write_results(args.out, "audit_scale", payload, text):
+    for path in write_results(args.out, "audit_scale", payload, scale_text(payload)):
         print(f"wrote {path}", flush=True)
     return 0
+
+
+def scale_text(payload: dict[str, Any]) -> str:
+    """``audit_scale.md``: the scale check of a ``--scale-only`` run."""
+    run = payload["scale_runs"][0]
+    return "\n".join(["# The audit's scale check: `benchmarks/audit.py --scale-only`", "",
+                      run_header(payload["run"]), "", f"Settings: {payload['settings']}",
+                      *scale_markdown(run["scale"], run["title"], run.get("realistic"))])
 
 
 def markdown(payload: dict[str, Any]) -> str:
