@@ -24,6 +24,7 @@ audit's time over that explain cost *extrapolated* to the scale check's images.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -63,16 +64,20 @@ print(json.dumps({"wall": [b[0] - a[0] for a, b in zip(marks, marks[1:])],
 """
 
 
-def _probe(store: Path, out: Path) -> dict[str, Any]:
-    """The audit of ``store`` in a fresh process: its times (import, call, write) and peak memory."""
+def _probe(store: Path, out: Path, code: Path | None = None) -> dict[str, Any]:
+    """The audit of ``store`` in a fresh process: its times (import, call, write) and peak memory;
+    with ``code``, the ``ttame_attr`` of that checkout (run from another folder, so that it is the
+    one imported)."""
+    env = None if code is None else {**os.environ, "PYTHONPATH": str(code)}
     done = subprocess.run([sys.executable, "-c", PROBE, str(store), str(out)], check=True,
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, env=env, cwd=None if code is None else out.parent)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def scale_check(explainer: TTAME, render: Callable[[int], Dataset], images: int, tmp: Path) -> dict[str, Any]:
+def scale_check(explainer: TTAME, render: Callable[[int], Dataset], images: int, tmp: Path,
+                baseline: Path | None = None) -> dict[str, Any]:
     """Explain and audit ``render(n)`` for ``n`` = ``images // 10`` and ``images``; times, ratios and
-    peak memory."""
+    peak memory; with ``baseline`` (another checkout), its audit of the same stores too."""
     out: dict[str, Any] = {}
     sizes = (images // 10, images)
     for n in sizes:
@@ -93,6 +98,11 @@ def scale_check(explainer: TTAME, render: Callable[[int], Dataset], images: int,
                        "audit_over_explain_cpu": round(audit_cpu / explain_cpu, 4),
                        "audit_peak_rss_mib": round(p["peak_rss_mib"], 1),
                        "rss_after_imports_mib": round(p["rss_after_imports_mib"], 1)}
+        if baseline is not None:
+            b = _probe(tmp / f"scale_{n}", tmp / f"scale_{n}_baseline", baseline)
+            out[str(n)]["baseline"] = {"audit_seconds": round(sum(b["wall"][1:]), 2),
+                                       "audit_cpu_seconds": round(sum(b["cpu"][1:]), 2),
+                                       "audit_peak_rss_mib": round(b["peak_rss_mib"], 1)}
         print(f"   scale {n}: {out[str(n)]}", flush=True)
     if sizes[1] > sizes[0]:
         small, big = out[str(sizes[0])], out[str(sizes[1])]
@@ -151,6 +161,11 @@ def scale_markdown(scale: dict[str, Any], title: str, realistic: dict[str, Any] 
     if not any(isinstance(s, dict) and "audit_parts_seconds" in s for s in scale.values()):
         lines += ["", "(An earlier version of the check: ``audit()`` alone in a fresh process, "
                       "scikit-learn's import included, without writing audit.json/html; wall-clock only.)"]
+    base = {n: s["baseline"] for n, s in scale.items() if isinstance(s, dict) and "baseline" in s}
+    if base:
+        lines += ["", "The audit of the baseline checkout on the same stores, side by side: " + "; ".join(
+            f"{n} images {b['audit_seconds']} s ({b['audit_cpu_seconds']} CPU s), peak RSS "
+            f"{b['audit_peak_rss_mib']} MiB" for n, b in base.items()) + "."]
     if "per_image_us" in scale:
         u = scale["per_image_us"]
         lines += ["", f"Per image (difference between the two sizes, CPU): audit {u['audit_cpu']} µs "

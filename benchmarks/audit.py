@@ -251,7 +251,7 @@ def scale_only(args: argparse.Namespace, argv: list[str] | None) -> int:
     net.load_state_dict(torch.load(cache / "net.pt", weights_only=True))
     explainer = TTAME.load(cache / "head.pt", Normalized(net.eval(), MEAN, STD).eval())
     tmp = Path(tempfile.mkdtemp(prefix="ttame_audit_scale_"))
-    scale = scale_check(explainer, _scale_data(args), args.scale_images, tmp)
+    scale = scale_check(explainer, _scale_data(args), args.scale_images, tmp, args.scale_baseline)
     realistic = realistic_explain(args.scale_realistic, args.seed) if args.scale_realistic else None
     settings = {k: v for k, v in vars(args).items() if k not in ("out", "reports", "quick")}
     payload = {"run": run_info("audit.py", argv), "settings": settings, "cases": [],
@@ -349,6 +349,9 @@ def main(argv: list[str] | None = None) -> int:
                         "(to audit_scale.json/.md)")
     p.add_argument("--scale-realistic", type=int, default=64,
                    help="with --scale-only: images explained with ResNet-50 at 224 px (0: skip)")
+    p.add_argument("--scale-baseline", type=Path, default=None,
+                   help="with --scale-only: a checkout of ttame_attr (e.g. git archive of an older commit) "
+                        "whose audit also runs on the same stores, side by side")
     p.add_argument("--no-control", action="store_true")
     p.add_argument("--control-archs", nargs="*", default=None,
                    help="the classifiers that also get a control run (default: all of --archs)")
