@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,6 +47,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _audit_data import ArrayStore, MarkedShapes, paint_mark  # noqa: E402
+from _audit_scale import realistic_explain, scale_check, scale_markdown  # noqa: E402
 from _quality.methods import PytorchGradCAM  # noqa: E402
 from _results import default_out, run_header, run_info, write_results  # noqa: E402
 
@@ -227,40 +227,48 @@ def run_case(arch: str, planted: bool, args: argparse.Namespace) -> dict[str, An
               "ttame": _metrics(report, marked, planted), "gradcam": _metrics(greport, marked, planted)}
     print(f"   {json.dumps(result)}", flush=True)
     if planted and arch == "cnn" and args.scale_images:
-        result["scale"] = scale_check(explainer, args, store_dir)
+        result["scale"] = scale_check(explainer, _scale_data(args), args.scale_images, store_dir)
     return result
 
 
-# The peak RSS of the probe's own address space: VmHWM, which exec resets (ru_maxrss does not: a
-# child forked from this process would report this process's peak).
-_MEMORY_PROBE = """
-import re, sys, time
-from ttame_attr import audit
-t0 = time.perf_counter()
-audit(sys.argv[1], max_images=1000)
-seconds = time.perf_counter() - t0
-status = open("/proc/self/status").read()
-print(seconds, re.search(r"VmHWM:\\s+(\\d+) kB", status).group(1))
-"""
+def _scale_data(args: argparse.Namespace) -> Any:
+    """``n -> dataset`` of the scale check: ``n`` planted-shortcut test images, rendered in memory."""
+    def render(n: int) -> TensorDataset:
+        images = MarkedShapes(n, split="test", seed=args.seed + 5, shortcut=SHORTCUT)
+        return TensorDataset(*_tensors(images)[:3])
+
+    return render
 
 
-def scale_check(explainer: TTAME, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    """Explain and audit ``--scale-images`` images; the audit's time and peak memory at n/10 and n."""
-    out = {}
-    for n in (args.scale_images // 10, args.scale_images):
-        rendered = _tensors(MarkedShapes(n, split="test", seed=args.seed + 5, shortcut=SHORTCUT))
-        ds = TensorDataset(*rendered[:3])
-        t0 = time.perf_counter()
-        explain_dataset(explainer, ds, tmp / f"scale_{n}", batch_size=256, progress=False)
-        explain = time.perf_counter() - t0
-        probe = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, str(tmp / f"scale_{n}")], check=True,
-                               capture_output=True, text=True)
-        seconds, rss_kib = probe.stdout.split()[-2:]
-        out[str(n)] = {"explain_seconds": round(explain, 2), "audit_seconds": round(float(seconds), 2),
-                       "audit_over_explain": round(float(seconds) / explain, 4),
-                       "audit_peak_rss_mib": round(int(rss_kib) / 1024, 1)}
-        print(f"   scale {n}: {out[str(n)]}", flush=True)
-    return out
+def scale_only(args: argparse.Namespace, argv: list[str] | None) -> int:
+    """Only the scale check, with the planted CNN and head of an earlier run kept in ``--cache``;
+    written as ``audit_scale.json/.md`` (merge it into ``audit.json`` with ``--merge``)."""
+    cache = args.cache / "cnn_planted" if args.cache else None
+    if cache is None or not (cache / "head.pt").is_file():
+        raise SystemExit("--scale-only needs --cache DIR holding cnn_planted/ (net.pt, head.pt) of an "
+                         "earlier run of this script with the same --cache.")
+    net = build_classifier("cnn", image_size=64)
+    net.load_state_dict(torch.load(cache / "net.pt", weights_only=True))
+    explainer = TTAME.load(cache / "head.pt", Normalized(net.eval(), MEAN, STD).eval())
+    tmp = Path(tempfile.mkdtemp(prefix="ttame_audit_scale_"))
+    scale = scale_check(explainer, _scale_data(args), args.scale_images, tmp, args.scale_baseline)
+    realistic = realistic_explain(args.scale_realistic, args.seed) if args.scale_realistic else None
+    settings = {k: v for k, v in vars(args).items() if k not in ("out", "reports", "quick")}
+    payload = {"run": run_info("audit.py", argv), "settings": settings, "cases": [],
+               "scale_runs": [{"title": "Scale check (--scale-only, the planted CNN of --cache)",
+                               "scale": scale, "realistic": realistic}],
+               "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    for path in write_results(args.out, "audit_scale", payload, scale_text(payload)):
+        print(f"wrote {path}", flush=True)
+    return 0
+
+
+def scale_text(payload: dict[str, Any]) -> str:
+    """``audit_scale.md``: the scale check of a ``--scale-only`` run."""
+    run = payload["scale_runs"][0]
+    return "\n".join(["# The audit's scale check: `benchmarks/audit.py --scale-only`", "",
+                      run_header(payload["run"]), "", f"Settings: {payload['settings']}",
+                      *scale_markdown(run["scale"], run["title"], run.get("realistic"))])
 
 
 def markdown(payload: dict[str, Any]) -> str:
@@ -291,11 +299,10 @@ def markdown(payload: dict[str, Any]) -> str:
         f"{c['arch']} {'planted' if c['planted'] else 'control'}: {c['seconds']}" for c in payload["cases"])]
     for case in payload["cases"]:
         if "scale" in case:
-            lines += ["", "| images | explain s | audit s | audit / explain | audit peak RSS MiB |",
-                      "|---:|---:|---:|---:|---:|"]
-            lines += [f"| {n} | {s['explain_seconds']} | {s['audit_seconds']} | "
-                      f"{s['audit_over_explain']:.3f} | {s['audit_peak_rss_mib']} |"
-                      for n, s in case["scale"].items()]
+            title = f"Scale check in the run of {case['arch']} planted (poison {case.get('poison', 0):g})"
+            lines += scale_markdown(case["scale"], title)
+    for run in payload.get("scale_runs", []):
+        lines += scale_markdown(run["scale"], run["title"], run.get("realistic"))
     return "\n".join(lines)
 
 
@@ -306,6 +313,7 @@ def merge(paths: list[Path], out: Path, argv: list[str] | None) -> int:
     payload = {"run": run_info("audit.py", argv), "settings": {"merged": [str(p) for p in paths]},
                "cases": [c for p in parts for c in p["cases"]],
                "runs": [{"run": p["run"], "settings": p["settings"]} for p in parts],
+               "scale_runs": [s for p in parts for s in p.get("scale_runs", [])],
                "peak_rss_mib": max(p["peak_rss_mib"] for p in parts)}
     text = markdown(payload) + "\n\nMerged from the runs:\n\n" + "\n\n".join(
         run_header(p["run"]) + f"\n\nSettings: {p['settings']}" for p in parts)
@@ -336,6 +344,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ttame-train", type=int, default=1000, help="training images of the T-TAME head")
     p.add_argument("--ttame-epochs", type=int, default=4)
     p.add_argument("--scale-images", type=int, default=20000, help="images of the scale check (0: skip)")
+    p.add_argument("--scale-only", action="store_true",
+                   help="only the scale check, with the planted CNN kept in --cache "
+                        "(to audit_scale.json/.md)")
+    p.add_argument("--scale-realistic", type=int, default=64,
+                   help="with --scale-only: images explained with ResNet-50 at 224 px (0: skip)")
+    p.add_argument("--scale-baseline", type=Path, default=None,
+                   help="with --scale-only: a checkout of ttame_attr (e.g. git archive of an older commit) "
+                        "whose audit also runs on the same stores, side by side")
     p.add_argument("--no-control", action="store_true")
     p.add_argument("--control-archs", nargs="*", default=None,
                    help="the classifiers that also get a control run (default: all of --archs)")
@@ -355,6 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out = args.out or default_out(args.quick, "audit")
     if args.merge:
         return merge(args.merge, args.out, argv)
+    if args.scale_only:
+        return scale_only(args, argv)
     args.reports = args.reports or Path(tempfile.mkdtemp(prefix="ttame_audit_reports_"))
     cases = []
     settings = {k: v for k, v in vars(args).items() if k not in ("out", "reports", "quick")}

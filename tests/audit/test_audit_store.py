@@ -42,20 +42,26 @@ def test_audit_of_a_real_store(store, tmp_path) -> None:
     assert chunks and all(base64.b64decode(c.split('"')[0])[:8] == b"\x89PNG\r\n\x1a\n" for c in chunks)
 
 
-def test_the_store_is_read_in_chunks_of_whole_rows(store) -> None:
+def test_the_store_is_read_once_in_record_batches(store) -> None:
     path, _ = store
     opened = ExplanationStore(path)
-    calls = []
-    real = opened.maps
+    batches, calls = [], []
+    real_batches, real_maps = opened.iter_batches, opened.maps
 
-    def spy(rows):
+    def spy_batches(columns, batch_size=1024):
+        batches.append((list(columns), batch_size))
+        yield from real_batches(columns, batch_size)
+
+    def spy_maps(rows):
         calls.append(rows)
-        return real(rows)
+        return real_maps(rows)
 
-    opened.maps = spy
-    audit(opened, chunk_size=16, max_groups=1, show_classes=0, examples=3)
-    assert calls[:3] == [slice(0, 16), slice(16, 32), slice(32, 48)]  # one pass, shard by shard
-    assert all(len(rows) <= 3 for rows in calls[3:])  # then only the example images of classes shown
+    opened.iter_batches, opened.maps = spy_batches, spy_maps
+    report = audit(opened, chunk_size=16, max_groups=1, show_classes=0, examples=3)
+    # one pass over the columns it needs, chunk_size rows at a time
+    assert batches == [(["index", "maps", "object_mask"], 16)]
+    # then one read of the maps of the example images of the classes shown (<= 3 typical + 3 top each)
+    assert len(calls) <= 1 and all(len(rows) <= 6 * len(report.pictures) for rows in calls)
 
 
 @pytest.fixture

@@ -27,6 +27,9 @@ MIN_SILHOUETTE = 0.15
 #: At most this many explanations fit the k-means and score the silhouettes (the rest are
 #: assigned to the nearest centre), so the clustering's cost does not grow with the class.
 FIT_LIMIT = 2000
+#: At most this many of those score the silhouettes (the same random ones for every number of
+#: groups): the silhouette's cost grows with the square of the images it scores.
+SILHOUETTE_LIMIT = 1000
 
 
 def require_sklearn() -> Any:
@@ -70,6 +73,7 @@ def cluster(evidence: np.ndarray, max_groups: int, min_group_size: int, seed: in
     x = features(evidence)
     rng = np.random.default_rng(seed)
     fit = x[rng.choice(n, FIT_LIMIT, replace=False)] if n > FIT_LIMIT else x
+    scored = rng.choice(len(fit), SILHOUETTE_LIMIT, replace=False) if len(fit) > SILHOUETTE_LIMIT else None
     best, best_score = None, MIN_SILHOUETTE
     for k in range(2, min(max_groups, n // min_group_size) + 1):
         km = KMeans(n_clusters=k, n_init=4, random_state=seed).fit(fit)
@@ -78,7 +82,10 @@ def cluster(evidence: np.ndarray, max_groups: int, min_group_size: int, seed: in
         labels = km.predict(x)
         if not _sizes_ok(labels, k, min_group_size):
             continue
-        score = float(silhouette_score(fit, km.labels_, random_state=seed))
+        sub = km.labels_ if scored is None else km.labels_[scored]
+        if len(np.unique(sub)) < 2:
+            continue
+        score = float(silhouette_score(fit if scored is None else fit[scored], sub))
         logger.debug("k=%d silhouette %.3f", k, score)
         if score > best_score:
             best, best_score = labels, score

@@ -1,15 +1,16 @@
 """One streaming pass over an explanation store: a small summary of every image's top-1 map.
 
-The maps are read once, ``chunk_size`` consecutive rows at a time (so each read touches one or
-two of the store's shards), and reduced to a coarse grid of
-"evidence" (the map minus its median, clipped at zero, summing to one). Only these coarse grids,
-a few numbers per image and one running mean map per class stay in memory, so memory does not
-grow with the size of the maps, only by ``grid cells`` floats per image.
+The maps are read once, as a stream of record batches of ``chunk_size`` rows (each shard read
+once, only the columns needed), and reduced to a coarse grid of "evidence" (the map minus its
+median, clipped at zero, summing to one). Only these coarse grids, a few numbers per image and
+one running mean map per class stay in memory, so memory does not grow with the size of the
+maps, only by ``grid cells`` floats (and the index and path) per image.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,57 +118,98 @@ def evidence_of(maps: torch.Tensor, grid: tuple[int, int]) -> tuple[torch.Tensor
     return torch.where(flat[:, None], uniform, excess / total.clamp_min(1e-12)), flat
 
 
-def _mask_fraction(masks: Any, start: int, stop: int, map_size: tuple[int, int],
-                   grid: tuple[int, int]) -> torch.Tensor:
-    """``(B, gh * gw)`` fraction of each grid cell covered by the object mask, rows ``start:stop``."""
-    flat = masks.slice(start, stop - start).combine_chunks().flatten().to_numpy(zero_copy_only=False)
-    mask = torch.from_numpy(np.asarray(flat, dtype=np.float32).reshape(stop - start, 1, *map_size))
+def _mask_fraction(masks: np.ndarray, map_size: tuple[int, int], grid: tuple[int, int]) -> torch.Tensor:
+    """``(B, gh * gw)`` fraction of each grid cell covered by ``(B, h * w)`` object masks."""
+    mask = torch.from_numpy(np.asarray(masks, dtype=np.float32).reshape(len(masks), 1, *map_size))
     return F.adaptive_avg_pool2d(mask, grid).flatten(1)
 
 
-def _stream(store: Any, predicted: np.ndarray, num_classes: int, grid: tuple[int, int], chunk_size: int,
-            masks: Any | None) -> tuple[np.ndarray, ...]:
-    """Read every top-1 map once, in contiguous chunks of rows (whole shards at a time).
+#: One chunk of rows: ``(positions in index order, (B, h, w) float32 top-1 maps, (B, h * w)
+#: object masks or None)``.
+Chunk = tuple[np.ndarray, torch.Tensor, "np.ndarray | None"]
 
-    Returns ``(evidence (n, cells), border (n,), off_object (n,), off_peak (n,), map sums
-    (classes, h, w))``, the two ``off`` arrays ``None`` without masks.
+
+def _flat_list(column: Any, width: int) -> np.ndarray:
+    """``(B, width)`` numpy array of a pyarrow list column of ``width`` values per row."""
+    values = column.flatten() if hasattr(column, "flatten") else column
+    return np.asarray(values.to_numpy(zero_copy_only=False)).reshape(-1, width)
+
+
+def _store_chunks(store: Any, index: np.ndarray, chunk_size: int, has_masks: bool) -> Iterator[Chunk]:
+    """Chunks of an :class:`~ttame_attr.ExplanationStore`: one streaming read of the columns needed,
+    each shard read once, a record batch of ``chunk_size`` rows at a time."""
+    from ttame_attr.dataset._columns import decode_maps
+
+    k, (h, w) = store.top_k, store.map_size
+    for batch in store.iter_batches(["index", "maps"] + (["object_mask"] if has_masks else []), chunk_size):
+        positions = np.searchsorted(index, batch.column("index").to_numpy())
+        maps = torch.from_numpy(decode_maps(batch.column("maps"), (k, h, w))[:, 0].astype(np.float32))
+        yield positions, maps, _flat_list(batch.column("object_mask"), h * w) if has_masks else None
+
+
+def _reader_chunks(store: Any, n: int, chunk_size: int, has_masks: bool) -> Iterator[Chunk]:
+    """Chunks of any store with the reader API (``maps``, ``table``): ``chunk_size`` consecutive rows
+    at a time."""
+    cells = int(np.prod(store.map_size))
+    masks = store.table(columns=["object_mask"]).column("object_mask") if has_masks else None
+    for start in range(0, n, chunk_size):
+        stop = min(n, start + chunk_size)
+        mask = None
+        if masks is not None:
+            mask = _flat_list(masks.slice(start, stop - start).combine_chunks(), cells)
+        yield np.arange(start, stop), store.maps(slice(start, stop))[:, 0].float(), mask
+
+
+def _stream(chunks: Iterator[Chunk], predicted: np.ndarray, slot: np.ndarray, num_classes: int,
+            map_size: tuple[int, int], grid: tuple[int, int], has_masks: bool) -> dict[str, Any]:
+    """Reduce every top-1 map, chunk by chunk, to its coarse evidence and a few numbers, each image's
+    at its ``slot`` (the images grouped by predicted class, so that each class's arrays are views).
+
+    Returns ``{"evidence" (n, cells), "border", "off_object", "off_peak" (n,), "blank", "sums"
+    (classes, h, w)}``, the two ``off`` arrays ``None`` without masks.
     """
     n = len(predicted)
     ring = torch.from_numpy(border_cells(grid))
-    evidence = np.zeros((n, grid[0] * grid[1]), dtype=np.float32)
-    blank = np.zeros(n, dtype=bool)
-    border = np.zeros(n, dtype=np.float32)
-    off = np.zeros(n, dtype=np.float32) if masks is not None else None
-    off_peak = np.zeros(n, dtype=np.float32) if masks is not None else None
-    sums = None
-    for start in range(0, n, chunk_size):
-        stop = min(n, start + chunk_size)
-        maps = store.maps(slice(start, stop))[:, 0].float()  # (B, h, w): the predicted class's map
-        if sums is None:
-            sums = torch.zeros(num_classes, *maps.shape[-2:], dtype=torch.float64)
-        sums.index_add_(0, torch.from_numpy(predicted[start:stop]), maps.double())
+    out: dict[str, Any] = {"evidence": np.zeros((n, grid[0] * grid[1]), dtype=np.float32),
+                           "blank": np.zeros(n, dtype=bool), "border": np.zeros(n, dtype=np.float32),
+                           "off_object": np.zeros(n, dtype=np.float32) if has_masks else None,
+                           "off_peak": np.zeros(n, dtype=np.float32) if has_masks else None,
+                           "sums": torch.zeros(num_classes, *map_size, dtype=torch.float64)}
+    for positions, maps, masks in chunks:
+        out["sums"].index_add_(0, torch.from_numpy(predicted[positions]), maps.double())
+        at = slot[positions]
         ev, flat = evidence_of(maps, grid)
-        evidence[start:stop] = ev.numpy()
-        blank[start:stop] = flat.numpy()
-        border[start:stop] = ev[:, ring].sum(1).numpy()
-        if off is not None:
-            fraction = _mask_fraction(masks, start, stop, tuple(maps.shape[-2:]), grid)
-            off[start:stop] = (1.0 - (ev * fraction).sum(1)).clamp(0, 1).numpy()
+        out["evidence"][at] = ev.numpy()
+        out["blank"][at] = flat.numpy()
+        out["border"][at] = ev[:, ring].sum(1).numpy()
+        if has_masks:
+            fraction = _mask_fraction(masks, map_size, grid)
+            out["off_object"][at] = (1.0 - (ev * fraction).sum(1)).clamp(0, 1).numpy()
             peak = fraction.gather(1, ev.argmax(1, keepdim=True))[:, 0]
-            off_peak[start:stop] = (1.0 - peak).clamp(0, 1).numpy()
-    return evidence, border, off, off_peak, blank, sums.numpy()
+            out["off_peak"][at] = (1.0 - peak).clamp(0, 1).numpy()
+    out["sums"] = out["sums"].numpy()
+    return out
 
 
-def _object_masks(store: Any) -> Any | None:
-    """The store's ``object_mask`` column, or ``None`` when the store has none."""
+def _has_masks(store: Any) -> bool:
+    """Whether the store has an ``object_mask`` column."""
+    if hasattr(store, "columns") and not callable(store.columns):
+        return "object_mask" in store.columns
     try:
-        return store.table(columns=["object_mask"]).column("object_mask")
+        store.table(columns=["object_mask"])
     except (KeyError, ValueError):  # pyarrow's ArrowKeyError / ArrowInvalid for a missing column
-        return None
+        return False
+    return True
 
 
 def collect(store: Any, grid: int, chunk_size: int) -> StoreSummary:
-    """Read the store once, class by class, into a :class:`StoreSummary`."""
+    """Read the store once, chunk by chunk, into a :class:`StoreSummary`.
+
+    The predicted classes are read first (:meth:`iter_classes`), then the maps: from an
+    :class:`~ttame_attr.ExplanationStore` as a stream of record batches (only the ``index``,
+    ``maps`` and ``object_mask`` columns, each shard once), from any other object with the reader
+    API through its ``maps``. Each class's arrays are views of one array grouped by class.
+    """
     map_size = tuple(int(v) for v in store.map_size)
     cells = grid_shape(map_size, grid)
     info = store.table(columns=["index", "path"])
@@ -175,21 +217,27 @@ def collect(store: Any, grid: int, chunk_size: int) -> StoreSummary:
     paths = info.column("path").to_pylist()
     if all(p is None for p in paths):
         paths = None
-    masks = _object_masks(store)
-    has_masks = masks is not None
-    by_class = {int(c): np.asarray(r, dtype=np.int64) for c, r in store.iter_classes() if len(r)}
+    has_masks = _has_masks(store)
     predicted = np.zeros(len(index), dtype=np.int64)
-    for cls, rows in by_class.items():
-        predicted[rows] = cls
-    num_classes = max([int(store.num_classes)] + [c + 1 for c in by_class])
-    evidence, border, off, off_peak, blank, sums = _stream(store, predicted, num_classes, cells, chunk_size,
-                                                           masks)
+    for cls, rows in store.iter_classes():
+        predicted[np.asarray(rows, dtype=np.int64)] = int(cls)
+    order = np.argsort(predicted, kind="stable")  # the images grouped by class, in index order within
+    slot = np.empty_like(order)
+    slot[order] = np.arange(len(order))
+    streaming = hasattr(store, "iter_batches") and bool(np.all(index[1:] > index[:-1]))
+    chunks = (_store_chunks(store, index, chunk_size, has_masks) if streaming
+              else _reader_chunks(store, len(index), chunk_size, has_masks))
+    num_classes = max(int(store.num_classes), int(predicted.max(initial=0)) + 1)
+    read = _stream(chunks, predicted, slot, num_classes, map_size, cells, has_masks)
     ring = border_cells(cells)
-    classes = [ClassData(cls=cls, rows=rows, evidence=evidence[rows], border=border[rows],
-                         off_object=off[rows] if off is not None else None,
-                         off_peak=off_peak[rows] if off_peak is not None else None,
-                         mean_map=(sums[cls] / len(rows)).astype(np.float32), ring=ring, blank=blank[rows])
-               for cls, rows in sorted(by_class.items())]
+    classes = []
+    values, starts, counts = np.unique(predicted[order], return_index=True, return_counts=True)
+    for cls, start, count in zip(values, starts, counts):
+        part = slice(int(start), int(start + count))  # views, not copies
+        pick = {k: read[k][part] if read[k] is not None else None
+                for k in ("evidence", "border", "off_object", "off_peak", "blank")}
+        mean_map = (read["sums"][cls] / count).astype(np.float32)
+        classes.append(ClassData(cls=int(cls), rows=order[part], mean_map=mean_map, ring=ring, **pick))
     logger.info("read %d images of %d predicted classes", len(index), len(classes))
     names = store.class_names
     return StoreSummary(classes=classes, grid=cells, map_size=map_size, num_images=len(index),

@@ -62,10 +62,22 @@ def image_source(images: Any, summary: StoreSummary) -> ImageFn | None:
     return fetch
 
 
-def _examples(store: Any, summary: StoreSummary, rows: np.ndarray, fetch: ImageFn | None) -> dict[str, Any]:
-    maps = store.maps(rows)[:, 0].float().numpy() if len(rows) else np.zeros((0, *summary.map_size))
+def _examples(maps: dict[int, np.ndarray], summary: StoreSummary, rows: np.ndarray,
+              fetch: ImageFn | None) -> dict[str, Any]:
+    """The maps (from ``maps``, read beforehand) and the pictures of the images at ``rows``."""
+    stack = np.stack([maps[int(r)] for r in rows]) if len(rows) else np.zeros((0, *summary.map_size),
+                                                                             dtype=np.float32)
     pics = [fetch(int(summary.index[r]), int(r)) if fetch is not None else None for r in rows]
-    return {"index": [int(summary.index[r]) for r in rows], "maps": maps, "images": pics}
+    return {"index": [int(summary.index[r]) for r in rows], "maps": stack, "images": pics}
+
+
+def _read_maps(store: Any, rows: list[np.ndarray]) -> dict[int, np.ndarray]:
+    """``{row: top-1 map}`` of every row in ``rows``, read in one call (each shard read at most once)."""
+    wanted = np.unique(np.concatenate(rows)) if rows else np.zeros(0, dtype=np.int64)
+    if len(wanted) == 0:
+        return {}
+    maps = store.maps(wanted)[:, 0].float().numpy()
+    return {int(r): m for r, m in zip(wanted, maps)}
 
 
 def gather_pictures(store: Any, summary: StoreSummary, shown: list[tuple[ClassScore, ImageScores]],
@@ -74,20 +86,24 @@ def gather_pictures(store: Any, summary: StoreSummary, shown: list[tuple[ClassSc
 
     Each entry holds ``mean_map`` ``(h, w)``, ``groups`` (per group, most suspicious first: its
     ``mean`` coarse evidence ``(gh, gw)`` and its typical images' ``maps`` and ``images``) and
-    ``top`` (the class's most suspicious images).
+    ``top`` (the class's most suspicious images). Only the maps of the images shown are read
+    (in one pass over the store), and only their pictures are fetched.
     """
     fetch = image_source(images, summary)
     by_class = {d.cls: d for d in summary.classes}
-    out: dict[int, dict[str, Any]] = {}
+    plan = []
     for cs, im in shown:
         data = by_class[cs.cls]
-        groups = []
-        for g in cs.groups:
-            mean = data.evidence[g.members].mean(axis=0).reshape(summary.grid)
-            examples_of = _examples(store, summary, data.rows[g.typical], fetch)
-            groups.append({"group": g.group, "mean": mean, **examples_of})
         top = np.argsort(-im.score, kind="stable")[:examples]
+        plan.append((cs, im, data, top, [data.rows[g.typical] for g in cs.groups], data.rows[top]))
+    maps = _read_maps(store, [r for *_, group_rows, top_rows in plan for r in (*group_rows, top_rows)])
+    out: dict[int, dict[str, Any]] = {}
+    for cs, im, data, top, group_rows, top_rows in plan:
+        groups = []
+        for g, rows in zip(cs.groups, group_rows):
+            mean = data.evidence[g.members].mean(axis=0).reshape(summary.grid)
+            groups.append({"group": g.group, "mean": mean, **_examples(maps, summary, rows, fetch)})
         out[cs.cls] = {"mean_map": data.mean_map, "groups": groups,
-                       "top": _examples(store, summary, data.rows[top], fetch),
+                       "top": _examples(maps, summary, top_rows, fetch),
                        "top_scores": [float(im.score[i]) for i in top]}
     return out

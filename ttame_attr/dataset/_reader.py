@@ -158,6 +158,30 @@ class ExplanationStore:
             out[which] = decode_maps(taken, (k, h, w))
         return torch.from_numpy(out)
 
+    @property
+    def columns(self) -> list[str]:
+        """The names of the store's columns (read from the first shard's schema)."""
+        pa = require_pyarrow()
+        return list(pa.parquet.read_schema(self._files[0]).names) if self._files else ["index"]
+
+    def iter_batches(self, columns: Sequence[str], batch_size: int = 1024) -> Iterator[Any]:
+        """The rows as ``pyarrow.RecordBatch`` es of at most ``batch_size`` rows, one shard after the other.
+
+        A streaming read: each shard is read once, only ``columns``, and one batch is held at a
+        time. The batches come in the shards' order, which need not be ``index`` order: include
+        ``"index"`` in ``columns`` to place their rows.
+
+        Args:
+            columns: the columns to read.
+            batch_size: the most rows per batch.
+        """
+        if isinstance(columns, str) or not all(isinstance(c, str) for c in columns):
+            raise TypeError(f"columns: expected a list of column names, got {columns!r}.")
+        pa = require_pyarrow()
+        for file in self._files:
+            yield from pa.parquet.ParquetFile(file, memory_map=True).iter_batches(batch_size=batch_size,
+                                                                                   columns=list(columns))
+
     def by_class(self) -> dict[int, np.ndarray]:
         """``{predicted class: row positions}`` (``classes[0]`` of each row), classes in order."""
         table = self.table(["classes"])
