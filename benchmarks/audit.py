@@ -49,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _audit_data import ArrayStore, MarkedShapes, paint_mark  # noqa: E402
 from _audit_scale import realistic_explain, scale_check, scale_markdown  # noqa: E402
 from _quality.methods import PytorchGradCAM  # noqa: E402
+from _quality.models import kept_classifier  # noqa: E402
 from _results import default_out, run_header, run_info, write_results  # noqa: E402
 
 from ttame_attr import TTAME, audit, explain_dataset  # noqa: E402
@@ -61,16 +62,6 @@ SHORTCUT = 3  # "cross"
 def _tensors(ds: MarkedShapes, chunk: int = 1000) -> tuple[torch.Tensor, ...]:
     parts = [ds.generate(range(s, min(len(ds), s + chunk))) for s in range(0, len(ds), chunk)]
     return (*(torch.cat([p[i] for p in parts]) for i in range(3)), np.concatenate([p[3] for p in parts]))
-
-
-def _kept_classifier(arch: str) -> torch.nn.Module:
-    """The classifier of ``arch`` kept in ``benchmarks/classifiers/`` (seed 0, 64 px; see its README)."""
-    paths = sorted((Path(__file__).resolve().parent / "classifiers").glob(f"{arch}_64px_seed0_*.pt"))
-    if not paths:
-        raise FileNotFoundError(f"no kept {arch} classifier in benchmarks/classifiers/")
-    net = build_classifier(arch, image_size=64)
-    net.load_state_dict(torch.load(paths[0], map_location="cpu", weights_only=True))
-    return net
 
 
 def _poisoned(data: tuple, share: float, seed: int) -> tuple:
@@ -94,7 +85,7 @@ def train_net(arch: str, planted: bool, args: argparse.Namespace) -> tuple[torch
     torch.manual_seed(args.seed)
     shortcut = SHORTCUT if planted else None
     if args.start == "kept":  # a kept well-trained classifier (it knows the shapes), fine-tuned briefly
-        net = _kept_classifier(arch).train()
+        net = kept_classifier(arch)
     elif arch == "cnn" and not planted:  # the control: the shipped CNN, trained on clean shapes
         net = load_reference_classifier()[0]
         args = argparse.Namespace(**{**vars(args), "epochs": 0})
