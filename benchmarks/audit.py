@@ -130,7 +130,12 @@ def _metrics(report: Any, marked: np.ndarray, planted: bool) -> dict[str, Any]:
     if not planted:
         out["max_score"] = max(c["score"] for c in classes)
         return out
-    out["shortcut_rank"] = 1 + [c["class"] for c in classes].index(SHORTCUT)
+    ranked = [c["class"] for c in classes]
+    if SHORTCUT not in ranked:  # the classifier never predicts the shortcut class (e.g. --quick's)
+        print(f"no audited image is predicted as the shortcut class {SHORTCUT}: nothing to rank", flush=True)
+        return {**out, "shortcut_rank": None, "top_precision": 0.0, "marked_in_shortcut_class": 0,
+                "first_group": {"class": None, "group": None, "size": 0, "purity": 0.0}}
+    out["shortcut_rank"] = 1 + ranked.index(SHORTCUT)
     images = report.images
     predicted_marked = [im for im in images if im["class"] == SHORTCUT and marked[im["index"]]]
     n = max(1, len(predicted_marked))
