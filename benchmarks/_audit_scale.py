@@ -15,7 +15,7 @@ competing for the cores do not inflate). The audit's cost per image is the diffe
 time (without the import) between the two sizes, divided by the difference of images.
 
 The tiny 64-px CNN explains an image in about a millisecond, so the audit's fixed costs (the
-scikit-learn import, k-means on at most 2,000 maps per class, the HTML) weigh against it at 20,000
+scikit-learn import, k-means on at most 1,000 maps per class, the HTML) weigh against it at 20,000
 images; ``--scale-realistic N`` also times ``explain_dataset`` with torchvision's ResNet-50 at
 224 px (``weights=None``: the cost does not depend on the weights) on ``N`` images and gives the
 audit's time over that explain cost *extrapolated* to the scale check's images.
@@ -177,7 +177,7 @@ def scale_markdown(scale: dict[str, Any], title: str, realistic: dict[str, Any] 
         u = scale["per_image_us"]
         lines += ["", f"Per image (difference between the two sizes, CPU): audit {u['audit_cpu']} µs "
                       f"(without the scikit-learn import; it includes the clustering's growth until a class "
-                      f"reaches the 2,000 maps k-means is fitted on), explain {u['explain_cpu']} µs; the "
+                      f"reaches the 1,000 maps k-means is fitted on), explain {u['explain_cpu']} µs; the "
                       f"audit's peak RSS grows by {u['peak_rss_growth_bytes']} bytes per image (with the "
                       "silhouettes' bounded working memory)."]
     if realistic:

@@ -26,10 +26,10 @@ logger = logging.getLogger(__name__)
 MIN_SILHOUETTE = 0.15
 #: At most this many explanations fit the k-means and score the silhouettes (the rest are
 #: assigned to the nearest centre), so the clustering's cost does not grow with the class.
-FIT_LIMIT = 2000
+FIT_LIMIT = 1000
 #: At most this many of those score the silhouettes (the same random ones for every number of
 #: groups): the silhouette's cost grows with the square of the images it scores.
-SILHOUETTE_LIMIT = 1000
+SILHOUETTE_LIMIT = 500
 
 
 def require_sklearn() -> Any:
