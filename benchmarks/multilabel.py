@@ -84,6 +84,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--n-ttame", type=int, default=4000, help="T-TAME training images")
     p.add_argument("--ttame-epochs", type=int, default=8,
                    help="8 (1,000 steps of 32 images, a quarter of fit's recipe or less); 0: fit's recipe")
+    p.add_argument("--mask-space", choices=["auto", "input", "pixel"], default="auto",
+                   help="T-TAME's mask_space (auto, the paper's: pixel for the CNN, input for the ViT)")
     p.add_argument("--rise-masks", type=int, default=1000)
     p.add_argument("--merge", nargs="+", type=Path, default=None, metavar="JSON",
                    help="instead of running: merge the cells of earlier runs' multilabel.json files "
@@ -160,7 +162,7 @@ def fit_ttame(model: nn.Module, arch: str, seed: int, args: argparse.Namespace) 
 
     size = args.image_size
     explainer = TTAME(model, adapter=arch, input_size=(3, size, size), normalization=(MEAN, STD),
-                      multi_label=True)
+                      multi_label=True, mask_space=args.mask_space)
     data = MultiShapes(args.n_ttame, image_size=size, seed=seed, split="train", offset=10**6)
     images, _, _ = data.generate(range(args.n_ttame))
     torch.manual_seed(seed)
