@@ -73,7 +73,7 @@ def test_fit_ttame_trains_a_multi_label_explainer() -> None:
     from ttame_attr.data import MultiShapes
 
     model = build_classifier("cnn", num_classes=MultiShapes.num_classes, image_size=32).eval()
-    args = argparse.Namespace(image_size=32, n_ttame=32, ttame_epochs=1)
+    args = argparse.Namespace(image_size=32, n_ttame=32, ttame_epochs=1, mask_space="auto")
     method = multilabel.fit_ttame(model, "cnn", 0, args)
     assert method.explainer.multi_label is True
     assert len(method.explainer.history.epochs) == 1
