@@ -29,6 +29,7 @@ from ttame_attr._core.head_file import (
     write_head_file,
 )
 from ttame_attr._core.model_card import model_card
+from ttame_attr._core.optional import require
 from ttame_attr._core.storage import atomic_write
 
 __all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "from_pretrained", "load_any", "push_to_hub", "save_any",
@@ -40,14 +41,8 @@ CARD_NAME = "README.md"
 
 
 def _huggingface_hub() -> Any:
-    try:
-        import huggingface_hub
-    except ImportError as err:
-        raise ImportError(
-            "huggingface_hub is needed to download or upload heads: pip install \"ttame-attr[hub]\" "
-            "(a local folder written by save_pretrained loads without it)."
-        ) from err
-    return huggingface_hub
+    return require("huggingface_hub", "hub", "downloading or uploading heads",
+                   note="(A local folder written by save_pretrained loads without it.)")
 
 
 def save_pretrained(

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from ttame_attr._core.optional import require
+
 __all__ = ["cluster", "require_sklearn"]
 
 logger = logging.getLogger(__name__)
@@ -34,12 +36,8 @@ SILHOUETTE_LIMIT = 500
 
 def require_sklearn() -> Any:
     """The ``sklearn`` module, or an ImportError naming the extra to install."""
-    try:
-        import sklearn
-    except ImportError as err:
-        raise ImportError("ttame_attr.audit needs scikit-learn to group explanations; install it with "
-                          '`pip install "ttame-attr[audit]"` (or `pip install scikit-learn`).') from err
-    return sklearn
+    return require("sklearn", "audit", "ttame_attr.audit (grouping explanations)", package="scikit-learn",
+                   note="(or `pip install scikit-learn`)")
 
 
 def _sizes_ok(labels: np.ndarray, k: int, min_size: int) -> bool:

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ttame_attr._core.optional import require
+
 __all__ = ["STAT_COLUMNS", "arrow_fields", "batch_columns", "decode_maps", "map_statistics",
            "require_pyarrow", "to_arrow"]
 
@@ -22,12 +24,7 @@ STAT_COLUMNS = ("peak_y", "peak_x", "center_mass", "border_mass", "entropy", "ar
 
 def require_pyarrow() -> Any:
     """``import pyarrow``, or an ImportError naming the extra to install."""
-    try:
-        import pyarrow
-        import pyarrow.parquet  # noqa: F401
-    except ImportError as err:
-        raise ImportError('the explanation store needs pyarrow: pip install "ttame-attr[dataset]"') from err
-    return pyarrow
+    return require("pyarrow.parquet", "dataset", "the explanation store")
 
 
 def _region(size: int, low: float, high: float, device: torch.device) -> Tensor:

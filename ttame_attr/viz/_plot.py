@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from torch import Tensor
 
+from ttame_attr._core.optional import require
 from ttame_attr.viz._convert import to_numpy_image, to_numpy_maps
 
 if TYPE_CHECKING:
@@ -19,12 +20,8 @@ __all__ = ["figure_to_png", "overlay", "plot_grid", "save_figure", "save_overlay
 
 
 def _require_matplotlib() -> Any:
-    try:
-        import matplotlib
-    except ImportError as err:
-        raise ImportError("ttame_attr.viz needs matplotlib for colour maps and figures; install it with "
-                          "`pip install ttame-attr[plot]` (or `pip install matplotlib`).") from err
-    return matplotlib
+    return require("matplotlib", "plot", "ttame_attr.viz (colour maps and figures)",
+                   note="(or `pip install matplotlib`)")
 
 
 def _colormap(name: str) -> Any:
