@@ -41,3 +41,9 @@ def test_iter_batches_reads_the_columns_asked_shard_by_shard(store) -> None:
 def test_iter_batches_refuses_a_bare_column_name(store) -> None:
     with pytest.raises(TypeError, match="columns: expected a list"):
         next(store.iter_batches("maps"))
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True])
+def test_iter_batches_refuses_a_batch_size_that_is_not_a_positive_int(store, bad) -> None:
+    with pytest.raises(ValueError, match=f"batch_size: expected a positive integer, got {bad!r}"):
+        next(store.iter_batches(["index"], batch_size=bad))

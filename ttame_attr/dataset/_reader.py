@@ -12,6 +12,7 @@ from torch import Tensor
 
 from ttame_attr.dataset._columns import decode_maps, require_pyarrow
 from ttame_attr.dataset._manifest import read_manifest
+from ttame_attr.metrics._common import check_positive_int
 
 __all__ = ["ExplanationStore"]
 
@@ -174,9 +175,14 @@ class ExplanationStore:
         Args:
             columns: the columns to read.
             batch_size: the most rows per batch.
+
+        Raises:
+            TypeError: ``columns`` is not a list of names.
+            ValueError: ``batch_size`` is not a positive int.
         """
         if isinstance(columns, str) or not all(isinstance(c, str) for c in columns):
             raise TypeError(f"columns: expected a list of column names, got {columns!r}.")
+        check_positive_int(batch_size, "batch_size", allow_none=False)
         pa = require_pyarrow()
         for file in self._files:
             yield from pa.parquet.ParquetFile(file, memory_map=True).iter_batches(batch_size=batch_size,
