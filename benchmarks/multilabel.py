@@ -63,7 +63,7 @@ from ttame_attr.data import MEAN, STD, MultiShapes, normalize  # noqa: E402
 from ttame_attr.metrics import average_drop_increase, energy_pointing_game, pointing_game  # noqa: E402
 
 BACKBONES = ("cnn", "vit")
-METHODS = ("ttame", "gradcam", "scorecam", "rise")
+METHODS = ("ttame", "gradcam", "scorecam", "rise", "objects")
 FRACTIONS = (1.0, 0.5, 0.15)
 
 
@@ -172,11 +172,14 @@ def fit_ttame(model: nn.Module, arch: str, seed: int, args: argparse.Namespace) 
     return TTAMEMethod(explainer)
 
 
-def build_methods(model: nn.Module, arch: str, seed: int, args: argparse.Namespace) -> dict[str, Explainer]:
-    """The methods asked for, by display name."""
+def build_methods(model: nn.Module, arch: str, seed: int, args: argparse.Namespace,
+                  masks: Tensor) -> dict[str, Explainer]:
+    """The methods asked for, by display name (``masks``: the evaluated images' object masks)."""
     methods: dict[str, Explainer] = {}
     for key in args.methods:
-        if key == "ttame":
+        if key == "objects":
+            methods["Object masks"] = ObjectMasks(masks)
+        elif key == "ttame":
             methods["T-TAME"] = fit_ttame(model, arch, seed, args)
         elif key == "gradcam":
             methods["Grad-CAM"] = PytorchGradCAM("Grad-CAM", model, arch)
@@ -188,10 +191,40 @@ def build_methods(model: nn.Module, arch: str, seed: int, args: argparse.Namespa
     return methods
 
 
+class ObjectMasks(Explainer):
+    """A reference, not an explainer: pair ``(i, k)`` is "explained" by the ground-truth mask of
+    class ``k`` in image ``i`` (1 on the object). Pixels outside it are ranked by their distance
+    to it at values below 1e-3, so that AD/IC's top 15% holds the object and, where the object
+    is smaller, its nearest surroundings at almost 0 (black once the map multiplies the image):
+    what a map that finds exactly the object scores. A pair the classifier predicts positive
+    without an object of that class (a false positive) gets a blank map.
+    """
+
+    name = "Object masks"
+
+    def __init__(self, masks: Tensor) -> None:
+        self.masks = masks
+
+    def pair_maps(self, image: Tensor, label: Tensor) -> Tensor:
+        """``(P, 1, H, W)`` maps of the pairs ``(image[p], label[p])``."""
+        from scipy.ndimage import distance_transform_edt
+
+        maps = []
+        for obj in self.masks[image, label].float():
+            if not obj.any():
+                maps.append(torch.zeros_like(obj))
+                continue
+            far = torch.from_numpy(distance_transform_edt((obj == 0).numpy())).float()
+            maps.append(torch.where(obj > 0, obj, 1e-3 * (1 - far / (far.max() + 1))))
+        return torch.stack(maps)[:, None]
+
+
 # ---------------------------------------------------------------- evaluation
 def explain_pairs(method: Explainer, images: Tensor, image: Tensor, label: Tensor,
                   paper: bool = False) -> Tensor:
     """Maps ``(P, 1, h, w)`` of every pair, in batches of the method's size."""
+    if isinstance(method, ObjectMasks):
+        return method.pair_maps(image, label)
     fn = method.adic_maps if paper else method.explain
     parts = []
     for start in range(0, image.numel(), method.batch_size):
@@ -237,7 +270,7 @@ def run_cell(arch: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     data = eval_data(model, seed, args)
     pixel_model = PixelModel(model).eval()
     rows = {}
-    for name, method in build_methods(model, arch, seed, args).items():
+    for name, method in build_methods(model, arch, seed, args, data["masks"]).items():
         start = time.perf_counter()
         rows[name] = evaluate_method(method, pixel_model, data)
         rows[name]["seconds"] = time.perf_counter() - start
@@ -286,10 +319,30 @@ def markdown(run: dict[str, Any], summary: dict[str, Any], cells: list[dict[str,
 
 
 def merged(paths: list[Path]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[Any]]:
-    """The cells, run records and settings of earlier runs' ``multilabel.json`` files."""
+    """The cells, run records and settings of earlier runs' ``multilabel.json`` files.
+
+    Cells of the same backbone and seed (e.g. one run per method) become one cell, provided
+    their classifiers are the same (equal test scores), else ``SystemExit``. A file that is
+    itself a merge contributes the runs it lists.
+    """
     payloads = [json.loads(path.read_text()) for path in paths]
-    return ([c for p in payloads for c in p["cells"]], [p["run"] for p in payloads],
-            [p["settings"] for p in payloads])
+    cells: dict[tuple[str, int], dict[str, Any]] = {}
+    for path, payload in zip(paths, payloads):
+        for cell in payload["cells"]:
+            key = (cell["backbone"], cell["seed"])
+            if key not in cells:
+                cells[key] = {**cell, "methods": dict(cell["methods"])}
+                continue
+            facts = [{k: v for k, v in c["classifier"].items() if k != "train_seconds"}
+                     for c in (cells[key], cell)]
+            if facts[0] != facts[1]:
+                raise SystemExit(f"--merge: {path} has another classifier for {key[0]} seed {key[1]} "
+                                 f"({facts[1]} against {facts[0]}); merge runs of the same classifiers.")
+            cells[key]["methods"].update(cell["methods"])
+    runs = [part for p in payloads for part in p["run"].get("parts", [p["run"]])]
+    settings = [s for p in payloads
+                for s in (p["settings"] if isinstance(p["settings"], list) else [p["settings"]])]
+    return list(cells.values()), runs, settings
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -104,3 +104,66 @@ def test_merge_writes_one_table_of_earlier_runs(tmp_path: Path) -> None:
     text = (tmp_path / "multilabel.md").read_text()
     assert "Part: `python benchmarks/multilabel.py --seeds 0`" in text and "--seeds 1" in text
     assert "| RISE | 20.0 ± 14.1 |" in text
+
+
+def _payload(seed: int, methods: dict, facts: dict, command: str) -> dict:
+    full = dict.fromkeys(("pointing_game", "energy_pointing_game", "AD15", "IC15", "AD50", "IC50",
+                          "AD100", "IC100"), 1.0)
+    methods = {name: {**full, **row} for name, row in methods.items()}
+    cell = {"backbone": "vit", "seed": seed, "classifier": facts, "methods": methods}
+    return {"run": {"command": command, "date": "today"}, "settings": {"seeds": [seed]}, "cells": [cell]}
+
+
+def test_merge_joins_the_methods_of_one_classifier_and_keeps_every_part(tmp_path: Path) -> None:
+    import json
+
+    facts = {"train_seconds": 1.0, "label_accuracy": 0.9, "exact_match": 0.5, "micro_f1": 0.8}
+    first = _payload(0, {"RISE": {"AD15": 8.0}}, facts, "python benchmarks/multilabel.py --methods rise")
+    (tmp_path / "a.json").write_text(json.dumps(first))
+    multilabel.main(["--merge", str(tmp_path / "a.json"), "--out", str(tmp_path / "m")])  # a merge of one run
+    later = _payload(0, {"Object masks": {"AD15": 20.0}}, {**facts, "train_seconds": 2.0},
+                     "python benchmarks/multilabel.py --methods objects")
+    (tmp_path / "b.json").write_text(json.dumps(later))
+    multilabel.main(["--merge", str(tmp_path / "m" / "multilabel.json"), str(tmp_path / "b.json"),
+                     "--out", str(tmp_path)])
+    result = json.loads((tmp_path / "multilabel.json").read_text())
+    assert len(result["cells"]) == 1  # one classifier, both methods (its training time differs)
+    assert result["summary"]["vit"]["RISE"]["AD15"] == [8.0, 0.0]
+    assert result["summary"]["vit"]["Object masks"]["AD15"] == [20.0, 0.0]
+    commands = [part["command"] for part in result["run"]["parts"]]
+    assert commands == ["python benchmarks/multilabel.py --methods rise",
+                        "python benchmarks/multilabel.py --methods objects"]
+
+
+def test_merge_refuses_two_classifiers_for_one_seed(tmp_path: Path) -> None:
+    import json
+
+    for name, accuracy in (("a", 0.9), ("b", 0.8)):
+        payload = _payload(0, {"RISE": {"AD15": 1.0}}, {"label_accuracy": accuracy}, "run " + name)
+        (tmp_path / f"{name}.json").write_text(json.dumps(payload))
+    with pytest.raises(SystemExit, match="another classifier for vit seed 0"):
+        multilabel.main(["--merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"),
+                         "--out", str(tmp_path)])
+
+
+def test_object_masks_keep_the_object_and_rank_the_rest_by_distance() -> None:
+    masks = torch.zeros(1, 2, 5, 5)
+    masks[0, 0, 2, 2] = 1.0  # class 0: the centre pixel; class 1: no object (a false positive)
+    maps = multilabel.ObjectMasks(masks).pair_maps(torch.tensor([0, 0]), torch.tensor([0, 1]))
+    assert maps.shape == (2, 1, 5, 5)
+    own = maps[0, 0]
+    assert own[2, 2] == 1.0
+    outside = own.clone()
+    outside[2, 2] = 0.0
+    assert 0.0 < float(own[0, 0]) < float(own[2, 1]) < 1e-3  # nearer pixels rank higher, all near 0
+    assert float(outside.max()) == float(own[2, 1]) == float(own[1, 2])
+    assert torch.equal(maps[1], torch.zeros(1, 5, 5))  # nothing to show for a false positive
+    # AD/IC with the corner model: the object is what the label reads, so it keeps its probability
+    images = torch.zeros(1, 3, 4, 4)
+    images[0, :, 0, 0] = 1.0
+    corner = torch.zeros(1, 2, 4, 4)
+    corner[0, 0, 0, 0] = 1.0
+    pairs = (torch.tensor([0]), torch.tensor([0]))
+    data = {"images": images, "masks": corner, "gt_pairs": pairs, "pred_pairs": pairs}
+    row = multilabel.evaluate_method(multilabel.ObjectMasks(corner), _Corner(), data)
+    assert row["pointing_game"] == 100.0 and row["AD15"] == pytest.approx(0.0, abs=1e-4)
