@@ -30,9 +30,24 @@ def test_area_and_variation_on_all_maps() -> None:
     area = (sum((v + 5e-4) ** 0.3 for v in (a, b, c, d)) + 4 * 1.0005 ** 0.3) / 8
     var_first = (b - a) ** 2 + (d - c) ** 2 + (c - a) ** 2 + (d - b) ** 2 + 0.3 * 2 * (a*a + b*b + c*c + d*d)
     var_second = 0.3 * 2 * 4.0  # constant map: no differences, each pixel on two border slices
+    # the paper's V (sum over the maps / (2 B)), scaled by B / M = 1 / 2
+    var = (var_first + var_second) / 2 * (1 / 2)
     assert terms.area.item() == pytest.approx(area, rel=1e-6)
-    assert terms.variation.item() == pytest.approx((var_first + var_second) / 2, rel=1e-6)
-    assert terms.total.item() == pytest.approx(2 * area + 0.01 * (var_first + var_second) / 2, rel=1e-6)
+    assert terms.variation.item() == pytest.approx(var, rel=1e-6)
+    assert terms.total.item() == pytest.approx(2 * area + 0.01 * var, rel=1e-6)
+
+
+def test_repeating_the_columns_changes_no_term() -> None:
+    # (B, B) maps, the paper's case, against the same maps with every column twice (M = 2 B): the
+    # balance of the three terms must not depend on how many pairs a batch masks
+    g = torch.Generator().manual_seed(1)
+    masks = torch.rand(4, 4, 6, 6, generator=g)
+    logits = torch.randn(4, 5, generator=g)
+    labels = torch.tensor([0, 3, 1, 4])
+    once = MultiLabelTTAMELoss()(logits, labels, masks)
+    twice = MultiLabelTTAMELoss()(logits.repeat(2, 1), labels.repeat(2), masks.repeat(1, 2, 1, 1))
+    for name in ("total", "ce", "area", "variation"):
+        assert getattr(twice, name).item() == pytest.approx(getattr(once, name).item(), rel=1e-5), name
 
 
 def test_same_area_and_variation_as_the_softmax_loss() -> None:

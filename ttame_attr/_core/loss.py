@@ -104,7 +104,8 @@ class TTAMELoss(nn.Module):
 class MultiLabelTTAMELoss(TTAMELoss):
     """The paper's loss for multi-label and single-logit classifiers, one term per label.
 
-    ``L = ce * BCE(logits_masked[p, label_p], 1) + area * mean((m + eps)^power) + var * V(m)``.
+    ``L = ce * BCE(logits_masked[p, label_p], 1) + area * mean((m + eps)^power)
+    + var * V(m) * B / M``.
 
     Training masks one image per ``(image, label)`` pair ``p`` (see
     :func:`~ttame_attr._core.labels.sample_pairs`): image ``i`` multiplied by the map of its
@@ -113,9 +114,14 @@ class MultiLabelTTAMELoss(TTAMELoss):
     class", with each label a yes/no question instead of a choice among classes). The area and
     variation terms are the paper's, on the ``(B, M, h, w)`` sigmoid maps of the batch's pair
     labels for every image, so the maps of labels an image does not have are pushed towards
-    zero as the paper pushes the other classes' maps. With one label per image and the columns
-    the images' labels, ``masks`` is the paper's ``(B, B, h, w)`` and only the first term
-    differs. ``LossTerms.ce`` holds the BCE term. Defaults are the paper's coefficients.
+    zero as the paper pushes the other classes' maps. The paper's ``V`` sums over the maps and
+    divides by ``2 * B``, which on its ``(B, B)`` maps weighs each map as the area term does;
+    with ``M`` columns (about two per image) it would weigh the variation ``M / B`` times more,
+    so it is scaled by ``B / M``: the three terms then keep their balance whatever the number
+    of columns (repeating columns changes none of them). With one label per image and the
+    columns the images' labels, ``masks`` is the paper's ``(B, B, h, w)`` and only the first
+    term differs. ``LossTerms.ce`` holds the BCE term, ``LossTerms.variation`` the scaled
+    ``V``. Defaults are the paper's coefficients.
 
     Example:
         >>> loss = MultiLabelTTAMELoss()
@@ -124,13 +130,17 @@ class MultiLabelTTAMELoss(TTAMELoss):
         0.6931
     """
 
-    def forward(self, logits_masked: Tensor, labels: Tensor, masks: Tensor) -> LossTerms:
+    def forward(self, logits_masked: Tensor, labels: Tensor, masks: Tensor,
+                images: int | None = None) -> LossTerms:
         """Compute the loss.
 
         Args:
             logits_masked: ``(P, K)`` logits of the ``P`` masked images, one per pair.
             labels: ``(P,)`` long, the label each masked image must keep.
             masks: ``(B, M, h, w)`` sigmoid maps of the pairs' labels for every image of the batch.
+            images: the ``B`` of the ``B / M`` scale: the images of the whole batch when
+                ``masks`` holds one process's rows of a data-parallel batch; ``masks.shape[0]``
+                by default.
 
         Raises:
             ValueError: ``logits_masked`` not ``(P, K)`` or ``labels`` not ``(P,)``.
@@ -143,6 +153,7 @@ class MultiLabelTTAMELoss(TTAMELoss):
         bce = F.binary_cross_entropy_with_logits(picked, torch.ones_like(picked))
         masks = masks.float()
         area = area_loss(masks, self.power, self.eps)
-        var = variation_loss(masks, self.border)
+        rows = masks.shape[0] if images is None else images
+        var = variation_loss(masks, self.border) * (rows / masks.shape[1])
         total = self.ce_coeff * bce + self.area_coeff * area + self.var_coeff * var
         return LossTerms(total, bce, area, var)

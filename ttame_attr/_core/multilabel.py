@@ -48,7 +48,8 @@ def multilabel_forward(explainer: Any, x: Tensor, features: list[Tensor], logits
                        max_pairs: int | None = None, generator: torch.Generator | None = None,
                        autocast: AbstractContextManager[Any] | None = None,
                        mask: Callable[[Tensor, Tensor], Tensor] | None = None,
-                       gather: Callable[[Tensor], tuple[Tensor, int]] | None = None) -> MultiLabelForward:
+                       gather: Callable[[Tensor], tuple[Tensor, int]] | None = None,
+                       images: int | None = None) -> MultiLabelForward:
     """The loss of one multi-label training step, after the clean forward pass.
 
     The labels of each image are its positive labels (:func:`~ttame_attr.positive_labels`);
@@ -71,6 +72,8 @@ def multilabel_forward(explainer: Any, x: Tensor, features: list[Tensor], logits
         mask: ``mask(images, maps)`` multiplies images by maps; ``explainer.mask_images`` by default.
         gather: under DDP, ``gather(labels)`` gives the pair labels of every rank (the maps'
             ``M`` columns) and the column of this rank's first pair; by default ``(labels, 0)``.
+        images: under DDP, the global batch's number of images, passed to the loss as
+            ``images=`` (:class:`~ttame_attr.MultiLabelTTAMELoss` scales its variation by it).
 
     Returns:
         A :class:`MultiLabelForward`; gradients flow from ``terms.total`` to the head.
@@ -86,7 +89,8 @@ def multilabel_forward(explainer: Any, x: Tensor, features: list[Tensor], logits
         masks = torch.sigmoid(head(features, columns))  # (B, M, h, w), M = P in one process
         own = masks[pairs.image, rows + offset][:, None]  # (P, 1, h, w)
         logits_masked = extract_logits(explainer.model(mask(x[pairs.image], own)))
-    terms = explainer.loss_fn(logits_masked, pairs.label, masks)
+    extra = {} if images is None else {"images": images}
+    terms = explainer.loss_fn(logits_masked, pairs.label, masks, **extra)
     kept = logits_masked.detach().float()[rows, pairs.label].sigmoid() > threshold
     return MultiLabelForward(terms=terms, fidelity=kept.float().mean(), pairs=pairs, own=own.detach())
 

@@ -232,10 +232,13 @@ class TrainStep:
             everything, offset, pair_weight = dist_.gather_labels(labels, self.ctx)
             return everything, offset
 
+        everyone, _, image_weight = dist_.gather_labels(torch.arange(x.shape[0], device=x.device), self.ctx)
+        scaled = self.ctx is not None and isinstance(explainer.loss_fn, MultiLabelTTAMELoss)
+        images = everyone.numel() if scaled else None  # the variation's B / M is the global batch's
         out = multilabel_forward(explainer, x, features, logits, head=self.head,
                                  threshold=explainer.threshold, max_pairs=explainer.max_masked,
-                                 autocast=self.precision.autocast(), mask=self._masker(), gather=gather)
-        _, _, image_weight = dist_.gather_labels(torch.arange(x.shape[0], device=x.device), self.ctx)
+                                 autocast=self.precision.autocast(), mask=self._masker(), gather=gather,
+                                 images=images)
         flat = out.own.flatten(1)
         return out.terms, out.fidelity, self._shares(out.terms, pair_weight, image_weight), (
             out.pairs.label, flat.amax(dim=1).float(), flat.amin(dim=1).float())
