@@ -78,3 +78,20 @@ def test_single_logit_model() -> None:
 def test_label_shape_checked() -> None:
     with pytest.raises(ValueError, match="labels: expected shape"):
         MultiLabelTTAMELoss()(torch.zeros(2, 3), torch.tensor([0, 1, 2]), torch.zeros(2, 3, 2, 2))
+
+
+def test_scale_variation_false_is_the_papers_unscaled_variation() -> None:
+    g = torch.Generator().manual_seed(2)
+    masks = torch.rand(2, 4, 5, 5, generator=g)  # B = 2 images, M = 4 columns
+    logits, labels = torch.randn(4, 3, generator=g), torch.tensor([0, 1, 2, 0])
+    paper = MultiLabelTTAMELoss(scale_variation=False)(logits, labels, masks)
+    scaled = MultiLabelTTAMELoss()(logits, labels, masks)
+    softmax = TTAMELoss()(logits[:2], labels[:2], masks)
+    assert paper.variation.item() == pytest.approx(softmax.variation.item())
+    assert scaled.variation.item() == pytest.approx(paper.variation.item() * 2 / 4, rel=1e-6)
+    # a data-parallel rank's rows: B is the global batch's images
+    ranked = MultiLabelTTAMELoss()(logits, labels, masks, images=6)
+    assert ranked.variation.item() == pytest.approx(paper.variation.item() * 6 / 4, rel=1e-6)
+    assert "scale_variation=True" in repr(MultiLabelTTAMELoss())
+    with pytest.raises(TypeError, match="scale_variation: expected True"):
+        MultiLabelTTAMELoss(scale_variation="yes")

@@ -121,7 +121,8 @@ class MultiLabelTTAMELoss(TTAMELoss):
     of columns (repeating columns changes none of them). With one label per image and the
     columns the images' labels, ``masks`` is the paper's ``(B, B, h, w)`` and only the first
     term differs. ``LossTerms.ce`` holds the BCE term, ``LossTerms.variation`` the scaled
-    ``V``. Defaults are the paper's coefficients.
+    ``V``. Defaults are the paper's coefficients; ``scale_variation=False`` keeps the paper's
+    ``V`` unscaled (see :doc:`/multilabel`).
 
     Example:
         >>> loss = MultiLabelTTAMELoss()
@@ -129,6 +130,14 @@ class MultiLabelTTAMELoss(TTAMELoss):
         >>> round(terms.ce.item(), 4)  # BCE of logit 0 against 1: log 2
         0.6931
     """
+
+    def __init__(self, ce: float = 1.5, area: float = 2.0, var: float = 0.01, power: float = 0.3,
+                 eps: float = 5e-4, border: float = 0.3, *, scale_variation: bool = True) -> None:
+        super().__init__(ce, area, var, power, eps, border)
+        if not isinstance(scale_variation, bool):
+            raise TypeError(f"scale_variation: expected True (scale V by B / M) or False (the paper's V "
+                            f"unscaled), got {scale_variation!r}.")
+        self.scale_variation = scale_variation
 
     def forward(self, logits_masked: Tensor, labels: Tensor, masks: Tensor,
                 images: int | None = None) -> LossTerms:
@@ -153,7 +162,11 @@ class MultiLabelTTAMELoss(TTAMELoss):
         bce = F.binary_cross_entropy_with_logits(picked, torch.ones_like(picked))
         masks = masks.float()
         area = area_loss(masks, self.power, self.eps)
-        rows = masks.shape[0] if images is None else images
-        var = variation_loss(masks, self.border) * (rows / masks.shape[1])
+        var = variation_loss(masks, self.border)
+        if self.scale_variation:
+            var = var * ((masks.shape[0] if images is None else images) / masks.shape[1])
         total = self.ce_coeff * bce + self.area_coeff * area + self.var_coeff * var
         return LossTerms(total, bce, area, var)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, scale_variation={self.scale_variation}"
