@@ -298,6 +298,7 @@ def aggregate(cells: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, list
 def markdown(run: dict[str, Any], summary: dict[str, Any], cells: list[dict[str, Any]]) -> str:
     columns = ["pointing_game", "energy_pointing_game", "AD15", "IC15", "AD50", "IC50", "AD100", "IC100"]
     parts = [f"Part: `{part['command']}` ({part['date']})  " for part in run.get("parts", [])]
+    parts += [f"Replaced: {line}  " for line in run.get("replaced", [])]
     lines = [run_header(run), *parts, "", "# Multi-label benchmark (MultiShapes)", "",
              "Mean ± std over seeds. Pointing game and energy: per ground-truth label, % (higher is "
              "better). AD (lower) / IC (higher) at 15/50/100% with sigmoid probabilities over the "
@@ -318,31 +319,40 @@ def markdown(run: dict[str, Any], summary: dict[str, Any], cells: list[dict[str,
     return "\n".join(lines) + "\n"
 
 
-def merged(paths: list[Path]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[Any]]:
-    """The cells, run records and settings of earlier runs' ``multilabel.json`` files.
+def merged(paths: list[Path]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[Any], list[str]]:
+    """The cells, run records and settings of earlier runs' ``multilabel.json`` files, and the
+    rows a later file replaced.
 
     Cells of the same backbone and seed (e.g. one run per method) become one cell, provided
-    their classifiers are the same (equal test scores), else ``SystemExit``. A file that is
-    itself a merge contributes the runs it lists.
+    their classifiers are the same (equal test scores), else ``SystemExit``; where two files
+    hold the same method for one cell, the later file's row is kept and the replacement listed.
+    A file that is itself a merge contributes the runs it lists.
     """
     payloads = [json.loads(path.read_text()) for path in paths]
     cells: dict[tuple[str, int], dict[str, Any]] = {}
+    source: dict[tuple[str, int, str], str] = {}
+    replaced: list[str] = []
     for path, payload in zip(paths, payloads):
+        command = payload["run"]["command"]
         for cell in payload["cells"]:
             key = (cell["backbone"], cell["seed"])
             if key not in cells:
-                cells[key] = {**cell, "methods": dict(cell["methods"])}
-                continue
+                cells[key] = {**cell, "methods": {}}
             facts = [{k: v for k, v in c["classifier"].items() if k != "train_seconds"}
                      for c in (cells[key], cell)]
             if facts[0] != facts[1]:
                 raise SystemExit(f"--merge: {path} has another classifier for {key[0]} seed {key[1]} "
                                  f"({facts[1]} against {facts[0]}); merge runs of the same classifiers.")
-            cells[key]["methods"].update(cell["methods"])
+            for method, row in cell["methods"].items():
+                if method in cells[key]["methods"]:
+                    replaced.append(f"{key[0]} seed {key[1]} {method}: the row of `{source[(*key, method)]}` "
+                                    f"replaced by that of `{command}`")
+                cells[key]["methods"][method] = row
+                source[(*key, method)] = command
     runs = [part for p in payloads for part in p["run"].get("parts", [p["run"]])]
     settings = [s for p in payloads
                 for s in (p["settings"] if isinstance(p["settings"], list) else [p["settings"]])]
-    return list(cells.values()), runs, settings
+    return list(cells.values()), runs, settings, replaced
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -350,7 +360,7 @@ def main(argv: list[str] | None = None) -> None:
     run = run_info("multilabel.py", argv)
     settings: Any = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     if args.merge:
-        cells, run["parts"], settings = merged(args.merge)
+        cells, run["parts"], settings, run["replaced"] = merged(args.merge)
     else:
         cells = [run_cell(arch, seed, args) for arch in args.backbones for seed in args.seeds]
     summary = aggregate(cells)

@@ -133,6 +133,17 @@ def test_merge_joins_the_methods_of_one_classifier_and_keeps_every_part(tmp_path
     commands = [part["command"] for part in result["run"]["parts"]]
     assert commands == ["python benchmarks/multilabel.py --methods rise",
                         "python benchmarks/multilabel.py --methods objects"]
+    assert result["run"]["replaced"] == []
+    # a rerun of one method replaces that method's row, and the table says so
+    again = _payload(0, {"RISE": {"AD15": 6.0}}, facts, "python benchmarks/multilabel.py --rerun")
+    (tmp_path / "c.json").write_text(json.dumps(again))
+    multilabel.main(["--merge", str(tmp_path / "multilabel.json"), str(tmp_path / "c.json"),
+                     "--out", str(tmp_path / "r")])
+    result = json.loads((tmp_path / "r" / "multilabel.json").read_text())
+    assert result["summary"]["vit"]["RISE"]["AD15"] == [6.0, 0.0]
+    assert result["summary"]["vit"]["Object masks"]["AD15"] == [20.0, 0.0]
+    assert len(result["run"]["replaced"]) == 1 and "vit seed 0 RISE" in result["run"]["replaced"][0]
+    assert "Replaced: vit seed 0 RISE" in (tmp_path / "r" / "multilabel.md").read_text()
 
 
 def test_merge_refuses_two_classifiers_for_one_seed(tmp_path: Path) -> None:
