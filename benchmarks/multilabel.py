@@ -29,7 +29,9 @@ Methods: T-TAME (``TTAME(model, multi_label=True)``, fitted on the training imag
 its pre-sigmoid maps at map size as in ``quality.py``), Grad-CAM and Score-CAM from
 pytorch-grad-cam with ``ClassifierOutputTarget(k)`` on the label's logit (for ``K > 1`` outputs
 this is the per-label binary target; ``BinaryClassifierOutputTarget`` is for one-logit models),
-and RISE with the label's sigmoid probability as the mask score.
+and RISE with the label's sigmoid probability as the mask score. ``--methods objects`` adds a
+reference row, "Object masks": each pair explained by the ground-truth mask of its own object,
+what a map that finds exactly the object scores (:class:`ObjectMasks`).
 
 It writes ``multilabel.json`` (with the run record of ``_results.py``) and ``multilabel.md`` into
 ``--out`` (default ``benchmarks/results/``): mean and standard deviation over the seeds.

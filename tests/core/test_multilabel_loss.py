@@ -95,3 +95,6 @@ def test_scale_variation_false_is_the_papers_unscaled_variation() -> None:
     assert "scale_variation=True" in repr(MultiLabelTTAMELoss())
     with pytest.raises(TypeError, match="scale_variation: expected True"):
         MultiLabelTTAMELoss(scale_variation="yes")
+    for bad in (0, -2, 2.0, True):
+        with pytest.raises(ValueError, match="images: expected a positive int"):
+            MultiLabelTTAMELoss()(logits, labels, masks, images=bad)
