@@ -89,6 +89,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mask-space", choices=["auto", "input", "pixel"], default="auto",
                    help="T-TAME's mask_space (auto, the paper's: pixel for the CNN, input for the ViT)")
     p.add_argument("--rise-masks", type=int, default=1000)
+    p.add_argument("--fill", choices=["black", "mean"], default="black",
+                   help="colour of the pixels AD/IC and RISE remove: black (the paper's protocol) or the "
+                        "normalisation's mean colour (0 in the normalised input, where T-TAME masks ViTs)")
     p.add_argument("--merge", nargs="+", type=Path, default=None, metavar="JSON",
                    help="instead of running: merge the cells of earlier runs' multilabel.json files "
                         "(e.g. one process per backbone) into one table, listing each run's command")
@@ -151,11 +154,32 @@ def label_accuracy(model: nn.Module, seed: int, args: argparse.Namespace) -> dic
 
 
 # ---------------------------------------------------------------- the methods
+class _Shifted(nn.Module):
+    """``model(x + fill)``: RISE multiplies ``x - fill`` by its masks, so that removed pixels take
+    the colour ``fill`` (``fill + (x - fill) * m``)."""
+
+    def __init__(self, model: nn.Module, fill: Tensor) -> None:
+        super().__init__()
+        self.model, self.fill = model, fill
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x + self.fill)
+
+
 class SigmoidRISE(RISE):
-    """RISE whose mask score is the label's sigmoid probability (not a softmax)."""
+    """RISE whose mask score is the label's sigmoid probability (not a softmax); with ``fill``
+    (a ``(C, 1, 1)`` colour in ``[0, 1]``) removed pixels take that colour instead of black."""
+
+    def __init__(self, pixel_model: nn.Module, image_size: int, fill: Tensor | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(pixel_model if fill is None else _Shifted(pixel_model, fill), image_size, **kwargs)
+        self.fill = fill
 
     def scores(self, logits: Tensor, target: int) -> Tensor:
         return logits[:, target].sigmoid()
+
+    def explain(self, images: Tensor, target: Tensor) -> Tensor:
+        return super().explain(images if self.fill is None else images - self.fill, target)
 
 
 def fit_ttame(model: nn.Module, arch: str, seed: int, args: argparse.Namespace) -> Explainer:
@@ -188,8 +212,8 @@ def build_methods(model: nn.Module, arch: str, seed: int, args: argparse.Namespa
         elif key == "scorecam":
             methods["Score-CAM"] = PytorchGradCAM("Score-CAM", model, arch, score_batch=64)
         else:
-            methods["RISE"] = SigmoidRISE(PixelModel(model), args.image_size, n_masks=args.rise_masks,
-                                          seed=seed, chunk=250)
+            methods["RISE"] = SigmoidRISE(PixelModel(model), args.image_size, fill=fill_colour(args.fill),
+                                          n_masks=args.rise_masks, seed=seed, chunk=250)
     return methods
 
 
@@ -235,8 +259,17 @@ def explain_pairs(method: Explainer, images: Tensor, image: Tensor, label: Tenso
     return torch.cat(parts)
 
 
-def evaluate_method(method: Explainer, pixel_model: nn.Module, data: dict[str, Tensor]) -> dict[str, float]:
-    """Pointing game and energy per ground-truth label; AD/IC over the predicted labels."""
+def fill_colour(fill: str) -> Tensor | None:
+    """The colour of removed pixels, ``(3, 1, 1)`` in ``[0, 1]``: ``None`` for black (the
+    paper's AD/IC), the normalisation's mean for ``"mean"`` (a removed pixel is 0 in the
+    normalised input, the mask space the paper trains ViTs in)."""
+    return None if fill == "black" else torch.tensor(MEAN).view(3, 1, 1)
+
+
+def evaluate_method(method: Explainer, pixel_model: nn.Module, data: dict[str, Tensor],
+                    fill: Tensor | None = None) -> dict[str, float]:
+    """Pointing game and energy per ground-truth label; AD/IC over the predicted labels, removed
+    pixels black or ``fill``."""
     images, masks = data["images"], data["masks"]
     gt_image, gt_label = data["gt_pairs"]
     maps = explain_pairs(method, images, gt_image, gt_label)
@@ -246,7 +279,8 @@ def evaluate_method(method: Explainer, pixel_model: nn.Module, data: dict[str, T
     paper = isinstance(method, TTAMEMethod)
     adic_maps = explain_pairs(method, images, pr_image, pr_label, paper=paper)
     adic = average_drop_increase(pixel_model, images[pr_image], adic_maps, target=pr_label,
-                                 fractions=FRACTIONS, multi_label=True)
+                                 fractions=FRACTIONS, multi_label=True,
+                                 baseline=0.0 if fill is None else fill)
     row = {"pointing_game": 100 * pg.accuracy, "energy_pointing_game": 100 * energy.energy}
     for f in FRACTIONS:
         row[f"AD{round(100 * f)}"] = adic.average_drop[f]
@@ -274,7 +308,7 @@ def run_cell(arch: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     rows = {}
     for name, method in build_methods(model, arch, seed, args, data["masks"]).items():
         start = time.perf_counter()
-        rows[name] = evaluate_method(method, pixel_model, data)
+        rows[name] = evaluate_method(method, pixel_model, data, fill_colour(args.fill))
         rows[name]["seconds"] = time.perf_counter() - start
         method.close()
         print(f"  {name}: " + ", ".join(f"{k} {v:.1f}" for k, v in rows[name].items()), flush=True)

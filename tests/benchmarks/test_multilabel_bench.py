@@ -178,3 +178,24 @@ def test_object_masks_keep_the_object_and_rank_the_rest_by_distance() -> None:
     data = {"images": images, "masks": corner, "gt_pairs": pairs, "pred_pairs": pairs}
     row = multilabel.evaluate_method(multilabel.ObjectMasks(corner), _Corner(), data)
     assert row["pointing_game"] == 100.0 and row["AD15"] == pytest.approx(0.0, abs=1e-4)
+
+
+def test_rise_and_adic_with_a_fill_colour() -> None:
+    # the fill is the image itself: every masked image is the image, so each mask scores the
+    # same probability and AD/IC see no change whatever the map
+    fill = torch.full((3, 1, 1), 0.7)
+    image = torch.full((1, 3, 4, 4), 0.7)
+    rise = multilabel.SigmoidRISE(_Corner(), image_size=4, fill=fill, n_masks=8, cells=2, seed=0, chunk=3)
+    out = rise.explain(image, torch.tensor([1]))
+    expected = torch.sigmoid(torch.tensor(10 * 0.7 - 5)) * rise.masks.sum(0) / (8 * 0.5)
+    assert torch.allclose(out[0], expected, atol=1e-6)
+    masks = torch.zeros(1, 2, 4, 4)
+    masks[0, 1, -1, -1] = 1.0
+    pairs = (torch.tensor([0]), torch.tensor([1]))
+    data = {"images": image, "masks": masks, "gt_pairs": pairs, "pred_pairs": pairs}
+    row = multilabel.evaluate_method(multilabel.ObjectMasks(masks), _Corner(), data, fill)
+    assert row["AD15"] == pytest.approx(0.0, abs=1e-5)
+    black = multilabel.evaluate_method(multilabel.ObjectMasks(torch.zeros(1, 2, 4, 4)), _Corner(), data)
+    assert black["AD15"] > 90  # a blank map on black removes the pixel the label reads
+    assert multilabel.fill_colour("black") is None
+    assert multilabel.fill_colour("mean").shape == (3, 1, 1)
