@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ttame_attr._core.checks import check_positive_int
+
 __all__ = ["LossTerms", "MultiLabelTTAMELoss", "TTAMELoss", "area_loss", "variation_loss"]
 
 
@@ -155,9 +157,7 @@ class MultiLabelTTAMELoss(TTAMELoss):
             ValueError: ``logits_masked`` not ``(P, K)``, ``labels`` not ``(P,)``, or ``images``
                 not a positive int.
         """
-        if images is not None and (isinstance(images, bool) or not isinstance(images, int) or images < 1):
-            raise ValueError(f"images: expected a positive int (the batch's number of images) or None "
-                             f"(masks.shape[0]), got {images!r}.")
+        check_positive_int(images, "images")
         if logits_masked.dim() != 2 or labels.shape != (logits_masked.shape[0],):
             raise ValueError(f"labels: expected shape ({logits_masked.shape[0]},), one label per masked "
                              f"image of logits_masked {tuple(logits_masked.shape)}, got "

@@ -10,9 +10,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ttame_attr._core.checks import check_positive_int
 from ttame_attr.dataset._columns import decode_maps, require_pyarrow
 from ttame_attr.dataset._manifest import read_manifest
-from ttame_attr.metrics._common import check_positive_int
 
 __all__ = ["ExplanationStore"]
 

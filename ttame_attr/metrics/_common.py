@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ttame_attr._core.checks import check_positive_int
 from ttame_attr._core.images import check_images
 from ttame_attr._core.maps import minmax_scale
 from ttame_attr._core.modes import eval_mode
@@ -57,15 +58,6 @@ def check_fractions(values: Any) -> tuple[float, ...]:
         raise ValueError(f"fractions: every value must lie in (0, 1], got {bad} in {result}. Give fractions, "
                          "not percentages (0.5, not 50).")
     return result
-
-
-def check_positive_int(value: Any, name: str, allow_none: bool = True) -> int | None:
-    """Check a positive integer (or ``None`` where allowed)."""
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}: expected a positive integer, got {value!r}.")
-    return value
 
 
 def model_device(model: nn.Module, fallback: torch.device) -> torch.device:
