@@ -86,6 +86,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--n-ttame", type=int, default=4000, help="T-TAME training images")
     p.add_argument("--ttame-epochs", type=int, default=8,
                    help="8 (1,000 steps of 32 images, a quarter of fit's recipe or less); 0: fit's recipe")
+    p.add_argument("--ttame-layers", nargs="+", default=None, metavar="LAYER",
+                   help="T-TAME's layers (default: the adapter's, the paper's); the row is then named "
+                        "--ttame-name")
+    p.add_argument("--ttame-name", default=None,
+                   help="the T-TAME row's name (default 'T-TAME'; 'T-TAME (custom layers)' with "
+                        "--ttame-layers)")
     p.add_argument("--mask-space", choices=["auto", "input", "pixel"], default="auto",
                    help="T-TAME's mask_space (auto, the paper's: pixel for the CNN, input for the ViT)")
     p.add_argument("--rise-masks", type=int, default=1000)
@@ -102,6 +108,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.image_size, args.n_train, args.epochs, args.n_ttame, args.start = 32, 128, 1, 64, "scratch"
         args.rise_masks, args.ttame_epochs = 100, 1
     args.ttame_epochs = args.ttame_epochs or None  # 0: fit's recipe
+    if args.ttame_name is None:
+        args.ttame_name = "T-TAME" if args.ttame_layers is None else "T-TAME (custom layers)"
     if args.start == "kept" and args.image_size != 64:
         p.error(f"--image-size: the kept classifiers are 64x64, got {args.image_size}; "
                 "use --start scratch for another size")
@@ -187,8 +195,8 @@ def fit_ttame(model: nn.Module, arch: str, seed: int, args: argparse.Namespace) 
     from ttame_attr import TTAME
 
     size = args.image_size
-    explainer = TTAME(model, adapter=arch, input_size=(3, size, size), normalization=(MEAN, STD),
-                      multi_label=True, mask_space=args.mask_space)
+    explainer = TTAME(model, args.ttame_layers, adapter=arch, input_size=(3, size, size),
+                      normalization=(MEAN, STD), multi_label=True, mask_space=args.mask_space)
     data = MultiShapes(args.n_ttame, image_size=size, seed=seed, split="train", offset=10**6)
     images, _, _ = data.generate(range(args.n_ttame))
     torch.manual_seed(seed)
@@ -206,7 +214,7 @@ def build_methods(model: nn.Module, arch: str, seed: int, args: argparse.Namespa
         if key == "objects":
             methods["Object masks"] = ObjectMasks(masks)
         elif key == "ttame":
-            methods["T-TAME"] = fit_ttame(model, arch, seed, args)
+            methods[args.ttame_name] = fit_ttame(model, arch, seed, args)
         elif key == "gradcam":
             methods["Grad-CAM"] = PytorchGradCAM("Grad-CAM", model, arch)
         elif key == "scorecam":
