@@ -73,12 +73,30 @@ def test_fit_ttame_trains_a_multi_label_explainer() -> None:
     from ttame_attr.data import MultiShapes
 
     model = build_classifier("cnn", num_classes=MultiShapes.num_classes, image_size=32).eval()
-    args = argparse.Namespace(image_size=32, n_ttame=32, ttame_epochs=1, mask_space="auto")
+    args = argparse.Namespace(image_size=32, n_ttame=32, ttame_epochs=1, mask_space="auto", ttame_layers=None)
     method = multilabel.fit_ttame(model, "cnn", 0, args)
     assert method.explainer.multi_label is True
     assert len(method.explainer.history.epochs) == 1
     maps = method.explain(torch.rand(2, 3, 32, 32), torch.tensor([0, 3]))
     assert maps.shape[:2] == (2, 1)
+
+
+def test_ttame_layers_are_the_fitted_head_s_layers_and_name_its_row() -> None:
+    from ttame_attr.classifiers import build_classifier
+    from ttame_attr.data import MultiShapes
+
+    model = build_classifier("cnn", num_classes=MultiShapes.num_classes, image_size=32).eval()
+    default = multilabel.fit_ttame(model, "cnn", 0, argparse.Namespace(
+        image_size=32, n_ttame=32, ttame_epochs=1, mask_space="auto", ttame_layers=None))
+    chosen = default.explainer.layers[-2:]
+    args = argparse.Namespace(image_size=32, n_ttame=32, ttame_epochs=1, mask_space="auto",
+                              ttame_layers=chosen)
+    assert multilabel.fit_ttame(model, "cnn", 0, args).explainer.layers == chosen != default.explainer.layers
+    assert multilabel.parse_args(["--quick"]).ttame_name == "T-TAME"
+    custom = multilabel.parse_args(["--quick", "--ttame-layers", "a", "b"])
+    assert custom.ttame_name == "T-TAME (custom layers)"
+    named = multilabel.parse_args(["--quick", "--ttame-layers", "a", "--ttame-name", "T-TAME (a)"])
+    assert named.ttame_name == "T-TAME (a)" and named.ttame_layers == ["a"]
 
 
 def test_quick_settings() -> None:
