@@ -91,3 +91,48 @@ def test_vit_tokens_are_laid_out_row_major_on_a_non_square_grid() -> None:
         expected = explainer.head(features, None)
     assert torch.allclose(explainer.class_maps(x), expected, atol=1e-5)
     round_trip(explainer, model, before)
+
+
+def test_a_conv_stem_stage_beside_the_token_layers_gives_the_stem_s_map_size() -> None:
+    from torchvision.models.vision_transformer import ConvStemConfig
+
+    stem = [ConvStemConfig(out_channels=8, kernel_size=3, stride=2),
+            ConvStemConfig(out_channels=12, kernel_size=3, stride=2)]
+    model = torchvision.models.VisionTransformer(
+        image_size=32, patch_size=4, num_layers=3, num_heads=2, hidden_dim=16, mlp_dim=32,
+        num_classes=5, conv_stem_configs=stem,
+    )
+    before = model_state(model)
+    blocks = TTAME(model).layers
+    explainer = TTAME(model, ["conv_proj.conv_bn_relu_0", *blocks])
+    assert explainer.map_size == (16, 16)
+    assert geometry(explainer) == [("nchw", 8, 16, 16, 0)] + [("tokens", 16, 8, 8, 1)] * 3
+    # Known answer: the stem stage as it is (NCHW), the blocks' ln_1 patch tokens on the 8x8 grid.
+    model.eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        features = [model.conv_proj.conv_bn_relu_0(x)]
+        tokens = model._process_input(x)
+        tokens = torch.cat([model.class_token.expand(2, -1, -1), tokens], dim=1)
+        tokens = tokens + model.encoder.pos_embedding
+        for layer in model.encoder.layers:
+            normed = layer.ln_1(tokens)
+            features.append(normed[:, 1:, :].reshape(2, 8, 8, 16).permute(0, 3, 1, 2))
+            tokens = layer(tokens)
+        expected = explainer.head(features, None)
+    assert torch.allclose(explainer.class_maps(x), expected, atol=1e-5)
+    model.train()
+    round_trip(explainer, model, before)
+
+
+def test_timm_hybrid_vit_reads_its_resnet_stem_beside_the_blocks() -> None:
+    import timm
+
+    model = timm.create_model("vit_tiny_r_s16_p8_224", pretrained=False, img_size=64, num_classes=4)
+    before = model_state(model)
+    blocks = TTAME(model).layers
+    assert blocks == ["blocks.9.norm1", "blocks.10.norm1", "blocks.11.norm1"]
+    explainer = TTAME(model, ["patch_embed.backbone", *blocks])
+    assert explainer.map_size == (16, 16)
+    assert geometry(explainer) == [("nchw", 64, 16, 16, 0)] + [("tokens", 192, 2, 2, 1)] * 3
+    round_trip(explainer, model, before)
