@@ -23,6 +23,7 @@ def test_torchvision_vit_reads_ln1_of_the_last_three_blocks() -> None:
     assert explainer.input_size == (3, 32, 32)
     assert explainer.layers == [f"encoder.layers.encoder_layer_{i}.ln_1" for i in (1, 2, 3)]
     assert geometry(explainer) == [("tokens", 16, 4, 4, 1)] * 3
+    assert explainer.adapter.suggestions == {}  # a patchifying conv, no stem
     round_trip(explainer, model, before)
 
 
@@ -103,7 +104,13 @@ def test_a_conv_stem_stage_beside_the_token_layers_gives_the_stem_s_map_size() -
         num_classes=5, conv_stem_configs=stem,
     )
     before = model_state(model)
-    blocks = TTAME(model).layers
+    default = TTAME(model)  # the stem's 16x16 stage suggested (its 8x8 one is not finer than the grid)
+    assert list(default.adapter.suggestions) == ["conv_proj.conv_bn_relu_0"]
+    assert default.adapter.stem_stage((3, 32, 32)) == ("conv_proj.conv_bn_relu_0", (16, 16), (8, 8))
+    blocks = default.layers
+    after = model_state(model)  # the stem's dry run left its BatchNorm statistics and modes alone
+    assert all(torch.equal(v, before["tensors"][k]) for k, v in after["tensors"].items())
+    assert after["training"] == before["training"]
     explainer = TTAME(model, ["conv_proj.conv_bn_relu_0", *blocks])
     assert explainer.map_size == (16, 16)
     assert geometry(explainer) == [("nchw", 8, 16, 16, 0)] + [("tokens", 16, 8, 8, 1)] * 3
@@ -130,8 +137,10 @@ def test_timm_hybrid_vit_reads_its_resnet_stem_beside_the_blocks() -> None:
 
     model = timm.create_model("vit_tiny_r_s16_p8_224", pretrained=False, img_size=64, num_classes=4)
     before = model_state(model)
-    blocks = TTAME(model).layers
+    default = TTAME(model)
+    blocks = default.layers
     assert blocks == ["blocks.9.norm1", "blocks.10.norm1", "blocks.11.norm1"]
+    assert list(default.adapter.suggestions) == ["patch_embed.backbone"]  # its 16x16 output
     explainer = TTAME(model, ["patch_embed.backbone", *blocks])
     assert explainer.map_size == (16, 16)
     assert geometry(explainer) == [("nchw", 64, 16, 16, 0)] + [("tokens", 192, 2, 2, 1)] * 3

@@ -27,5 +27,16 @@ def tiny_vit(num_classes: int = 4) -> nn.Module:
                              mlp_dim=32, num_classes=num_classes)
 
 
+def tiny_conv_stem_vit(num_classes: int = 4) -> nn.Module:
+    from torchvision.models import VisionTransformer
+    from torchvision.models.vision_transformer import ConvStemConfig
+
+    torch.manual_seed(0)
+    stem = [ConvStemConfig(out_channels=8, kernel_size=3, stride=2),
+            ConvStemConfig(out_channels=16, kernel_size=3, stride=2)]
+    return VisionTransformer(image_size=32, patch_size=4, num_layers=3, num_heads=2, hidden_dim=16,
+                             mlp_dim=32, num_classes=num_classes, conv_stem_configs=stem)
+
+
 def returns_tensor() -> torch.Tensor:
     return torch.zeros(1)

@@ -33,6 +33,21 @@ def test_layers_vit_reads_tokens_on_the_patch_grid(capsys):
     assert "tokens" in out and "(16, 4, 4)" in out  # 32 px / patch 8 = 4x4 grid, 1 prefix token
 
 
+def test_layers_suggest_a_vit_s_convolutional_stem_stage(capsys):
+    rc, out, _ = run(capsys, "layers", "cli_tiny_models:tiny_conv_stem_vit")
+    assert rc == 0
+    blocks = " ".join(f"encoder.layers.encoder_layer_{i}.ln_1" for i in range(3))
+    # 32 px, patch 4: an 8x8 grid; the stem's first stage is 16x16, its second 8x8 (not finer).
+    assert ("suggested  conv_proj.conv_bn_relu_0: the convolutional stem's 16x16 stage, finer than "
+            "the 8x8") in out
+    assert f"e.g. --layers conv_proj.conv_bn_relu_0 {blocks}" in out
+    rc, out, _ = run(capsys, "layers", "cli_tiny_models:tiny_conv_stem_vit", "--layers",
+                     "conv_proj.conv_bn_relu_0", *blocks.split())
+    assert rc == 0 and "suggested" not in out and "(8, 16, 16)" in out
+    rc, out, _ = run(capsys, "layers", "cli_tiny_models:tiny_vit")
+    assert rc == 0 and "suggested" not in out
+
+
 def test_layers_torchvision_spec_with_num_classes(capsys):
     rc, out, _ = run(capsys, "layers", "torchvision:resnet18", "--num-classes", "3", "--input-size", "64")
     assert rc == 0

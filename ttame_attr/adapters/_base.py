@@ -64,6 +64,9 @@ class BackboneAdapter(ABC):
         #: Why each default layer was chosen (``{name: reason}``), filled by :meth:`default_layers`
         #: where the adapter says (``ttame layers`` shows it).
         self.reasons: dict[str, str] = {}
+        #: Layers worth adding to the defaults (``{name: why}``), found by :meth:`default_layers`
+        #: where the adapter knows one (a ViT's convolutional stem); logged and shown by ``ttame layers``.
+        self.suggestions: dict[str, str] = {}
 
     @classmethod
     @abstractmethod

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import logging
+
+import torch
 from torch import Tensor, nn
 
+from ttame_attr._core.modes import eval_mode
 from ttame_attr.adapters._base import BackboneAdapter, Layout, is_torchvision_model
+from ttame_attr.adapters._hooks import probe_modules
 from ttame_attr.adapters._registry import register_adapter
 
 __all__ = ["ViTAdapter"]
+
+logger = logging.getLogger(__name__)
+
+#: ``(name, (h, w), (grid_h, grid_w))``: a stem stage, its size and the model's patch grid.
+StemStage = tuple[str, tuple[int, int], tuple[int, int]]
 
 
 def _is_torchvision_vit(model: nn.Module) -> bool:
@@ -26,7 +36,9 @@ class ViTAdapter(BackboneAdapter):
 
     Default layers: the norm before self-attention of the last three encoder blocks
     (torchvision ``encoder.layers.encoder_layer_{i}.ln_1``, timm ``blocks.{i}.norm1``), as in
-    the T-TAME paper.
+    the T-TAME paper. A ViT whose patches come from a convolutional stem (torchvision's
+    ``conv_stem_configs``, timm's hybrid ViTs) gets its stem stage finer than the patch grid as
+    a suggestion (:meth:`stem_stage`, :attr:`suggestions`), not as a default.
     """
 
     family = "vit"
@@ -40,11 +52,66 @@ class ViTAdapter(BackboneAdapter):
 
     def default_layers(self, input_size: tuple[int, int, int]) -> list[str]:
         if _is_torchvision_vit(self.model):
-            layers = list(self.model.encoder.layers.named_children())[-3:]
-            return [f"encoder.layers.{name}.ln_1" for name, _ in layers]
-        blocks = self.model.blocks
-        return [f"blocks.{i}.norm1" if hasattr(blocks[i], "norm1") else f"blocks.{i}"
-                for i in range(len(blocks))[-3:]]
+            children = list(self.model.encoder.layers.named_children())[-3:]
+            layers = [f"encoder.layers.{name}.ln_1" for name, _ in children]
+        else:
+            blocks = self.model.blocks
+            layers = [f"blocks.{i}.norm1" if hasattr(blocks[i], "norm1") else f"blocks.{i}"
+                      for i in range(len(blocks))[-3:]]
+        self.reasons = {name: "one of the last three blocks (the paper's)" for name in layers}
+        self.suggestions = {}
+        stage = self.stem_stage(input_size)
+        if stage is not None:
+            name, (h, w), grid = stage
+            self.suggestions[name] = (
+                f"the convolutional stem's {h}x{w} stage, finer than the {grid[0]}x{grid[1]} patch "
+                "grid: added to the layers, it gives the head maps of its size (docs: 'ViTs with a "
+                "convolutional stem')")
+            logger.info("TTAME: %s has a convolutional stem; layers=%s would give %dx%d maps instead of "
+                        "%dx%d", type(self.model).__name__, [name, *layers], h, w, *grid)
+        return layers
+
+    def stem_stage(self, input_size: tuple[int, int, int]) -> StemStage | None:
+        """The coarsest stage of the model's convolutional stem that is finer than its patch grid.
+
+        The stem is torchvision's ``conv_proj`` when it is a ``conv_stem_configs`` stack, or timm's
+        ``patch_embed.backbone`` (hybrid ViTs); plain patchifying ViTs have none. The stem alone
+        runs once on zeros, in eval mode (its modes are restored, its statistics untouched).
+
+        Returns:
+            ``(name, (h, w), patch grid)``, the module that ends that stage last, or ``None``
+            (no convolutional stem, or none of its outputs is finer than the grid).
+        """
+        stem = self._stem()
+        grid = self.grid(tuple(input_size[1:]))
+        if stem is None or grid is None:
+            return None
+        prefix, module = stem
+        param = next(module.parameters(), None)
+        x = torch.zeros(2, *input_size, device=param.device if param is not None else None,
+                        dtype=param.dtype if param is not None and param.is_floating_point() else None)
+        outputs: list[object] = []
+        try:
+            with eval_mode(module):
+                calls = [(f"{prefix}.{c.name}", c.shape) for c in probe_modules(module, x, outputs=outputs)]
+        except (RuntimeError, TypeError, ValueError):  # a stem that cannot run alone: no suggestion
+            return None
+        if isinstance(outputs[0], Tensor):
+            calls.append((prefix, tuple(outputs[0].shape)))
+        best: StemStage | None = None
+        for name, shape in calls:  # in the order the calls ended: a later equal size wins
+            if len(shape) == 4 and shape[0] == 2 and shape[2] > grid[0] and shape[3] > grid[1] \
+                    and (best is None or shape[2] <= best[1][0]):
+                best = (name, (int(shape[2]), int(shape[3])), grid)
+        return best
+
+    def _stem(self) -> tuple[str, nn.Module] | None:
+        """``(name, module)`` of a convolutional stem that takes the image, or ``None``."""
+        if _is_torchvision_vit(self.model):
+            proj = getattr(self.model, "conv_proj", None)
+            return ("conv_proj", proj) if isinstance(proj, nn.Sequential) else None
+        backbone = getattr(getattr(self.model, "patch_embed", None), "backbone", None)
+        return ("patch_embed.backbone", backbone) if isinstance(backbone, nn.Module) else None
 
     def layout(self, name: str, output: Tensor, input_hw: tuple[int, int]) -> Layout:
         if output.dim() == 4:

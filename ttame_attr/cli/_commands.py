@@ -145,6 +145,9 @@ def cmd_layers(args: argparse.Namespace) -> int:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    if not args.layers:
+        for name, why in explainer.adapter.suggestions.items():
+            print(f"suggested  {name}: {why}; e.g. --layers {' '.join([name, *explainer.layers])}")
     return 0
 
 
