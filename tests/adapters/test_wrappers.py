@@ -7,6 +7,7 @@ here is the bare backbone with the same head weights.
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -113,6 +114,20 @@ def test_holder_of_a_timm_vit_keeps_its_layers_normalisation_and_maps() -> None:
     x = torch.randn(2, 3, 64, 64)
     torch.testing.assert_close(held.attribute(x, target=2), bare.attribute(x, target=2))
     round_trip(held, holder, before)
+
+
+def test_holder_of_a_conv_stem_vit_suggests_the_stem_stage_by_its_full_name(caplog) -> None:
+    from torchvision.models.vision_transformer import ConvStemConfig
+
+    vit = torchvision.models.VisionTransformer(
+        image_size=32, patch_size=4, num_layers=3, num_heads=2, hidden_dim=16, mlp_dim=32, num_classes=5,
+        conv_stem_configs=[ConvStemConfig(8, 3, 2), ConvStemConfig(16, 3, 2)])
+    with caplog.at_level(logging.INFO, logger="ttame_attr"):
+        held = TTAME(Holder(vit))
+    assert list(held.adapter.suggestions) == ["model.conv_proj.conv_bn_relu_0"]
+    assert "suggests adding layer 'model.conv_proj.conv_bn_relu_0'" in caplog.text
+    stem = TTAME(Holder(vit), [*held.adapter.suggestions, *held.layers])
+    assert stem.map_size == (16, 16) and stem.layer_info[0].layout == "nchw"
 
 
 def test_holder_of_a_torchvision_resnet() -> None:

@@ -111,6 +111,8 @@ class FeatureExtractor:
                 raise input_size_error(input_size, err) from err
             logger.info("TTAME: the %r adapter chose layers %s of %s", adapter.name, chosen,
                         type(model).__name__)
+            for name, why in adapter.suggestions.items():
+                logger.info("TTAME: the %r adapter suggests adding layer %r: %s", adapter.name, name, why)
         else:
             if isinstance(layers, str) or not isinstance(layers, Sequence) or not layers:
                 raise TypeError(

@@ -82,6 +82,7 @@ class NestedAdapter(BackboneAdapter):
         layers = [f"{self.prefix}.{name}" for name in self.inner.default_layers(input_size)]
         self.reasons = {f"{self.prefix}.{name}": f"{reason} (inside {type(self.model).__name__})"
                         for name, reason in self.inner.reasons.items()}
+        self.suggestions = {f"{self.prefix}.{name}": why for name, why in self.inner.suggestions.items()}
         return layers
 
     def layout(self, name: str, output: Tensor, input_hw: tuple[int, int]) -> Layout:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 import torch
 from torch import Tensor, nn
 
@@ -13,8 +11,6 @@ from ttame_attr.adapters._hooks import probe_modules
 from ttame_attr.adapters._registry import register_adapter
 
 __all__ = ["ViTAdapter"]
-
-logger = logging.getLogger(__name__)
 
 #: ``(name, (h, w), (grid_h, grid_w))``: a stem stage, its size and the model's patch grid.
 StemStage = tuple[str, tuple[int, int], tuple[int, int]]
@@ -67,8 +63,6 @@ class ViTAdapter(BackboneAdapter):
                 f"the convolutional stem's {h}x{w} stage, finer than the {grid[0]}x{grid[1]} patch "
                 "grid: added to the layers, it gives the head maps of its size (docs: 'ViTs with a "
                 "convolutional stem')")
-            logger.info("TTAME: %s has a convolutional stem; layers=%s would give %dx%d maps instead of "
-                        "%dx%d", type(self.model).__name__, [name, *layers], h, w, *grid)
         return layers
 
     def stem_stage(self, input_size: tuple[int, int, int]) -> StemStage | None:
