@@ -6,12 +6,11 @@ transformers and MLP mixers whose stages return tokens ``(N, L, C)`` are read on
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from ttame_attr._core.outputs import extract_logits
 from ttame_attr.adapters._base import BackboneAdapter, Layout, guess_layout, infer_token_grid
-from ttame_attr.adapters._hooks import ModuleCall, probe_modules
+from ttame_attr.adapters._hooks import DRY_RUN_BATCH, ModuleCall, dry_run_input, probe_modules
 from ttame_attr.adapters._registry import register_adapter
 
 __all__ = ["CNNAdapter", "feature_geometry", "find_resolution_stages", "is_not_a_stage"]
@@ -27,9 +26,6 @@ def is_not_a_stage(module: nn.Module) -> bool:
     """Pooling, padding, identity and dropout modules (timm's ``DropPath`` too) are no stages."""
     return isinstance(module, _NOT_STAGES) or type(module).__name__ in ("DropPath", "StochasticDepth")
 
-#: Batch size of the dry run: outputs whose first dimension differs (windows or heads folded
-#: into the batch, e.g. TNT's inner tokens or window attention) are not feature maps.
-DRY_RUN_BATCH = 2
 
 
 def _depth(name: str) -> int:
@@ -194,12 +190,8 @@ class CNNAdapter(BackboneAdapter):
 
     def _dry_run(self, input_size: tuple[int, int, int]) -> tuple[list[ModuleCall], int | None]:
         """The module calls of a zero-input forward pass, and the number of classes if read."""
-        param = next(self.model.parameters(), None)
-        device = param.device if param is not None else torch.device("cpu")
-        dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
         outputs: list[object] = []
-        calls = probe_modules(self.model, torch.zeros(DRY_RUN_BATCH, *input_size, device=device, dtype=dtype),
-                              outputs=outputs)
+        calls = probe_modules(self.model, dry_run_input(self.model, input_size), outputs=outputs)
         try:
             logits = extract_logits(outputs[0])
         except (TypeError, ValueError):

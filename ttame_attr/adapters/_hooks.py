@@ -2,7 +2,7 @@
 
 Every hook the package puts on a model is here: :func:`forward_hooks` serves capturing the
 features T-TAME reads (:func:`capture_features`), the dry runs that find layers
-(:func:`probe_modules`) and the check for outputs changed in place
+(:func:`probe_modules`, on :func:`dry_run_input`) and the check for outputs changed in place
 (:func:`record_output_versions`); :func:`capture_inputs` sees what a wrapped backbone receives.
 The hooks live for the ``with`` block only, also when it raises.
 """
@@ -19,8 +19,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ModuleCall", "StopForward", "as_tensor_output", "capture_features", "capture_inputs",
-           "forward_hooks", "named_modules_or_error", "probe_modules", "record_output_versions"]
+__all__ = ["DRY_RUN_BATCH", "ModuleCall", "StopForward", "as_tensor_output", "capture_features",
+           "capture_inputs", "dry_run_input", "forward_hooks", "named_modules_or_error", "probe_modules",
+           "record_output_versions"]
+
+#: Batch size of the dry runs: outputs whose first dimension differs (windows or heads folded
+#: into the batch, e.g. TNT's inner tokens or window attention) are not feature maps.
+DRY_RUN_BATCH = 2
 
 #: ``hook(name, module, output)``: what :func:`forward_hooks` calls after each hooked module.
 Hook = Callable[[str, nn.Module, Any], None]
@@ -154,6 +159,15 @@ def _looks_like_attention(tensor: Tensor) -> bool:
         return False
     sums = tensor.float().sum(dim=-1)
     return bool(torch.allclose(sums, torch.ones_like(sums), atol=1e-3))
+
+
+def dry_run_input(module: nn.Module, input_size: tuple[int, ...]) -> Tensor:
+    """Zeros ``(DRY_RUN_BATCH, *input_size)`` on the device and in the floating dtype of
+    ``module``'s first parameter (CPU float32 when it has none or it is not floating)."""
+    param = next(module.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    return torch.zeros(DRY_RUN_BATCH, *input_size, device=device, dtype=dtype)
 
 
 def probe_modules(model: nn.Module, x: Tensor, *, outputs: list[object] | None = None) -> list[ModuleCall]:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from ttame_attr._core.modes import eval_mode
 from ttame_attr.adapters._base import BackboneAdapter, Layout, is_torchvision_model
-from ttame_attr.adapters._hooks import probe_modules
+from ttame_attr.adapters._hooks import DRY_RUN_BATCH, dry_run_input, probe_modules
 from ttame_attr.adapters._registry import register_adapter
 
 __all__ = ["ViTAdapter"]
@@ -81,20 +80,18 @@ class ViTAdapter(BackboneAdapter):
         if stem is None or grid is None:
             return None
         prefix, module = stem
-        param = next(module.parameters(), None)
-        x = torch.zeros(2, *input_size, device=param.device if param is not None else None,
-                        dtype=param.dtype if param is not None and param.is_floating_point() else None)
         outputs: list[object] = []
         try:
             with eval_mode(module):
-                calls = [(f"{prefix}.{c.name}", c.shape) for c in probe_modules(module, x, outputs=outputs)]
+                calls = [(f"{prefix}.{c.name}", c.shape)
+                         for c in probe_modules(module, dry_run_input(module, input_size), outputs=outputs)]
         except (RuntimeError, TypeError, ValueError):  # a stem that cannot run alone: no suggestion
             return None
         if isinstance(outputs[0], Tensor):
             calls.append((prefix, tuple(outputs[0].shape)))
         best: StemStage | None = None
         for name, shape in calls:  # in the order the calls ended: a later equal size wins
-            if len(shape) == 4 and shape[0] == 2 and shape[2] > grid[0] and shape[3] > grid[1] \
+            if len(shape) == 4 and shape[0] == DRY_RUN_BATCH and shape[2] > grid[0] and shape[3] > grid[1] \
                     and (best is None or shape[2] <= best[1][0]):
                 best = (name, (int(shape[2]), int(shape[3])), grid)
         return best
